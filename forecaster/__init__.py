@@ -1,0 +1,1 @@
+"""prewarm's forecaster: traffic in, calibrated probabilistic forecasts out."""

@@ -1,0 +1,386 @@
+"""The fast seasonal-profile model: time-of-day shape x day-of-week level x a mean-reverting current level.
+
+On the log1p scale each step is modelled as
+
+    z[t] = shape[time of day] + weekday[day position mod 7] + m + d[t] + noise
+
+- `shape` is a robust, recency-weighted average over days of each day's deviation from its own level, on
+  bins of at least 5 minutes (a 1-minute profile from 14 days is mostly noise), lightly smoothed around the
+  clock and interpolated back to the series' step;
+- `weekday` is the average deviation of each day's level from its centred 7-day mean, by the day's position
+  in the week counted from the epoch (never from calendar names: several traces have relative time only);
+  learnt only from at least two weeks and shrunk toward zero by how many weeks back it;
+- `m` is the long-run level and `d[t]` the current deviation from it: an exponentially weighted mean of the
+  residuals, forecast to decay back to `m` by a factor phi per step. Both the smoothing and the decay are
+  chosen per series from a small grid by in-sample multi-horizon error, so a drifting series tracks its level
+  and a stable one averages its noise away.
+
+Quantiles come from the empirical in-sample errors at a handful of horizons (log-scale), interpolated to
+every step. Everything is array arithmetic over a (series x time) matrix, so `fit_batch` fits a thousand
+series on a shared grid in a few seconds; `SeasonalProfile` is the one-series view of the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Self
+
+import warnings
+
+import numpy as np
+from scipy.signal import lfilter
+
+from forecaster.models.base import (
+    DENSE_LEVELS,
+    MIN_DAILY_HISTORY_S,
+    MIN_WEEKLY_HISTORY_S,
+    FitReport,
+    ModelError,
+    ResidualTable,
+    Timer,
+    coarse_step,
+    forecast_from_log,
+    horizon_grid,
+)
+from forecaster.models.seasonal_naive import RecentLevel
+from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
+
+MAX_HISTORY_S = 28 * SECONDS_PER_DAY
+SHAPE_HALF_LIFE_DAYS = 7.0
+MIN_BIN_S = 300
+SMOOTH_HALF_WIDTH_S = 900
+SCORE_WINDOW_S = 7 * SECONDS_PER_DAY
+MAX_SCORE_ORIGINS = 400
+MAX_RESID_ORIGINS = 1500
+OUTLIER_SIGMAS = 5.0
+# candidate half-lives (seconds) of the level smoother and of the level's decay back to its mean
+LEVEL_HALF_LIVES_S = (0.0, 900.0, 3600.0, 4 * 3600.0)  # 0: one step
+REVERT_HALF_LIVES_S = (3600.0, 6 * 3600.0, 24 * 3600.0, np.inf)
+RESIDUAL_HORIZON_S = SECONDS_PER_DAY
+
+
+@dataclass
+class ProfileBatch:
+    """Fitted profile parameters for n series on one grid (arrays lead with the series axis)."""
+
+    step_s: int
+    origin_s: float
+    bin_s: int
+    shape: FloatArray  # (n, bins per day)
+    weekday: FloatArray  # (n, 7)
+    mean_level: FloatArray  # (n,)
+    deviation: FloatArray  # (n,) current level deviation d[T]
+    alpha: FloatArray  # (n,)
+    phi: FloatArray  # (n,)
+    resid_horizons: list[int]
+    resid_table: FloatArray  # (n, horizons, DENSE_LEVELS)
+    resid_mean_factor: FloatArray  # (n, horizons)
+    weekly: bool
+    clip: FloatArray | None = None  # (n,) bound on one step's pull on the level (log scale)
+
+    @property
+    def n(self) -> int:
+        return int(self.shape.shape[0])
+
+    def seasonal_part(self, times_s: FloatArray) -> FloatArray:
+        """shape + weekday at the centre of each step starting at times_s; (n, len(times_s))."""
+        b = self.shape.shape[1]
+        pos = ((times_s + self.step_s / 2) % SECONDS_PER_DAY) / self.bin_s - 0.5
+        i0 = np.floor(pos).astype(np.int64)
+        f = pos - i0
+        i0 %= b
+        i1 = (i0 + 1) % b
+        out = self.shape[:, i0] * (1 - f) + self.shape[:, i1] * f
+        dow = (np.floor(times_s / SECONDS_PER_DAY) % 7).astype(np.int64)
+        return np.asarray(out + self.weekday[:, dow], dtype=np.float64)
+
+    def residual_table(self, i: int) -> ResidualTable:
+        t = ResidualTable.__new__(ResidualTable)
+        t.horizons = np.asarray(self.resid_horizons, dtype=np.float64)
+        t.table = self.resid_table[i]
+        t.mean_factor = self.resid_mean_factor[i]
+        return t
+
+    def location(self, h: int) -> FloatArray:
+        times = self.origin_s + self.step_s * np.arange(h, dtype=np.float64)
+        decay = self.phi[:, None] ** np.arange(1, h + 1, dtype=np.float64)[None, :]
+        return np.asarray(
+            self.seasonal_part(times) + self.mean_level[:, None] + self.deviation[:, None] * decay,
+            dtype=np.float64,
+        )
+
+    def predict(self, h: int, levels: Sequence[float], alias: str = "profile") -> list[Forecast]:
+        loc = self.location(h)
+        return [
+            forecast_from_log(
+                alias=alias, origin_s=self.origin_s, step_s=self.step_s, location=loc[i],
+                residuals=self.residual_table(i), levels=levels,
+            )
+            for i in range(self.n)
+        ]
+
+    def with_new_data(self, values: FloatArray, start_s: float) -> ProfileBatch:
+        """Re-anchor on newer observations (n, T) with the fitted shape and parameters: only d[T] moves."""
+        times = start_s + self.step_s * np.arange(values.shape[1], dtype=np.float64)
+        keep = min(values.shape[1], int(3 * SECONDS_PER_DAY / self.step_s))
+        z = np.log1p(values[:, -keep:])
+        r = z - self.seasonal_part(times[-keep:]) - self.mean_level[:, None]
+        if self.clip is not None:
+            r = np.clip(r, -self.clip[:, None], self.clip[:, None])
+        dev = np.empty(self.n)
+        for i in range(self.n):
+            dev[i] = _ewma_last(r[i], float(self.alpha[i]))
+        origin = start_s + values.shape[1] * self.step_s
+        return ProfileBatch(
+            self.step_s, origin, self.bin_s, self.shape, self.weekday, self.mean_level, dev, self.alpha,
+            self.phi, self.resid_horizons, self.resid_table, self.resid_mean_factor, self.weekly, self.clip,
+        )
+
+
+def _ewma_last(r: FloatArray, alpha: float) -> float:
+    r = np.where(np.isfinite(r), r, 0.0)
+    y = lfilter([alpha], [1.0, -(1.0 - alpha)], r)
+    return float(y[-1])
+
+
+def _nanmean_w(x: FloatArray, w: FloatArray, axis: int) -> FloatArray:
+    """Weighted mean ignoring NaN; NaN where nothing is finite."""
+    ok = np.isfinite(x)
+    ww = np.where(ok, w, 0.0)
+    num = np.where(ok, x, 0.0) * ww
+    den = ww.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(num.sum(axis=axis) / den, dtype=np.float64)
+
+
+def _circular_smooth(shape: FloatArray, half_width: int) -> FloatArray:
+    if half_width <= 0:
+        return shape
+    k = np.concatenate([np.arange(1, half_width + 2), np.arange(half_width, 0, -1)]).astype(np.float64)
+    k /= k.sum()
+    b = shape.shape[1]
+    padded = np.concatenate([shape[:, -half_width:], shape, shape[:, :half_width]], axis=1)
+    out = np.empty_like(shape)
+    for j in range(k.size):
+        seg = padded[:, j : j + b]
+        out = seg * k[j] if j == 0 else out + seg * k[j]
+    return out
+
+
+def fit_batch(values: FloatArray, start_s: float, step_s: int) -> ProfileBatch:
+    """Fit the profile model to n series sharing one grid: `values` is (n, T) counts per step, NaN = gap."""
+    if values.ndim != 2:
+        raise ModelError("fit_batch needs a (series x time) matrix")
+    n_all, t_all = values.shape
+    if t_all * step_s < MIN_DAILY_HISTORY_S:
+        raise ModelError(
+            f"profile needs {MIN_DAILY_HISTORY_S / 86400:.0f} days of history, got {t_all * step_s / 86400:.2f}"
+        )
+    keep = min(t_all, int(MAX_HISTORY_S // step_s))
+    y = values[:, t_all - keep :]
+    t0 = start_s + (t_all - keep) * step_s
+    times = t0 + step_s * np.arange(keep, dtype=np.float64)
+    z = np.log1p(y)  # NaN stays NaN
+    origin = t0 + keep * step_s
+
+    # Two passes: the second ignores steps the first found to be outliers (a zero in a series of thousands
+    # per step is a collector outage, not demand), so one bad hour cannot bend the shape or the level.
+    batch, rd = _fit_shape(z, times, step_s, origin, n_all, keep, robust=True)
+    sigma = np.maximum(1.4826 * np.nanmedian(np.abs(rd - np.nanmedian(rd, axis=1, keepdims=True)), axis=1), 0.05)
+    outlier = np.abs(rd - np.nanmedian(rd, axis=1, keepdims=True)) > OUTLIER_SIGMAS * sigma[:, None]
+    batch, rd = _fit_shape(np.where(outlier, np.nan, z), times, step_s, origin, n_all, keep, robust=False)
+    # errors are scored against every observation, outliers included: they are what the quantiles must cover
+    rd_all = z - batch.seasonal_part(times) - batch.mean_level[:, None]
+    return _fit_level(batch, rd_all, step_s, keep, sigma)
+
+
+def _fit_shape(
+    z: FloatArray, times: FloatArray, step_s: int, origin: float, n_all: int, keep: int, robust: bool
+) -> tuple[ProfileBatch, FloatArray]:
+    """Shape, weekday and long-run level; returns a batch without level parameters and the residuals
+    z - seasonal - m (NaN where z is NaN). `robust` uses medians across days (the first pass, which must
+    not be bent by the outliers it is meant to find), otherwise recency-weighted means."""
+    # --- time-of-day shape on >= 5-minute bins: cell (day, bin) means via one reduceat over time
+    bin_s = coarse_step(step_s, SECONDS_PER_DAY // MIN_BIN_S)
+    n_bins = SECONDS_PER_DAY // bin_s
+    day_abs = np.floor(times / SECONDS_PER_DAY).astype(np.int64)
+    day = day_abs - day_abs[0]
+    n_days = int(day[-1]) + 1
+    cell = day * n_bins + ((times % SECONDS_PER_DAY) // bin_s).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+    finite = np.isfinite(z)
+    sums = np.add.reduceat(np.where(finite, z, 0.0), starts, axis=1)
+    cnt = np.add.reduceat(finite.astype(np.float64), starts, axis=1)
+    grid = np.full((n_all, n_days * n_bins), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grid[:, cell[starts]] = np.where(cnt > 0, sums / cnt, np.nan)
+    cells = grid.reshape(n_all, n_days, n_bins)
+
+    w_day = 0.5 ** ((n_days - 1 - np.arange(n_days)) / SHAPE_HALF_LIFE_DAYS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins are handled below
+        if robust:
+            s0 = np.nanmedian(cells, axis=1)
+        else:
+            s0 = _nanmean_w(cells, w_day[None, :, None], axis=1)  # (n, bins)
+        s0 = np.where(np.isfinite(s0), s0, np.nanmean(s0, axis=1, keepdims=True))
+        day_level = (np.nanmedian if robust else np.nanmean)(cells - s0[:, None, :], axis=2)  # (n, days)
+        if robust:
+            shape = np.nanmedian(cells - day_level[:, :, None], axis=1)
+        else:
+            shape = _nanmean_w(cells - day_level[:, :, None], w_day[None, :, None], axis=1)
+    shape = np.where(np.isfinite(shape), shape, 0.0)
+    shape = _circular_smooth(shape, int(round(SMOOTH_HALF_WIDTH_S / bin_s)))
+    shape -= shape.mean(axis=1, keepdims=True)
+
+    # --- weekday level, by position in the week, from >= 2 weeks only
+    weekly = keep * step_s >= MIN_WEEKLY_HISTORY_S
+    weekday = np.zeros((n_all, 7))
+    if weekly:
+        kernel = np.ones(7)
+        lv = np.where(np.isfinite(day_level), day_level, 0.0)
+        ok = np.isfinite(day_level).astype(np.float64)
+        num = np.stack([np.convolve(r, kernel, mode="same") for r in lv])
+        den = np.stack([np.convolve(r, kernel, mode="same") for r in ok])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dev_day = day_level - num / den
+        dow = (day_abs[0] + np.arange(n_days)) % 7
+        # partial first/last days carry little weight
+        for k in range(7):
+            sel = dow == k
+            vals = dev_day[:, sel]
+            nk = np.isfinite(vals).sum(axis=1)
+            mean_k = _nanmean_w(vals, w_day[None, sel], axis=1)
+            weekday[:, k] = np.where(nk > 0, mean_k * nk / (nk + 0.5), 0.0)
+        weekday = np.where(np.isfinite(weekday), weekday, 0.0)
+        weekday -= weekday.mean(axis=1, keepdims=True)
+
+    batch = ProfileBatch(
+        step_s, origin, bin_s, shape, weekday, np.zeros(n_all), np.zeros(n_all), np.zeros(n_all),
+        np.ones(n_all), [1], np.zeros((n_all, 1, len(DENSE_LEVELS))), np.ones((n_all, 1)), weekly,
+    )
+    r = z - batch.seasonal_part(times)
+    score_from = max(0, keep - int(SCORE_WINDOW_S // step_s))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = (np.nanmedian if robust else np.nanmean)(r[:, score_from:], axis=1)
+    batch.mean_level = np.where(np.isfinite(m), m, 0.0)
+    return batch, r - batch.mean_level[:, None]
+
+
+def _fit_level(batch: ProfileBatch, rd: FloatArray, step_s: int, keep: int, sigma: FloatArray) -> ProfileBatch:
+    n_all = batch.n
+    score_from = max(0, keep - int(SCORE_WINDOW_S // step_s))
+    # the level follows clipped innovations: a lone outlier nudges it, a lasting shift moves it
+    lim = OUTLIER_SIGMAS * sigma[:, None]
+    rd_filled = np.clip(np.where(np.isfinite(rd), rd, 0.0), -lim, lim)
+
+    # --- choose the level smoother and its decay per series by in-sample multi-horizon error
+    score_h = sorted({max(1, round(s / step_s)) for s in (step_s, 900, 3600, 4 * 3600)})
+    score_h = [h for h in score_h if h < keep // 4] or [1]
+    rng = np.random.default_rng(0)
+    max_h = max(score_h)
+    span = np.arange(score_from, keep - max_h)
+    if span.size == 0:
+        span = np.arange(0, max(1, keep - max_h))
+    origins = np.sort(rng.choice(span, size=min(MAX_SCORE_ORIGINS, span.size), replace=False))
+    best = np.full(n_all, np.inf)
+    alpha = np.full(n_all, 0.5)
+    phi = np.ones(n_all)
+    devs: dict[float, FloatArray] = {}
+    for hl_a in LEVEL_HALF_LIVES_S:
+        a = 1.0 - 0.5 ** (step_s / hl_a) if hl_a > 0 else 0.5
+        d = lfilter([a], [1.0, -(1.0 - a)], rd_filled, axis=1)
+        devs[a] = d
+        for hl_p in REVERT_HALF_LIVES_S:
+            p = 0.5 ** (step_s / hl_p) if np.isfinite(hl_p) else 1.0
+            err = np.zeros(n_all)
+            for h in score_h:
+                e = rd[:, origins + h] - d[:, origins] * p**h
+                err += np.nanmean(np.abs(e), axis=1)
+            better = err < best
+            best = np.where(better, err, best)
+            alpha = np.where(better, a, alpha)
+            phi = np.where(better, p, phi)
+
+    # --- empirical error table at a few horizons with the chosen parameters
+    hs = horizon_grid(min(int(RESIDUAL_HORIZON_S // step_s), keep // 3))
+    max_h = max(hs)
+    span = np.arange(score_from, keep - max_h)
+    if span.size < 10:
+        span = np.arange(0, max(1, keep - max_h))
+    origins = np.sort(rng.choice(span, size=min(MAX_RESID_ORIGINS, span.size), replace=False))
+    d_chosen = np.empty((n_all, origins.size))
+    for a, d in devs.items():
+        sel = alpha == a
+        if sel.any():
+            d_chosen[sel] = d[np.ix_(sel, origins)]
+    errs = np.stack(
+        [rd[:, origins + h] - d_chosen * phi[:, None] ** h for h in hs], axis=1
+    )  # (n, len(hs), origins)
+    errs_f = np.where(np.isfinite(errs), errs, np.nan)
+    table = np.nanquantile(errs_f, DENSE_LEVELS, axis=2).transpose(1, 2, 0)  # (n, hs, levels)
+    lo = np.nanquantile(errs_f, 0.01, axis=2, keepdims=True)
+    hi = np.nanquantile(errs_f, 0.99, axis=2, keepdims=True)
+    mean_factor = np.nanmean(np.exp(np.clip(errs_f, lo, hi)), axis=2)
+    table = np.where(np.isfinite(table), table, 0.0)
+    mean_factor = np.where(np.isfinite(mean_factor), mean_factor, 1.0)
+
+    last_dev = np.empty(n_all)
+    for a, d in devs.items():
+        sel = alpha == a
+        last_dev[sel] = d[sel, -1]
+    batch.deviation, batch.alpha, batch.phi = last_dev, alpha, phi
+    batch.resid_horizons, batch.resid_table, batch.resid_mean_factor = hs, table, mean_factor
+    batch.clip = lim[:, 0]
+    return batch
+
+
+class SeasonalProfile:
+    alias = "profile"
+
+    def __init__(self) -> None:
+        self.report = FitReport(self.alias)
+        self._batch: ProfileBatch | None = None
+        self._fallback: RecentLevel | None = None
+
+    def fit(self, series: TrafficSeries) -> Self:
+        timer = Timer()
+        self._fallback = None
+        self._batch = None
+        self.report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s, series.step_s)
+        if series.span_s < MIN_DAILY_HISTORY_S:
+            self._fallback = RecentLevel().fit(series)
+            self.report.fallback = self._fallback.alias
+            self.report.note(
+                f"{series.span_s / 86400:.2f} days of history is less than the 2 days a daily profile needs; "
+                f"forecasting with {self._fallback.alias}"
+            )
+        else:
+            self._batch = fit_batch(series.values[None, :], series.start_s, series.step_s)
+            b = self._batch
+            self.report.fit_step_s = series.step_s
+            self.report.seasons_s = (SECONDS_PER_DAY, 7 * SECONDS_PER_DAY) if b.weekly else (SECONDS_PER_DAY,)
+            self.report.note(f"time-of-day shape on {b.bin_s} s bins")
+            if not b.weekly:
+                self.report.note("less than 14 days of history: no day-of-week effect")
+            hl = np.log(0.5) / np.log(max(1e-12, 1 - float(b.alpha[0]))) * series.step_s
+            self.report.note(f"level smoother half-life {hl:.0f} s, decay per step {float(b.phi[0]):.5f}")
+        self.report.fit_seconds = timer.elapsed()
+        return self
+
+    def update(self, series: TrafficSeries) -> Self:
+        if self._batch is None:
+            return self.fit(series)
+        self._batch = self._batch.with_new_data(series.values[None, :], series.start_s)
+        return self
+
+    def predict(self, h: int, levels: Sequence[float]) -> Forecast:
+        if self._fallback is not None:
+            fc = self._fallback.predict(h, levels)
+            return Forecast(fc.origin_s, fc.step_s, fc.mean, fc.quantiles, self.alias,
+                            notes=(f"fallback: {self._fallback.alias}",))
+        if self._batch is None:
+            raise ModelError("profile: predict() before fit()")
+        return self._batch.predict(h, levels, self.alias)[0]

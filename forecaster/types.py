@@ -1,0 +1,165 @@
+"""The two values that flow through prewarm: a traffic series in, a forecast out.
+
+Both are plain arrays on a regular time grid. Time is epoch seconds (UTC) so that the numerics never touch a
+time zone; `datetime` conversion happens at the edges (CLI, API).
+
+Units: `values`, `mean` and the quantile arrays are *requests per step* (the number of requests that arrived
+in the interval starting at that grid point), exactly as in the trace format. `rate_rps` converts to requests
+per second, which is what the planner reasons in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+SECONDS_PER_DAY = 86_400
+SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
+
+
+def to_datetime(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
+
+
+def quantile_key(q: float) -> str:
+    """The canonical text form of a quantile level, as used in JSON keys ("0.9", "0.95", "0.5")."""
+    return f"{q:g}"
+
+
+def validate_quantile_levels(levels: Sequence[float]) -> tuple[float, ...]:
+    """Sorted, de-duplicated quantile levels, each strictly inside (0, 1)."""
+    out: set[float] = set()
+    for q in levels:
+        if not (isinstance(q, int | float) and math.isfinite(q) and 0.0 < q < 1.0):
+            raise ValueError(f"quantile level {q!r} is outside the open interval (0, 1)")
+        out.add(float(q))
+    if not out:
+        raise ValueError("at least one quantile level is required")
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class TrafficSeries:
+    """Requests per step on a regular grid: `values[i]` arrived in [start_s + i*step_s, start_s + (i+1)*step_s).
+
+    NaN marks a gap (no data, e.g. a Prometheus scrape outage); a trace file's missing row is a true zero
+    and arrives here as 0.0, never NaN.
+    """
+
+    name: str
+    start_s: float
+    step_s: int
+    values: FloatArray
+
+    def __post_init__(self) -> None:
+        if self.step_s <= 0:
+            raise ValueError(f"step_s must be positive, got {self.step_s}")
+        if self.values.ndim != 1:
+            raise ValueError("values must be one-dimensional")
+        finite = self.values[np.isfinite(self.values)]
+        if finite.size and float(finite.min()) < 0.0:
+            raise ValueError(f"series {self.name!r} has a negative count")
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def end_s(self) -> float:
+        """Epoch seconds just after the last interval (the natural forecast origin)."""
+        return self.start_s + len(self) * self.step_s
+
+    @property
+    def span_s(self) -> float:
+        return float(len(self) * self.step_s)
+
+    def times_s(self) -> FloatArray:
+        return self.start_s + self.step_s * np.arange(len(self), dtype=np.float64)
+
+    def index_at(self, epoch_s: float) -> int:
+        """Number of whole intervals that end at or before `epoch_s` (clamped to the series)."""
+        i = math.floor((epoch_s - self.start_s) / self.step_s + 1e-9)
+        return max(0, min(len(self), i))
+
+    def before(self, epoch_s: float) -> TrafficSeries:
+        """Only the data that had fully arrived by `epoch_s`: what a forecaster at that time may use."""
+        return self.slice(0, self.index_at(epoch_s))
+
+    def slice(self, lo: int, hi: int) -> TrafficSeries:
+        lo = max(0, lo)
+        hi = min(len(self), hi)
+        return TrafficSeries(self.name, self.start_s + lo * self.step_s, self.step_s, self.values[lo:hi])
+
+    def tail(self, span_s: float) -> TrafficSeries:
+        n = min(len(self), math.ceil(span_s / self.step_s))
+        return self.slice(len(self) - n, len(self))
+
+    def rate_rps(self) -> FloatArray:
+        return self.values / self.step_s
+
+    @property
+    def gap_fraction(self) -> float:
+        return float(np.mean(~np.isfinite(self.values))) if len(self) else 0.0
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A probabilistic forecast of requests per step for `len(mean)` steps from `origin_s`.
+
+    `quantiles[q][i]` is the q-quantile of the count in step i; arrays are non-negative and, for each step,
+    non-decreasing in q. `mean` is the expected count.
+    """
+
+    origin_s: float
+    step_s: int
+    mean: FloatArray
+    quantiles: Mapping[float, FloatArray]
+    model: str
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        n = self.mean.shape[0]
+        for q, arr in self.quantiles.items():
+            if arr.shape != (n,):
+                raise ValueError(f"quantile {q} has shape {arr.shape}, expected ({n},)")
+
+    @property
+    def horizon(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        return tuple(sorted(self.quantiles))
+
+    def times_s(self) -> FloatArray:
+        return self.origin_s + self.step_s * np.arange(self.horizon, dtype=np.float64)
+
+    def quantile(self, q: float) -> FloatArray:
+        """The q-quantile path; an exact level if present, else linear interpolation between levels."""
+        if q in self.quantiles:
+            return self.quantiles[q]
+        levels = self.levels
+        if not levels:
+            raise KeyError(f"forecast has no quantiles (asked for {q})")
+        stacked = np.stack([self.quantiles[lv] for lv in levels])
+        lv = np.asarray(levels)
+        out = np.empty(self.horizon)
+        for i in range(self.horizon):
+            out[i] = np.interp(q, lv, stacked[:, i])
+        return out
+
+    def head(self, n: int) -> Forecast:
+        return Forecast(
+            origin_s=self.origin_s,
+            step_s=self.step_s,
+            mean=self.mean[:n],
+            quantiles={q: a[:n] for q, a in self.quantiles.items()},
+            model=self.model,
+            notes=self.notes,
+        )
