@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, Self
@@ -114,6 +115,37 @@ def fill_gaps(values: FloatArray, period: int | None = None) -> FloatArray:
     return y
 
 
+def despike(z: FloatArray, start_s: float, step_s: int, sigmas: float = 5.0) -> tuple[FloatArray, int]:
+    """NaN out steps far outside what the series' daily shape and local level explain (a zero in a series
+    of thousands per step is a collector outage, not demand; a four-hour run of zeros is one too).
+
+    The daily shape is the median across days of each time-of-day slot; the local level is a centred
+    one-day rolling median of what is left; a step is masked when it sits more than `sigmas` robust standard
+    deviations from both. A change that lasts more than about half a day moves the rolling median and is
+    kept as real. Returns the cleaned copy and how many steps it masked."""
+    import pandas as pd
+
+    per_day = periods_per_day(step_s)
+    if z.size < 2 * per_day:
+        return z, 0
+    slot = (np.round(start_s / step_s).astype(np.int64) + np.arange(z.size)) % per_day
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        shape = np.array([np.nanmedian(z[slot == k]) if np.any(slot == k) else 0.0 for k in range(per_day)])
+    x = z - np.where(np.isfinite(shape), shape, 0.0)[slot]
+    med = pd.Series(x).rolling(per_day + 1, center=True, min_periods=3).median().to_numpy()
+    dev = x - med
+    ok = np.isfinite(dev)
+    if ok.sum() < 10:
+        return z, 0
+    centre = float(np.median(dev[ok]))
+    scale = max(1.4826 * float(np.median(np.abs(dev[ok] - centre))), 0.05)
+    bad = ok & (np.abs(dev - centre) > sigmas * scale)
+    out = z.copy()
+    out[bad] = np.nan
+    return out, int(bad.sum())
+
+
 def periods_per_day(step_s: int) -> int:
     return max(1, round(SECONDS_PER_DAY / step_s))
 
@@ -194,7 +226,7 @@ class ResidualTable:
             qs.append(np.quantile(e, DENSE_LEVELS))
             # E[exp(e)]: turns a log-scale location into a mean count; winsorised so that one freak spike
             # in the history cannot blow the mean up.
-            lo, hi = np.quantile(e, [0.001, 0.999])
+            lo, hi = np.quantile(e, [0.01, 0.99])
             mf.append(float(np.mean(np.exp(np.clip(e, lo, hi)))))
         if not hs:
             hs, qs, mf = [1], [np.zeros(len(DENSE_LEVELS))], [1.0]

@@ -1,0 +1,72 @@
+"""Shared plumbing for the models that fit on a coarser grid than the series (statsmodels, Prophet).
+
+A 1-minute series has a 1,440-step daily season: far too long for Holt-Winters' seasonal states, MSTL's
+LOESS or Prophet's per-point cost, and no more informative than 15-minute bins. These models therefore fit
+on log1p(counts per coarse step) over an aligned coarse grid, and their forecasts are spread back onto the
+series' own step (`to_fine_grid`), which the fit report states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecaster.models.base import FitReport, ModelError, coarse_step, despike, fill_gaps, periods_per_day, resample, to_fine_grid
+from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
+
+MAX_HISTORY_S = 28 * SECONDS_PER_DAY
+
+
+@dataclass(frozen=True)
+class CoarseData:
+    z: FloatArray  # log1p(counts per coarse step), gaps filled
+    start_s: float
+    step_s: int  # the coarse step
+    fine_step_s: int
+    origin_s: float  # end of the fine series (where forecasts start)
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.z.size * self.step_s
+
+    def times_s(self) -> FloatArray:
+        return self.start_s + self.step_s * np.arange(self.z.size, dtype=np.float64)
+
+
+def prepare(series: TrafficSeries, max_periods_per_day: int, report: FitReport, *, what: str) -> CoarseData:
+    """Resample (when the daily season would be too long), cut to the last 28 days, fill gaps, log1p."""
+    fit_step = coarse_step(series.step_s, max_periods_per_day)
+    report.fit_step_s = fit_step
+    if fit_step != series.step_s:
+        report.note(
+            f"fitted at {fit_step} s steps (resampled from {series.step_s} s: a "
+            f"{periods_per_day(series.step_s)}-step daily season is too long for {what})"
+        )
+    tail = series.tail(MAX_HISTORY_S + fit_step)
+    rs = resample(tail, fit_step)
+    if rs.values.size < 2:
+        raise ModelError(f"{what}: fewer than two {fit_step} s steps of history")
+    clean, n_spikes = despike(np.log1p(rs.values), rs.start_s, fit_step)
+    if n_spikes:
+        report.note(f"{n_spikes} outlying steps (e.g. outage zeros) treated as gaps")
+    z = fill_gaps(clean, periods_per_day(fit_step))
+    return CoarseData(z, rs.start_s, fit_step, series.step_s, series.end_s)
+
+
+def coarse_horizon(data: CoarseData, h: int) -> int:
+    """Coarse steps needed from the coarse grid's end to cover h fine steps from the series' end (+1 so
+    that interpolation between bin centres has a right neighbour)."""
+    need = data.origin_s + h * data.fine_step_s - data.end_s
+    return max(1, int(np.ceil(need / data.step_s)) + 1)
+
+
+def to_fine(data: CoarseData, coarse: Forecast, h: int, alias: str) -> Forecast:
+    def conv(a: FloatArray) -> FloatArray:
+        return np.maximum(
+            to_fine_grid(data.end_s, data.step_s, a, data.origin_s, data.fine_step_s, h), 0.0
+        )
+
+    quantiles = {q: conv(a) for q, a in coarse.quantiles.items()}
+    # interpolation keeps quantiles ordered: each fine value is the same convex combination for every level
+    return Forecast(data.origin_s, data.fine_step_s, conv(coarse.mean), quantiles, alias, coarse.notes)

@@ -1,0 +1,118 @@
+"""statsmodels Holt-Winters: damped additive trend + additive daily season, on log1p counts.
+
+Fitted at a step of at least 15 minutes (a daily season of at most 96 states). Parameters are estimated at
+fit; `update` re-runs the smoother over newer data with those parameters fixed (milliseconds), which is what
+the live loop does between refits. Quantiles: the empirical one-step residuals of the last week, widened
+with horizon as the level's error accumulates (sqrt(1 + (h-1) alpha^2), the simple-exponential-smoothing
+variance growth); split-conformal calibration in `selection` corrects whatever this approximation misses.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+
+from forecaster.models.base import (
+    MIN_DAILY_HISTORY_S,
+    FitReport,
+    ModelError,
+    ResidualTable,
+    Timer,
+    forecast_from_log,
+    horizon_grid,
+    require_history,
+)
+from forecaster.models.coarse import CoarseData, coarse_horizon, prepare, to_fine
+from forecaster.models.seasonal_naive import RecentLevel
+from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
+
+MAX_PERIODS_PER_DAY = 96
+RESIDUAL_WINDOW_S = 7 * SECONDS_PER_DAY
+
+
+def _fit_es(z: np.ndarray, period: int, params: dict[str, float] | None) -> Any:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    model = ExponentialSmoothing(
+        z, trend="add", damped_trend=True, seasonal="add", seasonal_periods=period,
+        initialization_method="heuristic" if z.size >= 2 * period + 10 else "estimated",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter; the fit is checked below
+        if params is None:
+            return model.fit(optimized=True)
+        return model.fit(optimized=False, **params)
+
+
+class HoltWinters:
+    alias = "holt_winters"
+
+    def __init__(self) -> None:
+        self.report = FitReport(self.alias)
+        self._fallback: RecentLevel | None = None
+        self._res: Any = None
+        self._data: CoarseData | None = None
+        self._params: dict[str, float] | None = None
+        self._resid = ResidualTable([1], [np.zeros(1)])
+
+    def fit(self, series: TrafficSeries) -> Self:
+        return self._fit(series, params=None)
+
+    def update(self, series: TrafficSeries) -> Self:
+        if self._params is None:
+            return self.fit(series)
+        return self._fit(series, params=self._params)
+
+    def _fit(self, series: TrafficSeries, params: dict[str, float] | None) -> Self:
+        timer = Timer()
+        require_history(series, self.alias)
+        self._fallback = None
+        self.report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s)
+        if series.span_s < MIN_DAILY_HISTORY_S:
+            self._fallback = RecentLevel().fit(series)
+            self.report.fallback = self._fallback.alias
+            self.report.note(
+                f"{series.span_s / 86400:.2f} days of history is less than the 2 days a daily season needs; "
+                f"forecasting with {self._fallback.alias}"
+            )
+            return self
+        data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="Holt-Winters")
+        period = SECONDS_PER_DAY // data.step_s
+        res = _fit_es(data.z, period, params)
+        if not np.all(np.isfinite(res.fittedvalues)):
+            raise ModelError(f"{self.alias}: the smoother diverged on {series.name!r}")
+        self._res, self._data = res, data
+        if params is None:
+            p = res.params
+            self._params = {
+                "smoothing_level": float(p["smoothing_level"]),
+                "smoothing_trend": float(p["smoothing_trend"]),
+                "smoothing_seasonal": float(p["smoothing_seasonal"]),
+                "damping_trend": float(p["damping_trend"]),
+            }
+            resid = np.asarray(res.resid)[-int(RESIDUAL_WINDOW_S // data.step_s):]
+            alpha = self._params["smoothing_level"]
+            hs = horizon_grid(int(SECONDS_PER_DAY // data.step_s))
+            self._resid = ResidualTable(hs, [resid * np.sqrt(1 + (h - 1) * alpha**2) for h in hs])
+            self.report.seasons_s = (SECONDS_PER_DAY,)
+            self.report.note(", ".join(f"{k}={v:.3f}" for k, v in self._params.items()))
+        self.report.fit_seconds = timer.elapsed()
+        return self
+
+    def predict(self, h: int, levels: Sequence[float]) -> Forecast:
+        if self._fallback is not None:
+            fc = self._fallback.predict(h, levels)
+            return Forecast(fc.origin_s, fc.step_s, fc.mean, fc.quantiles, self.alias,
+                            notes=(f"fallback: {self._fallback.alias}",))
+        if self._data is None:
+            raise ModelError(f"{self.alias}: predict() before fit()")
+        hc = coarse_horizon(self._data, h)
+        loc = np.asarray(self._res.forecast(hc), dtype=np.float64)
+        coarse = forecast_from_log(
+            alias=self.alias, origin_s=self._data.end_s, step_s=self._data.step_s, location=loc,
+            residuals=self._resid, levels=levels,
+        )
+        return to_fine(self._data, coarse, h, self.alias)

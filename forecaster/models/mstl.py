@@ -1,0 +1,152 @@
+"""statsmodels MSTL: daily (and, with enough history, weekly) seasons by LOESS, the rest by damped Holt.
+
+Fitted at a step of at least 30 minutes (48 steps a day, 336 a week): MSTL's cost grows with the season
+length, and at 5-minute steps one fit takes 10-15 s. statsmodels silently drops a period that does not fit
+twice in the data, so the weekly season is asked for only with more than two weeks of history, and the fit
+report says when it was left out. Forecast = last cycle of each seasonal component, repeated in phase, plus a
+damped-trend exponential smoothing of the deseasonalised series. `update` deseasonalises newer data with the
+fitted components and re-runs the smoother with its parameters fixed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+
+from forecaster.models.base import (
+    MIN_DAILY_HISTORY_S,
+    FitReport,
+    ModelError,
+    ResidualTable,
+    Timer,
+    forecast_from_log,
+    horizon_grid,
+    require_history,
+)
+from forecaster.models.coarse import CoarseData, coarse_horizon, prepare, to_fine
+from forecaster.models.seasonal_naive import RecentLevel
+from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
+
+MAX_PERIODS_PER_DAY = 48
+RESIDUAL_WINDOW_S = 7 * SECONDS_PER_DAY
+
+
+def _holt(d: FloatArray, params: dict[str, float] | None) -> Any:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    model = ExponentialSmoothing(d, trend="add", damped_trend=True, initialization_method="estimated")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if params is None:
+            return model.fit(optimized=True)
+        return model.fit(optimized=False, **params)
+
+
+class MSTLModel:
+    alias = "mstl"
+
+    def __init__(self) -> None:
+        self.report = FitReport(self.alias)
+        self._fallback: RecentLevel | None = None
+        self._data: CoarseData | None = None
+        self._cycles: list[tuple[int, FloatArray, float]] = []  # (period, one cycle, epoch of its start)
+        self._holt: Any = None
+        self._params: dict[str, float] | None = None
+        self._resid = ResidualTable([1], [np.zeros(1)])
+
+    def _seasonal(self, times_s: FloatArray) -> FloatArray:
+        out = np.zeros(times_s.size)
+        for period, cycle, t0 in self._cycles:
+            step = self._data.step_s if self._data else 1
+            idx = np.round((times_s - t0) / step).astype(np.int64) % period
+            out += cycle[idx]
+        return out
+
+    def fit(self, series: TrafficSeries) -> Self:
+        timer = Timer()
+        require_history(series, self.alias)
+        self._fallback = None
+        self._params = None
+        self.report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s)
+        if series.span_s < MIN_DAILY_HISTORY_S:
+            self._fallback = RecentLevel().fit(series)
+            self.report.fallback = self._fallback.alias
+            self.report.note(
+                f"{series.span_s / 86400:.2f} days of history is less than the 2 days a daily season needs; "
+                f"forecasting with {self._fallback.alias}"
+            )
+            return self
+        from statsmodels.tsa.seasonal import MSTL
+
+        data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="MSTL")
+        p_day = SECONDS_PER_DAY // data.step_s
+        p_week = SECONDS_PER_WEEK // data.step_s
+        periods = [p_day]
+        if data.z.size > 2 * p_week:
+            periods.append(p_week)
+        else:
+            self.report.note(
+                f"weekly season left out: {data.z.size * data.step_s / 86400:.1f} days of history, MSTL needs "
+                "more than 14"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = MSTL(data.z, periods=periods).fit()
+        seasonal = np.asarray(res.seasonal).reshape(data.z.size, -1)
+        times = data.times_s()
+        self._cycles = []
+        for k, period in enumerate(periods):
+            start = data.z.size - period
+            self._cycles.append((period, seasonal[start:, k].copy(), float(times[start])))
+        self._data = data
+        self._fit_level(data, params=None)
+        self.report.seasons_s = tuple(p * data.step_s for p in periods)
+        self.report.fit_seconds = timer.elapsed()
+        return self
+
+    def _fit_level(self, data: CoarseData, params: dict[str, float] | None) -> None:
+        d = data.z - self._seasonal(data.times_s())
+        res = _holt(d, params)
+        if not np.all(np.isfinite(res.fittedvalues)):
+            raise ModelError(f"{self.alias}: the level smoother diverged")
+        self._holt = res
+        if params is None:
+            p = res.params
+            self._params = {
+                "smoothing_level": float(p["smoothing_level"]),
+                "smoothing_trend": float(p["smoothing_trend"]),
+                "damping_trend": float(p["damping_trend"]),
+            }
+            resid = np.asarray(res.resid)[-int(RESIDUAL_WINDOW_S // data.step_s):]
+            alpha = self._params["smoothing_level"]
+            hs = horizon_grid(int(SECONDS_PER_DAY // data.step_s))
+            self._resid = ResidualTable(hs, [resid * np.sqrt(1 + (h - 1) * alpha**2) for h in hs])
+
+    def update(self, series: TrafficSeries) -> Self:
+        if self._params is None or self._fallback is not None:
+            return self.fit(series)
+        report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s)
+        data = prepare(series, MAX_PERIODS_PER_DAY, report, what="MSTL")
+        self._data = data
+        self._fit_level(data, params=self._params)
+        return self
+
+    def predict(self, h: int, levels: Sequence[float]) -> Forecast:
+        if self._fallback is not None:
+            fc = self._fallback.predict(h, levels)
+            return Forecast(fc.origin_s, fc.step_s, fc.mean, fc.quantiles, self.alias,
+                            notes=(f"fallback: {self._fallback.alias}",))
+        if self._data is None:
+            raise ModelError(f"{self.alias}: predict() before fit()")
+        data = self._data
+        hc = coarse_horizon(data, h)
+        times = data.end_s + data.step_s * np.arange(hc, dtype=np.float64)
+        loc = np.asarray(self._holt.forecast(hc), dtype=np.float64) + self._seasonal(times)
+        coarse = forecast_from_log(
+            alias=self.alias, origin_s=data.end_s, step_s=data.step_s, location=loc,
+            residuals=self._resid, levels=levels,
+        )
+        return to_fine(data, coarse, h, self.alias)

@@ -1,0 +1,134 @@
+"""Prophet (the `prophet` package): piecewise-linear trend + daily (+ weekly) Fourier seasonality.
+
+Fitted on log1p counts at a step of at least 15 minutes: a 14-day series at 1-minute steps takes 6-10 s per
+fit, at 15 minutes 0.1-0.3 s, with the same daily shape. Weekly seasonality only from two weeks of history
+(Prophet's day-of-week terms come from the timestamps' weekday, which for relative-time traces is just a
+position mod 7, the same grouping the other models use). No holidays: request traffic calendars are
+tenant-specific and several traces have no real dates.
+
+Quantiles are Prophet's own predictive samples (trend and observation noise). Prophet does not condition
+on data newer than its fit: `update` keeps the fitted model and only moves the forecast origin, so its
+freshness is the refit schedule's (hourly in the service, daily in rolling evaluation).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+
+from forecaster.models.base import (
+    DENSE_LEVELS,
+    MIN_DAILY_HISTORY_S,
+    MIN_WEEKLY_HISTORY_S,
+    FitReport,
+    ModelError,
+    ResidualTable,
+    Timer,
+    forecast_from_log,
+    require_history,
+)
+from forecaster.models.coarse import CoarseData, coarse_horizon, prepare, to_fine
+from forecaster.models.seasonal_naive import RecentLevel
+from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
+
+MAX_PERIODS_PER_DAY = 96
+UNCERTAINTY_SAMPLES = 300
+
+
+def _quiet() -> None:
+    for name in ("cmdstanpy", "prophet", "prophet.plot"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _ds(times_s: FloatArray) -> Any:
+    import pandas as pd
+
+    return pd.to_datetime(times_s, unit="s")
+
+
+class ProphetModel:
+    alias = "prophet"
+
+    def __init__(self) -> None:
+        self.report = FitReport(self.alias)
+        self._fallback: RecentLevel | None = None
+        self._model: Any = None
+        self._data: CoarseData | None = None
+
+    def fit(self, series: TrafficSeries) -> Self:
+        timer = Timer()
+        require_history(series, self.alias)
+        self._fallback = None
+        self.report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s)
+        if series.span_s < MIN_DAILY_HISTORY_S:
+            self._fallback = RecentLevel().fit(series)
+            self.report.fallback = self._fallback.alias
+            self.report.note(
+                f"{series.span_s / 86400:.2f} days of history is less than the 2 days a daily season needs; "
+                f"forecasting with {self._fallback.alias}"
+            )
+            return self
+        _quiet()
+        import pandas as pd
+        from prophet import Prophet
+
+        data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="Prophet")
+        weekly = data.z.size * data.step_s >= MIN_WEEKLY_HISTORY_S
+        if not weekly:
+            self.report.note("less than 14 days of history: no weekly seasonality")
+        model = Prophet(
+            daily_seasonality=True,
+            weekly_seasonality=weekly,
+            yearly_seasonality=False,
+            uncertainty_samples=UNCERTAINTY_SAMPLES,
+        )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # prophet's own pandas deprecation chatter
+                model.fit(pd.DataFrame({"ds": _ds(data.times_s()), "y": data.z}))
+        except Exception as exc:  # cmdstan failures surface as various types; keep the message
+            raise ModelError(f"{self.alias}: Stan optimisation failed on {series.name!r}: {exc}") from exc
+        self._model, self._data = model, data
+        self.report.seasons_s = (SECONDS_PER_DAY, SECONDS_PER_WEEK) if weekly else (SECONDS_PER_DAY,)
+        self.report.fit_seconds = timer.elapsed()
+        return self
+
+    def update(self, series: TrafficSeries) -> Self:
+        if self._model is None or self._data is None or self._fallback is not None:
+            return self.fit(series)
+        # keep the fitted model; only the origin (and the data the forecast is anchored to) moves
+        report = FitReport(self.alias)
+        self._data = prepare(series, MAX_PERIODS_PER_DAY, report, what="Prophet")
+        return self
+
+    def predict(self, h: int, levels: Sequence[float]) -> Forecast:
+        if self._fallback is not None:
+            fc = self._fallback.predict(h, levels)
+            return Forecast(fc.origin_s, fc.step_s, fc.mean, fc.quantiles, self.alias,
+                            notes=(f"fallback: {self._fallback.alias}",))
+        if self._model is None or self._data is None:
+            raise ModelError(f"{self.alias}: predict() before fit()")
+        import pandas as pd
+
+        data = self._data
+        hc = coarse_horizon(data, h)
+        times = data.end_s + data.step_s * np.arange(hc, dtype=np.float64)
+        future = pd.DataFrame({"ds": _ds(times)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            samples = np.asarray(self._model.predictive_samples(future)["yhat"], dtype=np.float64)  # (hc, S)
+        loc = np.median(samples, axis=1)
+        dev = samples - loc[:, None]
+        table = ResidualTable.__new__(ResidualTable)
+        table.horizons = np.arange(1, hc + 1, dtype=np.float64)
+        table.table = np.quantile(dev, DENSE_LEVELS, axis=1).T
+        table.mean_factor = np.mean(np.exp(dev), axis=1)
+        coarse = forecast_from_log(
+            alias=self.alias, origin_s=data.end_s, step_s=data.step_s, location=loc, residuals=table,
+            levels=levels,
+        )
+        return to_fine(data, coarse, h, self.alias)
