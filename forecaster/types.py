@@ -45,6 +45,19 @@ def validate_quantile_levels(levels: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(out))
 
 
+def interp_weights(levels: Sequence[float], q: float) -> tuple[int, int, float]:
+    """Indices (lo, hi) into sorted `levels` and weight f so that value(q) = (1-f)*v[lo] + f*v[hi];
+    clamped to the end levels outside their range."""
+    lv = np.asarray(levels, dtype=np.float64)
+    if q <= lv[0]:
+        return 0, 0, 0.0
+    if q >= lv[-1]:
+        return lv.size - 1, lv.size - 1, 0.0
+    hi = int(np.searchsorted(lv, q, side="right"))
+    lo = hi - 1
+    return lo, hi, float((q - lv[lo]) / (lv[hi] - lv[lo]))
+
+
 @dataclass(frozen=True)
 class TrafficSeries:
     """Requests per step on a regular grid: `values[i]` arrived in [start_s + i*step_s, start_s + (i+1)*step_s).
@@ -147,12 +160,8 @@ class Forecast:
         levels = self.levels
         if not levels:
             raise KeyError(f"forecast has no quantiles (asked for {q})")
-        stacked = np.stack([self.quantiles[lv] for lv in levels])
-        lv = np.asarray(levels)
-        out = np.empty(self.horizon)
-        for i in range(self.horizon):
-            out[i] = np.interp(q, lv, stacked[:, i])
-        return out
+        lo, hi, f = interp_weights(levels, q)
+        return np.asarray(self.quantiles[levels[lo]] * (1 - f) + self.quantiles[levels[hi]] * f)
 
     def head(self, n: int) -> Forecast:
         return Forecast(

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from forecaster.models.base import FitReport, ForecastModel, ModelError
 from forecaster.models.holt_winters import HoltWinters
+from forecaster.models.local_trend import LocalTrend
 from forecaster.models.mstl import MSTLModel
 from forecaster.models.profile import SeasonalProfile
 from forecaster.models.prophet_model import ProphetModel
@@ -18,6 +19,7 @@ MODELS: dict[str, Callable[[], ForecastModel]] = {
     "holt_winters": HoltWinters,
     "mstl": MSTLModel,
     "prophet": ProphetModel,
+    "local_trend": LocalTrend,
     "recent_level": RecentLevel,
 }
 BASELINES = ("seasonal_naive_daily", "seasonal_naive_weekly")

@@ -21,7 +21,14 @@ from typing import Protocol, Self
 
 import numpy as np
 
-from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
+from forecaster.types import (
+    SECONDS_PER_DAY,
+    SECONDS_PER_WEEK,
+    FloatArray,
+    Forecast,
+    TrafficSeries,
+    interp_weights,
+)
 
 # Levels at which every model keeps its predictive distribution; any other level is interpolated.
 DENSE_LEVELS: tuple[float, ...] = (
@@ -126,14 +133,20 @@ def despike(z: FloatArray, start_s: float, step_s: int, sigmas: float = 5.0) -> 
     import pandas as pd
 
     per_day = periods_per_day(step_s)
-    if z.size < 2 * per_day:
+    if z.size < 20:
         return z, 0
-    slot = (np.round(start_s / step_s).astype(np.int64) + np.arange(z.size)) % per_day
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        shape = np.array([np.nanmedian(z[slot == k]) if np.any(slot == k) else 0.0 for k in range(per_day)])
-    x = z - np.where(np.isfinite(shape), shape, 0.0)[slot]
-    med = pd.Series(x).rolling(per_day + 1, center=True, min_periods=3).median().to_numpy()
+    if z.size >= 2 * per_day:
+        slot = (np.round(start_s / step_s).astype(np.int64) + np.arange(z.size)) % per_day
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            shape = np.array([np.nanmedian(z[slot == k]) if np.any(slot == k) else 0.0 for k in range(per_day)])
+        x = z - np.where(np.isfinite(shape), shape, 0.0)[slot]
+        window = per_day + 1
+    else:
+        # under two days there is no shape to learn: judge each step against its few hours around it
+        x = z
+        window = max(5, min(per_day // 8, z.size // 4)) | 1
+    med = pd.Series(x).rolling(window, center=True, min_periods=3).median().to_numpy()
     dev = x - med
     ok = np.isfinite(dev)
     if ok.sum() < 10:
@@ -278,10 +291,10 @@ def forecast_from_log(
     counts = np.maximum(np.expm1(logq), 0.0) * scale
     counts = np.maximum.accumulate(counts, axis=1)
     mean = np.maximum(np.exp(location) * mean_factor - 1.0, 0.0) * scale
-    lv = np.asarray(DENSE_LEVELS)
     quantiles: dict[float, FloatArray] = {}
     for q in levels:
-        quantiles[float(q)] = np.array([np.interp(q, lv, counts[i]) for i in range(h)], dtype=np.float64)
+        lo, hi, f = interp_weights(DENSE_LEVELS, q)
+        quantiles[float(q)] = np.asarray(counts[:, lo] * (1 - f) + counts[:, hi] * f, dtype=np.float64)
     return Forecast(origin_s=origin_s, step_s=step_s, mean=mean, quantiles=quantiles, model=alias, notes=notes)
 
 

@@ -1,0 +1,91 @@
+"""Damped local trend (Holt's linear method with a damped trend, statsmodels) on log1p counts.
+
+The model for histories too short for any season (under two days: a new model, the one-day traces): it
+follows the current level and its direction and lets the slope die out, which beats a flat level when
+traffic is ramping through its daily cycle. It fits on the last day at most, at a step of at least one
+minute, since only the recent level and slope matter to it. Quantiles: the empirical one-step residuals
+widened with horizon, as for Holt-Winters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+
+from forecaster.models.base import (
+    FitReport,
+    ModelError,
+    ResidualTable,
+    Timer,
+    forecast_from_log,
+    horizon_grid,
+    require_history,
+)
+from forecaster.models.coarse import CoarseData, coarse_horizon, prepare, to_fine
+from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
+
+MAX_PERIODS_PER_DAY = 1440
+HISTORY_S = SECONDS_PER_DAY
+MIN_STEPS = 10
+
+
+def _holt(z: np.ndarray, params: dict[str, float] | None) -> Any:
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    model = ExponentialSmoothing(z, trend="add", damped_trend=True, initialization_method="estimated")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(optimized=params is None, **(params or {}))
+
+
+class LocalTrend:
+    alias = "local_trend"
+
+    def __init__(self) -> None:
+        self.report = FitReport(self.alias)
+        self._res: Any = None
+        self._data: CoarseData | None = None
+        self._params: dict[str, float] | None = None
+        self._resid = ResidualTable([1], [np.zeros(1)])
+
+    def fit(self, series: TrafficSeries) -> Self:
+        return self._fit(series, None)
+
+    def update(self, series: TrafficSeries) -> Self:
+        return self._fit(series, self._params) if self._params else self.fit(series)
+
+    def _fit(self, series: TrafficSeries, params: dict[str, float] | None) -> Self:
+        timer = Timer()
+        require_history(series, self.alias)
+        self.report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s)
+        data = prepare(series.tail(HISTORY_S), MAX_PERIODS_PER_DAY, self.report, what="a local trend")
+        if data.z.size < MIN_STEPS:
+            raise ModelError(f"{self.alias}: needs {MIN_STEPS} steps of history, got {data.z.size}")
+        res = _holt(data.z, params)
+        if not np.all(np.isfinite(res.fittedvalues)):
+            raise ModelError(f"{self.alias}: the smoother diverged on {series.name!r}")
+        self._res, self._data = res, data
+        if params is None:
+            p = res.params
+            self._params = {k: float(p[k]) for k in ("smoothing_level", "smoothing_trend", "damping_trend")}
+            alpha = self._params["smoothing_level"]
+            resid = np.asarray(res.resid)
+            hs = horizon_grid(max(1, data.z.size // 4))
+            self._resid = ResidualTable(hs, [resid * np.sqrt(1 + (h - 1) * alpha**2) for h in hs])
+            self.report.note(", ".join(f"{k}={v:.3f}" for k, v in self._params.items()))
+        self.report.fit_seconds = timer.elapsed()
+        return self
+
+    def predict(self, h: int, levels: Sequence[float]) -> Forecast:
+        if self._data is None:
+            raise ModelError(f"{self.alias}: predict() before fit()")
+        hc = coarse_horizon(self._data, h)
+        loc = np.asarray(self._res.forecast(hc), dtype=np.float64)
+        coarse = forecast_from_log(
+            alias=self.alias, origin_s=self._data.end_s, step_s=self._data.step_s, location=loc,
+            residuals=self._resid, levels=levels,
+        )
+        return to_fine(self._data, coarse, h, self.alias)

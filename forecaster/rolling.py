@@ -1,0 +1,119 @@
+"""Rolling-origin forecasts: one model's forecasts from many origins of one series, as arrays.
+
+This is the single piece of machinery behind model selection, conformal calibration and evaluation. It runs
+a model the way the live loop does: a full fit on the trailing history once per `refit_every_s` (a day by
+default), and a cheap `update` (re-anchor on newer data, parameters fixed) at every origin in between. The
+history at an origin is everything strictly before it; a model never sees its own targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forecaster.models.base import ForecastModel, ModelError, periods_per_day
+from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
+
+# quantile levels every rolling forecast keeps (the calibrator interpolates between them)
+CAL_LEVELS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995,
+)  # fmt: skip
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class RollingForecasts:
+    alias: str
+    origin_idx: np.ndarray  # (W,) history of window w is values[:origin_idx[w]]
+    horizon: int
+    levels: tuple[float, ...]
+    q: FloatArray  # (W, L, H) the model's own quantiles
+    mean: FloatArray  # (W, H)
+    actual: FloatArray  # (W, H), NaN past the end of the series or in gaps
+    scale: FloatArray  # (W,) in-sample one-day seasonal naive MAE before each origin (MASE's denominator)
+    failures: dict[int, str] = field(default_factory=dict)  # window -> error text
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.origin_idx.size)
+
+    def ok(self) -> np.ndarray:
+        """Windows with a forecast (the model did not fail there)."""
+        return np.all(np.isfinite(self.mean), axis=1)
+
+
+def naive_scale(values: FloatArray, step_s: int) -> FloatArray:
+    """scale[i] = mean |y[t] - y[t - one day]| over t < i (the in-sample one-day seasonal naive error).
+    Falls back to the one-step naive error where there is less than a day of history."""
+
+    def running(lag: int) -> FloatArray:
+        d = np.abs(values[lag:] - values[:-lag]) if values.size > lag else np.zeros(0)
+        ok = np.isfinite(d)
+        cs = np.concatenate([np.zeros(lag + 1), np.cumsum(np.where(ok, d, 0.0))])
+        cn = np.concatenate([np.zeros(lag + 1), np.cumsum(ok)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(cs / cn, dtype=np.float64)[: values.size + 1]
+
+    p = periods_per_day(step_s)
+    daily = running(p)
+    one = running(1)
+    out = np.where(np.isfinite(daily) & (np.arange(values.size + 1) > 2 * p), daily, one)
+    return np.where(np.isfinite(out) & (out > 0), out, 1.0)
+
+
+def origin_grid(series: TrafficSeries, *, first_s: float, last_s: float, every_s: float, horizon: int) -> np.ndarray:
+    """Origin indices every `every_s` going back from `last_s` to `first_s`, each with at least two steps of
+    history; windows may run past the end (their missing actuals are NaN)."""
+    last = min(series.index_at(last_s), len(series))
+    every = max(1, round(every_s / series.step_s))
+    first = max(2, series.index_at(first_s))
+    idx = np.arange(last, first - 1, -every)[::-1]
+    return idx.astype(np.int64)
+
+
+def rolling_forecasts(
+    factory: Callable[[], ForecastModel],
+    series: TrafficSeries,
+    origin_idx: np.ndarray,
+    horizon: int,
+    *,
+    levels: Sequence[float] = CAL_LEVELS,
+    refit_every_s: float = SECONDS_PER_DAY,
+    progress: Progress | None = None,
+) -> RollingForecasts:
+    levels = tuple(sorted(levels))
+    w, n_l = origin_idx.size, len(levels)
+    q = np.full((w, n_l, horizon), np.nan)
+    mean = np.full((w, horizon), np.nan)
+    actual = np.full((w, horizon), np.nan)
+    scale_all = naive_scale(series.values, series.step_s)
+    failures: dict[int, str] = {}
+    model: ForecastModel | None = None
+    fitted_at = -np.inf
+    alias = factory().alias
+    for k, idx in enumerate(origin_idx):
+        idx = int(idx)
+        hi = min(len(series), idx + horizon)
+        actual[k, : hi - idx] = series.values[idx:hi]
+        history = series.slice(0, idx)
+        t = history.end_s
+        try:
+            if model is None or t - fitted_at >= refit_every_s:
+                model = factory().fit(history)
+                fitted_at = t
+            else:
+                model = model.update(history)
+            fc = model.predict(horizon, levels)
+        except (ModelError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            failures[k] = f"{type(exc).__name__}: {exc}"
+            model = None
+        else:
+            mean[k] = fc.mean
+            for j, lv in enumerate(levels):
+                q[k, j] = fc.quantiles[lv]
+        if progress is not None:
+            progress(1)
+    return RollingForecasts(alias, origin_idx, horizon, levels, q, mean, actual, scale_all[origin_idx], failures)

@@ -1,0 +1,192 @@
+"""Rolling-origin evaluation of every model and of `auto`, the way `auto` would run live.
+
+One rolling run per candidate covers both the evaluation windows and the cross-validation windows before
+them (origins every `every_s`; each model refit daily on its trailing history, updated in between). At each
+evaluation origin, `auto` re-selects and re-calibrates using only windows whose targets were fully observed
+by then, within the last `cv_span_s`; then its forecast for that origin is the chosen model's, calibrated.
+So auto's scores are out-of-sample in the same sense as every other model's, at a fraction of the cost of
+re-running the whole selection per origin.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forecaster.evaluation import coverage, mase, scaled_pinball, smape
+from forecaster.models import MODELS, ModelError
+from forecaster.rolling import Progress, RollingForecasts, origin_grid, rolling_forecasts
+from forecaster.selection import (
+    CV_EVERY_S,
+    CV_SPAN_S,
+    DEFAULT_CANDIDATES,
+    MIN_WINDOWS,
+    SCORE_LEVELS,
+    Calibrator,
+    select,
+)
+from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
+
+
+@dataclass
+class ModelScores:
+    mase: float
+    smape: float
+    pinball: float
+    coverage: dict[float, float]
+    windows: int
+    failures: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        def r(x: float) -> float | None:
+            return round(x, 4) if np.isfinite(x) else None
+
+        return {
+            "mase": r(self.mase),
+            "smape": r(self.smape),
+            "pinball": r(self.pinball),
+            "coverage": {f"{k:g}": r(v) for k, v in self.coverage.items()},
+            "windows": self.windows,
+            "failures": self.failures,
+        }
+
+
+@dataclass
+class SeriesEvaluation:
+    series: str
+    step_s: int
+    horizon: int
+    windows: int
+    models: dict[str, ModelScores]
+    chosen: str  # auto's choice at the last evaluation origin
+    choices: dict[str, int] = field(default_factory=dict)  # how often auto chose each model
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "chosen": self.chosen,
+            "choices": self.choices,
+            "step_s": self.step_s,
+            "horizon_steps": self.horizon,
+            "windows": self.windows,
+            "models": {k: v.as_dict() for k, v in self.models.items()},
+            "notes": self.notes,
+        }
+
+
+def _scores(actual: FloatArray, point: FloatArray, qs: dict[float, FloatArray], scale: FloatArray,
+            failures: int = 0) -> ModelScores:
+    return ModelScores(
+        mase=mase(actual, point, scale),
+        smape=smape(actual, point),
+        pinball=scaled_pinball(actual, qs, scale),
+        coverage={lv: coverage(actual, qs[lv]) for lv in qs},
+        windows=int(actual.shape[0]),
+        failures=failures,
+    )
+
+
+def _raw_quantiles(rf: RollingForecasts, windows: np.ndarray, levels: Sequence[float]) -> dict[float, FloatArray]:
+    return Calibrator.identity(rf.levels).apply_rolling(rf, windows, levels)
+
+
+def evaluate_series(
+    series: TrafficSeries,
+    *,
+    horizon_s: float = 3600.0,
+    n_windows: int = 48,
+    candidates: Sequence[str] = DEFAULT_CANDIDATES,
+    levels: Sequence[float] = SCORE_LEVELS,
+    every_s: float = CV_EVERY_S,
+    cv_span_s: float = CV_SPAN_S,
+    progress: Progress | None = None,
+) -> SeriesEvaluation:
+    horizon = max(1, round(horizon_s / series.step_s))
+    levels = tuple(sorted(levels))
+    notes: list[str] = []
+    # short series (the one-hour burst traces) get proportionally short windows
+    min_history_s = min(2 * SECONDS_PER_DAY, series.span_s / 2)
+    usable_s = series.span_s - min_history_s - horizon * series.step_s
+    if usable_s <= 0:
+        raise ModelError(f"{series.name!r} is too short to evaluate a {horizon_s:g} s horizon")
+    every = max(float(series.step_s), min(every_s, usable_s / (n_windows + MIN_WINDOWS)))
+    if every < every_s:
+        notes.append(f"short series: windows every {every:g} s instead of {every_s:g} s")
+    last = series.end_s - horizon * series.step_s
+    grid = origin_grid(series, first_s=series.start_s + min_history_s, last_s=last, every_s=every,
+                       horizon=horizon)
+    eval_pos = np.arange(max(MIN_WINDOWS, grid.size - n_windows), grid.size)
+    if eval_pos.size == 0:
+        raise ModelError(f"{series.name!r} is too short for {MIN_WINDOWS} validation and 1 evaluation window")
+    first_needed = grid[eval_pos[0]] * series.step_s - cv_span_s
+    keep = grid * series.step_s >= first_needed - 1e-9
+    offset = int(np.argmax(keep))
+    grid = grid[keep]
+    eval_pos = eval_pos - offset
+
+    runs = [rolling_forecasts(MODELS[c], series, grid, horizon, progress=progress) for c in candidates]
+    models: dict[str, ModelScores] = {}
+    for rf in runs:
+        ok = rf.ok()[eval_pos]
+        w = eval_pos[ok]
+        if w.size == 0:
+            continue
+        models[rf.alias] = _scores(rf.actual[w], rf.mean[w], _raw_quantiles(rf, w, levels), rf.scale[w],
+                                   failures=int((~ok).sum()))
+
+    # auto: re-select at every evaluation origin from the windows it could have seen by then
+    by_alias = {rf.alias: rf for rf in runs}
+    origin_t = grid * series.step_s
+    act_rows, point_rows, scale_rows = [], [], []
+    q_rows: dict[float, list[FloatArray]] = {lv: [] for lv in levels}
+    choices: Counter[str] = Counter()
+    for e in eval_pos:
+        seen = np.flatnonzero((grid + horizon <= grid[e]) & (origin_t >= origin_t[e] - cv_span_s))
+        if seen.size >= MIN_WINDOWS:
+            sel = select(runs, seen, series.step_s, levels)
+            rf, calib = by_alias[sel.chosen], sel.calibrator
+        else:
+            rf, calib = by_alias.get("profile", runs[0]), Calibrator.identity()
+        if not rf.ok()[e]:
+            continue
+        choices[rf.alias] += 1
+        qs = calib.apply_rolling(rf, np.array([e]), levels)
+        act_rows.append(rf.actual[e])
+        point_rows.append(rf.mean[e])
+        scale_rows.append(rf.scale[e])
+        for lv in levels:
+            q_rows[lv].append(qs[lv][0])
+    if act_rows:
+        models["auto"] = _scores(
+            np.stack(act_rows), np.stack(point_rows), {lv: np.stack(v) for lv, v in q_rows.items()},
+            np.asarray(scale_rows),
+        )
+    chosen = choices.most_common(1)[0][0] if choices else ""
+    last_choice = chosen
+    if act_rows:
+        # what auto picked at the last origin
+        for e in eval_pos[::-1]:
+            seen = np.flatnonzero((grid + horizon <= grid[e]) & (origin_t >= origin_t[e] - cv_span_s))
+            if seen.size >= MIN_WINDOWS:
+                last_choice = select(runs, seen, series.step_s, levels).chosen
+            break
+    return SeriesEvaluation(series.name, series.step_s, horizon, int(eval_pos.size), models, last_choice,
+                            dict(choices), notes)
+
+
+def evaluation_cost(series: TrafficSeries, *, horizon_s: float, n_windows: int, candidates: Sequence[str],
+                    every_s: float = CV_EVERY_S, cv_span_s: float = CV_SPAN_S) -> int:
+    """How many (model, origin) forecasts `evaluate_series` will make: the progress bar's total."""
+    horizon = max(1, round(horizon_s / series.step_s))
+    min_history_s = min(2 * SECONDS_PER_DAY, series.span_s / 2)
+    usable_s = series.span_s - min_history_s - horizon * series.step_s
+    if usable_s <= 0:
+        return 0
+    every = max(float(series.step_s), min(every_s, usable_s / (n_windows + MIN_WINDOWS)))
+    n_grid = int(usable_s // every) + 1
+    n_eval = min(n_windows, max(0, n_grid - MIN_WINDOWS))
+    n_cv = int(min(cv_span_s, usable_s) // every)
+    return (min(n_grid, n_eval + n_cv + 1)) * len(candidates)

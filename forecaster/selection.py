@@ -1,0 +1,343 @@
+"""Per-series model choice by rolling-origin cross-validation, and split-conformal quantile calibration.
+
+Calibration. A model's own intervals are often wrong (too narrow at 1-minute steps, too wide after an
+outage). For each quantile level and horizon bucket we take the held-out log-scale residuals
+s = log1p(y) - log1p(q_model) over the validation windows and shift the model's quantile by the
+conformal quantile of s at that level (with the (n+1)/n finite-sample correction for upper levels). The
+shift is multiplicative on the count scale, which matches traffic noise (it grows with the level) and keeps
+counts non-negative. Quantiles stay ordered: each level's path is made non-decreasing across levels.
+
+Selection. Every candidate is scored by the mean scaled pinball loss at the planner's levels, *after*
+calibration, cross-fitted (calibrate on the even windows and score the odd ones, then the reverse), so a
+model with poor raw intervals but good shape can win, and no model is scored on the windows it was
+calibrated on. The winner, every candidate's scores and the reason are kept for the fit report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+
+from forecaster.evaluation import coverage, mase, scaled_pinball
+from forecaster.models import MODELS, FitReport, ForecastModel, ModelError
+from forecaster.models.base import Timer
+from forecaster.rolling import CAL_LEVELS, Progress, RollingForecasts, origin_grid, rolling_forecasts
+from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries, interp_weights
+
+DEFAULT_CANDIDATES: tuple[str, ...] = (
+    "profile", "holt_winters", "mstl", "prophet", "local_trend", "seasonal_naive_daily", "seasonal_naive_weekly",
+)  # fmt: skip
+FAST_CANDIDATES: tuple[str, ...] = ("profile", "seasonal_naive_daily", "seasonal_naive_weekly")
+CAL_HALF_LIFE_S = 2 * SECONDS_PER_DAY
+SCORE_LEVELS: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
+CV_SPAN_S = 7 * SECONDS_PER_DAY
+CV_EVERY_S = 2 * 3600.0
+MIN_WINDOWS = 6
+MIN_BUCKET = 30
+MAX_FAILURE_SHARE = 0.1
+
+
+def _bucket_edges(horizon: int) -> np.ndarray:
+    """Horizon buckets [e_k, e_k+1) in steps (0-based): 0, 1, 2-3, 4-7, ... up to the horizon."""
+    edges = [0]
+    while edges[-1] < horizon:
+        edges.append(min(horizon, max(1, 2 * edges[-1])))
+    return np.asarray(edges, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Log-scale shifts per horizon bucket and quantile level; identity when `offsets` is all zero."""
+
+    levels: tuple[float, ...]
+    edges: np.ndarray  # (B+1,) horizon bucket edges in steps
+    offsets: FloatArray  # (B, L)
+    samples: np.ndarray  # (B,) residuals behind each bucket's shifts
+
+    @classmethod
+    def identity(cls, levels: Sequence[float] = CAL_LEVELS) -> Calibrator:
+        return cls(tuple(levels), np.array([0, 1]), np.zeros((1, len(levels))), np.zeros(1, dtype=np.int64))
+
+    @classmethod
+    def fit(cls, rf: RollingForecasts, windows: np.ndarray, step_s: float, half_life_s: float = CAL_HALF_LIFE_S) -> Calibrator:
+        """Shifts from the given windows; a window's weight halves every `half_life_s` of age (weighted,
+        non-exchangeable split conformal: recent errors matter more when the series drifts)."""
+        edges = _bucket_edges(rf.horizon)
+        n_b, n_l = edges.size - 1, len(rf.levels)
+        act = rf.actual[windows]  # (W, H)
+        offsets = np.zeros((n_b, n_l))
+        samples = np.zeros(n_b, dtype=np.int64)
+        age_s = (rf.origin_idx[windows].max() - rf.origin_idx[windows]) * step_s if windows.size else np.zeros(0)
+        w_win = 0.5 ** (age_s / half_life_s)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s_all = np.log1p(act)[:, None, :] - np.log1p(rf.q[windows])  # (W, L, H)
+        w_all = np.broadcast_to(w_win[:, None], act.shape)
+
+        def finite(block: FloatArray, wts: FloatArray) -> tuple[FloatArray, FloatArray]:
+            ok = np.isfinite(block)
+            return block[ok], wts[ok]
+
+        pooled = [finite(s_all[:, j, :], w_all) for j in range(n_l)]
+        for b in range(n_b):
+            sl = slice(edges[b], edges[b + 1])
+            for j, lv in enumerate(rf.levels):
+                s, w = finite(s_all[:, j, sl], w_all[:, sl])
+                if s.size < MIN_BUCKET:
+                    s, w = pooled[j]  # too few windows for this bucket: use every horizon
+                samples[b] = s.size
+                offsets[b, j] = _conformal_shift(s, w, lv) if s.size else 0.0
+        return cls(rf.levels, edges, offsets, samples)
+
+    def shift(self, h: int, level: float) -> FloatArray:
+        """Offsets for steps 0..h-1 at one level (interpolated across levels, last bucket held)."""
+        lv = np.asarray(self.levels)
+        per_bucket = np.array([np.interp(level, lv, self.offsets[b]) for b in range(self.offsets.shape[0])])
+        b_of_step = np.clip(np.searchsorted(self.edges, np.arange(h), side="right") - 1, 0, per_bucket.size - 1)
+        return np.asarray(per_bucket[b_of_step], dtype=np.float64)
+
+    def apply(self, fc: Forecast, levels: Sequence[float]) -> Forecast:
+        h = fc.horizon
+        out: dict[float, FloatArray] = {}
+        prev = np.zeros(h)
+        for lv in sorted(levels):
+            raw = fc.quantile(lv)
+            cal = np.maximum(np.expm1(np.log1p(raw) + self.shift(h, lv)), 0.0)
+            cal = np.maximum(cal, prev)  # ordered across levels
+            out[lv] = cal
+            prev = cal
+        return Forecast(fc.origin_s, fc.step_s, fc.mean, out, fc.model, fc.notes)
+
+    def apply_rolling(self, rf: RollingForecasts, windows: np.ndarray, levels: Sequence[float]) -> dict[float, FloatArray]:
+        """Calibrated quantile arrays (W', H) for the given windows of a rolling run."""
+        out: dict[float, FloatArray] = {}
+        prev = np.zeros((windows.size, rf.horizon))
+        q = rf.q[windows]  # (W', L, H)
+        for level in sorted(levels):
+            lo, hi, f = interp_weights(rf.levels, level)
+            raw = q[:, lo, :] * (1 - f) + q[:, hi, :] * f
+            cal = np.maximum(np.expm1(np.log1p(raw) + self.shift(rf.horizon, level)[None, :]), 0.0)
+            cal = np.maximum(cal, prev)
+            out[level] = cal
+            prev = cal
+        return out
+
+
+def _conformal_shift(s: FloatArray, w: FloatArray, level: float) -> float:
+    """Weighted conformal quantile: the smallest score whose weighted CDF reaches `level`, counting one
+    extra unit-weight point at +inf for upper levels (the finite-sample correction, so that
+    P(y <= q + shift) >= level) and at -inf for lower ones (so that it stays <= level)."""
+    order = np.argsort(s)
+    s, w = s[order], w[order]
+    total = w.sum() + 1.0
+    if level >= 0.5:
+        cdf = np.cumsum(w) / total
+    else:
+        cdf = (1.0 + np.cumsum(w)) / total
+        if level < 1.0 / total:
+            return float(s[0])
+    k = int(np.searchsorted(cdf, level - 1e-12, side="left"))
+    return float(s[min(k, s.size - 1)])
+
+
+@dataclass
+class CandidateScore:
+    alias: str
+    pinball: float  # cross-fitted, after calibration (the selection criterion)
+    pinball_raw: float
+    mase: float
+    coverage: dict[float, float]  # cross-fitted calibrated coverage per score level
+    windows: int
+    failures: int
+    excluded: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "alias": self.alias,
+            "pinball": _r(self.pinball),
+            "pinball_raw": _r(self.pinball_raw),
+            "mase": _r(self.mase),
+            "coverage": {f"{k:g}": _r(v) for k, v in self.coverage.items()},
+            "windows": self.windows,
+            "failures": self.failures,
+            "excluded": self.excluded,
+        }
+
+
+def _r(x: float) -> float | None:
+    return round(x, 5) if np.isfinite(x) else None
+
+
+@dataclass
+class Selection:
+    chosen: str
+    calibrator: Calibrator
+    scores: list[CandidateScore]
+    reason: str
+    levels: tuple[float, ...] = SCORE_LEVELS
+    horizon: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "chosen": self.chosen,
+            "reason": self.reason,
+            "horizon_steps": self.horizon,
+            "levels": list(self.levels),
+            "candidates": [s.as_dict() for s in self.scores],
+        }
+
+
+def score_candidate(
+    rf: RollingForecasts, windows: np.ndarray, levels: Sequence[float], step_s: float
+) -> CandidateScore:
+    ok = rf.ok()[windows]
+    fails = int((~ok).sum())
+    usable = windows[ok]
+    if usable.size < 2 or fails > MAX_FAILURE_SHARE * windows.size:
+        return CandidateScore(rf.alias, np.inf, np.inf, np.inf, {}, int(windows.size), fails,
+                              excluded=f"failed in {fails} of {windows.size} windows")
+    halves = (usable[0::2], usable[1::2])
+    pin: list[float] = []
+    cov: dict[float, list[float]] = {lv: [] for lv in levels}
+    for cal_w, test_w in (halves, halves[::-1]):
+        calib = Calibrator.fit(rf, cal_w, step_s)
+        qs = calib.apply_rolling(rf, test_w, levels)
+        act = rf.actual[test_w]
+        pin.append(scaled_pinball(act, qs, rf.scale[test_w]) * test_w.size)
+        for lv in levels:
+            cov[lv].append(coverage(act, qs[lv]) * test_w.size)
+    raw = Calibrator.identity(rf.levels).apply_rolling(rf, usable, levels)
+    return CandidateScore(
+        alias=rf.alias,
+        pinball=float(np.sum(pin) / usable.size),
+        pinball_raw=scaled_pinball(rf.actual[usable], raw, rf.scale[usable]),
+        mase=mase(rf.actual[usable], rf.mean[usable], rf.scale[usable]),
+        coverage={lv: float(np.sum(v) / usable.size) for lv, v in cov.items()},
+        windows=int(usable.size),
+        failures=fails,
+    )
+
+
+def select(
+    runs: Sequence[RollingForecasts], windows: np.ndarray, step_s: float, levels: Sequence[float] = SCORE_LEVELS
+) -> Selection:
+    """Choose among rolling runs (same origins and horizon) using only `windows` (indices into them)."""
+    scores = [score_candidate(rf, windows, levels, step_s) for rf in runs]
+    best = min(range(len(scores)), key=lambda i: (scores[i].pinball, i))  # ties: earlier candidate
+    chosen = scores[best]
+    if not np.isfinite(chosen.pinball):
+        raise ModelError("every candidate model failed in cross-validation")
+    rf = runs[best]
+    calib = Calibrator.fit(rf, windows[rf.ok()[windows]], step_s)
+    others = sorted((s for s in scores if s is not chosen and np.isfinite(s.pinball)), key=lambda s: s.pinball)
+    runner = f"; runner-up {others[0].alias} at {others[0].pinball:.4f}" if others else ""
+    reason = (
+        f"{chosen.alias} has the lowest calibrated pinball loss ({chosen.pinball:.4f}, levels "
+        f"{', '.join(f'{lv:g}' for lv in levels)}) over {chosen.windows} rolling windows{runner}"
+    )
+    return Selection(chosen.alias, calib, scores, reason, tuple(levels), rf.horizon)
+
+
+class AutoModel:
+    """Choose the best candidate for this series by rolling-origin CV, then forecast with it, calibrated.
+
+    `horizon_s` is the look-ahead the forecasts will be used for (the planner's T_load + tick); CV windows
+    are spaced `every_s` over the last `cv_span_s` of history. With too little history for `MIN_WINDOWS`
+    windows it uses the profile model (itself falling back below two days), uncalibrated, and says so.
+    """
+
+    alias = "auto"
+
+    def __init__(
+        self,
+        horizon_s: float = 3600.0,
+        candidates: Sequence[str] = DEFAULT_CANDIDATES,
+        levels: Sequence[float] = SCORE_LEVELS,
+        cv_span_s: float = CV_SPAN_S,
+        every_s: float = CV_EVERY_S,
+        refit_every_s: float = SECONDS_PER_DAY,
+        progress: Progress | None = None,
+    ) -> None:
+        unknown = [c for c in candidates if c not in MODELS]
+        if unknown:
+            raise ModelError(f"unknown candidate model(s): {', '.join(unknown)}")
+        self.horizon_s = horizon_s
+        self.candidates = tuple(candidates)
+        self.levels = tuple(levels)
+        self.cv_span_s = cv_span_s
+        self.every_s = every_s
+        self.refit_every_s = refit_every_s
+        self.progress = progress
+        self.report = FitReport(self.alias)
+        self.selection: Selection | None = None
+        self._model: ForecastModel | None = None
+        self._calib = Calibrator.identity()
+
+    def cv_origins(self, series: TrafficSeries) -> np.ndarray:
+        horizon = max(1, round(self.horizon_s / series.step_s))
+        last = series.end_s - horizon * series.step_s
+        return origin_grid(series, first_s=last - self.cv_span_s, last_s=last, every_s=self.every_s,
+                           horizon=horizon)
+
+    def fit(self, series: TrafficSeries) -> Self:
+        timer = Timer()
+        horizon = max(1, round(self.horizon_s / series.step_s))
+        origins = self.cv_origins(series)
+        # the first windows need two days of history for any seasonal candidate to be itself
+        origins = origins[origins * series.step_s >= 2 * SECONDS_PER_DAY]
+        if origins.size < MIN_WINDOWS:
+            chosen = "profile"
+            self.selection = None
+            self._calib = Calibrator.identity()
+            note = (f"only {origins.size} cross-validation windows fit in the history (need {MIN_WINDOWS}): "
+                    "using the profile model uncalibrated")
+        else:
+            runs = [
+                rolling_forecasts(MODELS[c], series, origins, horizon, refit_every_s=self.refit_every_s,
+                                  progress=self.progress)
+                for c in self.candidates
+            ]
+            self.selection = select(runs, np.arange(origins.size), series.step_s, self.levels)
+            chosen = self.selection.chosen
+            self._calib = self.selection.calibrator
+            note = self.selection.reason
+        self._model = MODELS[chosen]().fit(series)
+        inner = self._model.report
+        self.report = FitReport(
+            self.alias, series.name, len(series), series.span_s, series.step_s, inner.fit_step_s,
+            inner.seasons_s, inner.fallback, [f"chose {chosen}: {note}", *inner.notes], timer.elapsed(),
+        )
+        return self
+
+    @property
+    def chosen(self) -> str:
+        return self._model.alias if self._model is not None else ""
+
+    def update(self, series: TrafficSeries) -> Self:
+        if self._model is None:
+            return self.fit(series)
+        self._model = self._model.update(series)
+        return self
+
+    def predict(self, h: int, levels: Sequence[float]) -> Forecast:
+        if self._model is None:
+            raise ModelError("auto: predict() before fit()")
+        want = sorted(set(levels) | set(CAL_LEVELS))
+        fc = self._model.predict(h, want)
+        cal = self._calib.apply(fc, want)
+        notes = (*fc.notes, "quantiles split-conformal calibrated" if self.selection else "uncalibrated")
+        return Forecast(cal.origin_s, cal.step_s, cal.mean, {q: cal.quantiles[q] for q in levels},
+                        self.chosen, notes)
+
+
+def make_forecaster(name: str, horizon_s: float, progress: Progress | None = None) -> Callable[[], ForecastModel]:
+    """A factory for `auto`, `auto-fast` (vectorised candidates only) or a single model alias."""
+    if name == "auto":
+        return lambda: AutoModel(horizon_s=horizon_s, progress=progress)
+    if name == "auto-fast":
+        return lambda: AutoModel(horizon_s=horizon_s, candidates=FAST_CANDIDATES, progress=progress)
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; choose one of: auto, auto-fast, {', '.join(MODELS)}")
+    return MODELS[name]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's one test command (README, .ci/run): installs what it needs, then runs every check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+echo "== ruff"
+ruff check .
+echo "== mypy (strict on forecaster/ and planner/)"
+mypy
+echo "== import-linter (layer contracts of ARCHITECTURE.md)"
+lint-imports
+echo "== pytest (unit, real-trace and notebook tests)"
+python -m pytest -n 2 "$@"

@@ -1,0 +1,296 @@
+"""The `prewarm` command line.
+
+Every failure a user can cause (a bad trace, an unknown series, a bad duration) ends in one line on stderr
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from forecaster.models import ModelError
+from forecaster.sources.base import SourceError, TrafficSource
+from forecaster.sources.synthetic import SyntheticSource
+from forecaster.sources.trace import read_trace, write_trace
+from forecaster.types import Forecast, TrafficSeries, quantile_key, to_datetime, validate_quantile_levels
+from service.durations import parse_duration_s
+
+app = typer.Typer(
+    name="prewarm",
+    help="Predictive pre-warming autoscaler for ML model serving.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+DEMO_HELP = "Use the built-in synthetic fleet (the default when no TRACE is given)."
+MAX_SERIES_WITHOUT_FLAG = 10
+
+
+class UsageError(Exception):
+    pass
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _open_source(trace: Path | None, demo: bool, only: set[str] | None) -> tuple[TrafficSource, str]:
+    if trace is None or demo:
+        if trace is not None:
+            raise UsageError("give either a TRACE or --demo, not both")
+        return SyntheticSource(), "built-in synthetic fleet (seed 0)"
+    return read_trace(trace, only=only), str(trace)
+
+
+def _pick_series(source: TrafficSource, series: list[str] | None) -> list[TrafficSeries]:
+    if series:
+        return [source.load(s) for s in series]
+    names = source.names()
+    if len(names) > MAX_SERIES_WITHOUT_FLAG:
+        raise UsageError(
+            f"the trace has {len(names)} series; pick some with --series (e.g. --series {names[0]})"
+        )
+    return [source.load(n) for n in names]
+
+
+def _split_series(series: list[str] | None) -> list[str] | None:
+    if not series:
+        return None
+    return [s.strip() for item in series for s in item.split(",") if s.strip()]
+
+
+def _parse_levels(text: str) -> tuple[float, ...]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--quantiles {text!r}: expected comma-separated numbers such as 0.5,0.9,0.99") from None
+    try:
+        return validate_quantile_levels(values)
+    except ValueError as exc:
+        raise UsageError(f"--quantiles: {exc}") from None
+
+
+def _parse_at(text: str) -> float:
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--at {text!r} is not an ISO-8601 time such as 2024-05-01T12:00:00Z") from None
+    if dt.tzinfo is None:
+        from datetime import UTC
+
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _iso(epoch_s: float) -> str:
+    return to_datetime(epoch_s).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextmanager
+def _progress(label: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for work that takes more than a moment (hidden when not a terminal)."""
+    if not enabled or total <= 0:
+        yield lambda n: None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _guard(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except (SourceError, ModelError, UsageError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _forecast_json(series: TrafficSeries, fc: Forecast, report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "series": series.name,
+        "model": fc.model,
+        "step_s": fc.step_s,
+        "origin": _iso(fc.origin_s),
+        "points": [
+            {
+                "timestamp": _iso(float(t)),
+                "mean": round(float(fc.mean[i]), 4),
+                "quantiles": {quantile_key(q): round(float(fc.quantiles[q][i]), 4) for q in fc.levels},
+            }
+            for i, t in enumerate(fc.times_s())
+        ],
+        "report": report,
+        "notes": list(fc.notes),
+    }
+
+
+@app.command()
+def forecast(
+    trace: Annotated[Path | None, typer.Argument(help="CSV or CSV.gz trace (timestamp,series,requests).")] = None,
+    series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Series to forecast (repeat or comma-separate).")] = None,
+    at: Annotated[str | None, typer.Option(help="Forecast origin (ISO-8601); only data before it is used. Default: end of the trace.")] = None,
+    horizon: Annotated[str, typer.Option(help="How far ahead, e.g. 30m, 2h.")] = "2h",
+    quantiles: Annotated[str, typer.Option(help="Quantile levels, comma-separated.")] = "0.5,0.9,0.99",
+    model: Annotated[str, typer.Option(help="auto, auto-fast, or a model alias (see `prewarm models`).")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+) -> None:
+    """Forecast requests per step, with calibrated quantiles, from the end of a trace (or --at)."""
+
+    def run() -> None:
+        from forecaster.selection import make_forecaster
+
+        horizon_s = parse_duration_s(horizon, what="--horizon")
+        levels = _parse_levels(quantiles)
+        names = _split_series(series)
+        source, label = _open_source(trace, demo, set(names) if names else None)
+        chosen = _pick_series(source, names)
+        results = []
+        for s in chosen:
+            origin = _parse_at(at) if at else s.end_s
+            if not s.start_s < origin <= s.end_s + s.step_s:
+                raise UsageError(f"--at {at} is outside {s.name!r} ({_iso(s.start_s)} .. {_iso(s.end_s)})")
+            history = s.before(origin)
+            if len(history) < 2:
+                raise UsageError(f"{s.name!r} has fewer than two steps before {_iso(origin)}")
+            h = max(1, math.ceil(horizon_s / s.step_s))
+            total = 0
+            if model.startswith("auto"):
+                from forecaster.selection import DEFAULT_CANDIDATES, FAST_CANDIDATES, AutoModel
+
+                n_c = len(FAST_CANDIDATES if model == "auto-fast" else DEFAULT_CANDIDATES)
+                total = n_c * AutoModel(horizon_s=horizon_s).cv_origins(history).size
+            with _progress(f"fitting {s.name}", total, sys.stderr.isatty() and not as_json) as tick:
+                m = make_forecaster(model, horizon_s, progress=tick)().fit(history)
+            fc = m.predict(h, levels)
+            rep = m.report.as_dict()
+            sel = getattr(m, "selection", None)
+            if sel is not None:
+                rep["selection"] = sel.as_dict()
+            results.append((s, fc, rep))
+        if as_json:
+            docs = [_forecast_json(s, fc, rep) for s, fc, rep in results]
+            print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+            return
+        for s, fc, rep in results:
+            table = Table(title=f"{s.name}: {fc.model}, requests per {fc.step_s} s step from {_iso(fc.origin_s)}")
+            table.add_column("timestamp")
+            table.add_column("mean", justify="right")
+            for q in fc.levels:
+                table.add_column(f"q{quantile_key(q)}", justify="right")
+            stride = max(1, fc.horizon // 24)
+            for i in range(0, fc.horizon, stride):
+                t = float(fc.times_s()[i])
+                table.add_row(_iso(t), f"{fc.mean[i]:.1f}", *[f"{fc.quantiles[q][i]:.1f}" for q in fc.levels])
+            out.print(table)
+            if stride > 1:
+                out.print(f"(every {stride}th of {fc.horizon} steps shown; --json for all)")
+            for note in rep.get("notes", []):  # type: ignore[union-attr]
+                out.print(f"  - {note}", highlight=False)
+        out.print(f"source: {label}", highlight=False)
+
+    _guard(run)
+
+
+@app.command()
+def evaluate(
+    trace: Annotated[Path | None, typer.Argument(help="CSV or CSV.gz trace.")] = None,
+    series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Series to evaluate (repeat or comma-separate).")] = None,
+    horizon: Annotated[str, typer.Option(help="Forecast horizon of each window, e.g. 1h.")] = "1h",
+    windows: Annotated[int, typer.Option(min=1, max=10_000, help="Number of evaluation windows (the most recent).")] = 48,
+    models: Annotated[str, typer.Option(help="Candidate models, comma-separated (auto chooses among them).")] = "profile,holt_winters,mstl,prophet,seasonal_naive_daily,seasonal_naive_weekly",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+) -> None:
+    """Rolling-origin evaluation of every model and of `auto` (MASE, sMAPE, pinball loss, coverage)."""
+
+    def run() -> None:
+        from forecaster.models import MODELS
+        from forecaster.rolling_evaluation import evaluate_series, evaluation_cost
+        from forecaster.selection import SCORE_LEVELS
+
+        horizon_s = parse_duration_s(horizon, what="--horizon")
+        cands = [c.strip() for c in models.split(",") if c.strip()]
+        unknown = [c for c in cands if c not in MODELS]
+        if unknown or not cands:
+            raise UsageError(f"--models: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODELS)}")
+        names = _split_series(series)
+        source, label = _open_source(trace, demo, set(names) if names else None)
+        chosen = _pick_series(source, names)
+        total = sum(evaluation_cost(s, horizon_s=horizon_s, n_windows=windows, candidates=cands) for s in chosen)
+        results = {}
+        with _progress("evaluating", total, sys.stderr.isatty() and not as_json) as tick:
+            for s in chosen:
+                results[s.name] = evaluate_series(s, horizon_s=horizon_s, n_windows=windows, candidates=cands,
+                                                  progress=tick)
+        if as_json:
+            print(json.dumps({"series": {k: v.as_dict() for k, v in results.items()}}, indent=2))
+            return
+        for name, ev in results.items():
+            table = Table(title=f"{name}: {ev.windows} windows of {ev.horizon} x {ev.step_s} s; auto chose {ev.chosen}")
+            for col in ("model", "MASE", "sMAPE", "pinball", *[f"cov {quantile_key(q)}" for q in SCORE_LEVELS]):
+                table.add_column(col, justify="right" if col != "model" else "left")
+            for alias, sc in sorted(ev.models.items(), key=lambda kv: (kv[0] != "auto", kv[1].mase)):
+                table.add_row(alias, f"{sc.mase:.3f}", f"{sc.smape:.3f}", f"{sc.pinball:.4f}",
+                              *[f"{sc.coverage.get(q, float('nan')):.3f}" for q in SCORE_LEVELS])
+            out.print(table)
+            for note in ev.notes:
+                out.print(f"  - {note}", highlight=False)
+        out.print(f"source: {label}", highlight=False)
+
+    _guard(run)
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the forecasting models and what each is for."""
+    from forecaster.models import MODELS
+
+    for alias, factory in MODELS.items():
+        doc = (sys.modules[type(factory()).__module__].__doc__ or "").strip().splitlines()[0]
+        out.print(f"{alias:24s} {doc}", highlight=False)
+    out.print(f"{'auto':24s} per-series choice by rolling-origin CV, split-conformal calibrated quantiles")
+    out.print(f"{'auto-fast':24s} auto among the vectorised models only (profile and the seasonal naives)")
+
+
+@app.command("demo-trace")
+def demo_trace(
+    path: Annotated[Path, typer.Argument(help="Where to write the trace (.csv or .csv.gz).")],
+    days: Annotated[float, typer.Option(min=0.01, max=365.0, help="Days of traffic.")] = 21.0,
+    step: Annotated[str, typer.Option(help="Step, e.g. 1m.")] = "1m",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write the built-in synthetic fleet as a trace file."""
+
+    def run() -> None:
+        step_s = parse_duration_s(step, what="--step")
+        if step_s != int(step_s) or not 1 <= step_s <= 3600:
+            raise UsageError(f"--step {step!r}: expected whole seconds from 1s to 1h")
+        src = SyntheticSource(days=days, step_s=int(step_s), seed=seed)
+        write_trace(path, [src.load(n) for n in src.names()])
+        out.print(f"wrote {len(src.names())} series x {days:g} days to {path}", highlight=False)
+
+    _guard(run)
+
+
+def main() -> None:
+    app()
+
