@@ -42,7 +42,7 @@ class RollingForecasts:
 
     def ok(self) -> np.ndarray:
         """Windows with a forecast (the model did not fail there)."""
-        return np.all(np.isfinite(self.mean), axis=1)
+        return np.asarray(np.all(np.isfinite(self.mean), axis=1))
 
 
 def naive_scale(values: FloatArray, step_s: int) -> FloatArray:
@@ -64,7 +64,9 @@ def naive_scale(values: FloatArray, step_s: int) -> FloatArray:
     return np.where(np.isfinite(out) & (out > 0), out, 1.0)
 
 
-def origin_grid(series: TrafficSeries, *, first_s: float, last_s: float, every_s: float, horizon: int) -> np.ndarray:
+def origin_grid(
+    series: TrafficSeries, *, first_s: float, last_s: float, every_s: float, horizon: int
+) -> np.ndarray:
     """Origin indices every `every_s` going back from `last_s` to `first_s`, each with at least two steps of
     history; windows may run past the end (their missing actuals are NaN)."""
     last = min(series.index_at(last_s), len(series))
@@ -116,4 +118,6 @@ def rolling_forecasts(
                 q[k, j] = fc.quantiles[lv]
         if progress is not None:
             progress(1)
-    return RollingForecasts(alias, origin_idx, horizon, levels, q, mean, actual, scale_all[origin_idx], failures)
+    return RollingForecasts(
+        alias, origin_idx, horizon, levels, q, mean, actual, scale_all[origin_idx], failures
+    )

@@ -77,8 +77,9 @@ class SeriesEvaluation:
         }
 
 
-def _scores(actual: FloatArray, point: FloatArray, qs: dict[float, FloatArray], scale: FloatArray,
-            failures: int = 0) -> ModelScores:
+def _scores(
+    actual: FloatArray, point: FloatArray, qs: dict[float, FloatArray], scale: FloatArray, failures: int = 0
+) -> ModelScores:
     return ModelScores(
         mase=mase(actual, point, scale),
         smape=smape(actual, point),
@@ -89,7 +90,9 @@ def _scores(actual: FloatArray, point: FloatArray, qs: dict[float, FloatArray], 
     )
 
 
-def _raw_quantiles(rf: RollingForecasts, windows: np.ndarray, levels: Sequence[float]) -> dict[float, FloatArray]:
+def _raw_quantiles(
+    rf: RollingForecasts, windows: np.ndarray, levels: Sequence[float]
+) -> dict[float, FloatArray]:
     return Calibrator.identity(rf.levels).apply_rolling(rf, windows, levels)
 
 
@@ -116,8 +119,9 @@ def evaluate_series(
     if every < every_s:
         notes.append(f"short series: windows every {every:g} s instead of {every_s:g} s")
     last = series.end_s - horizon * series.step_s
-    grid = origin_grid(series, first_s=series.start_s + min_history_s, last_s=last, every_s=every,
-                       horizon=horizon)
+    grid = origin_grid(
+        series, first_s=series.start_s + min_history_s, last_s=last, every_s=every, horizon=horizon
+    )
     eval_pos = np.arange(max(MIN_WINDOWS, grid.size - n_windows), grid.size)
     if eval_pos.size == 0:
         raise ModelError(f"{series.name!r} is too short for {MIN_WINDOWS} validation and 1 evaluation window")
@@ -134,8 +138,9 @@ def evaluate_series(
         w = eval_pos[ok]
         if w.size == 0:
             continue
-        models[rf.alias] = _scores(rf.actual[w], rf.mean[w], _raw_quantiles(rf, w, levels), rf.scale[w],
-                                   failures=int((~ok).sum()))
+        models[rf.alias] = _scores(
+            rf.actual[w], rf.mean[w], _raw_quantiles(rf, w, levels), rf.scale[w], failures=int((~ok).sum())
+        )
 
     # auto: re-select at every evaluation origin from the windows it could have seen by then
     by_alias = {rf.alias: rf for rf in runs}
@@ -161,7 +166,9 @@ def evaluate_series(
             q_rows[lv].append(qs[lv][0])
     if act_rows:
         models["auto"] = _scores(
-            np.stack(act_rows), np.stack(point_rows), {lv: np.stack(v) for lv, v in q_rows.items()},
+            np.stack(act_rows),
+            np.stack(point_rows),
+            {lv: np.stack(v) for lv, v in q_rows.items()},
             np.asarray(scale_rows),
         )
     chosen = choices.most_common(1)[0][0] if choices else ""
@@ -173,12 +180,20 @@ def evaluate_series(
             if seen.size >= MIN_WINDOWS:
                 last_choice = select(runs, seen, series.step_s, levels).chosen
             break
-    return SeriesEvaluation(series.name, series.step_s, horizon, int(eval_pos.size), models, last_choice,
-                            dict(choices), notes)
+    return SeriesEvaluation(
+        series.name, series.step_s, horizon, int(eval_pos.size), models, last_choice, dict(choices), notes
+    )
 
 
-def evaluation_cost(series: TrafficSeries, *, horizon_s: float, n_windows: int, candidates: Sequence[str],
-                    every_s: float = CV_EVERY_S, cv_span_s: float = CV_SPAN_S) -> int:
+def evaluation_cost(
+    series: TrafficSeries,
+    *,
+    horizon_s: float,
+    n_windows: int,
+    candidates: Sequence[str],
+    every_s: float = CV_EVERY_S,
+    cv_span_s: float = CV_SPAN_S,
+) -> int:
     """How many (model, origin) forecasts `evaluate_series` will make: the progress bar's total."""
     horizon = max(1, round(horizon_s / series.step_s))
     min_history_s = min(2 * SECONDS_PER_DAY, series.span_s / 2)

@@ -28,7 +28,8 @@ from forecaster.rolling import CAL_LEVELS, Progress, RollingForecasts, origin_gr
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries, interp_weights
 
 DEFAULT_CANDIDATES: tuple[str, ...] = (
-    "profile", "holt_winters", "mstl", "prophet", "local_trend", "seasonal_naive_daily", "seasonal_naive_weekly",
+    "profile", "holt_winters", "mstl", "prophet", "local_trend",
+    "seasonal_naive_daily", "seasonal_naive_weekly",
 )  # fmt: skip
 FAST_CANDIDATES: tuple[str, ...] = ("profile", "seasonal_naive_daily", "seasonal_naive_weekly")
 CAL_HALF_LIFE_S = 2 * SECONDS_PER_DAY
@@ -62,7 +63,9 @@ class Calibrator:
         return cls(tuple(levels), np.array([0, 1]), np.zeros((1, len(levels))), np.zeros(1, dtype=np.int64))
 
     @classmethod
-    def fit(cls, rf: RollingForecasts, windows: np.ndarray, step_s: float, half_life_s: float = CAL_HALF_LIFE_S) -> Calibrator:
+    def fit(
+        cls, rf: RollingForecasts, windows: np.ndarray, step_s: float, half_life_s: float = CAL_HALF_LIFE_S
+    ) -> Calibrator:
         """Shifts from the given windows; a window's weight halves every `half_life_s` of age (weighted,
         non-exchangeable split conformal: recent errors matter more when the series drifts)."""
         edges = _bucket_edges(rf.horizon)
@@ -70,7 +73,9 @@ class Calibrator:
         act = rf.actual[windows]  # (W, H)
         offsets = np.zeros((n_b, n_l))
         samples = np.zeros(n_b, dtype=np.int64)
-        age_s = (rf.origin_idx[windows].max() - rf.origin_idx[windows]) * step_s if windows.size else np.zeros(0)
+        age_s = (
+            (rf.origin_idx[windows].max() - rf.origin_idx[windows]) * step_s if windows.size else np.zeros(0)
+        )
         w_win = 0.5 ** (age_s / half_life_s)
         with np.errstate(invalid="ignore", divide="ignore"):
             s_all = np.log1p(act)[:, None, :] - np.log1p(rf.q[windows])  # (W, L, H)
@@ -95,7 +100,9 @@ class Calibrator:
         """Offsets for steps 0..h-1 at one level (interpolated across levels, last bucket held)."""
         lv = np.asarray(self.levels)
         per_bucket = np.array([np.interp(level, lv, self.offsets[b]) for b in range(self.offsets.shape[0])])
-        b_of_step = np.clip(np.searchsorted(self.edges, np.arange(h), side="right") - 1, 0, per_bucket.size - 1)
+        b_of_step = np.clip(
+            np.searchsorted(self.edges, np.arange(h), side="right") - 1, 0, per_bucket.size - 1
+        )
         return np.asarray(per_bucket[b_of_step], dtype=np.float64)
 
     def apply(self, fc: Forecast, levels: Sequence[float]) -> Forecast:
@@ -110,7 +117,9 @@ class Calibrator:
             prev = cal
         return Forecast(fc.origin_s, fc.step_s, fc.mean, out, fc.model, fc.notes)
 
-    def apply_rolling(self, rf: RollingForecasts, windows: np.ndarray, levels: Sequence[float]) -> dict[float, FloatArray]:
+    def apply_rolling(
+        self, rf: RollingForecasts, windows: np.ndarray, levels: Sequence[float]
+    ) -> dict[float, FloatArray]:
         """Calibrated quantile arrays (W', H) for the given windows of a rolling run."""
         out: dict[float, FloatArray] = {}
         prev = np.zeros((windows.size, rf.horizon))
@@ -196,8 +205,16 @@ def score_candidate(
     fails = int((~ok).sum())
     usable = windows[ok]
     if usable.size < 2 or fails > MAX_FAILURE_SHARE * windows.size:
-        return CandidateScore(rf.alias, np.inf, np.inf, np.inf, {}, int(windows.size), fails,
-                              excluded=f"failed in {fails} of {windows.size} windows")
+        return CandidateScore(
+            rf.alias,
+            np.inf,
+            np.inf,
+            np.inf,
+            {},
+            int(windows.size),
+            fails,
+            excluded=f"failed in {fails} of {windows.size} windows",
+        )
     halves = (usable[0::2], usable[1::2])
     pin: list[float] = []
     cov: dict[float, list[float]] = {lv: [] for lv in levels}
@@ -221,7 +238,10 @@ def score_candidate(
 
 
 def select(
-    runs: Sequence[RollingForecasts], windows: np.ndarray, step_s: float, levels: Sequence[float] = SCORE_LEVELS
+    runs: Sequence[RollingForecasts],
+    windows: np.ndarray,
+    step_s: float,
+    levels: Sequence[float] = SCORE_LEVELS,
 ) -> Selection:
     """Choose among rolling runs (same origins and horizon) using only `windows` (indices into them)."""
     scores = [score_candidate(rf, windows, levels, step_s) for rf in runs]
@@ -231,7 +251,9 @@ def select(
         raise ModelError("every candidate model failed in cross-validation")
     rf = runs[best]
     calib = Calibrator.fit(rf, windows[rf.ok()[windows]], step_s)
-    others = sorted((s for s in scores if s is not chosen and np.isfinite(s.pinball)), key=lambda s: s.pinball)
+    others = sorted(
+        (s for s in scores if s is not chosen and np.isfinite(s.pinball)), key=lambda s: s.pinball
+    )
     runner = f"; runner-up {others[0].alias} at {others[0].pinball:.4f}" if others else ""
     reason = (
         f"{chosen.alias} has the lowest calibrated pinball loss ({chosen.pinball:.4f}, levels "
@@ -278,8 +300,9 @@ class AutoModel:
     def cv_origins(self, series: TrafficSeries) -> np.ndarray:
         horizon = max(1, round(self.horizon_s / series.step_s))
         last = series.end_s - horizon * series.step_s
-        return origin_grid(series, first_s=last - self.cv_span_s, last_s=last, every_s=self.every_s,
-                           horizon=horizon)
+        return origin_grid(
+            series, first_s=last - self.cv_span_s, last_s=last, every_s=self.every_s, horizon=horizon
+        )
 
     def fit(self, series: TrafficSeries) -> Self:
         timer = Timer()
@@ -291,12 +314,20 @@ class AutoModel:
             chosen = "profile"
             self.selection = None
             self._calib = Calibrator.identity()
-            note = (f"only {origins.size} cross-validation windows fit in the history (need {MIN_WINDOWS}): "
-                    "using the profile model uncalibrated")
+            note = (
+                f"only {origins.size} cross-validation windows fit in the history (need {MIN_WINDOWS}): "
+                "using the profile model uncalibrated"
+            )
         else:
             runs = [
-                rolling_forecasts(MODELS[c], series, origins, horizon, refit_every_s=self.refit_every_s,
-                                  progress=self.progress)
+                rolling_forecasts(
+                    MODELS[c],
+                    series,
+                    origins,
+                    horizon,
+                    refit_every_s=self.refit_every_s,
+                    progress=self.progress,
+                )
                 for c in self.candidates
             ]
             self.selection = select(runs, np.arange(origins.size), series.step_s, self.levels)
@@ -306,8 +337,16 @@ class AutoModel:
         self._model = MODELS[chosen]().fit(series)
         inner = self._model.report
         self.report = FitReport(
-            self.alias, series.name, len(series), series.span_s, series.step_s, inner.fit_step_s,
-            inner.seasons_s, inner.fallback, [f"chose {chosen}: {note}", *inner.notes], timer.elapsed(),
+            self.alias,
+            series.name,
+            len(series),
+            series.span_s,
+            series.step_s,
+            inner.fit_step_s,
+            inner.seasons_s,
+            inner.fallback,
+            [f"chose {chosen}: {note}", *inner.notes],
+            timer.elapsed(),
         )
         return self
 
@@ -328,11 +367,14 @@ class AutoModel:
         fc = self._model.predict(h, want)
         cal = self._calib.apply(fc, want)
         notes = (*fc.notes, "quantiles split-conformal calibrated" if self.selection else "uncalibrated")
-        return Forecast(cal.origin_s, cal.step_s, cal.mean, {q: cal.quantiles[q] for q in levels},
-                        self.chosen, notes)
+        return Forecast(
+            cal.origin_s, cal.step_s, cal.mean, {q: cal.quantiles[q] for q in levels}, self.chosen, notes
+        )
 
 
-def make_forecaster(name: str, horizon_s: float, progress: Progress | None = None) -> Callable[[], ForecastModel]:
+def make_forecaster(
+    name: str, horizon_s: float, progress: Progress | None = None
+) -> Callable[[], ForecastModel]:
     """A factory for `auto`, `auto-fast` (vectorised candidates only) or a single model alias."""
     if name == "auto":
         return lambda: AutoModel(horizon_s=horizon_s, progress=progress)

@@ -60,7 +60,7 @@ def interp_weights(levels: Sequence[float], q: float) -> tuple[int, int, float]:
 
 @dataclass(frozen=True)
 class TrafficSeries:
-    """Requests per step on a regular grid: `values[i]` arrived in [start_s + i*step_s, start_s + (i+1)*step_s).
+    """Requests per step on a regular grid: `values[i]` arrived in [start_s + i*step, start_s + (i+1)*step).
 
     NaN marks a gap (no data, e.g. a Prometheus scrape outage); a trace file's missing row is a true zero
     and arrives here as 0.0, never NaN.

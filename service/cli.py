@@ -79,7 +79,9 @@ def _parse_levels(text: str) -> tuple[float, ...]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise UsageError(f"--quantiles {text!r}: expected comma-separated numbers such as 0.5,0.9,0.99") from None
+        raise UsageError(
+            f"--quantiles {text!r}: expected comma-separated numbers such as 0.5,0.9,0.99"
+        ) from None
     try:
         return validate_quantile_levels(values)
     except ValueError as exc:
@@ -109,8 +111,12 @@ def _progress(label: str, total: int, enabled: bool) -> Iterator[Callable[[int],
         yield lambda n: None
         return
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
@@ -121,6 +127,11 @@ def _guard(fn: Callable[[], None]) -> None:
         fn()
     except (SourceError, ModelError, UsageError, ValueError) as exc:
         _fail(str(exc))
+
+
+def report_notes(report: dict[str, Any]) -> list[str]:
+    notes = report.get("notes", [])
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 def _forecast_json(series: TrafficSeries, fc: Forecast, report: dict[str, Any]) -> dict[str, Any]:
@@ -144,12 +155,24 @@ def _forecast_json(series: TrafficSeries, fc: Forecast, report: dict[str, Any]) 
 
 @app.command()
 def forecast(
-    trace: Annotated[Path | None, typer.Argument(help="CSV or CSV.gz trace (timestamp,series,requests).")] = None,
-    series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Series to forecast (repeat or comma-separate).")] = None,
-    at: Annotated[str | None, typer.Option(help="Forecast origin (ISO-8601); only data before it is used. Default: end of the trace.")] = None,
+    trace: Annotated[
+        Path | None, typer.Argument(help="CSV or CSV.gz trace (timestamp,series,requests).")
+    ] = None,
+    series: Annotated[
+        list[str] | None,
+        typer.Option("--series", "-s", help="Series to forecast (repeat or comma-separate)."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="Forecast origin (ISO-8601); only data before it is used. Default: end of the trace."
+        ),
+    ] = None,
     horizon: Annotated[str, typer.Option(help="How far ahead, e.g. 30m, 2h.")] = "2h",
     quantiles: Annotated[str, typer.Option(help="Quantile levels, comma-separated.")] = "0.5,0.9,0.99",
-    model: Annotated[str, typer.Option(help="auto, auto-fast, or a model alias (see `prewarm models`).")] = "auto",
+    model: Annotated[
+        str, typer.Option(help="auto, auto-fast, or a model alias (see `prewarm models`).")
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
 ) -> None:
@@ -191,7 +214,9 @@ def forecast(
             print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
             return
         for s, fc, rep in results:
-            table = Table(title=f"{s.name}: {fc.model}, requests per {fc.step_s} s step from {_iso(fc.origin_s)}")
+            table = Table(
+                title=f"{s.name}: {fc.model}, requests per {fc.step_s} s step from {_iso(fc.origin_s)}"
+            )
             table.add_column("timestamp")
             table.add_column("mean", justify="right")
             for q in fc.levels:
@@ -203,7 +228,7 @@ def forecast(
             out.print(table)
             if stride > 1:
                 out.print(f"(every {stride}th of {fc.horizon} steps shown; --json for all)")
-            for note in rep.get("notes", []):  # type: ignore[union-attr]
+            for note in report_notes(rep):
                 out.print(f"  - {note}", highlight=False)
         out.print(f"source: {label}", highlight=False)
 
@@ -213,10 +238,17 @@ def forecast(
 @app.command()
 def evaluate(
     trace: Annotated[Path | None, typer.Argument(help="CSV or CSV.gz trace.")] = None,
-    series: Annotated[list[str] | None, typer.Option("--series", "-s", help="Series to evaluate (repeat or comma-separate).")] = None,
+    series: Annotated[
+        list[str] | None,
+        typer.Option("--series", "-s", help="Series to evaluate (repeat or comma-separate)."),
+    ] = None,
     horizon: Annotated[str, typer.Option(help="Forecast horizon of each window, e.g. 1h.")] = "1h",
-    windows: Annotated[int, typer.Option(min=1, max=10_000, help="Number of evaluation windows (the most recent).")] = 48,
-    models: Annotated[str, typer.Option(help="Candidate models, comma-separated (auto chooses among them).")] = "profile,holt_winters,mstl,prophet,seasonal_naive_daily,seasonal_naive_weekly",
+    windows: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Number of evaluation windows (the most recent).")
+    ] = 48,
+    models: Annotated[
+        str, typer.Option(help="Candidate models, comma-separated (auto chooses among them).")
+    ] = "profile,holt_winters,mstl,prophet,seasonal_naive_daily,seasonal_naive_weekly",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
 ) -> None:
@@ -231,26 +263,44 @@ def evaluate(
         cands = [c.strip() for c in models.split(",") if c.strip()]
         unknown = [c for c in cands if c not in MODELS]
         if unknown or not cands:
-            raise UsageError(f"--models: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODELS)}")
+            raise UsageError(
+                f"--models: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODELS)}"
+            )
         names = _split_series(series)
         source, label = _open_source(trace, demo, set(names) if names else None)
         chosen = _pick_series(source, names)
-        total = sum(evaluation_cost(s, horizon_s=horizon_s, n_windows=windows, candidates=cands) for s in chosen)
+        total = sum(
+            evaluation_cost(s, horizon_s=horizon_s, n_windows=windows, candidates=cands) for s in chosen
+        )
         results = {}
         with _progress("evaluating", total, sys.stderr.isatty() and not as_json) as tick:
             for s in chosen:
-                results[s.name] = evaluate_series(s, horizon_s=horizon_s, n_windows=windows, candidates=cands,
-                                                  progress=tick)
+                results[s.name] = evaluate_series(
+                    s, horizon_s=horizon_s, n_windows=windows, candidates=cands, progress=tick
+                )
         if as_json:
             print(json.dumps({"series": {k: v.as_dict() for k, v in results.items()}}, indent=2))
             return
         for name, ev in results.items():
-            table = Table(title=f"{name}: {ev.windows} windows of {ev.horizon} x {ev.step_s} s; auto chose {ev.chosen}")
-            for col in ("model", "MASE", "sMAPE", "pinball", *[f"cov {quantile_key(q)}" for q in SCORE_LEVELS]):
+            table = Table(
+                title=f"{name}: {ev.windows} windows of {ev.horizon} x {ev.step_s} s; auto chose {ev.chosen}"
+            )
+            for col in (
+                "model",
+                "MASE",
+                "sMAPE",
+                "pinball",
+                *[f"cov {quantile_key(q)}" for q in SCORE_LEVELS],
+            ):
                 table.add_column(col, justify="right" if col != "model" else "left")
             for alias, sc in sorted(ev.models.items(), key=lambda kv: (kv[0] != "auto", kv[1].mase)):
-                table.add_row(alias, f"{sc.mase:.3f}", f"{sc.smape:.3f}", f"{sc.pinball:.4f}",
-                              *[f"{sc.coverage.get(q, float('nan')):.3f}" for q in SCORE_LEVELS])
+                table.add_row(
+                    alias,
+                    f"{sc.mase:.3f}",
+                    f"{sc.smape:.3f}",
+                    f"{sc.pinball:.4f}",
+                    *[f"{sc.coverage.get(q, float('nan')):.3f}" for q in SCORE_LEVELS],
+                )
             out.print(table)
             for note in ev.notes:
                 out.print(f"  - {note}", highlight=False)
@@ -293,4 +343,3 @@ def demo_trace(
 
 def main() -> None:
     app()
-

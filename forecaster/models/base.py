@@ -139,7 +139,9 @@ def despike(z: FloatArray, start_s: float, step_s: int, sigmas: float = 5.0) -> 
         slot = (np.round(start_s / step_s).astype(np.int64) + np.arange(z.size)) % per_day
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            shape = np.array([np.nanmedian(z[slot == k]) if np.any(slot == k) else 0.0 for k in range(per_day)])
+            shape = np.array(
+                [np.nanmedian(z[slot == k]) if np.any(slot == k) else 0.0 for k in range(per_day)]
+            )
         x = z - np.where(np.isfinite(shape), shape, 0.0)[slot]
         window = per_day + 1
     else:
@@ -217,7 +219,7 @@ def to_fine_grid(
     between coarse bin centres (so daily ramps stay smooth instead of turning into stairs)."""
     centres = coarse_origin_s + coarse_step_s * (np.arange(coarse.size) + 0.5)
     fine_centres = origin_s + step_s * (np.arange(h) + 0.5)
-    return np.interp(fine_centres, centres, coarse) * (step_s / coarse_step_s)
+    return np.asarray(np.interp(fine_centres, centres, coarse) * (step_s / coarse_step_s), dtype=np.float64)
 
 
 class ResidualTable:
@@ -295,10 +297,12 @@ def forecast_from_log(
     for q in levels:
         lo, hi, f = interp_weights(DENSE_LEVELS, q)
         quantiles[float(q)] = np.asarray(counts[:, lo] * (1 - f) + counts[:, hi] * f, dtype=np.float64)
-    return Forecast(origin_s=origin_s, step_s=step_s, mean=mean, quantiles=quantiles, model=alias, notes=notes)
+    return Forecast(
+        origin_s=origin_s, step_s=step_s, mean=mean, quantiles=quantiles, model=alias, notes=notes
+    )
 
 
 def horizon_grid(max_steps: int) -> list[int]:
     """A handful of horizons (in steps) from 1 to max_steps, roughly log-spaced."""
-    grid = sorted({int(round(x)) for x in np.geomspace(1, max(1, max_steps), num=10)})
+    grid = sorted({round(x) for x in np.geomspace(1, max(1, max_steps), num=10)})
     return [g for g in grid if g >= 1]

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecaster.models.base import FitReport, ModelError, coarse_step, despike, fill_gaps, periods_per_day, resample, to_fine_grid
+from forecaster.models.base import (
+    FitReport,
+    ModelError,
+    coarse_step,
+    despike,
+    fill_gaps,
+    periods_per_day,
+    resample,
+    to_fine_grid,
+)
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
 
 MAX_HISTORY_S = 28 * SECONDS_PER_DAY
@@ -63,9 +72,7 @@ def coarse_horizon(data: CoarseData, h: int) -> int:
 
 def to_fine(data: CoarseData, coarse: Forecast, h: int, alias: str) -> Forecast:
     def conv(a: FloatArray) -> FloatArray:
-        return np.maximum(
-            to_fine_grid(data.end_s, data.step_s, a, data.origin_s, data.fine_step_s, h), 0.0
-        )
+        return np.maximum(to_fine_grid(data.end_s, data.step_s, a, data.origin_s, data.fine_step_s, h), 0.0)
 
     quantiles = {q: conv(a) for q, a in coarse.quantiles.items()}
     # interpolation keeps quantiles ordered: each fine value is the same convex combination for every level

@@ -37,7 +37,11 @@ def _fit_es(z: np.ndarray, period: int, params: dict[str, float] | None) -> Any:
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
     model = ExponentialSmoothing(
-        z, trend="add", damped_trend=True, seasonal="add", seasonal_periods=period,
+        z,
+        trend="add",
+        damped_trend=True,
+        seasonal="add",
+        seasonal_periods=period,
         initialization_method="heuristic" if z.size >= 2 * period + 10 else "estimated",
     )
     with warnings.catch_warnings():
@@ -93,7 +97,7 @@ class HoltWinters:
                 "smoothing_seasonal": float(p["smoothing_seasonal"]),
                 "damping_trend": float(p["damping_trend"]),
             }
-            resid = np.asarray(res.resid)[-int(RESIDUAL_WINDOW_S // data.step_s):]
+            resid = np.asarray(res.resid)[-int(RESIDUAL_WINDOW_S // data.step_s) :]
             alpha = self._params["smoothing_level"]
             hs = horizon_grid(int(SECONDS_PER_DAY // data.step_s))
             self._resid = ResidualTable(hs, [resid * np.sqrt(1 + (h - 1) * alpha**2) for h in hs])
@@ -105,14 +109,24 @@ class HoltWinters:
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._fallback is not None:
             fc = self._fallback.predict(h, levels)
-            return Forecast(fc.origin_s, fc.step_s, fc.mean, fc.quantiles, self.alias,
-                            notes=(f"fallback: {self._fallback.alias}",))
+            return Forecast(
+                fc.origin_s,
+                fc.step_s,
+                fc.mean,
+                fc.quantiles,
+                self.alias,
+                notes=(f"fallback: {self._fallback.alias}",),
+            )
         if self._data is None:
             raise ModelError(f"{self.alias}: predict() before fit()")
         hc = coarse_horizon(self._data, h)
         loc = np.asarray(self._res.forecast(hc), dtype=np.float64)
         coarse = forecast_from_log(
-            alias=self.alias, origin_s=self._data.end_s, step_s=self._data.step_s, location=loc,
-            residuals=self._resid, levels=levels,
+            alias=self.alias,
+            origin_s=self._data.end_s,
+            step_s=self._data.step_s,
+            location=loc,
+            residuals=self._resid,
+            levels=levels,
         )
         return to_fine(self._data, coarse, h, self.alias)

@@ -85,7 +85,11 @@ class LocalTrend:
         hc = coarse_horizon(self._data, h)
         loc = np.asarray(self._res.forecast(hc), dtype=np.float64)
         coarse = forecast_from_log(
-            alias=self.alias, origin_s=self._data.end_s, step_s=self._data.step_s, location=loc,
-            residuals=self._resid, levels=levels,
+            alias=self.alias,
+            origin_s=self._data.end_s,
+            step_s=self._data.step_s,
+            location=loc,
+            residuals=self._resid,
+            levels=levels,
         )
         return to_fine(self._data, coarse, h, self.alias)

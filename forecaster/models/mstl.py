@@ -89,8 +89,8 @@ class MSTLModel:
             periods.append(p_week)
         else:
             self.report.note(
-                f"weekly season left out: {data.z.size * data.step_s / 86400:.1f} days of history, MSTL needs "
-                "more than 14"
+                f"weekly season left out: {data.z.size * data.step_s / 86400:.1f} days of history, "
+                "MSTL needs more than 14"
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -120,7 +120,7 @@ class MSTLModel:
                 "smoothing_trend": float(p["smoothing_trend"]),
                 "damping_trend": float(p["damping_trend"]),
             }
-            resid = np.asarray(res.resid)[-int(RESIDUAL_WINDOW_S // data.step_s):]
+            resid = np.asarray(res.resid)[-int(RESIDUAL_WINDOW_S // data.step_s) :]
             alpha = self._params["smoothing_level"]
             hs = horizon_grid(int(SECONDS_PER_DAY // data.step_s))
             self._resid = ResidualTable(hs, [resid * np.sqrt(1 + (h - 1) * alpha**2) for h in hs])
@@ -137,8 +137,14 @@ class MSTLModel:
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._fallback is not None:
             fc = self._fallback.predict(h, levels)
-            return Forecast(fc.origin_s, fc.step_s, fc.mean, fc.quantiles, self.alias,
-                            notes=(f"fallback: {self._fallback.alias}",))
+            return Forecast(
+                fc.origin_s,
+                fc.step_s,
+                fc.mean,
+                fc.quantiles,
+                self.alias,
+                notes=(f"fallback: {self._fallback.alias}",),
+            )
         if self._data is None:
             raise ModelError(f"{self.alias}: predict() before fit()")
         data = self._data
@@ -146,7 +152,11 @@ class MSTLModel:
         times = data.end_s + data.step_s * np.arange(hc, dtype=np.float64)
         loc = np.asarray(self._holt.forecast(hc), dtype=np.float64) + self._seasonal(times)
         coarse = forecast_from_log(
-            alias=self.alias, origin_s=data.end_s, step_s=data.step_s, location=loc,
-            residuals=self._resid, levels=levels,
+            alias=self.alias,
+            origin_s=data.end_s,
+            step_s=data.step_s,
+            location=loc,
+            residuals=self._resid,
+            levels=levels,
         )
         return to_fine(data, coarse, h, self.alias)

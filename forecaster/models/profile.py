@@ -9,7 +9,8 @@ On the log1p scale each step is modelled as
   clock and interpolated back to the series' step;
 - `weekday` is the average deviation of each day's level from its centred 7-day mean, by the day's position
   in the week counted from the epoch (never from calendar names: several traces have relative time only);
-  learnt only from at least two weeks and shrunk toward zero by how many weeks back it;
+  learnt only from at least two weeks and shrunk toward zero (James-Stein) by how large it is against the
+  day-to-day noise;
 - `m` is the long-run level and `d[t]` the current deviation from it: an exponentially weighted mean of the
   residuals, forecast to decay back to `m` by a factor phi per step. Both the smoothing and the decay are
   chosen per series from a small grid by in-sample multi-horizon error, so a drifting series tracks its level
@@ -22,11 +23,10 @@ series on a shared grid in a few seconds; `SeasonalProfile` is the one-series vi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
-
-import warnings
 
 import numpy as np
 from scipy.signal import lfilter
@@ -84,16 +84,23 @@ class ProfileBatch:
         return int(self.shape.shape[0])
 
     def seasonal_part(self, times_s: FloatArray) -> FloatArray:
-        """shape + weekday at the centre of each step starting at times_s; (n, len(times_s))."""
+        """shape + weekday at the centre of each step starting at times_s; (n, len(times_s)).
+
+        Built as one gather from a (series x week-slot) table: the shape interpolated to the step's own
+        slots of the day plus each weekday's offset. For 1,000 series at 1-minute steps this one gather is
+        most of the cost of a fit, so it is done once per pass."""
+        per_day = max(1, round(SECONDS_PER_DAY / self.step_s))
         b = self.shape.shape[1]
-        pos = ((times_s + self.step_s / 2) % SECONDS_PER_DAY) / self.bin_s - 0.5
+        slot_t = np.arange(per_day, dtype=np.float64) * self.step_s
+        pos = ((slot_t + self.step_s / 2) % SECONDS_PER_DAY) / self.bin_s - 0.5
         i0 = np.floor(pos).astype(np.int64)
         f = pos - i0
         i0 %= b
-        i1 = (i0 + 1) % b
-        out = self.shape[:, i0] * (1 - f) + self.shape[:, i1] * f
+        day_shape = self.shape[:, i0] * (1 - f) + self.shape[:, (i0 + 1) % b] * f  # (n, per_day)
+        week = (day_shape[:, None, :] + self.weekday[:, :, None]).reshape(self.n, 7 * per_day)
+        slot = np.floor((times_s % SECONDS_PER_DAY) / self.step_s + 1e-9).astype(np.int64) % per_day
         dow = (np.floor(times_s / SECONDS_PER_DAY) % 7).astype(np.int64)
-        return np.asarray(out + self.weekday[:, dow], dtype=np.float64)
+        return np.asarray(week[:, dow * per_day + slot], dtype=np.float64)
 
     def residual_table(self, i: int) -> ResidualTable:
         t = ResidualTable.__new__(ResidualTable)
@@ -114,8 +121,12 @@ class ProfileBatch:
         loc = self.location(h)
         return [
             forecast_from_log(
-                alias=alias, origin_s=self.origin_s, step_s=self.step_s, location=loc[i],
-                residuals=self.residual_table(i), levels=levels,
+                alias=alias,
+                origin_s=self.origin_s,
+                step_s=self.step_s,
+                location=loc[i],
+                residuals=self.residual_table(i),
+                levels=levels,
             )
             for i in range(self.n)
         ]
@@ -133,8 +144,20 @@ class ProfileBatch:
             dev[i] = _ewma_last(r[i], float(self.alpha[i]))
         origin = start_s + values.shape[1] * self.step_s
         return ProfileBatch(
-            self.step_s, origin, self.bin_s, self.shape, self.weekday, self.mean_level, dev, self.alpha,
-            self.phi, self.resid_horizons, self.resid_table, self.resid_mean_factor, self.weekly, self.clip,
+            self.step_s,
+            origin,
+            self.bin_s,
+            self.shape,
+            self.weekday,
+            self.mean_level,
+            dev,
+            self.alpha,
+            self.phi,
+            self.resid_horizons,
+            self.resid_table,
+            self.resid_mean_factor,
+            self.weekly,
+            self.clip,
         )
 
 
@@ -142,6 +165,27 @@ def _ewma_last(r: FloatArray, alpha: float) -> float:
     r = np.where(np.isfinite(r), r, 0.0)
     y = lfilter([alpha], [1.0, -(1.0 - alpha)], r)
     return float(y[-1])
+
+
+def _nanquantile(x: FloatArray, levels: Sequence[float], axis: int) -> FloatArray:
+    """np.nanquantile (linear) for many rows at once: one sort with NaN last, then a gather per level.
+    numpy's own nanquantile loops over rows in Python, which dominates a 1,000-series fit. Returns the
+    levels on a new leading axis; NaN where a row has no finite value."""
+    xs = np.sort(np.moveaxis(x, axis, -1), axis=-1)
+    n_ok = np.isfinite(xs).sum(axis=-1, keepdims=True)
+    out = []
+    for lv in levels:
+        pos = lv * np.maximum(n_ok - 1, 0)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(n_ok - 1, 0))
+        f = pos - lo
+        v = np.take_along_axis(xs, lo, -1) * (1 - f) + np.take_along_axis(xs, hi, -1) * f
+        out.append(np.where(n_ok > 0, v, np.nan)[..., 0])
+    return np.stack(out)
+
+
+def _nanmedian(x: FloatArray, axis: int) -> FloatArray:
+    return np.asarray(_nanquantile(x, (0.5,), axis)[0], dtype=np.float64)
 
 
 def _nanmean_w(x: FloatArray, w: FloatArray, axis: int) -> FloatArray:
@@ -175,7 +219,8 @@ def fit_batch(values: FloatArray, start_s: float, step_s: int) -> ProfileBatch:
     n_all, t_all = values.shape
     if t_all * step_s < MIN_DAILY_HISTORY_S:
         raise ModelError(
-            f"profile needs {MIN_DAILY_HISTORY_S / 86400:.0f} days of history, got {t_all * step_s / 86400:.2f}"
+            f"profile needs {MIN_DAILY_HISTORY_S / 86400:.0f} days of history, "
+            f"got {t_all * step_s / 86400:.2f}"
         )
     keep = min(t_all, int(MAX_HISTORY_S // step_s))
     y = values[:, t_all - keep :]
@@ -186,20 +231,24 @@ def fit_batch(values: FloatArray, start_s: float, step_s: int) -> ProfileBatch:
 
     # Two passes: the second ignores steps the first found to be outliers (a zero in a series of thousands
     # per step is a collector outage, not demand), so one bad hour cannot bend the shape or the level.
-    batch, rd = _fit_shape(z, times, step_s, origin, n_all, keep, robust=True)
-    sigma = np.maximum(1.4826 * np.nanmedian(np.abs(rd - np.nanmedian(rd, axis=1, keepdims=True)), axis=1), 0.05)
-    outlier = np.abs(rd - np.nanmedian(rd, axis=1, keepdims=True)) > OUTLIER_SIGMAS * sigma[:, None]
-    batch, rd = _fit_shape(np.where(outlier, np.nan, z), times, step_s, origin, n_all, keep, robust=False)
+    batch, expected = _fit_shape(z, times, step_s, origin, n_all, keep, robust=True)
+    rd = z - expected
+    centre = _nanmedian(rd, axis=1)[:, None]
+    sigma = np.maximum(1.4826 * _nanmedian(np.abs(rd - centre), axis=1), 0.05)
+    outlier = np.abs(rd - centre) > OUTLIER_SIGMAS * sigma[:, None]
+    batch, expected = _fit_shape(
+        np.where(outlier, np.nan, z), times, step_s, origin, n_all, keep, robust=False
+    )
     # errors are scored against every observation, outliers included: they are what the quantiles must cover
-    rd_all = z - batch.seasonal_part(times) - batch.mean_level[:, None]
+    rd_all = z - expected
     return _fit_level(batch, rd_all, step_s, keep, sigma)
 
 
 def _fit_shape(
     z: FloatArray, times: FloatArray, step_s: int, origin: float, n_all: int, keep: int, robust: bool
 ) -> tuple[ProfileBatch, FloatArray]:
-    """Shape, weekday and long-run level; returns a batch without level parameters and the residuals
-    z - seasonal - m (NaN where z is NaN). `robust` uses medians across days (the first pass, which must
+    """Shape, weekday and long-run level; returns a batch without level parameters and the expected
+    log value seasonal + m at every step. `robust` uses medians across days (the first pass, which must
     not be bent by the outliers it is meant to find), otherwise recency-weighted means."""
     # --- time-of-day shape on >= 5-minute bins: cell (day, bin) means via one reduceat over time
     bin_s = coarse_step(step_s, SECONDS_PER_DAY // MIN_BIN_S)
@@ -220,18 +269,15 @@ def _fit_shape(
     w_day = 0.5 ** ((n_days - 1 - np.arange(n_days)) / SHAPE_HALF_LIFE_DAYS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins are handled below
-        if robust:
-            s0 = np.nanmedian(cells, axis=1)
-        else:
-            s0 = _nanmean_w(cells, w_day[None, :, None], axis=1)  # (n, bins)
+        s0 = _nanmedian(cells, axis=1) if robust else _nanmean_w(cells, w_day[None, :, None], axis=1)
         s0 = np.where(np.isfinite(s0), s0, np.nanmean(s0, axis=1, keepdims=True))
-        day_level = (np.nanmedian if robust else np.nanmean)(cells - s0[:, None, :], axis=2)  # (n, days)
+        day_level = (_nanmedian if robust else np.nanmean)(cells - s0[:, None, :], axis=2)  # (n, days)
         if robust:
-            shape = np.nanmedian(cells - day_level[:, :, None], axis=1)
+            shape = _nanmedian(cells - day_level[:, :, None], axis=1)
         else:
             shape = _nanmean_w(cells - day_level[:, :, None], w_day[None, :, None], axis=1)
     shape = np.where(np.isfinite(shape), shape, 0.0)
-    shape = _circular_smooth(shape, int(round(SMOOTH_HALF_WIDTH_S / bin_s)))
+    shape = _circular_smooth(shape, round(SMOOTH_HALF_WIDTH_S / bin_s))
     shape -= shape.mean(axis=1, keepdims=True)
 
     # --- weekday level, by position in the week, from >= 2 weeks only
@@ -246,30 +292,54 @@ def _fit_shape(
         with np.errstate(invalid="ignore", divide="ignore"):
             dev_day = day_level - num / den
         dow = (day_abs[0] + np.arange(n_days)) % 7
-        # partial first/last days carry little weight
+        counts = np.zeros((n_all, 7))
         for k in range(7):
             sel = dow == k
             vals = dev_day[:, sel]
-            nk = np.isfinite(vals).sum(axis=1)
+            counts[:, k] = np.isfinite(vals).sum(axis=1)
             mean_k = _nanmean_w(vals, w_day[None, sel], axis=1)
-            weekday[:, k] = np.where(nk > 0, mean_k * nk / (nk + 0.5), 0.0)
+            weekday[:, k] = np.where(counts[:, k] > 0, mean_k, 0.0)
+        # James-Stein shrinkage toward "no weekly effect": strong, consistent weekday effects are kept whole,
+        # effects no larger than the day-to-day noise are shrunk away
+        resid = dev_day - weekday[:, dow]
+        dof = np.maximum(np.isfinite(resid).sum(axis=1) - 7, 1)
+        noise_var = np.nansum(resid**2, axis=1) / dof
+        signal = np.nansum((weekday - weekday.mean(axis=1, keepdims=True)) ** 2, axis=1)
+        mean_n = np.maximum(counts.mean(axis=1), 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            factor = np.clip(1.0 - 4.0 * noise_var / mean_n / signal, 0.0, 1.0)
+        weekday *= np.where(np.isfinite(factor), factor, 0.0)[:, None]
         weekday = np.where(np.isfinite(weekday), weekday, 0.0)
         weekday -= weekday.mean(axis=1, keepdims=True)
 
     batch = ProfileBatch(
-        step_s, origin, bin_s, shape, weekday, np.zeros(n_all), np.zeros(n_all), np.zeros(n_all),
-        np.ones(n_all), [1], np.zeros((n_all, 1, len(DENSE_LEVELS))), np.ones((n_all, 1)), weekly,
+        step_s,
+        origin,
+        bin_s,
+        shape,
+        weekday,
+        np.zeros(n_all),
+        np.zeros(n_all),
+        np.zeros(n_all),
+        np.ones(n_all),
+        [1],
+        np.zeros((n_all, 1, len(DENSE_LEVELS))),
+        np.ones((n_all, 1)),
+        weekly,
     )
-    r = z - batch.seasonal_part(times)
+    seasonal = batch.seasonal_part(times)
+    r = z - seasonal
     score_from = max(0, keep - int(SCORE_WINDOW_S // step_s))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = (np.nanmedian if robust else np.nanmean)(r[:, score_from:], axis=1)
+        m = (_nanmedian if robust else np.nanmean)(r[:, score_from:], axis=1)
     batch.mean_level = np.where(np.isfinite(m), m, 0.0)
-    return batch, r - batch.mean_level[:, None]
+    return batch, seasonal + batch.mean_level[:, None]
 
 
-def _fit_level(batch: ProfileBatch, rd: FloatArray, step_s: int, keep: int, sigma: FloatArray) -> ProfileBatch:
+def _fit_level(
+    batch: ProfileBatch, rd: FloatArray, step_s: int, keep: int, sigma: FloatArray
+) -> ProfileBatch:
     n_all = batch.n
     score_from = max(0, keep - int(SCORE_WINDOW_S // step_s))
     # the level follows clipped innovations: a lone outlier nudges it, a lasting shift moves it
@@ -320,9 +390,9 @@ def _fit_level(batch: ProfileBatch, rd: FloatArray, step_s: int, keep: int, sigm
         [rd[:, origins + h] - d_chosen * phi[:, None] ** h for h in hs], axis=1
     )  # (n, len(hs), origins)
     errs_f = np.where(np.isfinite(errs), errs, np.nan)
-    table = np.nanquantile(errs_f, DENSE_LEVELS, axis=2).transpose(1, 2, 0)  # (n, hs, levels)
-    lo = np.nanquantile(errs_f, 0.01, axis=2, keepdims=True)
-    hi = np.nanquantile(errs_f, 0.99, axis=2, keepdims=True)
+    qs = _nanquantile(errs_f, (*DENSE_LEVELS, 0.01, 0.99), axis=2)  # (levels + 2, n, hs)
+    table = qs[: len(DENSE_LEVELS)].transpose(1, 2, 0)  # (n, hs, levels)
+    lo, hi = qs[-2][..., None], qs[-1][..., None]
     mean_factor = np.nanmean(np.exp(np.clip(errs_f, lo, hi)), axis=2)
     table = np.where(np.isfinite(table), table, 0.0)
     mean_factor = np.where(np.isfinite(mean_factor), mean_factor, 1.0)
@@ -349,7 +419,9 @@ class SeasonalProfile:
         timer = Timer()
         self._fallback = None
         self._batch = None
-        self.report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s, series.step_s)
+        self.report = FitReport(
+            self.alias, series.name, len(series), series.span_s, series.step_s, series.step_s
+        )
         if series.span_s < MIN_DAILY_HISTORY_S:
             self._fallback = RecentLevel().fit(series)
             self.report.fallback = self._fallback.alias
@@ -379,8 +451,14 @@ class SeasonalProfile:
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._fallback is not None:
             fc = self._fallback.predict(h, levels)
-            return Forecast(fc.origin_s, fc.step_s, fc.mean, fc.quantiles, self.alias,
-                            notes=(f"fallback: {self._fallback.alias}",))
+            return Forecast(
+                fc.origin_s,
+                fc.step_s,
+                fc.mean,
+                fc.quantiles,
+                self.alias,
+                notes=(f"fallback: {self._fallback.alias}",),
+            )
         if self._batch is None:
             raise ModelError("profile: predict() before fit()")
         return self._batch.predict(h, levels, self.alias)[0]

@@ -108,8 +108,14 @@ class ProphetModel:
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._fallback is not None:
             fc = self._fallback.predict(h, levels)
-            return Forecast(fc.origin_s, fc.step_s, fc.mean, fc.quantiles, self.alias,
-                            notes=(f"fallback: {self._fallback.alias}",))
+            return Forecast(
+                fc.origin_s,
+                fc.step_s,
+                fc.mean,
+                fc.quantiles,
+                self.alias,
+                notes=(f"fallback: {self._fallback.alias}",),
+            )
         if self._model is None or self._data is None:
             raise ModelError(f"{self.alias}: predict() before fit()")
         import pandas as pd
@@ -128,7 +134,11 @@ class ProphetModel:
         table.table = np.quantile(dev, DENSE_LEVELS, axis=1).T
         table.mean_factor = np.mean(np.exp(dev), axis=1)
         coarse = forecast_from_log(
-            alias=self.alias, origin_s=data.end_s, step_s=data.step_s, location=loc, residuals=table,
+            alias=self.alias,
+            origin_s=data.end_s,
+            step_s=data.step_s,
+            location=loc,
+            residuals=table,
             levels=levels,
         )
         return to_fine(data, coarse, h, self.alias)

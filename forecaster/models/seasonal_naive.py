@@ -56,12 +56,17 @@ class RecentLevel:
         self._level = float(np.mean(y[-w:]))
         # error of "next step = mean of the previous w" across the history
         c = np.concatenate([[0.0], np.cumsum(y)])
-        prev_mean = (c[w:-1] - c[:-w - 1]) / w
+        prev_mean = (c[w:-1] - c[: -w - 1]) / w
         e = np.log1p(y[w:]) - np.log1p(prev_mean)
         self._resid = ResidualTable([1], [e[-20_000:]])
         self._origin, self._step = series.end_s, series.step_s
         self.report = FitReport(
-            self.alias, series.name, len(series), series.span_s, series.step_s, series.step_s,
+            self.alias,
+            series.name,
+            len(series),
+            series.span_s,
+            series.step_s,
+            series.step_s,
             fit_seconds=timer.elapsed(),
         )
         self.report.note(f"flat level = mean of the last {w} steps")
@@ -73,7 +78,11 @@ class RecentLevel:
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         loc = np.full(h, np.log1p(self._level))
         fc = forecast_from_log(
-            alias=self.alias, origin_s=self._origin, step_s=self._step, location=loc, residuals=self._resid,
+            alias=self.alias,
+            origin_s=self._origin,
+            step_s=self._step,
+            location=loc,
+            residuals=self._resid,
             levels=levels,
         )
         return _with_mean(fc, np.full(h, self._level))
@@ -97,13 +106,20 @@ class SeasonalNaive:
         self._fallback = None
         if series.span_s < need:
             fb: SeasonalNaive | RecentLevel = (
-                SeasonalNaive("daily") if self.season == "weekly" and series.span_s >= MIN_DAILY_HISTORY_S
+                SeasonalNaive("daily")
+                if self.season == "weekly" and series.span_s >= MIN_DAILY_HISTORY_S
                 else RecentLevel()
             )
             self._fallback = fb.fit(series)
             self.report = FitReport(
-                self.alias, series.name, len(series), series.span_s, series.step_s, series.step_s,
-                fallback=fb.alias, fit_seconds=timer.elapsed(),
+                self.alias,
+                series.name,
+                len(series),
+                series.span_s,
+                series.step_s,
+                series.step_s,
+                fallback=fb.alias,
+                fit_seconds=timer.elapsed(),
             )
             self.report.note(
                 f"{series.span_s / 86400:.1f} days of history is less than the {need / 86400:.0f} days a "
@@ -113,13 +129,19 @@ class SeasonalNaive:
         period = max(1, round(_SEASON_S[self.season] / series.step_s))
         y = fill_gaps(series.values, period)
         self._last = y[-period:].copy()
-        tail = y[-(period + int(RESIDUAL_WINDOW_S / series.step_s)):]
+        tail = y[-(period + int(RESIDUAL_WINDOW_S / series.step_s)) :]
         e = np.log1p(tail[period:]) - np.log1p(tail[:-period])
         self._resid = ResidualTable([1], [e])
         self._origin, self._step = series.end_s, series.step_s
         self.report = FitReport(
-            self.alias, series.name, len(series), series.span_s, series.step_s, series.step_s,
-            seasons_s=(_SEASON_S[self.season],), fit_seconds=timer.elapsed(),
+            self.alias,
+            series.name,
+            len(series),
+            series.span_s,
+            series.step_s,
+            series.step_s,
+            seasons_s=(_SEASON_S[self.season],),
+            fit_seconds=timer.elapsed(),
         )
         if series.gap_fraction:
             self.report.note(f"{series.gap_fraction:.1%} of steps were gaps, filled from the season before")
@@ -135,12 +157,22 @@ class SeasonalNaive:
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._fallback is not None:
             fc = self._fallback.predict(h, levels)
-            return Forecast(fc.origin_s, fc.step_s, fc.mean, fc.quantiles, self.alias, notes=(
-                f"fallback: {self._fallback.alias}",))
+            return Forecast(
+                fc.origin_s,
+                fc.step_s,
+                fc.mean,
+                fc.quantiles,
+                self.alias,
+                notes=(f"fallback: {self._fallback.alias}",),
+            )
         p = self.point(h)
         fc = forecast_from_log(
-            alias=self.alias, origin_s=self._origin, step_s=self._step, location=np.log1p(p),
-            residuals=self._resid, levels=levels,
+            alias=self.alias,
+            origin_s=self._origin,
+            step_s=self._step,
+            location=np.log1p(p),
+            residuals=self._resid,
+            levels=levels,
         )
         return _with_mean(fc, p)
 

@@ -58,14 +58,30 @@ class TrafficShape:
 DEMO_FLEET: tuple[TrafficShape, ...] = (
     TrafficShape("chat-large", mean_rps=40.0, peak_to_trough=3.5, peak_hour=20.0, weekend_factor=0.75),
     TrafficShape(
-        "code-assist", mean_rps=12.0, peak_to_trough=6.0, peak_hour=14.0, weekend_factor=0.35, clients=6,
-        client_share=0.35, bursts_per_day=0.2,
+        "code-assist",
+        mean_rps=12.0,
+        peak_to_trough=6.0,
+        peak_hour=14.0,
+        weekend_factor=0.35,
+        clients=6,
+        client_share=0.35,
+        bursts_per_day=0.2,
     ),
     TrafficShape(
-        "embed-batch", mean_rps=25.0, peak_to_trough=1.8, peak_hour=3.0, weekend_factor=1.0, clients=4,
-        client_share=0.6, bursts_per_day=0.6, burst_multiplier=3.0, dispersion=10.0,
+        "embed-batch",
+        mean_rps=25.0,
+        peak_to_trough=1.8,
+        peak_hour=3.0,
+        weekend_factor=1.0,
+        clients=4,
+        client_share=0.6,
+        bursts_per_day=0.6,
+        burst_multiplier=3.0,
+        dispersion=10.0,
     ),
-    TrafficShape("vision-small", mean_rps=5.0, peak_to_trough=2.5, peak_hour=11.0, weekend_factor=0.6, dispersion=8.0),
+    TrafficShape(
+        "vision-small", mean_rps=5.0, peak_to_trough=2.5, peak_hour=11.0, weekend_factor=0.6, dispersion=8.0
+    ),
 )
 
 
@@ -80,7 +96,7 @@ def _daily_log_shape(hours: FloatArray, peak_hour: float, peak_to_trough: float)
     g = np.cos(grid) + 0.35 * np.cos(2 * grid + 0.8)
     lo, hi = float(g.min()), float(g.max())
     # scale so that exp(max) / exp(min) == peak_to_trough
-    return (raw - (hi + lo) / 2) * (np.log(peak_to_trough) / (hi - lo))
+    return np.asarray((raw - (hi + lo) / 2) * (np.log(peak_to_trough) / (hi - lo)), dtype=np.float64)
 
 
 def rate_rps(shape: TrafficShape, start_s: float, n: int, step_s: int, seed: int) -> FloatArray:
@@ -136,12 +152,17 @@ def rate_rps(shape: TrafficShape, start_s: float, n: int, step_s: int, seed: int
 
 
 def generate(
-    shape: TrafficShape, *, days: float = 21.0, step_s: int = 60, start_s: float = DEFAULT_START_S, seed: int = 0
+    shape: TrafficShape,
+    *,
+    days: float = 21.0,
+    step_s: int = 60,
+    start_s: float = DEFAULT_START_S,
+    seed: int = 0,
 ) -> TrafficSeries:
     """One model's counts per step, with gamma-Poisson noise around `rate_rps`."""
     if step_s <= 0 or days <= 0:
         raise ValueError(f"days and step_s must be positive, got days={days}, step_s={step_s}")
-    n = int(round(days * SECONDS_PER_DAY / step_s))
+    n = round(days * SECONDS_PER_DAY / step_s)
     lam = rate_rps(shape, start_s, n, step_s, seed) * step_s
     rng = _rng(seed + 1, shape.name)
     mixed = rng.gamma(shape.dispersion, lam / shape.dispersion)

@@ -40,7 +40,9 @@ class TraceError(SourceError):
         if line is not None:
             where += f", line {line}"
         if column is not None:
-            where += f", column {COLUMNS.index(column) + 1} ({column})" if column in COLUMNS else f", {column}"
+            where += (
+                f", column {COLUMNS.index(column) + 1} ({column})" if column in COLUMNS else f", {column}"
+            )
         super().__init__(f"{where}: {message}")
 
 
@@ -63,7 +65,9 @@ def _check_header(path: str, text: str) -> None:
         raise TraceError(path, "empty file; expected the header `timestamp,series,requests`", line=1)
     header = [h.strip() for h in next(csv.reader([first]))]
     if header != list(COLUMNS):
-        raise TraceError(path, f"header is {','.join(header)!r}; expected exactly 'timestamp,series,requests'", 1)
+        raise TraceError(
+            path, f"header is {','.join(header)!r}; expected exactly 'timestamp,series,requests'", 1
+        )
 
 
 def _first_bad_line(mask: np.ndarray, lines: np.ndarray) -> int:
@@ -103,7 +107,9 @@ def read_trace(path: str | Path, only: set[str] | None = None) -> TraceFile:
         )
     except pd.errors.ParserError as exc:
         # pandas says e.g. "Error tokenizing data. C error: Expected 3 fields in line 7, saw 4"
-        raise TraceError(name, f"malformed CSV row: {str(exc).split('error: ')[-1]}; expected 3 fields") from exc
+        raise TraceError(
+            name, f"malformed CSV row: {str(exc).split('error: ')[-1]}; expected 3 fields"
+        ) from exc
     if df.empty:
         raise TraceError(name, "no data rows after the header; expected at least two rows per series", 2)
     lines = np.arange(2, len(df) + 2)
@@ -137,7 +143,9 @@ def read_trace(path: str | Path, only: set[str] | None = None) -> TraceFile:
     bad = counts < 0
     if bad.any():
         line = _first_bad_line(bad, lines)
-        raise TraceError(name, f"requests {counts[line - 2]:g} is negative; expected a count >= 0", line, "requests")
+        raise TraceError(
+            name, f"requests {counts[line - 2]:g} is negative; expected a count >= 0", line, "requests"
+        )
 
     ns = ts.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
     frame = pd.DataFrame({"series": series_col.to_numpy(), "ns": ns, "count": counts, "line": lines})
@@ -191,7 +199,8 @@ def _to_series(path: str, name: str, ns: np.ndarray, counts: np.ndarray, lines: 
         i = int(np.argmin(diffs)) + 1
         raise TraceError(
             path,
-            f"series {name!r} has a step of {step_s} s; expected a step from {MIN_STEP_S} s to {MAX_STEP_S} s",
+            f"series {name!r} has a step of {step_s} s; "
+            f"expected a step from {MIN_STEP_S} s to {MAX_STEP_S} s",
             int(lines[i]),
             "timestamp",
         )

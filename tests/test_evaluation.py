@@ -1,0 +1,64 @@
+"""Accuracy metrics, checked against values worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forecaster.evaluation import coverage, mase, pinball, scaled_pinball, smape
+from forecaster.rolling import naive_scale
+from forecaster.rolling_evaluation import evaluate_series
+from tests.conftest import periodic_series
+
+NAN = np.nan
+
+
+def test_pinball_loss_weighs_under_and_over_forecasts_by_the_level() -> None:
+    actual = np.array([10.0, 10.0])
+    q = np.array([8.0, 12.0])
+    np.testing.assert_allclose(pinball(actual, q, 0.9), [0.9 * 2, 0.1 * 2])
+
+
+def test_mase_is_the_mean_window_mae_over_its_scale_ignoring_gaps() -> None:
+    actual = np.array([[1.0, 2.0, NAN], [4.0, 4.0, 4.0]])
+    point = np.array([[2.0, 2.0, 9.0], [1.0, 4.0, 4.0]])
+    assert mase(actual, point, np.array([0.5, 2.0])) == pytest.approx(((0.5 / 0.5) + (1.0 / 2.0)) / 2)
+
+
+def test_smape_counts_both_zero_as_perfect() -> None:
+    assert smape(np.array([[0.0, 10.0]]), np.array([[0.0, 30.0]])) == pytest.approx((0 + 2 * 20 / 40) / 2)
+
+
+def test_coverage_is_the_share_at_or_below_the_quantile() -> None:
+    assert coverage(np.array([[1.0, 2.0, 3.0, NAN]]), np.array([[2.0, 2.0, 2.0, 0.0]])) == pytest.approx(
+        2 / 3
+    )
+
+
+def test_scaled_pinball_averages_levels() -> None:
+    a = np.array([[10.0]])
+    got = scaled_pinball(a, {0.5: np.array([[8.0]]), 0.9: np.array([[12.0]])}, np.array([2.0]))
+    assert got == pytest.approx(((0.5 * 2) / 2 + (0.1 * 2) / 2) / 2)
+
+
+def test_naive_scale_is_the_in_sample_one_day_seasonal_naive_mae() -> None:
+    y = np.tile([1.0, 3.0], 5 * 144 // 2)  # step 600: 144 per day, a 2-step wiggle repeating exactly daily
+    y[-1] = 13.0
+    scale = naive_scale(y, 600)
+    assert scale[3 * 144] == 1.0  # no naive error at all: 1 rather than a division by zero
+    assert scale[-1] == pytest.approx(10.0 / (y.size - 144))  # one error of 10 across the daily lags
+
+
+def test_evaluation_scores_every_model_and_auto_out_of_sample() -> None:
+    s = periodic_series(12, 600, noise=0.25, seed=2)
+    ev = evaluate_series(
+        s,
+        horizon_s=3600,
+        n_windows=12,
+        candidates=("profile", "seasonal_naive_daily", "seasonal_naive_weekly"),
+    )
+    assert set(ev.models) == {"profile", "seasonal_naive_daily", "seasonal_naive_weekly", "auto"}
+    assert ev.windows == 12 and sum(ev.choices.values()) == 12
+    assert ev.models["profile"].mase < ev.models["seasonal_naive_daily"].mase
+    assert ev.models["auto"].mase < ev.models["seasonal_naive_daily"].mase
+    assert set(ev.as_dict()["models"]["auto"]["coverage"]) == {"0.5", "0.9", "0.95", "0.99"}  # type: ignore[index]

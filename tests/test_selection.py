@@ -1,0 +1,136 @@
+"""Model choice by rolling-origin CV, and conformal calibration that makes quantiles mean what they say."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Self
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forecaster.evaluation import coverage
+from forecaster.models.base import FitReport
+from forecaster.models.profile import SeasonalProfile
+from forecaster.rolling import CAL_LEVELS, origin_grid, rolling_forecasts
+from forecaster.selection import AutoModel, Calibrator, _conformal_shift, select
+from forecaster.types import Forecast, TrafficSeries
+from tests.conftest import periodic_series
+
+
+class Overconfident:
+    """The profile model with its intervals squeezed 5x toward the median: a badly calibrated model."""
+
+    alias = "overconfident"
+
+    def __init__(self) -> None:
+        self.inner = SeasonalProfile()
+        self.report = FitReport(self.alias)
+
+    def fit(self, series: TrafficSeries) -> Self:
+        self.inner.fit(series)
+        return self
+
+    def update(self, series: TrafficSeries) -> Self:
+        self.inner.update(series)
+        return self
+
+    def predict(self, h: int, levels: Sequence[float]) -> Forecast:
+        fc = self.inner.predict(h, sorted(set(levels) | {0.5}))
+        med = fc.quantiles[0.5]
+        q = {lv: med + (fc.quantiles[lv] - med) / 5 for lv in levels}
+        return Forecast(fc.origin_s, fc.step_s, fc.mean, q, self.alias)
+
+
+@pytest.fixture(scope="module")
+def noisy() -> TrafficSeries:
+    return periodic_series(16, 600, noise=0.3, seed=5)
+
+
+def test_conformal_calibration_restores_coverage_of_an_overconfident_model(noisy: TrafficSeries) -> None:
+    origins = origin_grid(noisy, first_s=3 * 86400, last_s=noisy.end_s - 6 * 600, every_s=3600, horizon=6)
+    rf = rolling_forecasts(Overconfident, noisy, origins, 6)
+    first, second = np.arange(origins.size) < origins.size // 2, np.arange(origins.size) >= origins.size // 2
+    cal = Calibrator.fit(rf, np.flatnonzero(first), noisy.step_s)
+    held_out = np.flatnonzero(second)
+    raw = Calibrator.identity(rf.levels).apply_rolling(rf, held_out, (0.9,))[0.9]
+    fixed = cal.apply_rolling(rf, held_out, (0.9,))[0.9]
+    act = rf.actual[held_out]
+    assert coverage(act, raw) < 0.75
+    assert 0.85 <= coverage(act, fixed) <= 0.95
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(-5, 5, allow_nan=False), min_size=5, max_size=200),
+    st.sampled_from([0.5, 0.8, 0.9, 0.95, 0.99]),
+)
+def test_the_conformal_shift_covers_at_least_its_level_of_the_scores(
+    scores: list[float], level: float
+) -> None:
+    s = np.asarray(scores)
+    shift = _conformal_shift(s, np.ones(s.size), level)
+    assert np.mean(s <= shift) >= level - 1e-12 or shift == s.max()
+
+
+def test_selection_prefers_the_model_that_knows_the_season_and_explains_why(noisy: TrafficSeries) -> None:
+    from forecaster.models import MODELS
+
+    origins = origin_grid(noisy, first_s=3 * 86400, last_s=noisy.end_s - 6 * 600, every_s=7200, horizon=6)
+    runs = [rolling_forecasts(MODELS[a], noisy, origins, 6) for a in ("recent_level", "profile")]
+    sel = select(runs, np.arange(origins.size), noisy.step_s)
+    assert sel.chosen == "profile"
+    assert {s.alias for s in sel.scores} == {"recent_level", "profile"}
+    by = {s.alias: s for s in sel.scores}
+    assert by["profile"].pinball < by["recent_level"].pinball
+    assert (
+        "profile has the lowest calibrated pinball loss" in sel.reason
+        and "runner-up recent_level" in sel.reason
+    )
+
+
+def test_auto_forecasts_only_the_levels_asked_for_ordered_and_calibrated(noisy: TrafficSeries) -> None:
+    m = AutoModel(horizon_s=3600, candidates=("profile", "seasonal_naive_daily")).fit(noisy)
+    assert m.selection is not None and m.chosen in ("profile", "seasonal_naive_daily")
+    assert m.report.notes[0].startswith(f"chose {m.chosen}")
+    fc = m.predict(6, (0.5, 0.9, 0.99))
+    assert set(fc.quantiles) == {0.5, 0.9, 0.99}
+    assert np.all(fc.quantiles[0.5] <= fc.quantiles[0.9]) and np.all(fc.quantiles[0.9] <= fc.quantiles[0.99])
+    assert "calibrated" in fc.notes[-1]
+
+
+def test_auto_with_too_little_history_uses_the_profile_model_and_says_so() -> None:
+    m = AutoModel(horizon_s=3600).fit(periodic_series(2.2, 600, noise=0.1))
+    assert m.selection is None and m.chosen == "profile"
+    assert "cross-validation windows" in m.report.notes[0]
+    assert m.predict(3, (0.9,)).quantiles[0.9].min() > 0
+
+
+def test_calibrated_quantiles_stay_ordered_even_when_shifts_cross() -> None:
+    cal = Calibrator((0.5, 0.9), np.array([0, 3]), np.array([[0.5, -0.5]]), np.array([100]))
+    fc = Forecast(0.0, 60, np.ones(3), {0.5: np.full(3, 10.0), 0.9: np.full(3, 11.0)}, "m")
+    out = cal.apply(fc, (0.5, 0.9))
+    assert np.all(out.quantiles[0.9] >= out.quantiles[0.5])
+
+
+def test_rolling_forecasts_never_see_their_targets(noisy: TrafficSeries) -> None:
+    seen: list[int] = []
+
+    class Spy(SeasonalProfile):
+        alias = "spy"
+
+        def fit(self, series: TrafficSeries) -> Self:
+            seen.append(len(series))
+            return super().fit(series)
+
+        def update(self, series: TrafficSeries) -> Self:
+            seen.append(len(series))
+            return super().update(series)
+
+    origins = origin_grid(
+        noisy, first_s=3 * 86400, last_s=noisy.end_s - 600 * 6, every_s=86400 / 2, horizon=6
+    )
+    rf = rolling_forecasts(Spy, noisy, origins, 6, levels=CAL_LEVELS)
+    assert seen == [int(o) for o in origins]
+    np.testing.assert_array_equal(rf.actual[0], noisy.values[origins[0] : origins[0] + 6])
