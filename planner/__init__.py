@@ -1,0 +1,13 @@
+"""prewarm's pure decision core: plan(snapshot, spec, state, now) -> (Decision, PlannerState).
+
+Imports only the standard library and forecaster.types: no clock, no I/O, no numerics library. Time is an
+argument; state goes in and comes out.
+"""
+
+from planner.explain import Decision, Reason, Step
+from planner.plan import plan
+from planner.snapshot import Snapshot
+from planner.spec import PlannerSpec, SpecError
+from planner.state import PlannerState
+
+__all__ = ["Decision", "PlannerSpec", "PlannerState", "Reason", "Snapshot", "SpecError", "Step", "plan"]

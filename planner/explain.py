@@ -1,0 +1,96 @@
+"""The fixed vocabulary of decisions: Reason codes, Steps and the Decision record.
+
+Reason values are shared by the API, logs, metric labels and Kubernetes Events, so they are stable strings;
+where a meaning matches the Kubernetes HPA's condition reasons, the HPA's word is used (ScaleDownStabilized,
+ScaleUpLimit, ScaleDownLimit, TooFewReplicas, TooManyReplicas, DesiredWithinRange).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+InputValue = float | int | str | None
+
+
+class Reason(StrEnum):
+    FORECAST_DEMAND = "ForecastDemand"  # replicas for the alpha-quantile of forecast demand
+    REACTIVE_FLOOR = "ReactiveFloor"  # the observed rate and queue need more than the forecast
+    SCALE_IN_HELD = "ScaleInHeld"  # releasing would cost more than keeping (re-warm break-even)
+    SCALE_DOWN_STABILIZED = "ScaleDownStabilized"  # a higher recommendation within the window
+    SCALE_UP_STABILIZED = "ScaleUpStabilized"  # a lower recommendation within the up window
+    SCALE_UP_LIMIT = "ScaleUpLimit"  # max replicas added per period reached
+    SCALE_DOWN_LIMIT = "ScaleDownLimit"  # max replicas removed per period reached
+    TOO_FEW_REPLICAS = "TooFewReplicas"  # raised to min_replicas
+    TOO_MANY_REPLICAS = "TooManyReplicas"  # capped at max_replicas
+    DESIRED_WITHIN_RANGE = "DesiredWithinRange"  # no stage had to change the forecast's answer
+    FORECAST_MISSING = "ForecastMissing"  # no forecast: hold, keep the reactive floor
+    FORECAST_STALE = "ForecastStale"  # too old, or does not cover the look-ahead window
+    FORECAST_UNHEALTHY = "ForecastUnhealthy"  # demoted by the self-check
+    OBSERVED_RATE_MISSING = "ObservedRateMissing"  # no fresh observed rate: no reactive floor this tick
+    INVALID_SNAPSHOT = "InvalidSnapshot"  # no decision possible (e.g. current replicas unknown)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of a decision: the replica count before and after it, and why."""
+
+    stage: str
+    before: int | None
+    after: int
+    reason: Reason
+    message: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before is not None and self.before != self.after
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "stage": self.stage,
+            "before": self.before,
+            "after": self.after,
+            "reason": str(self.reason),
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A planner decision. `valid=False` means no decision could be made (never a fake 0): `desired` is then
+    the current count and `reason` says why."""
+
+    at_s: float
+    valid: bool
+    current_replicas: int
+    raw_replicas: int
+    desired_replicas: int
+    reason: Reason
+    steps: tuple[Step, ...]
+    inputs: Mapping[str, InputValue] = field(default_factory=dict)
+
+    @property
+    def reasons(self) -> tuple[Reason, ...]:
+        return tuple(dict.fromkeys(s.reason for s in self.steps))
+
+    def explanation(self) -> str:
+        """Plain language: the count, what drove it, and every stage that changed it."""
+        head = f"{self.desired_replicas} replica{'s' if self.desired_replicas != 1 else ''}"
+        drivers = [s.message for s in self.steps if s.stage in ("demand", "fallback")]
+        changes = [s.message for s in self.steps if s.changed and s.stage not in ("demand", "fallback")]
+        return "; ".join([f"{head}: {drivers[0]}" if drivers else head, *changes])
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at_s": self.at_s,
+            "valid": self.valid,
+            "current_replicas": self.current_replicas,
+            "raw_replicas": self.raw_replicas,
+            "desired_replicas": self.desired_replicas,
+            "reason": str(self.reason),
+            "reasons": [str(r) for r in self.reasons],
+            "steps": [s.as_dict() for s in self.steps],
+            "inputs": dict(self.inputs),
+            "explanation": self.explanation(),
+        }

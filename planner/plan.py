@@ -1,0 +1,121 @@
+"""plan(snapshot, spec, state, now) -> (Decision, PlannerState): one pure call per model and tick.
+
+Stages, in order (each leaves a Step):
+0. forecast check: a missing, stale (too old, or not covering the look-ahead) or unhealthy forecast
+   switches to the fallback: hold the current count and keep the reactive floor; never scale down.
+1. demand: the alpha-quantile of forecast demand over [now, now + T_load + tick];
+2. replicas: ceil(demand / (capacity x target utilisation)) - recorded as the decision's raw replicas;
+3. reactive floor from the observed rate and queue (the surprises the forecast missed);
+4. scale-in guard: release only replicas the forecast says would idle past the re-warm break-even;
+5. stabilisation windows (HPA semantics), then max scale-up / scale-down per period;
+6. min/max bounds.
+Steps 3-4 come before 5 so that stabilisation remembers the guarded recommendation (what the fleet
+should be), not the raw forecast; bounds come last so that no stage can leave them.
+"""
+
+from __future__ import annotations
+
+from planner.explain import Decision, InputValue, Reason, Step
+from planner.snapshot import Snapshot
+from planner.spec import PlannerSpec
+from planner.stages import (
+    apply_floor,
+    bounds,
+    demand,
+    forecast_problem,
+    rate_limit,
+    reactive_floor,
+    scale_in_guard,
+    stabilize,
+)
+from planner.state import PlannerState
+
+
+def _next_state(
+    state: PlannerState, spec: PlannerSpec, now: float, recommendation: int, change: int
+) -> PlannerState:
+    keep_recs = max(spec.scale_down_stabilization_s, spec.scale_up_stabilization_s)
+    keep_events = max(spec.scale_up_period_s, spec.scale_down_period_s)
+    recs = (*tuple((t, n) for t, n in state.recommendations if t > now - keep_recs), (now, recommendation))
+    events = tuple((t, d) for t, d in state.scale_events if t > now - keep_events)
+    if change:
+        events += ((now, change),)
+    return PlannerState(recs, events)
+
+
+def plan(
+    snapshot: Snapshot, spec: PlannerSpec, state: PlannerState, now: float
+) -> tuple[Decision, PlannerState]:
+    alpha = spec.quantile
+    inputs: dict[str, InputValue] = {
+        "alpha": alpha,
+        "t_load_s": spec.t_load_s,
+        "tick_s": spec.tick_s,
+        "capacity_rps_per_replica": spec.capacity_rps_per_replica,
+        "target_utilization": spec.target_utilization,
+        "break_even_s": spec.break_even_s,
+        "observed_rps": snapshot.observed_rps,
+        "queue_length": snapshot.queue_length,
+    }
+    current = snapshot.current_replicas
+    if current is None or current < 0:
+        step = Step(
+            "snapshot", None, 0, Reason.INVALID_SNAPSHOT, f"current replica count is {current!r}: no decision"
+        )
+        return Decision(
+            now,
+            False,
+            max(0, current or 0),
+            0,
+            max(0, current or 0),
+            Reason.INVALID_SNAPSHOT,
+            (step,),
+            inputs,
+        ), state
+
+    steps: list[Step] = []
+    floor, floor_msg = reactive_floor(snapshot, spec, now)
+    problem = forecast_problem(snapshot, spec, now)
+    fc = snapshot.forecast
+    if problem is not None or fc is None:
+        reason, why = problem or (Reason.FORECAST_MISSING, "no forecast is available")
+        steps.append(
+            Step("fallback", None, current, reason, f"holding {current}: {why}; never scaling down on it")
+        )
+        value, step = apply_floor(current, floor, floor_msg)
+        steps.append(step)
+        raw = value
+        recommendation = value
+        primary = reason
+    else:
+        rate, at, step = demand(fc, spec, now)
+        inputs.update(
+            {
+                "demand_rps": round(rate, 6),
+                "demand_at_s": at,
+                "window_start_s": now,
+                "window_end_s": now + spec.lookahead_s,
+                "forecast_model": fc.model,
+                "forecast_origin_s": fc.origin_s,
+            }
+        )
+        steps.append(step)
+        raw = step.after
+        value, step = apply_floor(raw, floor, floor_msg)
+        steps.append(step)
+        value, step = scale_in_guard(fc, spec, now, current, value)
+        steps.append(step)
+        recommendation = value
+        value, step = stabilize(value, current, state, spec, now)
+        steps.append(step)
+        primary = Reason.FORECAST_DEMAND
+    value, step = rate_limit(value, current, state, spec, now)
+    steps.append(step)
+    value, step = bounds(value, spec)
+    steps.append(step)
+    if problem is None:
+        changed = [s for s in steps if s.changed]
+        if changed:
+            primary = changed[-1].reason
+    decision = Decision(now, True, current, raw, value, primary, tuple(steps), inputs)
+    return decision, _next_state(state, spec, now, recommendation, value - current)

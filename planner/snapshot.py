@@ -1,0 +1,23 @@
+"""Everything plan() may look at for one model at one tick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from forecaster.types import Forecast
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """current_replicas: replicas asked for (ready or loading); ready_replicas: those serving now.
+    observed_rps: the request rate over the last tick, observed_at_s when it was measured (None: no data).
+    queue_length: requests waiting now. forecast_healthy=False: the self-check demoted the forecast."""
+
+    current_replicas: int | None
+    ready_replicas: int | None = None
+    forecast: Forecast | None = None
+    forecast_healthy: bool = True
+    forecast_note: str = ""
+    observed_rps: float | None = None
+    observed_at_s: float | None = None
+    queue_length: float = 0.0

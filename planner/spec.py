@@ -1,0 +1,119 @@
+"""PlannerSpec: everything the planner needs to know about one model, with units in the names.
+
+Validated on construction; an error names the key, the value and the allowed range (SpecError is a
+ValueError so that config loaders can report it as-is).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+
+class SpecError(ValueError):
+    pass
+
+
+def _check(
+    key: str,
+    value: float | None,
+    lo: float,
+    hi: float,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    optional: bool = False,
+) -> None:
+    if value is None:
+        if optional:
+            return
+        raise SpecError(f"{key} is required")
+    ok = isinstance(value, int | float) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        hi_txt = "inf" if math.isinf(hi) else f"{hi:g}"
+        raise SpecError(f"{key}={value!r} is out of range; allowed {left}{lo:g}, {hi_txt}{right}")
+
+
+@dataclass(frozen=True)
+class PlannerSpec:
+    """One model's planning parameters.
+
+    alpha: the forecast quantile the planner provisions for. Set it directly, or leave it None to use the
+    newsvendor fractile cost_miss / (cost_miss + cost_idle): with c_idle the cost of one idle replica for
+    one tick and c_miss the cost of being one replica short, that fractile minimises expected cost.
+    cold_start_cost_replica_s: what a cold start costs, in idle-replica-seconds (by default T_load itself:
+    the replica is paid for while it loads); a replica is kept rather than released when the forecast says
+    it is needed again sooner than T_load + tick + this break-even time.
+    """
+
+    capacity_rps_per_replica: float
+    t_load_s: float
+    tick_s: float = 30.0
+    target_utilization: float = 0.8
+    alpha: float | None = None
+    cost_miss: float = 9.0
+    cost_idle: float = 1.0
+    reactive_target_utilization: float = 0.9
+    queue_drain_s: float = 30.0
+    cold_start_cost_replica_s: float | None = None
+    min_replicas: int = 1
+    max_replicas: int = 1000
+    scale_down_stabilization_s: float = 300.0
+    scale_up_stabilization_s: float = 0.0
+    scale_up_limit_replicas: int | None = None
+    scale_up_period_s: float = 60.0
+    scale_down_limit_replicas: int | None = None
+    scale_down_period_s: float = 60.0
+    max_forecast_age_s: float = 7200.0
+    max_observation_age_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        inf = math.inf
+        _check("capacity_rps_per_replica", self.capacity_rps_per_replica, 0, inf, lo_open=True)
+        _check("t_load_s", self.t_load_s, 0, 86400)
+        _check("tick_s", self.tick_s, 0, 3600, lo_open=True)
+        _check("target_utilization", self.target_utilization, 0, 1, lo_open=True)
+        _check("alpha", self.alpha, 0, 1, lo_open=True, hi_open=True, optional=True)
+        _check("cost_miss", self.cost_miss, 0, inf, lo_open=True)
+        _check("cost_idle", self.cost_idle, 0, inf, lo_open=True)
+        _check("reactive_target_utilization", self.reactive_target_utilization, 0, 1, lo_open=True)
+        _check("queue_drain_s", self.queue_drain_s, 0, inf, lo_open=True)
+        _check("cold_start_cost_replica_s", self.cold_start_cost_replica_s, 0, inf, optional=True)
+        _check("min_replicas", self.min_replicas, 0, 100_000)
+        _check("max_replicas", self.max_replicas, max(1, self.min_replicas), 100_000)
+        _check("scale_down_stabilization_s", self.scale_down_stabilization_s, 0, 86400)
+        _check("scale_up_stabilization_s", self.scale_up_stabilization_s, 0, 86400)
+        _check("scale_up_limit_replicas", self.scale_up_limit_replicas, 1, 100_000, optional=True)
+        _check("scale_up_period_s", self.scale_up_period_s, 0, 86400, lo_open=True)
+        _check("scale_down_limit_replicas", self.scale_down_limit_replicas, 1, 100_000, optional=True)
+        _check("scale_down_period_s", self.scale_down_period_s, 0, 86400, lo_open=True)
+        _check("max_forecast_age_s", self.max_forecast_age_s, 0, inf, lo_open=True)
+        _check("max_observation_age_s", self.max_observation_age_s, 0, inf, lo_open=True)
+        for f in fields(self):
+            if f.name.endswith("_replicas") and getattr(self, f.name) is not None:
+                if int(getattr(self, f.name)) != getattr(self, f.name):
+                    raise SpecError(f"{f.name}={getattr(self, f.name)!r} must be a whole number")
+
+    @property
+    def quantile(self) -> float:
+        """The alpha the planner provisions for (set directly, or the newsvendor fractile)."""
+        if self.alpha is not None:
+            return self.alpha
+        return self.cost_miss / (self.cost_miss + self.cost_idle)
+
+    @property
+    def lookahead_s(self) -> float:
+        """A replica asked for now serves from now + T_load; the next chance to ask is a tick later."""
+        return self.t_load_s + self.tick_s
+
+    @property
+    def break_even_s(self) -> float:
+        """Idle time after which releasing and re-warming a replica is cheaper than keeping it."""
+        return self.t_load_s if self.cold_start_cost_replica_s is None else self.cold_start_cost_replica_s
+
+    @property
+    def usable_rps_per_replica(self) -> float:
+        return self.capacity_rps_per_replica * self.target_utilization

@@ -1,0 +1,280 @@
+"""One small pure function per planning stage; each returns its value and the Step that explains it.
+
+plan.py runs them in this order (see its docstring for why): forecast check, demand, replicas, reactive
+floor, scale-in guard, stabilisation, rate limits, bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from forecaster.types import Forecast
+from planner.explain import Reason, Step
+from planner.snapshot import Snapshot
+from planner.spec import PlannerSpec
+from planner.state import PlannerState
+
+EPS = 1e-9
+
+
+def fmt_duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s" if s else f"{m}m"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if m else f"{h}h"
+
+
+def fmt_time(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def replicas_for(rate_rps: float, rps_per_replica: float) -> int:
+    return max(0, math.ceil(rate_rps / rps_per_replica - EPS))
+
+
+def forecast_problem(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[Reason, str] | None:
+    """Why the forecast cannot be used this tick, or None when it can."""
+    fc = snapshot.forecast
+    if fc is None:
+        return Reason.FORECAST_MISSING, "no forecast is available"
+    if not snapshot.forecast_healthy:
+        note = f" ({snapshot.forecast_note})" if snapshot.forecast_note else ""
+        return Reason.FORECAST_UNHEALTHY, f"the forecast is demoted by the self-check{note}"
+    age = now - fc.origin_s
+    if age > spec.max_forecast_age_s:
+        return Reason.FORECAST_STALE, (
+            f"the forecast is {fmt_duration(age)} old (limit {fmt_duration(spec.max_forecast_age_s)})"
+        )
+    end = fc.origin_s + fc.horizon * fc.step_s
+    if end < now + spec.lookahead_s - EPS or fc.origin_s > now + fc.step_s:
+        return Reason.FORECAST_STALE, (
+            f"the forecast covers {fmt_time(fc.origin_s)} to {fmt_time(end)}, not the look-ahead "
+            f"{fmt_time(now)} + {fmt_duration(spec.lookahead_s)}"
+        )
+    return None
+
+
+def _peak(fc: Forecast, alpha: float, start: float, end: float) -> tuple[float, float]:
+    """(max alpha-quantile rate in requests/s, time of that step) over steps overlapping [start, end)."""
+    path = fc.quantile(alpha).tolist()
+    best, at = 0.0, start
+    for i, count in enumerate(path):
+        t = fc.origin_s + i * fc.step_s
+        if t + fc.step_s <= start + EPS or t >= end - EPS:
+            continue
+        rate = float(count) / fc.step_s
+        if rate > best or (rate == best and at == start):
+            best, at = rate, t
+    return best, at
+
+
+def demand(fc: Forecast, spec: PlannerSpec, now: float) -> tuple[float, float, Step]:
+    """Stage 1: the alpha-quantile of demand over [now, now + T_load + tick]: a replica asked for now
+    serves only from now + T_load, and one released now cannot come back sooner."""
+    alpha = spec.quantile
+    rate, at = _peak(fc, alpha, now, now + spec.lookahead_s)
+    n = replicas_for(rate, spec.usable_rps_per_replica)
+    msg = (
+        f"forecast p{alpha * 100:g} of {rate:.1f} req/s at {fmt_time(at)} (the peak of the next "
+        f"{fmt_duration(spec.lookahead_s)}: T_load {fmt_duration(spec.t_load_s)} + tick "
+        f"{fmt_duration(spec.tick_s)}), at {spec.capacity_rps_per_replica:g} req/s per replica and "
+        f"{spec.target_utilization:.0%} target utilisation"
+    )
+    return rate, at, Step("demand", None, n, Reason.FORECAST_DEMAND, msg)
+
+
+def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[int | None, str]:
+    """Stage 3 input: replicas the observed rate and queue need right now (None when there is no fresh
+    observation), and a sentence saying so."""
+    rps, at = snapshot.observed_rps, snapshot.observed_at_s
+    if rps is None or at is None or not math.isfinite(rps) or rps < 0:
+        return None, "no observed request rate"
+    if now - at > spec.max_observation_age_s:
+        return None, f"the observed rate is {fmt_duration(now - at)} old"
+    queue = max(0.0, snapshot.queue_length)
+    need = rps + queue / spec.queue_drain_s
+    n = replicas_for(need, spec.capacity_rps_per_replica * spec.reactive_target_utilization)
+    extra = f" + {queue:.0f} queued over {fmt_duration(spec.queue_drain_s)}" if queue else ""
+    return (
+        n,
+        f"observed {rps:.1f} req/s{extra} needs {n} at {spec.reactive_target_utilization:.0%} utilisation",
+    )
+
+
+def apply_floor(value: int, floor: int | None, floor_msg: str) -> tuple[int, Step]:
+    if floor is None:
+        return value, Step(
+            "reactive_floor",
+            value,
+            value,
+            Reason.OBSERVED_RATE_MISSING,
+            f"{floor_msg}: no reactive floor this tick",
+        )
+    if floor > value:
+        return floor, Step(
+            "reactive_floor",
+            value,
+            floor,
+            Reason.REACTIVE_FLOOR,
+            f"raised to the reactive floor: {floor_msg}",
+        )
+    return value, Step(
+        "reactive_floor", value, value, Reason.FORECAST_DEMAND, f"above the reactive floor ({floor_msg})"
+    )
+
+
+def scale_in_guard(fc: Forecast, spec: PlannerSpec, now: float, current: int, value: int) -> tuple[int, Step]:
+    """Stage 4: release a replica only if the forecast says it would otherwise idle longer than the
+    re-warm break-even time after the look-ahead window; a forecast too short to tell holds them all."""
+    if value >= current:
+        return value, Step("scale_in_guard", value, value, Reason.FORECAST_DEMAND, "no scale-in asked for")
+    start = now + spec.lookahead_s
+    end = start + spec.break_even_s
+    fc_end = fc.origin_s + fc.horizon * fc.step_s
+    if fc_end < end - EPS:
+        return current, Step(
+            "scale_in_guard",
+            value,
+            current,
+            Reason.SCALE_IN_HELD,
+            (
+                f"scale-in held: the forecast ends at {fmt_time(fc_end)}, before the break-even horizon "
+                f"{fmt_time(end)}, so it cannot show the replicas would idle long enough"
+            ),
+        )
+    if end <= start + EPS:
+        return value, Step(
+            "scale_in_guard", value, value, Reason.FORECAST_DEMAND, "no break-even time: release allowed"
+        )
+    rate, at = _peak(fc, spec.quantile, start, end)
+    need = min(current, replicas_for(rate, spec.usable_rps_per_replica))
+    if need > value:
+        return need, Step(
+            "scale_in_guard",
+            value,
+            need,
+            Reason.SCALE_IN_HELD,
+            (
+                f"scale-in held at {need}: the forecast needs {need} again at {fmt_time(at)}, within the "
+                f"{fmt_duration(spec.break_even_s)} re-warm break-even after the look-ahead"
+            ),
+        )
+    return value, Step(
+        "scale_in_guard",
+        value,
+        value,
+        Reason.FORECAST_DEMAND,
+        (
+            f"releasing {current - value}: not needed within {fmt_duration(spec.break_even_s)} "
+            "after the look-ahead"
+        ),
+    )
+
+
+def stabilize(
+    value: int, current: int, state: PlannerState, spec: PlannerSpec, now: float
+) -> tuple[int, Step]:
+    """Stage 5a (HPA semantics): scale down only to the highest recommendation of the down window, scale
+    up only to the lowest of the up window, so that one noisy tick never moves the fleet."""
+
+    def window(span: float) -> list[int]:
+        return [n for t, n in state.recommendations if t > now - span - EPS] + [value]
+
+    if value < current:
+        high = max(window(spec.scale_down_stabilization_s))
+        out = min(current, max(value, high))
+        if out > value:
+            return out, Step(
+                "stabilize",
+                value,
+                out,
+                Reason.SCALE_DOWN_STABILIZED,
+                (
+                    f"scale-down stabilised at {out}: the highest recommendation of the last "
+                    f"{fmt_duration(spec.scale_down_stabilization_s)}"
+                ),
+            )
+    elif value > current and spec.scale_up_stabilization_s > 0:
+        low = min(window(spec.scale_up_stabilization_s))
+        out = max(current, min(value, low))
+        if out < value:
+            return out, Step(
+                "stabilize",
+                value,
+                out,
+                Reason.SCALE_UP_STABILIZED,
+                (
+                    f"scale-up stabilised at {out}: the lowest recommendation of the last "
+                    f"{fmt_duration(spec.scale_up_stabilization_s)}"
+                ),
+            )
+    return value, Step("stabilize", value, value, Reason.FORECAST_DEMAND, "stable")
+
+
+def rate_limit(
+    value: int, current: int, state: PlannerState, spec: PlannerSpec, now: float
+) -> tuple[int, Step]:
+    """Stage 5b: at most scale_up_limit_replicas added per scale_up_period_s, and likewise down."""
+    if value > current and spec.scale_up_limit_replicas is not None:
+        added = sum(d for t, d in state.scale_events if d > 0 and t > now - spec.scale_up_period_s + EPS)
+        allowed = max(0, spec.scale_up_limit_replicas - added)
+        if value - current > allowed:
+            out = current + allowed
+            return out, Step(
+                "rate_limit",
+                value,
+                out,
+                Reason.SCALE_UP_LIMIT,
+                (
+                    f"scale-up limited to +{allowed}: at most {spec.scale_up_limit_replicas} added per "
+                    f"{fmt_duration(spec.scale_up_period_s)}"
+                ),
+            )
+    if value < current and spec.scale_down_limit_replicas is not None:
+        removed = -sum(d for t, d in state.scale_events if d < 0 and t > now - spec.scale_down_period_s + EPS)
+        allowed = max(0, spec.scale_down_limit_replicas - removed)
+        if current - value > allowed:
+            out = current - allowed
+            return out, Step(
+                "rate_limit",
+                value,
+                out,
+                Reason.SCALE_DOWN_LIMIT,
+                (
+                    f"scale-down limited to -{allowed}: at most {spec.scale_down_limit_replicas} removed per "
+                    f"{fmt_duration(spec.scale_down_period_s)}"
+                ),
+            )
+    return value, Step("rate_limit", value, value, Reason.FORECAST_DEMAND, "within rate limits")
+
+
+def bounds(value: int, spec: PlannerSpec) -> tuple[int, Step]:
+    """Stage 6: min/max replicas."""
+    if value < spec.min_replicas:
+        return spec.min_replicas, Step(
+            "bounds",
+            value,
+            spec.min_replicas,
+            Reason.TOO_FEW_REPLICAS,
+            f"raised to min_replicas {spec.min_replicas}",
+        )
+    if value > spec.max_replicas:
+        return spec.max_replicas, Step(
+            "bounds",
+            value,
+            spec.max_replicas,
+            Reason.TOO_MANY_REPLICAS,
+            f"capped at max_replicas {spec.max_replicas}",
+        )
+    return value, Step(
+        "bounds",
+        value,
+        value,
+        Reason.DESIRED_WITHIN_RANGE,
+        f"within [{spec.min_replicas}, {spec.max_replicas}]",
+    )
