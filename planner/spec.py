@@ -93,9 +93,9 @@ class PlannerSpec:
         _check("max_forecast_age_s", self.max_forecast_age_s, 0, inf, lo_open=True)
         _check("max_observation_age_s", self.max_observation_age_s, 0, inf, lo_open=True)
         for f in fields(self):
-            if f.name.endswith("_replicas") and getattr(self, f.name) is not None:
-                if int(getattr(self, f.name)) != getattr(self, f.name):
-                    raise SpecError(f"{f.name}={getattr(self, f.name)!r} must be a whole number")
+            value = getattr(self, f.name)
+            if f.name.endswith("_replicas") and value is not None and int(value) != value:
+                raise SpecError(f"{f.name}={value!r} must be a whole number")
 
     @property
     def quantile(self) -> float:
