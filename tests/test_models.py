@@ -80,7 +80,10 @@ def test_profile_learns_the_weekend_from_two_weeks_of_positions() -> None:
     assert weekend_day / weekday_before == pytest.approx(0.5, rel=0.2)
 
 
-def test_profile_fits_many_series_at_once_exactly_as_one_at_a_time() -> None:
+def test_profile_fits_many_series_at_once_exactly_as_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import forecaster.models.profile as profile
+
+    monkeypatch.setattr(profile, "CHUNK_SERIES", 3)  # 4 series: two chunks, so the stitching is exercised
     rows = [periodic_series(6, 600, noise=0.2, seed=k, level=10.0 * (k + 1)) for k in range(4)]
     batch = fit_batch(np.stack([r.values for r in rows]), 0.0, 600).predict(12, (0.5, 0.9))
     for r, fc in zip(rows, batch, strict=True):

@@ -54,6 +54,7 @@ SCORE_WINDOW_S = 7 * SECONDS_PER_DAY
 MAX_SCORE_ORIGINS = 400
 MAX_RESID_ORIGINS = 1500
 OUTLIER_SIGMAS = 5.0
+CHUNK_SERIES = 32
 # candidate half-lives (seconds) of the level smoother and of the level's decay back to its mean
 LEVEL_HALF_LIVES_S = (0.0, 900.0, 3600.0, 4 * 3600.0)  # 0: one step
 REVERT_HALF_LIVES_S = (3600.0, 6 * 3600.0, 24 * 3600.0, np.inf)
@@ -213,9 +214,44 @@ def _circular_smooth(shape: FloatArray, half_width: int) -> FloatArray:
 
 
 def fit_batch(values: FloatArray, start_s: float, step_s: int) -> ProfileBatch:
-    """Fit the profile model to n series sharing one grid: `values` is (n, T) counts per step, NaN = gap."""
+    """Fit the profile model to n series sharing one grid: `values` is (n, T) counts per step, NaN = gap.
+
+    Works through the series in chunks: every stage is vectorised across a chunk, and chunks keep the
+    (series x time) temporaries small enough to stay in cache instead of paging in gigabytes for a fleet.
+    Each series' result does not depend on the chunking."""
     if values.ndim != 2:
         raise ModelError("fit_batch needs a (series x time) matrix")
+    parts = [
+        _fit_chunk(values[i : i + CHUNK_SERIES], start_s, step_s)
+        for i in range(0, values.shape[0], CHUNK_SERIES)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+
+    def cat(name: str) -> FloatArray:
+        return np.concatenate([getattr(p, name) for p in parts], axis=0)
+
+    clip = np.concatenate([p.clip for p in parts if p.clip is not None]) if first.clip is not None else None
+    return ProfileBatch(
+        first.step_s,
+        first.origin_s,
+        first.bin_s,
+        cat("shape"),
+        cat("weekday"),
+        cat("mean_level"),
+        cat("deviation"),
+        cat("alpha"),
+        cat("phi"),
+        first.resid_horizons,
+        cat("resid_table"),
+        cat("resid_mean_factor"),
+        first.weekly,
+        clip,
+    )
+
+
+def _fit_chunk(values: FloatArray, start_s: float, step_s: int) -> ProfileBatch:
     n_all, t_all = values.shape
     if t_all * step_s < MIN_DAILY_HISTORY_S:
         raise ModelError(
