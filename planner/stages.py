@@ -97,9 +97,11 @@ def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[i
     if now - at > spec.max_observation_age_s:
         return None, f"the observed rate is {fmt_duration(now - at)} old"
     queue = max(0.0, snapshot.queue_length)
-    need = rps + queue / spec.queue_drain_s
+    # replicas asked for now serve only from now + T_load: spread the backlog over that wait plus the drain
+    # time, or a queue built during one cold start would ask for a flood of replicas that arrive too late
+    need = rps + queue / (spec.t_load_s + spec.queue_drain_s)
     n = replicas_for(need, spec.capacity_rps_per_replica * spec.reactive_target_utilization)
-    extra = f" + {queue:.0f} queued over {fmt_duration(spec.queue_drain_s)}" if queue else ""
+    extra = f" + {queue:.0f} queued over {fmt_duration(spec.t_load_s + spec.queue_drain_s)}" if queue else ""
     return (
         n,
         f"observed {rps:.1f} req/s{extra} needs {n} at {spec.reactive_target_utilization:.0%} utilisation",

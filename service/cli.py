@@ -309,6 +309,128 @@ def evaluate(
     _guard(run)
 
 
+@app.command()
+def backtest(
+    trace: Annotated[Path | None, typer.Argument(help="CSV or CSV.gz trace.")] = None,
+    series: Annotated[
+        list[str] | None, typer.Option("--series", "-s", help="Series to replay (repeat or comma-separate).")
+    ] = None,
+    capacity_rps: Annotated[
+        float | None,
+        typer.Option(
+            "--capacity-rps", help="Requests/s one replica serves. Default: the 99.9th-percentile rate / 15."
+        ),
+    ] = None,
+    t_load: Annotated[str, typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m.")] = "5m",
+    slo_wait: Annotated[
+        str, typer.Option("--slo-wait", help="Longest acceptable queueing wait, e.g. 2s.")
+    ] = "2s",
+    tick: Annotated[str, typer.Option(help="Control interval, e.g. 30s.")] = "30s",
+    min_replicas: Annotated[int, typer.Option("--min-replicas", min=0)] = 1,
+    max_replicas: Annotated[int, typer.Option("--max-replicas", min=1)] = 10_000,
+    policies: Annotated[
+        str, typer.Option(help="Comma-separated: reactive,static,scheduled,predictive,oracle.")
+    ] = ("reactive,static,scheduled,predictive,oracle"),
+    warm_pool: Annotated[
+        int | None, typer.Option("--warm-pool", min=0, help="Spare replicas of the static pool.")
+    ] = None,
+    sweep_warm_pool: Annotated[
+        str | None, typer.Option("--sweep-warm-pool", help="Static pool sizes to sweep, e.g. 0..8 or 0,2,4.")
+    ] = None,
+    warmup: Annotated[str, typer.Option(help="History used only to fit, scored for no policy.")] = "2d",
+    start: Annotated[
+        str | None, typer.Option(help="Replay from this time (ISO-8601); history before it is kept.")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Replay until this time (ISO-8601).")] = None,
+    model: Annotated[
+        str, typer.Option(help="Forecaster of the predictive policy (auto, auto-fast, or an alias).")
+    ] = ("auto-fast"),
+    seed: Annotated[int, typer.Option(help="Seed for spreading arrivals within trace intervals.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+) -> None:
+    """Replay traffic through every policy on a simulated fleet with cold starts, and compare."""
+
+    def run() -> None:
+        from backtest.report import to_json, write_html
+        from backtest.run import BacktestConfig, capacity_for, compare, run_backtest, sweep_pools
+
+        pools: tuple[int, ...] = (2,)
+        if sweep_warm_pool is not None:
+            if warm_pool is not None:
+                raise UsageError("give --warm-pool or --sweep-warm-pool, not both")
+            pools = sweep_pools(sweep_warm_pool)
+        elif warm_pool is not None:
+            pools = (warm_pool,)
+        pol = tuple(p.strip() for p in policies.split(",") if p.strip())
+        names = _split_series(series)
+        source, label = _open_source(trace, demo, set(names) if names else None)
+        chosen = _pick_series(source, names)
+        runs = []
+        total = len(chosen) * (len(pol) - ("static" in pol) + (len(pools) if "static" in pol else 0))
+        with _progress("backtesting", total, sys.stderr.isatty() and not as_json) as tickbar:
+            for s in chosen:
+                if start or end:
+                    lo = s.index_at(_parse_at(start)) if start else 0
+                    hi = s.index_at(_parse_at(end)) if end else len(s)
+                    s = s.slice(0, hi)
+                    warm_s = max(0.0, lo * s.step_s) if start else parse_duration_s(warmup, what="--warmup")
+                else:
+                    warm_s = parse_duration_s(warmup, what="--warmup")
+                cap = capacity_rps if capacity_rps is not None else capacity_for(s)
+                cfg = BacktestConfig(
+                    capacity_rps=cap,
+                    t_load_s=parse_duration_s(t_load, what="--t-load"),
+                    slo_wait_s=parse_duration_s(slo_wait, what="--slo-wait"),
+                    tick_s=int(parse_duration_s(tick, what="--tick")),
+                    min_replicas=min_replicas,
+                    max_replicas=max_replicas,
+                    warmup_s=warm_s,
+                    warm_pools=pools,
+                    policies=pol,
+                    model=model,
+                    seed=seed,
+                )
+                runs.append(run_backtest(s, cfg, progress=tickbar))
+        if report is not None:
+            write_html(runs, report)
+        if as_json:
+            print(json.dumps(to_json(runs), indent=2))
+            return
+        for r in runs:
+            table = Table(title=f"{r.series}: capacity {r.config.capacity_rps:.3g} req/s per replica")
+            for col in (
+                "policy",
+                "requests",
+                "violation rate",
+                "replica-h",
+                "idle replica-h",
+                "cold starts",
+                "peak",
+            ):
+                table.add_column(col, justify="left" if col == "policy" else "right")
+            for name, res in r.results.items():
+                d = res.as_dict()
+                table.add_row(
+                    name,
+                    f"{d['requests']:,}",
+                    f"{d['slo_violation_rate']:.5f}",
+                    f"{d['replica_hours']:,.1f}",
+                    f"{d['idle_replica_hours']:,.1f}",
+                    str(d["cold_starts"]),
+                    str(d["peak_replicas"]),
+                )
+            out.print(table)
+            for k, v in compare(r.results).as_dict().items():
+                out.print(f"  {k}: {v}", highlight=False)
+        if report is not None:
+            out.print(f"report: {report}", highlight=False)
+        out.print(f"source: {label}", highlight=False)
+
+    _guard(run)
+
+
 @app.command("models")
 def list_models() -> None:
     """List the forecasting models and what each is for."""

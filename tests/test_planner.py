@@ -154,13 +154,14 @@ def test_fallback_still_follows_the_reactive_floor_up() -> None:
 def test_reactive_floor_covers_the_queue_and_surprises_the_forecast_missed() -> None:
     fc = forecast(np.full(600, 10.0))
     d, _ = plan(
-        Snapshot(current_replicas=1, forecast=fc, observed_rps=100.0, observed_at_s=0.0, queue_length=810.0),
+        Snapshot(current_replicas=1, forecast=fc, observed_rps=100.0, observed_at_s=0.0, queue_length=8910.0),
         SPEC,
         PlannerState(),
         0.0,
     )
     assert d.raw_replicas == 1
-    assert d.desired_replicas == 5  # (100 + 810/30) / (30 x 0.9) = 4.7
+    assert d.desired_replicas == 5  # (100 + 8910 / (300 + 30)) / (30 x 0.9) = 4.7: the backlog is spread
+    # over T_load + drain, since replicas asked for now only serve after T_load
     assert d.reason == Reason.REACTIVE_FLOOR
 
 

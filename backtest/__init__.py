@@ -1,0 +1,2 @@
+"""Backtests: replay a trace through the forecaster and planner against a simulated fleet with cold starts,
+next to the policies teams use today and an oracle."""

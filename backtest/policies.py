@@ -1,0 +1,208 @@
+"""The policies a backtest compares: what teams run today, prewarm itself, and the oracle lower bound.
+
+- reactive: an HPA / Ray Serve autoscaler: target utilisation on the observed arrival rate, scale-up
+  at once, scale-down only to the highest recommendation of the last 5 minutes; pays T_load on every rise.
+- static-K: the textbook warm pool: K spare replicas above what reactive asks for.
+- scheduled: hand-written cron: per hour-of-week, replicas for the trailing history's peak of that hour
+  (hour-of-day until a week of history exists), refreshed daily, shifted T_load early as a careful team
+  would; reactive on top.
+- predictive: prewarm: the forecaster and the planner, refit daily on the trailing 14 days, re-anchored on new
+  data as it arrives, exactly the calls the live service makes.
+- oracle: knows the future arrivals and asks exactly T_load ahead for what they need; the cost lower bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Callable
+
+import numpy as np
+
+from backtest.fleet import Observation
+from forecaster.models import ModelError
+from forecaster.models.base import ForecastModel
+from forecaster.selection import make_forecaster
+from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
+from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan
+
+History = Callable[[float], TrafficSeries]  # epoch seconds -> everything observed before it
+
+
+def _clamp(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, n))
+
+
+class Reactive:
+    def __init__(
+        self,
+        capacity_rps: float,
+        *,
+        target_utilization: float = 0.8,
+        scale_down_stabilization_s: float = 300.0,
+        min_replicas: int = 1,
+        max_replicas: int = 10_000,
+        spare: int = 0,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or ("reactive" if spare == 0 else f"static-{spare}")
+        self.per_replica = capacity_rps * target_utilization
+        self.window_s = scale_down_stabilization_s
+        self.lo, self.hi, self.spare = min_replicas, max_replicas, spare
+        self._recs: deque[tuple[float, int]] = deque()
+
+    def recommendation(self, obs: Observation) -> int:
+        need = obs.observed_rps / self.per_replica
+        rec = max(0, math.ceil(need - 1e-9))
+        self._recs.append((obs.now_s, rec))
+        while self._recs and self._recs[0][0] <= obs.now_s - self.window_s:
+            self._recs.popleft()
+        current = obs.asked - self.spare
+        if rec < current:
+            rec = min(current, max(n for _, n in self._recs))
+        return rec
+
+    def decide(self, obs: Observation) -> int:
+        return _clamp(self.recommendation(obs) + self.spare, self.lo, self.hi)
+
+
+class Scheduled:
+    name = "scheduled"
+
+    def __init__(
+        self,
+        capacity_rps: float,
+        history: History,
+        *,
+        t_load_s: float,
+        target_utilization: float = 0.8,
+        min_replicas: int = 1,
+        max_replicas: int = 10_000,
+        trailing_s: float = 14 * SECONDS_PER_DAY,
+    ) -> None:
+        self.history = history
+        self.per_replica = capacity_rps * target_utilization
+        self.t_load_s = t_load_s
+        self.trailing_s = trailing_s
+        self.lo, self.hi = min_replicas, max_replicas
+        self.reactive = Reactive(capacity_rps, target_utilization=target_utilization, min_replicas=0)
+        self._table: dict[int, int] = {}
+        self._weekly = False
+        self._built_at = -math.inf
+
+    def _build(self, now_s: float) -> None:
+        h = self.history(now_s).tail(self.trailing_s)
+        rate = np.where(np.isfinite(h.values), h.values, 0.0) / h.step_s
+        hours = np.floor(h.times_s() / 3600).astype(np.int64)
+        self._weekly = h.span_s >= 7 * SECONDS_PER_DAY
+        slots = hours % (168 if self._weekly else 24)
+        peak = np.zeros(168 if self._weekly else 24)
+        np.maximum.at(peak, slots, rate)
+        self._table = {int(s): math.ceil(p / self.per_replica - 1e-9) for s, p in enumerate(peak)}
+        self._built_at = now_s
+
+    def decide(self, obs: Observation) -> int:
+        if obs.now_s - self._built_at >= SECONDS_PER_DAY:
+            self._build(obs.now_s)
+        hour = int((obs.now_s + self.t_load_s) // 3600)
+        floor = self._table.get(hour % (168 if self._weekly else 24), 0)
+        return _clamp(max(floor, self.reactive.recommendation(obs)), self.lo, self.hi)
+
+
+class Predictive:
+    name = "predictive"
+
+    def __init__(
+        self,
+        spec: PlannerSpec,
+        history: History,
+        *,
+        model: str = "auto-fast",
+        refit_every_s: float = SECONDS_PER_DAY,
+        trailing_s: float = 14 * SECONDS_PER_DAY,
+        refresh_s: float = 300.0,
+    ) -> None:
+        self.spec = spec
+        self.history = history
+        self.factory = make_forecaster(model, horizon_s=spec.lookahead_s)
+        self.refit_every_s = refit_every_s
+        self.trailing_s = trailing_s
+        self.refresh_s = refresh_s
+        self.state = PlannerState()
+        self.reasons: Counter[str] = Counter()
+        self.models: Counter[str] = Counter()
+        self._model: ForecastModel | None = None
+        self._fitted_at = -math.inf
+        self._forecast: Forecast | None = None
+        self._forecast_at = -math.inf
+
+    def _refresh(self, now_s: float) -> None:
+        hist = self.history(now_s).tail(self.trailing_s)
+        if len(hist) < 2:
+            return
+        try:
+            if self._model is None or now_s - self._fitted_at >= self.refit_every_s:
+                self._model = self.factory().fit(hist)
+                self._fitted_at = now_s
+            else:
+                self._model = self._model.update(hist)
+            span = (now_s - hist.end_s) + self.spec.lookahead_s + self.spec.break_even_s + self.refresh_s
+            h = max(1, math.ceil(span / hist.step_s) + 1)
+            self._forecast = self._model.predict(h, (self.spec.quantile,))
+            self.models[self._forecast.model] += 1
+        except ModelError:
+            self._model, self._forecast = None, None  # the planner falls back and says why
+        self._forecast_at = now_s
+
+    def decide(self, obs: Observation) -> int:
+        if obs.now_s - self._forecast_at >= self.refresh_s:
+            self._refresh(obs.now_s)
+        snap = Snapshot(
+            current_replicas=obs.asked,
+            ready_replicas=obs.ready,
+            forecast=self._forecast,
+            observed_rps=obs.observed_rps,
+            observed_at_s=obs.now_s,
+            queue_length=obs.queue_length,
+        )
+        decision, self.state = plan(snap, self.spec, self.state, obs.now_s)
+        self.reasons[str(decision.reason)] += 1
+        return decision.desired_replicas
+
+    def share(self, reason: Reason) -> float:
+        total = sum(self.reasons.values())
+        return self.reasons[str(reason)] / total if total else 0.0
+
+
+class Oracle:
+    """Asks at each tick for the most replicas the true arrivals need over [now, now + T_load + tick), with
+    arrivals smoothed over the SLO's wait (a request may wait that long at no cost)."""
+
+    name = "oracle"
+
+    def __init__(
+        self,
+        arrivals: FloatArray,
+        capacity_rps: float,
+        *,
+        t_load_s: float,
+        tick_s: int,
+        slo_wait_s: float,
+        min_replicas: int = 1,
+        max_replicas: int = 10_000,
+    ) -> None:
+        w = max(1, int(slo_wait_s) + 1)
+        smooth = np.convolve(arrivals, np.ones(w) / w, mode="full")[: arrivals.size]
+        need = np.ceil(smooth / capacity_rps - 1e-9)
+        n_ticks = math.ceil(arrivals.size / tick_s)
+        padded = np.zeros(n_ticks * tick_s)
+        padded[: need.size] = need
+        per_tick = padded.reshape(n_ticks, tick_s).max(axis=1)
+        span = math.ceil((t_load_s + tick_s) / tick_s)
+        ahead = np.array([per_tick[k : k + span].max() for k in range(n_ticks)]) if n_ticks else per_tick
+        self._plan = [_clamp(int(x), min_replicas, max_replicas) for x in ahead]
+        self._tick_s = tick_s
+
+    def decide(self, obs: Observation) -> int:
+        k = min(len(self._plan) - 1, obs.elapsed_s // self._tick_s)
+        return self._plan[k]

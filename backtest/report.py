@@ -1,0 +1,125 @@
+"""Backtest reports: JSON for machines, one self-contained HTML page (PNG charts inlined) for people."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backtest.run import SeriesBacktest, compare
+
+COLUMNS = (
+    "requests",
+    "slo_violations",
+    "slo_violation_rate",
+    "replica_hours",
+    "idle_replica_hours",
+    "cold_starts",
+    "peak_replicas",
+)
+
+
+def to_json(runs: list[SeriesBacktest]) -> dict[str, Any]:
+    return {
+        "series": {r.series: r.as_dict() for r in runs},
+        "comparison": {r.series: compare(r.results).as_dict() for r in runs},
+        "notes": {r.series: r.notes for r in runs},
+    }
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _charts(run: SeriesBacktest) -> tuple[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = run.config
+    n = len(run.demand_per_tick)
+    stride = max(1, n // 3000)
+    t_days = np.arange(0, n, stride) * cfg.tick_s / 86400
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    demand = np.asarray(run.demand_per_tick)[::stride] / cfg.capacity_rps
+    ax.fill_between(t_days, 0, demand, color="0.8", label="demand (replicas of capacity)")
+    shown: list[str] = [p for p in ("reactive", "scheduled", "predictive", "oracle") if p in run.results]
+    statics = sorted(k for k in run.results if k.startswith("static-"))
+    if statics:
+        shown.append(statics[len(statics) // 2])
+    for name in shown:
+        ax.plot(t_days, np.asarray(run.results[name].ready_per_tick)[::stride], lw=0.8, label=f"{name} ready")
+    ax.set_xlabel("days from the end of the warm-up")
+    ax.set_ylabel("replicas")
+    ax.legend(loc="upper right", fontsize=8, ncol=3)
+    ax.set_title(f"{run.series}: demand against ready capacity")
+    timeline = _png(fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if statics:
+        pts = sorted((int(k.split("-")[1]), run.results[k]) for k in statics)
+        ax.plot(
+            [r.replica_seconds / 3600 for _, r in pts],
+            [r.slo_violation_rate for _, r in pts],
+            "o-",
+            color="0.5",
+            label="static warm pool sweep",
+        )
+        for k, r in pts:
+            ax.annotate(str(k), (r.replica_seconds / 3600, r.slo_violation_rate), fontsize=7)
+    for name in ("reactive", "scheduled", "predictive", "oracle"):
+        if name in run.results:
+            r = run.results[name]
+            ax.plot(r.replica_seconds / 3600, r.slo_violation_rate, "s", ms=8, label=name)
+    ax.set_xlabel("replica-hours")
+    ax.set_ylabel("SLO violation rate")
+    ax.set_yscale("symlog", linthresh=1e-4)
+    ax.legend(fontsize=8)
+    ax.set_title("cost against violations (lower left is better)")
+    plane = _png(fig)
+    plt.close(fig)
+    return timeline, plane
+
+
+def write_html(runs: list[SeriesBacktest], path: str | Path) -> None:
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>prewarm backtest</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}</style>",
+        "<h1>prewarm backtest</h1>",
+    ]
+    for run in runs:
+        cfg = run.config
+        parts.append(f"<h2>{html.escape(run.series)}</h2>")
+        parts.append(
+            f"<p>capacity {cfg.capacity_rps:.3g} req/s per replica, T_load {cfg.t_load_s:g} s, SLO wait "
+            f"{cfg.slo_wait_s:g} s, tick {cfg.tick_s} s, warm-up {cfg.warmup_s / 86400:g} days, forecaster "
+            f"{html.escape(cfg.model)}</p>"
+        )
+        parts.append("<table><tr><th>policy</th>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "</tr>")
+        for name, res in run.results.items():
+            d = res.as_dict()
+            parts.append(
+                f"<tr><td style='text-align:left'>{html.escape(name)}</td>"
+                + "".join(f"<td>{d[c]}</td>" for c in COLUMNS)
+                + "</tr>"
+            )
+        parts.append("</table>")
+        cmp = compare(run.results).as_dict()
+        parts.append(
+            "<p>" + "; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in cmp.items()) + "</p>"
+        )
+        for note in run.notes:
+            parts.append(f"<p><small>{html.escape(note)}</small></p>")
+        timeline, plane = _charts(run)
+        parts.append(f"<img alt='timeline' src='data:image/png;base64,{timeline}'>")
+        parts.append(f"<img alt='violations vs replica-hours' src='data:image/png;base64,{plane}'>")
+    Path(path).write_text("\n".join(parts))

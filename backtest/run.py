@@ -1,0 +1,239 @@
+"""Run every policy over one series and compare them.
+
+The same `spread_arrivals` seed feeds every policy, so they face identical requests. The first `warmup_s`
+of the trace is history only (the policies may read it) and is simulated for no one; the run starts warm
+at the end of the warm-up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backtest.fleet import FleetResult, Policy, TLoadSampler, simulate, spread_arrivals
+from backtest.policies import Oracle, Predictive, Reactive, Scheduled
+from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
+from planner import PlannerSpec
+
+POLICIES = ("reactive", "static", "scheduled", "predictive", "oracle")
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    capacity_rps: float
+    t_load_s: float = 300.0
+    slo_wait_s: float = 2.0
+    tick_s: int = 30
+    min_replicas: int = 1
+    max_replicas: int = 10_000
+    target_utilization: float = 0.8
+    warmup_s: float = 2 * SECONDS_PER_DAY
+    warm_pools: tuple[int, ...] = (2,)
+    policies: tuple[str, ...] = POLICIES
+    model: str = "auto-fast"
+    alpha: float | None = None
+    seed: int = 0
+    t_load_sampler: TLoadSampler | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.policies if p not in POLICIES]
+        if unknown:
+            raise ValueError(f"unknown policy {unknown[0]!r}; choose from {', '.join(POLICIES)}")
+        if self.capacity_rps <= 0:
+            raise ValueError(f"capacity_rps={self.capacity_rps} must be > 0")
+        if self.slo_wait_s < 0 or self.t_load_s < 0 or self.tick_s <= 0:
+            raise ValueError("slo_wait_s and t_load_s must be >= 0 and tick_s > 0")
+
+    def planner_spec(self) -> PlannerSpec:
+        return PlannerSpec(
+            capacity_rps_per_replica=self.capacity_rps,
+            t_load_s=self.t_load_s,
+            tick_s=float(self.tick_s),
+            target_utilization=self.target_utilization,
+            alpha=self.alpha,
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+        )
+
+
+@dataclass
+class SeriesBacktest:
+    series: str
+    results: dict[str, FleetResult]
+    config: BacktestConfig
+    start_s: float  # epoch of the first simulated second
+    demand_per_tick: list[float] = field(default_factory=list)  # requests/s per tick, for plots
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, dict[str, float | int]]:
+        return {name: r.as_dict() for name, r in self.results.items()}
+
+
+def capacity_for(series: TrafficSeries, replicas: int = 15, quantile: float = 0.999) -> float:
+    """Per-replica capacity at which the series' `quantile` rate needs `replicas` replicas."""
+    rate = np.where(np.isfinite(series.values), series.values, 0.0) / series.step_s
+    return float(np.quantile(rate, quantile)) / replicas
+
+
+def run_backtest(
+    series: TrafficSeries, cfg: BacktestConfig, progress: Callable[[int], None] | None = None
+) -> SeriesBacktest:
+    warm = math.ceil(cfg.warmup_s / series.step_s)
+    if warm >= len(series) - 1:
+        raise ValueError(
+            f"{series.name!r} spans {series.span_s / 86400:.2f} days, not more than the "
+            f"{cfg.warmup_s / 86400:g}-day warm-up"
+        )
+    sim = series.slice(warm, len(series))
+    arrivals = spread_arrivals(sim, cfg.seed)
+
+    def history(now_s: float) -> TrafficSeries:
+        return series.before(now_s)
+
+    def make(name: str) -> list[Policy]:
+        common: dict[str, Any] = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas}
+        if name == "reactive":
+            return [Reactive(cfg.capacity_rps, target_utilization=cfg.target_utilization, **common)]
+        if name == "static":
+            return [
+                Reactive(cfg.capacity_rps, target_utilization=cfg.target_utilization, spare=k, **common)
+                for k in cfg.warm_pools
+            ]
+        if name == "scheduled":
+            return [
+                Scheduled(
+                    cfg.capacity_rps,
+                    history,
+                    t_load_s=cfg.t_load_s,
+                    target_utilization=cfg.target_utilization,
+                    **common,
+                )
+            ]
+        if name == "predictive":
+            return [
+                Predictive(
+                    cfg.planner_spec(), history, model=cfg.model, refresh_s=max(300.0, float(series.step_s))
+                )
+            ]
+        return [
+            Oracle(
+                arrivals,
+                cfg.capacity_rps,
+                t_load_s=cfg.t_load_s,
+                tick_s=cfg.tick_s,
+                slo_wait_s=cfg.slo_wait_s,
+                **common,
+            )
+        ]
+
+    results: dict[str, FleetResult] = {}
+    notes: list[str] = []
+    for name in cfg.policies:
+        for policy in make(name):
+            results[policy.name] = simulate(
+                arrivals,
+                policy,
+                start_s=sim.start_s,
+                capacity_rps=cfg.capacity_rps,
+                t_load_s=cfg.t_load_s,
+                slo_wait_s=cfg.slo_wait_s,
+                tick_s=cfg.tick_s,
+                t_load_sampler=cfg.t_load_sampler,
+            )
+            if isinstance(policy, Predictive):
+                top = ", ".join(f"{k} {v}" for k, v in policy.reasons.most_common(4))
+                notes.append(
+                    f"predictive decisions by reason: {top}; forecasts by model: {dict(policy.models)}"
+                )
+            if progress is not None:
+                progress(1)
+    return SeriesBacktest(series.name, results, cfg, sim.start_s, demand_rates(arrivals, cfg.tick_s), notes)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How predictive compares: violation-rate ratio to reactive, replica-hours against the static sweep
+    at the same violation rate (interpolated), and replica-hours against the oracle."""
+
+    violation_ratio_vs_reactive: float | None
+    hours_ratio_vs_static: float | None
+    hours_ratio_vs_oracle: float | None
+    static_note: str
+
+    def as_dict(self) -> dict[str, float | str | None]:
+        def r(x: float | None) -> float | None:
+            return None if x is None or not math.isfinite(x) else round(x, 4)
+
+        return {
+            "violation_ratio_vs_reactive": r(self.violation_ratio_vs_reactive),
+            "hours_ratio_vs_static_at_same_violations": r(self.hours_ratio_vs_static),
+            "hours_ratio_vs_oracle": r(self.hours_ratio_vs_oracle),
+            "static_note": self.static_note,
+        }
+
+
+def static_hours_at(results: dict[str, FleetResult], violation_rate: float) -> tuple[float | None, str]:
+    """Replica-hours the static sweep needs for `violation_rate`, interpolated between pool sizes (violation
+    rate falls and hours rise with K). None when the rate is below every pool the sweep tried."""
+    pts = sorted(
+        (int(k.split("-")[1]), r.slo_violation_rate, r.replica_seconds / 3600)
+        for k, r in results.items()
+        if k.startswith("static-")
+    )
+    if not pts:
+        return None, "no static sweep"
+    for (k0, v0, h0), (k1, v1, h1) in itertools.pairwise(pts):
+        if v1 <= violation_rate <= v0:
+            f = 0.0 if v0 == v1 else (v0 - violation_rate) / (v0 - v1)
+            return h0 + f * (h1 - h0), f"between static-{k0} and static-{k1}"
+    if violation_rate >= pts[0][1]:
+        return pts[0][2], f"at or above static-{pts[0][0]}'s violation rate"
+    return None, f"lower violation rate than the largest pool tried (static-{pts[-1][0]})"
+
+
+def compare(results: dict[str, FleetResult]) -> Comparison:
+    pred = results.get("predictive")
+    if pred is None:
+        return Comparison(None, None, None, "no predictive run")
+    react = results.get("reactive")
+    oracle = results.get("oracle")
+    v_ratio = (
+        pred.slo_violation_rate / react.slo_violation_rate if react and react.slo_violation_rate > 0 else None
+    )
+    static_h, note = static_hours_at(results, pred.slo_violation_rate)
+    h = pred.replica_seconds / 3600
+    return Comparison(
+        v_ratio,
+        h / static_h if static_h else None,
+        h / (oracle.replica_seconds / 3600) if oracle and oracle.replica_seconds else None,
+        note,
+    )
+
+
+def sweep_pools(text: str) -> tuple[int, ...]:
+    """`0..8` or `0,2,4` -> pool sizes."""
+    text = text.strip()
+    if ".." in text:
+        lo, hi = text.split("..", 1)
+        a, b = int(lo), int(hi)
+        if a < 0 or b < a or b - a > 200:
+            raise ValueError(
+                f"--sweep-warm-pool {text!r}: expected A..B with 0 <= A <= B and at most 200 sizes"
+            )
+        return tuple(range(a, b + 1))
+    pools = tuple(int(x) for x in text.split(",") if x.strip())
+    if not pools or min(pools) < 0:
+        raise ValueError(f"--sweep-warm-pool {text!r}: expected non-negative pool sizes")
+    return pools
+
+
+def demand_rates(arrivals: FloatArray, tick_s: int) -> list[float]:
+    n = math.ceil(arrivals.size / tick_s)
+    padded = np.zeros(n * tick_s)
+    padded[: arrivals.size] = arrivals
+    return [float(x) for x in padded.reshape(n, tick_s).mean(axis=1)]
