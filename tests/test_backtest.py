@@ -1,0 +1,186 @@
+"""The fleet simulator and the policies: the textbook scenario, cold starts, accounting, no peeking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from backtest.fleet import Observation, simulate, spread_arrivals
+from backtest.policies import Oracle, Reactive
+from backtest.run import BacktestConfig, compare, run_backtest, static_hours_at, sweep_pools
+from forecaster.sources.synthetic import DEMO_FLEET, generate
+from forecaster.types import TrafficSeries
+from service.cli import app
+
+
+def textbook() -> TrafficSeries:
+    v = np.full(120, 40.0)
+    v[20:70] = 200.0  # 200 requests/s from second 20 to 70
+    return TrafficSeries("textbook", 0.0, 1, v)
+
+
+class Fixed:
+    def __init__(self, plan: list[int] | int, name: str = "fixed") -> None:
+        self.plan, self.name = plan, name
+        self.seen: list[Observation] = []
+
+    def decide(self, obs: Observation) -> int:
+        self.seen.append(obs)
+        if isinstance(self.plan, int):
+            return self.plan
+        return self.plan[min(len(self.plan) - 1, len(self.seen) - 1)]
+
+
+def run(policy: object, arrivals: np.ndarray, **kw: float) -> object:
+    args = {"start_s": 0.0, "capacity_rps": 30.0, "t_load_s": 25.0, "slo_wait_s": 2.0, "tick_s": 1, **kw}
+    return simulate(arrivals, policy, **args)  # type: ignore[arg-type]
+
+
+def test_textbook_reactive_violates_for_tens_of_percent_and_a_warm_pool_of_six_for_none() -> None:
+    arr = spread_arrivals(textbook())
+    reactive = run(Reactive(30.0, target_utilization=1.0, min_replicas=2), arr)
+    pool = run(Reactive(30.0, target_utilization=1.0, min_replicas=2, spare=6), arr)
+    assert 0.1 < reactive.slo_violation_rate < 0.9  # type: ignore[attr-defined]
+    assert pool.slo_violations == 0  # type: ignore[attr-defined]
+    assert reactive.requests == pool.requests == 12_800  # type: ignore[attr-defined]
+
+
+def test_spreading_keeps_every_interval_total_and_is_seeded() -> None:
+    s = TrafficSeries("s", 0.0, 60, np.array([0.0, 7.0, 120.4, 3.0]))
+    a = spread_arrivals(s, seed=3)
+    assert a.size == 240
+    assert a.reshape(4, 60).sum(axis=1).tolist()[:2] == [0.0, 7.0]
+    assert a.reshape(4, 60).sum(axis=1)[2] in (120.0, 121.0)
+    np.testing.assert_array_equal(a, spread_arrivals(s, seed=3))
+
+
+def test_a_replica_serves_exactly_t_load_after_it_is_asked_for() -> None:
+    arr = np.zeros(60)
+    arr[30:] = 30.0  # 30 req/s from second 30: one replica's worth
+    r = run(Fixed([0] * 10 + [1]), arr, t_load_s=25.0)  # asked at second 10, ready at 35
+    assert r.ready_per_tick[34] == 0 and r.ready_per_tick[35] == 1  # type: ignore[attr-defined]
+    # requests from seconds 30..35 queue; those that wait more than 2 s violate
+    assert r.slo_violations > 0  # type: ignore[attr-defined]
+    assert r.cold_starts == 1  # type: ignore[attr-defined]
+    assert r.replica_seconds == 50  # type: ignore[attr-defined]  # loading seconds are paid for
+
+
+def test_releasing_cancels_loading_replicas_before_stopping_ready_ones() -> None:
+    r = run(Fixed([2, 2, 5, 3]), np.zeros(10), t_load_s=100.0)
+    assert r.asked_per_tick[2] == 5 and r.ready_per_tick[2] == 2  # type: ignore[attr-defined]
+    assert r.asked_per_tick[3] == 3 and r.ready_per_tick[3] == 2  # type: ignore[attr-defined]
+
+
+def test_the_run_starts_warm_and_policies_see_only_the_past() -> None:
+    arr = np.arange(90, dtype=float)
+    pol = Fixed(3)
+    r = run(pol, arr, tick_s=30)
+    assert r.ready_per_tick[0] == 3  # type: ignore[attr-defined]
+    assert [o.elapsed_s for o in pol.seen] == [0, 30, 60]
+    assert pol.seen[1].observed_rps == pytest.approx(arr[:30].mean())  # the tick that ended, not the next
+    assert pol.seen[2].observed_rps == pytest.approx(arr[30:60].mean())
+
+
+def test_idle_capacity_and_cost_are_accounted() -> None:
+    r = run(Fixed(2), np.full(100, 30.0), tick_s=10)
+    assert r.replica_seconds == 200  # type: ignore[attr-defined]
+    assert r.idle_replica_seconds == pytest.approx(100)  # type: ignore[attr-defined]
+    assert r.slo_violations == 0  # type: ignore[attr-defined]
+
+
+def test_the_oracle_is_cheaper_than_reactive_and_violates_less() -> None:
+    s = generate(DEMO_FLEET[1], days=1.0, step_s=60, seed=2)
+    arr = spread_arrivals(s)
+    cap = float(np.quantile(s.values / 60, 0.999)) / 15
+    kw = {"start_s": s.start_s, "capacity_rps": cap, "t_load_s": 300.0, "slo_wait_s": 2.0, "tick_s": 30}
+    oracle = simulate(arr, Oracle(arr, cap, t_load_s=300.0, tick_s=30, slo_wait_s=2.0), **kw)  # type: ignore[arg-type]
+    reactive = simulate(arr, Reactive(cap), **kw)  # type: ignore[arg-type]
+    assert oracle.slo_violation_rate < reactive.slo_violation_rate
+    assert oracle.slo_violation_rate < 0.001
+
+
+def test_static_sweep_interpolation_and_comparison() -> None:
+    from backtest.fleet import FleetResult
+
+    def fr(name: str, viol: float, hours: float) -> FleetResult:
+        return FleetResult(name, requests=1000.0, slo_violations=viol * 1000, replica_seconds=hours * 3600)
+
+    results = {
+        "static-0": fr("static-0", 0.1, 100),
+        "static-2": fr("static-2", 0.02, 140),
+        "reactive": fr("reactive", 0.1, 100),
+        "predictive": fr("predictive", 0.06, 90),
+        "oracle": fr("oracle", 0.0, 60),
+    }
+    hours, note = static_hours_at(results, 0.06)
+    assert hours == pytest.approx(120) and "static-0 and static-2" in note
+    c = compare(results)
+    assert c.violation_ratio_vs_reactive == pytest.approx(0.6)
+    assert c.hours_ratio_vs_static == pytest.approx(0.75)
+    assert c.hours_ratio_vs_oracle == pytest.approx(1.5)
+    assert static_hours_at(results, 0.001)[0] is None
+
+
+@pytest.mark.parametrize(("text", "pools"), [("0..3", (0, 1, 2, 3)), ("1,4", (1, 4))])
+def test_sweep_syntax(text: str, pools: tuple[int, ...]) -> None:
+    assert sweep_pools(text) == pools
+
+
+def test_predictive_backtest_on_synthetic_traffic_beats_reactive_on_violations() -> None:
+    s = generate(DEMO_FLEET[1], days=5.0, step_s=300, seed=4)
+    cap = float(np.quantile(s.values / 300, 0.999)) / 15
+    cfg = BacktestConfig(capacity_rps=cap, policies=("reactive", "predictive", "oracle"))
+    bt = run_backtest(s, cfg)
+    assert set(bt.results) == {"reactive", "predictive", "oracle"}
+    assert bt.results["predictive"].slo_violation_rate < bt.results["reactive"].slo_violation_rate
+    assert any("ForecastDemand" in n for n in bt.notes)
+
+
+def test_cli_backtest_json_and_report(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    r = CliRunner().invoke(app, ["demo-trace", str(trace), "--days", "3", "--step", "5m"])
+    assert r.exit_code == 0, r.output
+    report = tmp_path / "r.html"
+    r = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            str(trace),
+            "-s",
+            "vision-small",
+            "--t-load",
+            "5m",
+            "--slo-wait",
+            "2s",
+            "--sweep-warm-pool",
+            "0..2",
+            "--json",
+            "--report",
+            str(report),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    row = doc["series"]["vision-small"]
+    assert set(row) == {"reactive", "static-0", "static-1", "static-2", "scheduled", "predictive", "oracle"}
+    assert set(row["reactive"]) == {
+        "requests",
+        "slo_violations",
+        "slo_violation_rate",
+        "replica_hours",
+        "idle_replica_hours",
+        "cold_starts",
+        "peak_replicas",
+    }
+    html = report.read_text()
+    assert "vision-small" in html and html.count("data:image/png;base64,") == 2
+
+
+def test_cli_backtest_refuses_a_trace_shorter_than_the_warm_up(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["backtest", "--demo", "-s", "chat-large", "--warmup", "30d"])
+    assert r.exit_code == 2
+    assert "not more than the 30-day warm-up" in r.output
