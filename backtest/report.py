@@ -38,9 +38,18 @@ def _png(fig: Any) -> str:
 
 
 def _charts(run: SeriesBacktest) -> tuple[str, str]:
-    import matplotlib
+    import matplotlib.pyplot as plt
 
-    matplotlib.use("Agg")
+    timeline, plane = figures(run)
+    out = _png(timeline), _png(plane)
+    plt.close(timeline)
+    plt.close(plane)
+    return out
+
+
+def figures(run: SeriesBacktest) -> tuple[Any, Any]:
+    """Two matplotlib figures: demand against ready capacity over time for each policy, and the
+    violation-rate vs replica-hours plane with the static sweep as a curve and every policy as a point."""
     import matplotlib.pyplot as plt
 
     cfg = run.config
@@ -60,8 +69,7 @@ def _charts(run: SeriesBacktest) -> tuple[str, str]:
     ax.set_ylabel("replicas")
     ax.legend(loc="upper right", fontsize=8, ncol=3)
     ax.set_title(f"{run.series}: demand against ready capacity")
-    timeline = _png(fig)
-    plt.close(fig)
+    timeline = fig
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if statics:
@@ -84,12 +92,13 @@ def _charts(run: SeriesBacktest) -> tuple[str, str]:
     ax.set_yscale("symlog", linthresh=1e-4)
     ax.legend(fontsize=8)
     ax.set_title("cost against violations (lower left is better)")
-    plane = _png(fig)
-    plt.close(fig)
-    return timeline, plane
+    return timeline, fig
 
 
 def write_html(runs: list[SeriesBacktest], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
     parts = [
         "<!doctype html><meta charset='utf-8'><title>prewarm backtest</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"

@@ -101,7 +101,13 @@ def run_backtest(
             return [Reactive(cfg.capacity_rps, target_utilization=cfg.target_utilization, **common)]
         if name == "static":
             return [
-                Reactive(cfg.capacity_rps, target_utilization=cfg.target_utilization, spare=k, name=f"static-{k}", **common)
+                Reactive(
+                    cfg.capacity_rps,
+                    target_utilization=cfg.target_utilization,
+                    spare=k,
+                    name=f"static-{k}",
+                    **common,
+                )
                 for k in cfg.warm_pools
             ]
         if name == "scheduled":

@@ -22,7 +22,10 @@ def main() -> None:
     args = ap.parse_args()
     series = generate(DEMO_FLEET[0], days=args.days + 2, step_s=60, seed=0)
     cap = capacity_for(series)
-    print(f"{series.name}: {args.days:g} days at 60 s after a 2-day warm-up, capacity {cap:.2f} req/s per replica")
+    print(
+        f"{series.name}: {args.days:g} days at 60 s after a 2-day warm-up, "
+        f"capacity {cap:.2f} req/s per replica"
+    )
     base = None
     for policy in ("reactive", "static", "scheduled", "oracle", "predictive"):
         cfg = BacktestConfig(capacity_rps=cap, policies=(policy,), warm_pools=(2,))
@@ -30,9 +33,12 @@ def main() -> None:
         bt = run_backtest(series, cfg)
         el = time.perf_counter() - t
         base = base or el
-        (name, res), = bt.results.items()
-        print(f"{name:10s} {el:6.2f} s  ({el / base:5.2f}x reactive)  violation rate {res.slo_violation_rate:.5f}  "
-              f"replica-h {res.replica_seconds / 3600:8.1f}  {'under 10 s' if el < 10 else 'OVER 10 s'}")
+        ((name, res),) = bt.results.items()
+        print(
+            f"{name:10s} {el:6.2f} s  ({el / base:5.2f}x reactive)  "
+            f"violation rate {res.slo_violation_rate:.5f}  replica-h {res.replica_seconds / 3600:8.1f}  "
+            f"{'under 10 s' if el < 10 else 'OVER 10 s'}"
+        )
 
 
 if __name__ == "__main__":
