@@ -90,6 +90,17 @@ class FleetResult:
 TLoadSampler = Callable[[int], list[float]]  # n -> n load times in seconds
 
 
+def lognormal_t_load(median_s: float, sigma: float, seed: int = 0) -> TLoadSampler:
+    """Cold starts drawn from a lognormal with the given median and log-scale sigma (seeded): real load
+    times have a long right tail (a slow image pull, a busy node)."""
+    rng = np.random.default_rng(seed)
+
+    def sample(n: int) -> list[float]:
+        return [float(x) for x in median_s * np.exp(sigma * rng.standard_normal(n))]
+
+    return sample
+
+
 def simulate(
     arrivals: FloatArray,
     policy: Policy,

@@ -322,6 +322,15 @@ def backtest(
         ),
     ] = None,
     t_load: Annotated[str, typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m.")] = "5m",
+    t_load_sigma: Annotated[
+        float,
+        typer.Option(
+            "--t-load-sigma",
+            min=0.0,
+            max=3.0,
+            help="Draw each cold start from a lognormal with median --t-load and this log sigma (0: fixed).",
+        ),
+    ] = 0.0,
     slo_wait: Annotated[
         str, typer.Option("--slo-wait", help="Longest acceptable queueing wait, e.g. 2s.")
     ] = "2s",
@@ -353,6 +362,7 @@ def backtest(
     """Replay traffic through every policy on a simulated fleet with cold starts, and compare."""
 
     def run() -> None:
+        from backtest.fleet import lognormal_t_load
         from backtest.report import to_json, write_html
         from backtest.run import BacktestConfig, capacity_for, compare, run_backtest, sweep_pools
 
@@ -379,9 +389,12 @@ def backtest(
                 else:
                     warm_s = parse_duration_s(warmup, what="--warmup")
                 cap = capacity_rps if capacity_rps is not None else capacity_for(s)
+                t_load_s = parse_duration_s(t_load, what="--t-load")
+                sampler = lognormal_t_load(t_load_s, t_load_sigma, seed) if t_load_sigma > 0 else None
                 cfg = BacktestConfig(
                     capacity_rps=cap,
-                    t_load_s=parse_duration_s(t_load, what="--t-load"),
+                    t_load_s=t_load_s,
+                    t_load_sampler=sampler,
                     slo_wait_s=parse_duration_s(slo_wait, what="--slo-wait"),
                     tick_s=int(parse_duration_s(tick, what="--tick")),
                     min_replicas=min_replicas,

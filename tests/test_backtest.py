@@ -184,3 +184,26 @@ def test_cli_backtest_refuses_a_trace_shorter_than_the_warm_up(tmp_path: Path) -
     r = CliRunner().invoke(app, ["backtest", "--demo", "-s", "chat-large", "--warmup", "30d"])
     assert r.exit_code == 2
     assert "not more than the 30-day warm-up" in r.output
+
+
+def test_cold_starts_can_be_drawn_from_a_seeded_distribution() -> None:
+    from backtest.fleet import lognormal_t_load
+
+    draws = lognormal_t_load(100.0, 0.5, seed=1)(2000)
+    assert np.median(draws) == pytest.approx(100.0, rel=0.1)
+    assert max(draws) > 200.0  # a long right tail
+    assert lognormal_t_load(100.0, 0.5, seed=1)(5) == draws[:5]
+    arr = np.zeros(400)
+    r = simulate(
+        arr,
+        Fixed([0, 3]),
+        start_s=0.0,
+        capacity_rps=1.0,
+        t_load_s=100.0,
+        slo_wait_s=2.0,
+        tick_s=1,
+        t_load_sampler=lognormal_t_load(100.0, 0.5, seed=1),
+    )
+    ready = r.ready_per_tick
+    first = [ready.index(k) for k in (1, 2, 3)]
+    assert first == sorted(first) and len(set(first)) == 3  # three replicas, three different load times
