@@ -98,8 +98,8 @@ class Calibrator:
 
     def shift(self, h: int, level: float) -> FloatArray:
         """Offsets for steps 0..h-1 at one level (interpolated across levels, last bucket held)."""
-        lv = np.asarray(self.levels)
-        per_bucket = np.array([np.interp(level, lv, self.offsets[b]) for b in range(self.offsets.shape[0])])
+        lo, hi, f = interp_weights(self.levels, level)
+        per_bucket = self.offsets[:, lo] * (1 - f) + self.offsets[:, hi] * f
         b_of_step = np.clip(
             np.searchsorted(self.edges, np.arange(h), side="right") - 1, 0, per_bucket.size - 1
         )
@@ -363,7 +363,7 @@ class AutoModel:
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._model is None:
             raise ModelError("auto: predict() before fit()")
-        want = sorted(set(levels) | set(CAL_LEVELS))
+        want = sorted(set(levels))
         fc = self._model.predict(h, want)
         cal = self._calib.apply(fc, want)
         notes = (*fc.notes, "quantiles split-conformal calibrated" if self.selection else "uncalibrated")
