@@ -3,7 +3,9 @@
 - Arrivals: each trace interval's count is spread over its seconds with a fixed seed (multinomial), a
   fractional count rounded stochastically.
 - Service: every ready replica serves `capacity_rps` requests per second from one FIFO queue; a request
-  violates the SLO when it waits more than `slo_wait_s` seconds before its service starts.
+  violates the SLO when it waits more than `slo_wait_s` seconds before its service starts. At a capacity of
+  1 request/s or more a per-second fluid queue is exact enough; below it each replica is a server busy
+  1/capacity seconds per request (`_ServerQueue`), since the fluid would smear one request over minutes.
 - Replicas: one asked for becomes ready T_load later (fixed, or drawn per replica from `t_load_sampler`); one
   released stops at once (loading ones are cancelled first). Cost is replica-seconds, loading included.
 - Control: the policy is called every `tick_s` with what a live controller would see at that moment (past
@@ -16,6 +18,7 @@ common tick where the queue is empty, no replica becomes ready and no second exc
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Callable
@@ -101,6 +104,151 @@ def lognormal_t_load(median_s: float, sigma: float, seed: int = 0) -> TLoadSampl
     return sample
 
 
+class _Replicas:
+    """Replicas asked for: `ready` serve now, `loading` hold the seconds at which they will."""
+
+    def __init__(self, sample: TLoadSampler) -> None:
+        self.ready = 0
+        self.loading: list[float] = []  # sorted
+        self.sample = sample
+
+    @property
+    def asked(self) -> int:
+        return self.ready + len(self.loading)
+
+    def apply(self, want: int, t0: int, first: bool) -> tuple[int, int]:
+        """Move to `want` replicas at t0; returns (cold starts begun, ready replicas stopped)."""
+        asked = self.asked
+        if first:
+            self.ready, self.loading = want, []  # the run starts warm
+            return 0, 0
+        if want > asked:
+            self.loading = sorted(self.loading + [t0 + max(0.0, x) for x in self.sample(want - asked)])
+            return want - asked, 0
+        drop = asked - want
+        cancel = min(drop, len(self.loading))
+        if cancel:
+            self.loading = self.loading[: len(self.loading) - cancel]  # the latest to finish loading go first
+        self.ready -= drop - cancel
+        return 0, drop - cancel
+
+    def promote_until(self, t: float) -> list[float]:
+        """Loading replicas ready by second t become ready; returns their ready times."""
+        done = []
+        while self.loading and self.loading[0] <= t:
+            done.append(self.loading.pop(0))
+            self.ready += 1
+        return done
+
+
+class _FluidQueue:
+    """Capacity of at least 1 request/s per replica: each second the ready replicas serve up to
+    ready x capacity requests from the FIFO; a request served t seconds after it arrived waited t seconds."""
+
+    def __init__(self, capacity_rps: float, slo_wait_s: float, score_from_s: int, res: FleetResult) -> None:
+        self.cap, self.slo, self.score_from, self.res = capacity_rps, slo_wait_s, score_from_s, res
+        self.queue: deque[list[float]] = deque()  # [arrival second, count]
+        self.queued = 0.0
+
+    def waiting(self, t: int) -> float:
+        return self.queued
+
+    def removed(self, n: int, t: int) -> None:
+        return None
+
+    def run_tick(
+        self, reps: _Replicas, t0: int, t1: int, arr: list[float], t_max: float, t_sum: float, scored: bool
+    ) -> None:
+        res = self.res
+        cap = reps.ready * self.cap
+        if not self.queue and (not reps.loading or reps.loading[0] >= t1) and t_max <= cap:
+            if scored:  # fast path: nothing queued, nothing becomes ready, no second beyond capacity
+                res.idle_replica_seconds += (cap * (t1 - t0) - t_sum) / self.cap
+            return
+        queue, slo, score_from = self.queue, self.slo, self.score_from
+        for t in range(t0, t1):
+            reps.promote_until(t)
+            a = arr[t]
+            if a:
+                queue.append([t, a])
+                self.queued += a
+            budget = reps.ready * self.cap
+            while budget > 1e-12 and queue:
+                block = queue[0]
+                served = block[1] if block[1] <= budget else budget
+                if t - block[0] > slo and block[0] >= score_from:
+                    res.slo_violations += served
+                budget -= served
+                self.queued -= served
+                if served == block[1]:
+                    queue.popleft()
+                else:
+                    block[1] -= served
+            if scored:
+                res.idle_replica_seconds += budget / self.cap
+
+    def finish(self, n_sec: int) -> None:
+        for t_arr, count in self.queue:  # still waiting at the end, and already too long
+            if n_sec - t_arr > self.slo and t_arr >= self.score_from:
+                self.res.slo_violations += count
+
+
+class _ServerQueue:
+    """Capacity under 1 request/s per replica: each replica is a server busy 1/capacity seconds per request
+    (a sparse series whose busiest second needs 15 replicas has service times of seconds to minutes, which a
+    per-second fluid would smear). FIFO: a request starts on the server that frees first; requests already
+    started on a released replica are let finish (the replica drains)."""
+
+    def __init__(self, capacity_rps: float, slo_wait_s: float, score_from_s: int, res: FleetResult) -> None:
+        self.service_s = 1.0 / capacity_rps
+        self.slo, self.score_from, self.res = slo_wait_s, score_from_s, res
+        self.free: list[float] = []  # heap of the times at which each ready server is next free
+        self.pending: deque[int] = deque()  # arrivals waiting while no server is ready at all
+        self.starts: deque[float] = deque()  # start times of assigned requests (non-decreasing)
+
+    def waiting(self, t: int) -> float:
+        while self.starts and self.starts[0] <= t:
+            self.starts.popleft()
+        return float(len(self.starts) + len(self.pending))
+
+    def removed(self, n: int, t: int) -> None:
+        for _ in range(min(n, len(self.free))):
+            heapq.heappop(self.free)  # the idle (or soonest free) servers leave first
+
+    def _assign(self, t_arr: int) -> None:
+        free = heapq.heappop(self.free)
+        start = free if free > t_arr else float(t_arr)
+        heapq.heappush(self.free, start + self.service_s)
+        self.starts.append(start)
+        if t_arr >= self.score_from:
+            if start - t_arr > self.slo:
+                self.res.slo_violations += 1
+            self.res.idle_replica_seconds -= self.service_s  # busy time, netted against ready time below
+
+    def run_tick(
+        self, reps: _Replicas, t0: int, t1: int, arr: list[float], t_max: float, t_sum: float, scored: bool
+    ) -> None:
+        for ready_at in reps.promote_until(t1 - 1):
+            heapq.heappush(self.free, max(ready_at, float(t0)))
+        while self.pending and self.free:
+            self._assign(self.pending.popleft())
+        if scored:
+            self.res.idle_replica_seconds += reps.ready * (t1 - t0)
+        if not t_sum:
+            return
+        for t in range(t0, t1):
+            for _ in range(int(arr[t])):
+                if self.free:
+                    self._assign(t)
+                else:
+                    self.pending.append(t)
+
+    def finish(self, n_sec: int) -> None:
+        for t_arr in self.pending:
+            if n_sec - t_arr > self.slo and t_arr >= self.score_from:
+                self.res.slo_violations += 1
+
+
 def simulate(
     arrivals: FloatArray,
     policy: Policy,
@@ -127,72 +275,33 @@ def simulate(
     arr = padded.tolist()
 
     res = FleetResult(policy.name)
-    queue: deque[list[float]] = deque()  # [arrival second, count]
-    queued = 0.0
-    ready = 0
-    loading: list[float] = []  # ready times (seconds from start), kept sorted
-    sample = t_load_sampler or (lambda n: [t_load_s] * n)
+    reps = _Replicas(t_load_sampler or (lambda n: [t_load_s] * n))
+    service: _FluidQueue | _ServerQueue = (
+        _FluidQueue(capacity_rps, slo_wait_s, score_from_s, res)
+        if capacity_rps >= 1.0
+        else _ServerQueue(capacity_rps, slo_wait_s, score_from_s, res)
+    )
     last_rps = tick_sum[0] / tick_s if n_ticks else 0.0
-    slo = slo_wait_s
     for k in range(n_ticks):
         t0 = k * tick_s
-        scored = t0 >= score_from_s
-        obs = Observation(start_s + t0, t0, last_rps, queued, ready + len(loading), ready)
-        want = max(0, int(policy.decide(obs)))
-        asked = ready + len(loading)
-        if k == 0:
-            ready, loading = want, []  # warm start
-        elif want > asked:
-            new = sorted(t0 + max(0.0, x) for x in sample(want - asked))
-            loading = sorted(loading + new)
-            if scored:
-                res.cold_starts += want - asked
-        elif want < asked:
-            drop = asked - want
-            cancel = min(drop, len(loading))
-            if cancel:
-                loading = loading[: len(loading) - cancel]  # the latest to finish loading go first
-            ready -= drop - cancel
-        asked = ready + len(loading)
-        res.peak_replicas = max(res.peak_replicas, asked) if scored else res.peak_replicas
         t1 = min(t0 + tick_s, n_sec)
+        scored = t0 >= score_from_s
+        obs = Observation(start_s + t0, t0, last_rps, service.waiting(t0), reps.asked, reps.ready)
+        before = reps.ready
+        started, stopped = reps.apply(max(0, int(policy.decide(obs))), t0, first=k == 0)
+        if k == 0 and isinstance(service, _ServerQueue):
+            for _ in range(reps.ready - before):
+                heapq.heappush(service.free, 0.0)
+        if stopped:
+            service.removed(stopped, t0)
         if scored:
-            res.replica_seconds += asked * (t1 - t0)
+            res.cold_starts += started
+            res.peak_replicas = max(res.peak_replicas, reps.asked)
+            res.replica_seconds += reps.asked * (t1 - t0)
             res.requests += tick_sum[k]
-        # fast path: nothing queued, nothing becomes ready, no second beyond capacity
-        cap = ready * capacity_rps
-        if not queue and (not loading or loading[0] >= t1) and tick_max[k] <= cap:
-            if scored:
-                res.idle_replica_seconds += (cap * (t1 - t0) - tick_sum[k]) / capacity_rps
-        else:
-            for t in range(t0, t1):
-                while loading and loading[0] <= t:
-                    loading.pop(0)
-                    ready += 1
-                cap = ready * capacity_rps
-                a = arr[t]
-                if a:
-                    queue.append([t, a])
-                    queued += a
-                budget = cap
-                while budget > 1e-12 and queue:
-                    block = queue[0]
-                    served = block[1] if block[1] <= budget else budget
-                    if t - block[0] > slo and block[0] >= score_from_s:
-                        res.slo_violations += served
-                    budget -= served
-                    queued -= served
-                    if served == block[1]:
-                        queue.popleft()
-                    else:
-                        block[1] -= served
-                if scored:
-                    res.idle_replica_seconds += budget / capacity_rps
-        res.ready_per_tick.append(ready)
-        res.asked_per_tick.append(ready + len(loading))
+        service.run_tick(reps, t0, t1, arr, tick_max[k], tick_sum[k], scored)
+        res.ready_per_tick.append(reps.ready)
+        res.asked_per_tick.append(reps.asked)
         last_rps = tick_sum[k] / tick_s
-    # whatever is still queued at the end and has already waited too long is a violation
-    for t_arr, count in queue:
-        if n_sec - t_arr > slo and t_arr >= score_from_s:
-            res.slo_violations += count
+    service.finish(n_sec)
     return res

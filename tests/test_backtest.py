@@ -207,3 +207,26 @@ def test_cold_starts_can_be_drawn_from_a_seeded_distribution() -> None:
     ready = r.ready_per_tick
     first = [ready.index(k) for k in (1, 2, 3)]
     assert first == sorted(first) and len(set(first)) == 3  # three replicas, three different load times
+
+
+def test_below_one_request_per_second_each_replica_is_a_server_busy_for_one_over_capacity() -> None:
+    arr = np.zeros(600)
+    arr[::5] = 1.0  # one request every 5 s; a replica at 0.1 req/s is busy 10 s with each
+    one = simulate(arr, Fixed(1), start_s=0.0, capacity_rps=0.1, t_load_s=0.0, slo_wait_s=2.0, tick_s=30)
+    two = simulate(arr, Fixed(2), start_s=0.0, capacity_rps=0.1, t_load_s=0.0, slo_wait_s=2.0, tick_s=30)
+    assert one.slo_violation_rate > 0.9  # the backlog grows by one request every 10 s
+    assert two.slo_violations == 0  # two servers keep up exactly: every request starts on arrival
+    assert two.idle_replica_seconds == pytest.approx(0.0, abs=10.0)
+    sparse = np.zeros(600)
+    sparse[::20] = 1.0
+    calm = simulate(sparse, Fixed(1), start_s=0.0, capacity_rps=0.1, t_load_s=0.0, slo_wait_s=2.0, tick_s=30)
+    assert calm.slo_violations == 0
+    assert calm.idle_replica_seconds == pytest.approx(300.0)
+
+
+def test_server_mode_reports_the_backlog_to_the_policy() -> None:
+    arr = np.zeros(120)
+    arr[0:10] = 1.0  # ten requests in ten seconds onto one server that takes 10 s each
+    pol = Fixed(1)
+    simulate(arr, pol, start_s=0.0, capacity_rps=0.1, t_load_s=0.0, slo_wait_s=2.0, tick_s=30)
+    assert pol.seen[1].queue_length == 6  # at 30 s four have started (at 0, 10, 20, 30 s), six still wait
