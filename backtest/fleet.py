@@ -104,6 +104,14 @@ def lognormal_t_load(median_s: float, sigma: float, seed: int = 0) -> TLoadSampl
     return sample
 
 
+def by_tick(per_second: FloatArray, tick_s: int) -> FloatArray:
+    """(ticks x tick_s) view of a per-second array, zero-padded to whole ticks."""
+    n_ticks = math.ceil(per_second.size / tick_s)
+    padded = np.zeros(n_ticks * tick_s)
+    padded[: per_second.size] = per_second
+    return padded.reshape(n_ticks, tick_s)
+
+
 class _Replicas:
     """Replicas asked for: `ready` serve now, `loading` hold the seconds at which they will."""
 
@@ -266,13 +274,11 @@ def simulate(
     if capacity_rps <= 0 or tick_s <= 0 or t_load_s < 0 or slo_wait_s < 0:
         raise ValueError("capacity_rps and tick_s must be > 0, t_load_s and slo_wait_s >= 0")
     n_sec = int(arrivals.size)
-    n_ticks = math.ceil(n_sec / tick_s)
-    padded = np.zeros(n_ticks * tick_s)
-    padded[:n_sec] = arrivals
-    by_tick = padded.reshape(n_ticks, tick_s)
-    tick_max = by_tick.max(axis=1).tolist()
-    tick_sum = by_tick.sum(axis=1).tolist()
-    arr = padded.tolist()
+    ticks = by_tick(arrivals, tick_s)
+    n_ticks = ticks.shape[0]
+    tick_max = ticks.max(axis=1).tolist()
+    tick_sum = ticks.sum(axis=1).tolist()
+    arr = ticks.reshape(-1).tolist()
 
     res = FleetResult(policy.name)
     reps = _Replicas(t_load_sampler or (lambda n: [t_load_s] * n))

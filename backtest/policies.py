@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backtest.fleet import Observation
+from backtest.fleet import Observation, by_tick
 from forecaster.models import ModelError
 from forecaster.models.base import ForecastModel
 from forecaster.selection import make_forecaster
@@ -194,10 +194,8 @@ class Oracle:
         w = max(1, int(slo_wait_s) + 1)
         smooth = np.convolve(arrivals, np.ones(w) / w, mode="full")[: arrivals.size]
         need = np.ceil(smooth / capacity_rps - 1e-9)
-        n_ticks = math.ceil(arrivals.size / tick_s)
-        padded = np.zeros(n_ticks * tick_s)
-        padded[: need.size] = need
-        per_tick = padded.reshape(n_ticks, tick_s).max(axis=1)
+        per_tick = by_tick(need, tick_s).max(axis=1)
+        n_ticks = per_tick.size
         span = math.ceil((t_load_s + tick_s) / tick_s)
         ahead = np.array([per_tick[k : k + span].max() for k in range(n_ticks)]) if n_ticks else per_tick
         self._plan = [_clamp(int(x), min_replicas, max_replicas) for x in ahead]

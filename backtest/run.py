@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from backtest.fleet import FleetResult, Policy, TLoadSampler, simulate, spread_arrivals
+from backtest.fleet import FleetResult, Policy, TLoadSampler, by_tick, simulate, spread_arrivals
 from backtest.policies import Oracle, Predictive, Reactive, Scheduled
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
 from planner import PlannerSpec
@@ -239,7 +239,4 @@ def sweep_pools(text: str) -> tuple[int, ...]:
 
 
 def demand_rates(arrivals: FloatArray, tick_s: int) -> list[float]:
-    n = math.ceil(arrivals.size / tick_s)
-    padded = np.zeros(n * tick_s)
-    padded[: arrivals.size] = arrivals
-    return [float(x) for x in padded.reshape(n, tick_s).mean(axis=1)]
+    return [float(x) for x in by_tick(arrivals, tick_s).mean(axis=1)]

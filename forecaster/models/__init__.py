@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from forecaster.models.base import FitReport, ForecastModel, ModelError
+from forecaster.models.fallback import RecentLevel
 from forecaster.models.holt_winters import HoltWinters
 from forecaster.models.local_trend import LocalTrend
 from forecaster.models.mstl import MSTLModel
 from forecaster.models.profile import SeasonalProfile
 from forecaster.models.prophet_model import ProphetModel
-from forecaster.models.seasonal_naive import RecentLevel, SeasonalNaive
+from forecaster.models.seasonal_naive import SeasonalNaive
 
 MODELS: dict[str, Callable[[], ForecastModel]] = {
     "seasonal_naive_daily": lambda: SeasonalNaive("daily"),

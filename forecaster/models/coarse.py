@@ -8,6 +8,7 @@ series' own step (`to_fine_grid`), which the fit report states.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,9 +16,11 @@ import numpy as np
 from forecaster.models.base import (
     FitReport,
     ModelError,
+    ResidualTable,
     coarse_step,
     despike,
     fill_gaps,
+    forecast_from_log,
     periods_per_day,
     resample,
     to_fine_grid,
@@ -77,3 +80,29 @@ def to_fine(data: CoarseData, coarse: Forecast, h: int, alias: str) -> Forecast:
     quantiles = {q: conv(a) for q, a in coarse.quantiles.items()}
     # interpolation keeps quantiles ordered: each fine value is the same convex combination for every level
     return Forecast(data.origin_s, data.fine_step_s, conv(coarse.mean), quantiles, alias, coarse.notes)
+
+
+def predict_coarse(
+    data: CoarseData | None,
+    h: int,
+    levels: Sequence[float],
+    alias: str,
+    residuals: ResidualTable,
+    location: Callable[[int, FloatArray], FloatArray],
+) -> Forecast:
+    """The shared tail of every coarse model's predict: enough coarse steps to cover h fine ones, the
+    model's log-scale `location(n_steps, step_times)`, its error table, and the spread back to the fine
+    grid."""
+    if data is None:
+        raise ModelError(f"{alias}: predict() before fit()")
+    hc = coarse_horizon(data, h)
+    times = data.end_s + data.step_s * np.arange(hc, dtype=np.float64)
+    coarse = forecast_from_log(
+        alias=alias,
+        origin_s=data.end_s,
+        step_s=data.step_s,
+        location=location(hc, times),
+        residuals=residuals,
+        levels=levels,
+    )
+    return to_fine(data, coarse, h, alias)

@@ -20,11 +20,10 @@ from forecaster.models.base import (
     ModelError,
     ResidualTable,
     Timer,
-    forecast_from_log,
     horizon_grid,
     require_history,
 )
-from forecaster.models.coarse import CoarseData, coarse_horizon, prepare, to_fine
+from forecaster.models.coarse import CoarseData, predict_coarse, prepare
 from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 1440
@@ -80,16 +79,11 @@ class LocalTrend:
         return self
 
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
-        if self._data is None:
-            raise ModelError(f"{self.alias}: predict() before fit()")
-        hc = coarse_horizon(self._data, h)
-        loc = np.asarray(self._res.forecast(hc), dtype=np.float64)
-        coarse = forecast_from_log(
-            alias=self.alias,
-            origin_s=self._data.end_s,
-            step_s=self._data.step_s,
-            location=loc,
-            residuals=self._resid,
-            levels=levels,
+        return predict_coarse(
+            self._data,
+            h,
+            levels,
+            self.alias,
+            self._resid,
+            lambda hc, _times: np.asarray(self._res.forecast(hc), dtype=np.float64),
         )
-        return to_fine(self._data, coarse, h, self.alias)

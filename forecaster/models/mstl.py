@@ -17,17 +17,15 @@ from typing import Any, Self
 import numpy as np
 
 from forecaster.models.base import (
-    MIN_DAILY_HISTORY_S,
     FitReport,
     ModelError,
     ResidualTable,
     Timer,
-    forecast_from_log,
     horizon_grid,
     require_history,
 )
-from forecaster.models.coarse import CoarseData, coarse_horizon, prepare, to_fine
-from forecaster.models.seasonal_naive import RecentLevel
+from forecaster.models.coarse import CoarseData, predict_coarse, prepare
+from forecaster.models.fallback import RecentLevel, fall_back_if_short, relabel
 from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 48
@@ -68,16 +66,10 @@ class MSTLModel:
     def fit(self, series: TrafficSeries) -> Self:
         timer = Timer()
         require_history(series, self.alias)
-        self._fallback = None
         self._params = None
         self.report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s)
-        if series.span_s < MIN_DAILY_HISTORY_S:
-            self._fallback = RecentLevel().fit(series)
-            self.report.fallback = self._fallback.alias
-            self.report.note(
-                f"{series.span_s / 86400:.2f} days of history is less than the 2 days a daily season needs; "
-                f"forecasting with {self._fallback.alias}"
-            )
+        self._fallback = fall_back_if_short(series, self.report)
+        if self._fallback is not None:
             return self
         from statsmodels.tsa.seasonal import MSTL
 
@@ -136,27 +128,12 @@ class MSTLModel:
 
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._fallback is not None:
-            fc = self._fallback.predict(h, levels)
-            return Forecast(
-                fc.origin_s,
-                fc.step_s,
-                fc.mean,
-                fc.quantiles,
-                self.alias,
-                notes=(f"fallback: {self._fallback.alias}",),
-            )
-        if self._data is None:
-            raise ModelError(f"{self.alias}: predict() before fit()")
-        data = self._data
-        hc = coarse_horizon(data, h)
-        times = data.end_s + data.step_s * np.arange(hc, dtype=np.float64)
-        loc = np.asarray(self._holt.forecast(hc), dtype=np.float64) + self._seasonal(times)
-        coarse = forecast_from_log(
-            alias=self.alias,
-            origin_s=data.end_s,
-            step_s=data.step_s,
-            location=loc,
-            residuals=self._resid,
-            levels=levels,
+            return relabel(self._fallback.predict(h, levels), self.alias, self._fallback.alias)
+        return predict_coarse(
+            self._data,
+            h,
+            levels,
+            self.alias,
+            self._resid,
+            lambda hc, times: np.asarray(self._holt.forecast(hc), dtype=np.float64) + self._seasonal(times),
         )
-        return to_fine(data, coarse, h, self.alias)

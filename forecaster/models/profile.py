@@ -43,7 +43,7 @@ from forecaster.models.base import (
     forecast_from_log,
     horizon_grid,
 )
-from forecaster.models.seasonal_naive import RecentLevel
+from forecaster.models.fallback import RecentLevel, fall_back_if_short, relabel
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
 
 MAX_HISTORY_S = 28 * SECONDS_PER_DAY
@@ -453,19 +453,12 @@ class SeasonalProfile:
 
     def fit(self, series: TrafficSeries) -> Self:
         timer = Timer()
-        self._fallback = None
         self._batch = None
         self.report = FitReport(
             self.alias, series.name, len(series), series.span_s, series.step_s, series.step_s
         )
-        if series.span_s < MIN_DAILY_HISTORY_S:
-            self._fallback = RecentLevel().fit(series)
-            self.report.fallback = self._fallback.alias
-            self.report.note(
-                f"{series.span_s / 86400:.2f} days of history is less than the 2 days a daily profile needs; "
-                f"forecasting with {self._fallback.alias}"
-            )
-        else:
+        self._fallback = fall_back_if_short(series, self.report, what="a daily profile")
+        if self._fallback is None:
             self._batch = fit_batch(series.values[None, :], series.start_s, series.step_s)
             b = self._batch
             self.report.fit_step_s = series.step_s
@@ -486,15 +479,7 @@ class SeasonalProfile:
 
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._fallback is not None:
-            fc = self._fallback.predict(h, levels)
-            return Forecast(
-                fc.origin_s,
-                fc.step_s,
-                fc.mean,
-                fc.quantiles,
-                self.alias,
-                notes=(f"fallback: {self._fallback.alias}",),
-            )
+            return relabel(self._fallback.predict(h, levels), self.alias, self._fallback.alias)
         if self._batch is None:
             raise ModelError("profile: predict() before fit()")
         return self._batch.predict(h, levels, self.alias)[0]

@@ -22,7 +22,6 @@ import numpy as np
 
 from forecaster.models.base import (
     DENSE_LEVELS,
-    MIN_DAILY_HISTORY_S,
     MIN_WEEKLY_HISTORY_S,
     FitReport,
     ModelError,
@@ -32,7 +31,7 @@ from forecaster.models.base import (
     require_history,
 )
 from forecaster.models.coarse import CoarseData, coarse_horizon, prepare, to_fine
-from forecaster.models.seasonal_naive import RecentLevel
+from forecaster.models.fallback import RecentLevel, fall_back_if_short, relabel
 from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 96
@@ -62,15 +61,9 @@ class ProphetModel:
     def fit(self, series: TrafficSeries) -> Self:
         timer = Timer()
         require_history(series, self.alias)
-        self._fallback = None
         self.report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s)
-        if series.span_s < MIN_DAILY_HISTORY_S:
-            self._fallback = RecentLevel().fit(series)
-            self.report.fallback = self._fallback.alias
-            self.report.note(
-                f"{series.span_s / 86400:.2f} days of history is less than the 2 days a daily season needs; "
-                f"forecasting with {self._fallback.alias}"
-            )
+        self._fallback = fall_back_if_short(series, self.report)
+        if self._fallback is not None:
             return self
         _quiet()
         import pandas as pd
@@ -107,15 +100,7 @@ class ProphetModel:
 
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._fallback is not None:
-            fc = self._fallback.predict(h, levels)
-            return Forecast(
-                fc.origin_s,
-                fc.step_s,
-                fc.mean,
-                fc.quantiles,
-                self.alias,
-                notes=(f"fallback: {self._fallback.alias}",),
-            )
+            return relabel(self._fallback.predict(h, levels), self.alias, self._fallback.alias)
         if self._model is None or self._data is None:
             raise ModelError(f"{self.alias}: predict() before fit()")
         import pandas as pd

@@ -1,4 +1,4 @@
-"""Seasonal naive (the baseline every model must beat, and the fallback) and the recent-level fallback.
+"""Seasonal naive: the baseline every model must beat, and the fallback of the seasonal ones.
 
 Seasonal naive repeats the last season: y[T + h] = y[T + h - P]. Its quantiles come from the empirical
 distribution of the log1p seasonal differences over the last week of history. A season needs two full cycles
@@ -23,69 +23,13 @@ from forecaster.models.base import (
     forecast_from_log,
     require_history,
 )
+from forecaster.models.fallback import RecentLevel, relabel
 from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
 
 Season = Literal["daily", "weekly"]
 _SEASON_S = {"daily": SECONDS_PER_DAY, "weekly": SECONDS_PER_WEEK}
 _MIN_HISTORY_S = {"daily": MIN_DAILY_HISTORY_S, "weekly": MIN_WEEKLY_HISTORY_S}
 RESIDUAL_WINDOW_S = 7 * SECONDS_PER_DAY
-
-
-class RecentLevel:
-    """Forecasts the mean of the last hour (or the last tenth of a short history), flat.
-
-    The model of last resort: for histories too short for any season (the one-hour burst traces). Its
-    quantiles come from how far single steps strayed from the mean of the window before them.
-    """
-
-    alias = "recent_level"
-
-    def __init__(self, window_s: float = 3600.0) -> None:
-        self.window_s = window_s
-        self.report = FitReport(self.alias)
-        self._level = 0.0
-        self._resid = ResidualTable([1], [np.zeros(1)])
-        self._origin = 0.0
-        self._step = 1
-
-    def fit(self, series: TrafficSeries) -> Self:
-        timer = Timer()
-        require_history(series, self.alias)
-        y = fill_gaps(series.values)
-        w = int(max(1, min(self.window_s / series.step_s, len(y) // 10 or 1)))
-        self._level = float(np.mean(y[-w:]))
-        # error of "next step = mean of the previous w" across the history
-        c = np.concatenate([[0.0], np.cumsum(y)])
-        prev_mean = (c[w:-1] - c[: -w - 1]) / w
-        e = np.log1p(y[w:]) - np.log1p(prev_mean)
-        self._resid = ResidualTable([1], [e[-20_000:]])
-        self._origin, self._step = series.end_s, series.step_s
-        self.report = FitReport(
-            self.alias,
-            series.name,
-            len(series),
-            series.span_s,
-            series.step_s,
-            series.step_s,
-            fit_seconds=timer.elapsed(),
-        )
-        self.report.note(f"flat level = mean of the last {w} steps")
-        return self
-
-    def update(self, series: TrafficSeries) -> Self:
-        return self.fit(series)
-
-    def predict(self, h: int, levels: Sequence[float]) -> Forecast:
-        loc = np.full(h, np.log1p(self._level))
-        fc = forecast_from_log(
-            alias=self.alias,
-            origin_s=self._origin,
-            step_s=self._step,
-            location=loc,
-            residuals=self._resid,
-            levels=levels,
-        )
-        return _with_mean(fc, np.full(h, self._level))
 
 
 class SeasonalNaive:
@@ -156,15 +100,7 @@ class SeasonalNaive:
 
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
         if self._fallback is not None:
-            fc = self._fallback.predict(h, levels)
-            return Forecast(
-                fc.origin_s,
-                fc.step_s,
-                fc.mean,
-                fc.quantiles,
-                self.alias,
-                notes=(f"fallback: {self._fallback.alias}",),
-            )
+            return relabel(self._fallback.predict(h, levels), self.alias, self._fallback.alias)
         p = self.point(h)
         fc = forecast_from_log(
             alias=self.alias,
