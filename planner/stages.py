@@ -37,6 +37,18 @@ def replicas_for(rate_rps: float, rps_per_replica: float) -> int:
     return max(0, math.ceil(rate_rps / rps_per_replica - EPS))
 
 
+def staffed_replicas(rate_rps: float, spec: PlannerSpec) -> int:
+    """Replicas for a demand rate: the target-utilisation count, and, with `staffing_beta` > 0, at least the
+    square-root staffing count R + beta * sqrt(R) for an offered load of R = rate / capacity replicas
+    (Halfin-Whitt): queueing needs proportionally more headroom at low load than at high load, which one
+    utilisation target cannot give both."""
+    n = replicas_for(rate_rps, spec.usable_rps_per_replica)
+    if spec.staffing_beta > 0 and rate_rps > 0:
+        offered = rate_rps / spec.capacity_rps_per_replica
+        n = max(n, math.ceil(offered + spec.staffing_beta * math.sqrt(offered) - EPS))
+    return n
+
+
 def forecast_problem(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[Reason, str] | None:
     """Why the forecast cannot be used this tick, or None when it can."""
     fc = snapshot.forecast
@@ -78,7 +90,7 @@ def demand(fc: Forecast, spec: PlannerSpec, now: float) -> tuple[float, float, S
     serves only from now + T_load, and one released now cannot come back sooner."""
     alpha = spec.quantile
     rate, at = _peak(fc, alpha, now, now + spec.lookahead_s)
-    n = replicas_for(rate, spec.usable_rps_per_replica)
+    n = staffed_replicas(rate, spec)
     msg = (
         f"forecast p{alpha * 100:g} of {rate:.1f} req/s at {fmt_time(at)} (the peak of the next "
         f"{fmt_duration(spec.lookahead_s)}: T_load {fmt_duration(spec.t_load_s)} + tick "
@@ -154,7 +166,7 @@ def scale_in_guard(fc: Forecast, spec: PlannerSpec, now: float, current: int, va
             "scale_in_guard", value, value, Reason.FORECAST_DEMAND, "no break-even time: release allowed"
         )
     rate, at = _peak(fc, spec.quantile, start, end)
-    need = min(current, replicas_for(rate, spec.usable_rps_per_replica))
+    need = min(current, staffed_replicas(rate, spec))
     if need > value:
         return need, Step(
             "scale_in_guard",

@@ -36,6 +36,7 @@ SPEC = PlannerSpec(
     alpha=0.5,
     min_replicas=1,
     max_replicas=50,
+    staffing_beta=0.0,  # the tests below do the utilisation arithmetic by hand
 )
 
 
@@ -336,3 +337,25 @@ def test_constant_demand_never_oscillates(
         current = d.desired_replicas
     changes = [b - a for a, b in itertools.pairwise(seen) if b != a]
     assert all(c > 0 for c in changes) or all(c < 0 for c in changes), f"direction changed: {seen}"
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        pytest.param(30.0, 2, id="one-replica-of-load-gets-a-second"),  # R=1: 1 + 1 = 2
+        pytest.param(300.0, 14, id="ten-replicas-of-load-get-four-more"),  # R=10: 10 + 3.2 -> 14
+        pytest.param(3000.0, 125, id="at-high-load-the-utilisation-target-binds"),  # 3000/24 = 125 > 100 + 10
+    ],
+)
+def test_square_root_staffing_adds_proportionally_more_headroom_at_low_load(
+    rate: float, expected: int
+) -> None:
+    spec = PlannerSpec(capacity_rps_per_replica=30.0, t_load_s=300.0, alpha=0.5, max_replicas=1000)
+    assert spec.staffing_beta == 1.0
+    d, _ = plan(
+        Snapshot(current_replicas=expected, forecast=forecast(np.full(600, rate), spread=1.0)),
+        spec,
+        PlannerState(),
+        0.0,
+    )
+    assert d.raw_replicas == expected
