@@ -9,7 +9,6 @@ variance growth); split-conformal calibration in `selection` corrects whatever t
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -17,7 +16,6 @@ import numpy as np
 
 from forecaster.models.base import (
     FitReport,
-    ModelError,
     ResidualTable,
     Timer,
     horizon_grid,
@@ -25,28 +23,11 @@ from forecaster.models.base import (
 )
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare
 from forecaster.models.fallback import RecentLevel, fall_back_if_short, relabel
+from forecaster.models.smoothing import estimated_params, fit_smoother, widened_errors
 from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 96
 RESIDUAL_WINDOW_S = 7 * SECONDS_PER_DAY
-
-
-def _fit_es(z: np.ndarray, period: int, params: dict[str, float] | None) -> Any:
-    from statsmodels.tsa.holtwinters import ExponentialSmoothing
-
-    model = ExponentialSmoothing(
-        z,
-        trend="add",
-        damped_trend=True,
-        seasonal="add",
-        seasonal_periods=period,
-        initialization_method="heuristic" if z.size >= 2 * period + 10 else "estimated",
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter; the fit is checked below
-        if params is None:
-            return model.fit(optimized=True)
-        return model.fit(optimized=False, **params)
 
 
 class HoltWinters:
@@ -77,22 +58,14 @@ class HoltWinters:
             return self
         data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="Holt-Winters")
         period = SECONDS_PER_DAY // data.step_s
-        res = _fit_es(data.z, period, params)
-        if not np.all(np.isfinite(res.fittedvalues)):
-            raise ModelError(f"{self.alias}: the smoother diverged on {series.name!r}")
+        res = fit_smoother(data.z, params, what=f"{self.alias} on {series.name!r}", seasonal_period=period)
         self._res, self._data = res, data
         if params is None:
-            p = res.params
-            self._params = {
-                "smoothing_level": float(p["smoothing_level"]),
-                "smoothing_trend": float(p["smoothing_trend"]),
-                "smoothing_seasonal": float(p["smoothing_seasonal"]),
-                "damping_trend": float(p["damping_trend"]),
-            }
-            resid = np.asarray(res.resid)[-int(RESIDUAL_WINDOW_S // data.step_s) :]
-            alpha = self._params["smoothing_level"]
+            self._params = estimated_params(res, seasonal=True)
             hs = horizon_grid(int(SECONDS_PER_DAY // data.step_s))
-            self._resid = ResidualTable(hs, [resid * np.sqrt(1 + (h - 1) * alpha**2) for h in hs])
+            self._resid = widened_errors(
+                res, self._params["smoothing_level"], hs, int(RESIDUAL_WINDOW_S // data.step_s)
+            )
             self.report.seasons_s = (SECONDS_PER_DAY,)
             self.report.note(", ".join(f"{k}={v:.3f}" for k, v in self._params.items()))
         self.report.fit_seconds = timer.elapsed()

@@ -9,7 +9,6 @@ widened with horizon, as for Holt-Winters.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -24,20 +23,12 @@ from forecaster.models.base import (
     require_history,
 )
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare
+from forecaster.models.smoothing import estimated_params, fit_smoother, widened_errors
 from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 1440
 HISTORY_S = SECONDS_PER_DAY
 MIN_STEPS = 10
-
-
-def _holt(z: np.ndarray, params: dict[str, float] | None) -> Any:
-    from statsmodels.tsa.holtwinters import ExponentialSmoothing
-
-    model = ExponentialSmoothing(z, trend="add", damped_trend=True, initialization_method="estimated")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model.fit(optimized=params is None, **(params or {}))
 
 
 class LocalTrend:
@@ -63,17 +54,12 @@ class LocalTrend:
         data = prepare(series.tail(HISTORY_S), MAX_PERIODS_PER_DAY, self.report, what="a local trend")
         if data.z.size < MIN_STEPS:
             raise ModelError(f"{self.alias}: needs {MIN_STEPS} steps of history, got {data.z.size}")
-        res = _holt(data.z, params)
-        if not np.all(np.isfinite(res.fittedvalues)):
-            raise ModelError(f"{self.alias}: the smoother diverged on {series.name!r}")
+        res = fit_smoother(data.z, params, what=f"{self.alias} on {series.name!r}")
         self._res, self._data = res, data
         if params is None:
-            p = res.params
-            self._params = {k: float(p[k]) for k in ("smoothing_level", "smoothing_trend", "damping_trend")}
-            alpha = self._params["smoothing_level"]
-            resid = np.asarray(res.resid)
+            self._params = estimated_params(res)
             hs = horizon_grid(max(1, data.z.size // 4))
-            self._resid = ResidualTable(hs, [resid * np.sqrt(1 + (h - 1) * alpha**2) for h in hs])
+            self._resid = widened_errors(res, self._params["smoothing_level"], hs)
             self.report.note(", ".join(f"{k}={v:.3f}" for k, v in self._params.items()))
         self.report.fit_seconds = timer.elapsed()
         return self

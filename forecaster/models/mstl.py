@@ -18,7 +18,6 @@ import numpy as np
 
 from forecaster.models.base import (
     FitReport,
-    ModelError,
     ResidualTable,
     Timer,
     horizon_grid,
@@ -26,21 +25,11 @@ from forecaster.models.base import (
 )
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare
 from forecaster.models.fallback import RecentLevel, fall_back_if_short, relabel
+from forecaster.models.smoothing import estimated_params, fit_smoother, widened_errors
 from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 48
 RESIDUAL_WINDOW_S = 7 * SECONDS_PER_DAY
-
-
-def _holt(d: FloatArray, params: dict[str, float] | None) -> Any:
-    from statsmodels.tsa.holtwinters import ExponentialSmoothing
-
-    model = ExponentialSmoothing(d, trend="add", damped_trend=True, initialization_method="estimated")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if params is None:
-            return model.fit(optimized=True)
-        return model.fit(optimized=False, **params)
 
 
 class MSTLModel:
@@ -101,21 +90,14 @@ class MSTLModel:
 
     def _fit_level(self, data: CoarseData, params: dict[str, float] | None) -> None:
         d = data.z - self._seasonal(data.times_s())
-        res = _holt(d, params)
-        if not np.all(np.isfinite(res.fittedvalues)):
-            raise ModelError(f"{self.alias}: the level smoother diverged")
+        res = fit_smoother(d, params, what=f"{self.alias} level")
         self._holt = res
         if params is None:
-            p = res.params
-            self._params = {
-                "smoothing_level": float(p["smoothing_level"]),
-                "smoothing_trend": float(p["smoothing_trend"]),
-                "damping_trend": float(p["damping_trend"]),
-            }
-            resid = np.asarray(res.resid)[-int(RESIDUAL_WINDOW_S // data.step_s) :]
-            alpha = self._params["smoothing_level"]
+            self._params = estimated_params(res)
             hs = horizon_grid(int(SECONDS_PER_DAY // data.step_s))
-            self._resid = ResidualTable(hs, [resid * np.sqrt(1 + (h - 1) * alpha**2) for h in hs])
+            self._resid = widened_errors(
+                res, self._params["smoothing_level"], hs, int(RESIDUAL_WINDOW_S // data.step_s)
+            )
 
     def update(self, series: TrafficSeries) -> Self:
         if self._params is None or self._fallback is not None:
