@@ -55,6 +55,7 @@ class BacktestConfig:
             t_load_s=self.t_load_s,
             tick_s=float(self.tick_s),
             target_utilization=self.target_utilization,
+            slo_wait_s=self.slo_wait_s,
             alpha=self.alpha,
             min_replicas=self.min_replicas,
             max_replicas=self.max_replicas,

@@ -44,9 +44,10 @@ class PlannerSpec:
     alpha: the forecast quantile the planner provisions for. Set it directly, or leave it None to use the
     newsvendor fractile cost_miss / (cost_miss + cost_idle): with c_idle the cost of one idle replica for
     one tick and c_miss the cost of being one replica short, that fractile minimises expected cost.
-    staffing_beta: 0 provisions demand / (capacity x target_utilization); above 0 also at least the
-    square-root staffing count R + beta * sqrt(R) (R = demand / capacity), which keeps queueing waits short at
-    low load, where a utilisation target alone under-provisions.
+    slo_wait_s / slo_wait_probability: the queueing SLO. Besides demand / (capacity x target_utilization),
+    the planner provisions at least the Erlang C count that keeps the probability of a request waiting longer
+    than slo_wait_s at or under slo_wait_probability at the provisioned demand (planner/queueing.py): a
+    utilisation target alone under-provisions at low load and long service times. None turns it off.
     cold_start_cost_replica_s: what a cold start costs, in idle-replica-seconds (by default T_load itself:
     the replica is paid for while it loads); a replica is kept rather than released when the forecast says
     it is needed again sooner than T_load + tick + this break-even time.
@@ -56,7 +57,8 @@ class PlannerSpec:
     t_load_s: float
     tick_s: float = 30.0
     target_utilization: float = 0.8
-    staffing_beta: float = 1.0
+    slo_wait_s: float = 2.0
+    slo_wait_probability: float | None = 0.01
     alpha: float | None = None
     cost_miss: float = 9.0
     cost_idle: float = 1.0
@@ -80,7 +82,8 @@ class PlannerSpec:
         _check("t_load_s", self.t_load_s, 0, 86400)
         _check("tick_s", self.tick_s, 0, 3600, lo_open=True)
         _check("target_utilization", self.target_utilization, 0, 1, lo_open=True)
-        _check("staffing_beta", self.staffing_beta, 0, 10)
+        _check("slo_wait_s", self.slo_wait_s, 0, 3600)
+        _check("slo_wait_probability", self.slo_wait_probability, 0, 1, lo_open=True, optional=True)
         _check("alpha", self.alpha, 0, 1, lo_open=True, hi_open=True, optional=True)
         _check("cost_miss", self.cost_miss, 0, inf, lo_open=True)
         _check("cost_idle", self.cost_idle, 0, inf, lo_open=True)

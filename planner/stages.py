@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from forecaster.types import Forecast
 from planner.explain import Reason, Step
+from planner.queueing import servers_for_wait
 from planner.snapshot import Snapshot
 from planner.spec import PlannerSpec
 from planner.state import PlannerState
@@ -38,14 +39,17 @@ def replicas_for(rate_rps: float, rps_per_replica: float) -> int:
 
 
 def staffed_replicas(rate_rps: float, spec: PlannerSpec) -> int:
-    """Replicas for a demand rate: the target-utilisation count, and, with `staffing_beta` > 0, at least the
-    square-root staffing count R + beta * sqrt(R) for an offered load of R = rate / capacity replicas
-    (Halfin-Whitt): queueing needs proportionally more headroom at low load than at high load, which one
-    utilisation target cannot give both."""
+    """Replicas for a demand rate: the target-utilisation count, and at least the Erlang C count that keeps
+    P(wait > slo_wait_s) under slo_wait_probability: queueing needs proportionally more headroom at low load
+    than at high load, which one utilisation target cannot give both."""
     n = replicas_for(rate_rps, spec.usable_rps_per_replica)
-    if spec.staffing_beta > 0 and rate_rps > 0:
-        offered = rate_rps / spec.capacity_rps_per_replica
-        n = max(n, math.ceil(offered + spec.staffing_beta * math.sqrt(offered) - EPS))
+    if spec.slo_wait_probability is not None and rate_rps > 0:
+        n = max(
+            n,
+            servers_for_wait(
+                rate_rps, spec.capacity_rps_per_replica, spec.slo_wait_s, spec.slo_wait_probability
+            ),
+        )
     return n
 
 

@@ -36,7 +36,7 @@ SPEC = PlannerSpec(
     alpha=0.5,
     min_replicas=1,
     max_replicas=50,
-    staffing_beta=0.0,  # the tests below do the utilisation arithmetic by hand
+    slo_wait_probability=None,  # the tests below do the utilisation arithmetic by hand
 )
 
 
@@ -340,18 +340,20 @@ def test_constant_demand_never_oscillates(
 
 
 @pytest.mark.parametrize(
-    ("rate", "expected"),
+    ("capacity", "rate", "expected"),
     [
-        pytest.param(30.0, 2, id="one-replica-of-load-gets-a-second"),  # R=1: 1 + 1 = 2
-        pytest.param(300.0, 14, id="ten-replicas-of-load-get-four-more"),  # R=10: 10 + 3.2 -> 14
-        pytest.param(3000.0, 125, id="at-high-load-the-utilisation-target-binds"),  # 3000/24 = 125 > 100 + 10
+        # 20 s per request, 2 s SLO wait, at most 1% waiting longer: Erlang C counts
+        pytest.param(0.05, 0.05, 5, id="one-replica-of-slow-load-gets-four-more"),
+        pytest.param(0.05, 0.5, 18, id="ten-replicas-of-slow-load-get-eight-more"),
+        pytest.param(0.05, 5.0, 125, id="a-hundred-replicas-of-load-need-less-than-the-utilisation-target"),
+        pytest.param(30.0, 30.0, 2, id="fast-replicas-rarely-queue-past-the-slo"),
     ],
 )
-def test_square_root_staffing_adds_proportionally_more_headroom_at_low_load(
-    rate: float, expected: int
+def test_queueing_staffing_adds_proportionally_more_headroom_at_low_load(
+    capacity: float, rate: float, expected: int
 ) -> None:
-    spec = PlannerSpec(capacity_rps_per_replica=30.0, t_load_s=300.0, alpha=0.5, max_replicas=1000)
-    assert spec.staffing_beta == 1.0
+    spec = PlannerSpec(capacity_rps_per_replica=capacity, t_load_s=300.0, alpha=0.5, max_replicas=1000)
+    assert (spec.slo_wait_s, spec.slo_wait_probability) == (2.0, 0.01)
     d, _ = plan(
         Snapshot(current_replicas=expected, forecast=forecast(np.full(600, rate), spread=1.0)),
         spec,
