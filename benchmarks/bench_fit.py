@@ -25,7 +25,7 @@ DAYS = 14
 STEP_S = 60
 
 
-def make_fleet(n: int, seed: int = 0) -> list[TrafficSeries]:
+def make_fleet(n: int, seed: int = 0, days: float = DAYS, step_s: int = STEP_S) -> list[TrafficSeries]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -39,7 +39,7 @@ def make_fleet(n: int, seed: int = 0) -> list[TrafficSeries]:
             bursts_per_day=float(rng.uniform(0, 1)),
             dispersion=float(rng.uniform(5, 50)),
         )
-        out.append(generate(shape, days=DAYS, step_s=STEP_S, seed=seed))
+        out.append(generate(shape, days=days, step_s=step_s, seed=seed))
     return out
 
 

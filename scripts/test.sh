@@ -5,6 +5,14 @@ cd "$(dirname "$0")/.."
 
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+# a real Prometheus for tests/test_prometheus.py (Debian's package: prometheus + promtool)
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 echo "== ruff"
 ruff check .
 echo "== mypy (strict on forecaster/ and planner/)"

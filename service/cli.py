@@ -321,7 +321,10 @@ def backtest(
             "--capacity-rps", help="Requests/s one replica serves. Default: the 99.9th-percentile rate / 15."
         ),
     ] = None,
-    t_load: Annotated[str, typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m.")] = "5m",
+    t_load: Annotated[
+        str | None,
+        typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m. [default: 5m, or the config's]"),
+    ] = None,
     t_load_sigma: Annotated[
         float,
         typer.Option(
@@ -358,8 +361,31 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+    prometheus: Annotated[
+        str | None,
+        typer.Option("--prometheus", help="Read history from this Prometheus URL instead of a trace."),
+    ] = None,
+    query: Annotated[
+        str | None, typer.Option("--query", help="PromQL request rate (req/s) of the one --series.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Backtest every model in this config file's models.")
+    ] = None,
+    days: Annotated[
+        float, typer.Option("--days", min=0.01, max=400.0, help="With --prometheus: days of history to load.")
+    ] = 14.0,
+    step: Annotated[str, typer.Option("--step", help="With --prometheus --query: query step.")] = "1m",
+    bearer_token: Annotated[
+        str | None,
+        typer.Option("--bearer-token", envvar="PREWARM_PROMETHEUS_TOKEN", help="Prometheus bearer token."),
+    ] = None,
 ) -> None:
-    """Replay traffic through every policy on a simulated fleet with cold starts, and compare."""
+    """Replay traffic through every policy on a simulated fleet with cold starts, and compare.
+
+    With --prometheus, the history comes from Prometheus (--query for one model, or --config for all the
+    models of a config file); --start/--end (or --days back from now) then say which range to load, and the
+    first --warmup of it is used only to fit, exactly as with a trace.
+    """
 
     def run() -> None:
         from backtest.fleet import lognormal_t_load
@@ -375,21 +401,36 @@ def backtest(
             pools = (warm_pool,)
         pol = tuple(p.strip() for p in policies.split(",") if p.strip())
         names = _split_series(series)
-        source, label = _open_source(trace, demo, set(names) if names else None)
-        chosen = _pick_series(source, names)
+        overrides: dict[str, dict[str, float | None]] = {}
+        if prometheus is not None or config is not None:
+            if trace is not None or demo:
+                raise UsageError("give a TRACE (or --demo) or --prometheus, not both")
+            chosen, label, overrides = _prometheus_series(
+                prometheus, query, config, names, start, end, days, step, bearer_token
+            )
+        else:
+            if query is not None:
+                raise UsageError("--query needs --prometheus")
+            source, label = _open_source(trace, demo, set(names) if names else None)
+            chosen = _pick_series(source, names)
         runs = []
         total = len(chosen) * (len(pol) - ("static" in pol) + (len(pools) if "static" in pol else 0))
         with _progress("backtesting", total, sys.stderr.isatty() and not as_json) as tickbar:
             for s in chosen:
-                if start or end:
+                fixed = overrides.get(s.name, {})
+                if fixed:  # the range came from Prometheus: all of it is history + replay
+                    warm_s = parse_duration_s(warmup, what="--warmup")
+                elif start or end:
                     lo = s.index_at(_parse_at(start)) if start else 0
                     hi = s.index_at(_parse_at(end)) if end else len(s)
                     s = s.slice(0, hi)
                     warm_s = max(0.0, lo * s.step_s) if start else parse_duration_s(warmup, what="--warmup")
                 else:
                     warm_s = parse_duration_s(warmup, what="--warmup")
-                cap = capacity_rps if capacity_rps is not None else capacity_for(s)
-                t_load_s = parse_duration_s(t_load, what="--t-load")
+                cap = capacity_rps or fixed.get("capacity_rps") or capacity_for(s)
+                t_load_s = (
+                    parse_duration_s(t_load, what="--t-load") if t_load is not None else fixed.get("t_load_s")
+                ) or 300.0
                 sampler = lognormal_t_load(t_load_s, t_load_sigma, seed) if t_load_sigma > 0 else None
                 cfg = BacktestConfig(
                     capacity_rps=cap,
@@ -440,6 +481,84 @@ def backtest(
         if report is not None:
             out.print(f"report: {report}", highlight=False)
         out.print(f"source: {label}", highlight=False)
+
+    _guard(run)
+
+
+def _prometheus_series(
+    url: str | None,
+    query: str | None,
+    config: Path | None,
+    names: list[str] | None,
+    start: str | None,
+    end: str | None,
+    days: float,
+    step: str,
+    bearer_token: str | None,
+) -> tuple[list[TrafficSeries], str, dict[str, dict[str, float | None]]]:
+    """Each model's history from Prometheus, with what its config says about the fleet."""
+    import time
+
+    from forecaster.sources.prometheus import ModelQuery, PrometheusSettings, PrometheusSource
+    from service.config import load_config
+
+    overrides: dict[str, dict[str, float | None]] = {}
+    if config is not None:
+        if query is not None:
+            raise UsageError("give --query (one model) or --config (all its models), not both")
+        cfg = load_config(config)
+        if cfg.prometheus is None and url is None:
+            raise UsageError(f"{config} has no prometheus section; add one or pass --prometheus URL")
+        models = [m for m in cfg.models if not names or m.name in names]
+        missing = sorted(set(names or ()) - {m.name for m in cfg.models})
+        if missing or not models:
+            raise UsageError(f"{config}: no model named {', '.join(missing) or '(none configured)'}")
+        queries = [m.query_spec() for m in models]
+        overrides = {m.name: {"capacity_rps": m.capacity_rps, "t_load_s": m.t_load_s} for m in models}
+        settings = cfg.prometheus.settings() if cfg.prometheus is not None else PrometheusSettings(url or "")
+        if url is not None:
+            settings = PrometheusSettings(**{**settings.__dict__, "url": url})
+    else:
+        if url is None:
+            raise UsageError("--config needs a prometheus section or --prometheus URL")
+        if query is None or not names or len(names) != 1:
+            raise UsageError("--prometheus needs --query PROMQL and one --series NAME (or --config FILE)")
+        step_s = parse_duration_s(step, what="--step")
+        if step_s != int(step_s) or not 1 <= step_s <= 3600:
+            raise UsageError(f"--step {step!r}: expected whole seconds from 1s to 1h")
+        queries = [ModelQuery(names[0], query, step_s=int(step_s), history_s=days * 86_400)]
+        overrides = {names[0]: {"capacity_rps": None, "t_load_s": None}}
+        settings = PrometheusSettings(url)
+    if bearer_token:
+        settings = PrometheusSettings(**{**settings.__dict__, "bearer_token": bearer_token})
+    end_s = _parse_at(end) if end else time.time()
+    start_s = _parse_at(start) if start else None
+    src = PrometheusSource(settings, queries, clock=lambda: end_s)
+    chosen = []
+    for q in queries:
+        first = start_s if start_s is not None else end_s - days * 86_400
+        loaded = src.fetch(q.name, end_s, start_s=first)
+        chosen.append(loaded.series)
+    return chosen, f"Prometheus at {settings.url}", overrides
+
+
+@app.command("export-openmetrics")
+def export_openmetrics(
+    trace: Annotated[Path, typer.Argument(help="CSV or CSV.gz trace.")],
+    series: Annotated[
+        list[str] | None, typer.Option("--series", "-s", help="Series to export (default: all).")
+    ] = None,
+) -> None:
+    """Write a trace as the OpenMetrics counter prewarm_requests_total{model=...} on stdout, for
+    `promtool tsdb create-blocks-from openmetrics`."""
+
+    def run() -> None:
+        from forecaster.sources.openmetrics import write_openmetrics
+
+        names = _split_series(series)
+        source = read_trace(trace, only=set(names) if names else None)
+        chosen = [source.load(n) for n in (names or source.names())]
+        write_openmetrics(chosen, sys.stdout)
 
     _guard(run)
 

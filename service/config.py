@@ -1,0 +1,160 @@
+"""The service's configuration file: typed, validated, units in the names.
+
+This module holds the `prometheus` and `models` sections (what the nightly backtest and the live loop read
+traffic from); the service adds its own sections beside them. Every error names the key, the value given
+and what is allowed, so a bad file stops with one actionable line.
+
+    prometheus:
+      url: http://prometheus.monitoring:9090
+      bearer_token_file: /var/run/secrets/prometheus/token   # or bearer_token, or username + password
+    models:
+      - name: llama-8b
+        query: sum(rate(http_requests_total{model="llama-8b"}[1m]))   # requests per second
+        step_s: 60
+        history_days: 14
+        capacity_rps: 30
+        t_load_s: 300
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from forecaster.sources.prometheus import ModelQuery, PrometheusSettings
+from forecaster.types import SECONDS_PER_DAY
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the key, the value and the rule."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrometheusConfig(_Strict):
+    url: str = Field(pattern=r"^https?://[^/\s]+", description="Prometheus base URL")
+    bearer_token: str | None = None
+    bearer_token_file: Path | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    insecure_skip_verify: bool = False
+    timeout_s: float = Field(30.0, ge=0.1, le=3600)
+    retries: int = Field(3, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0, le=600)
+    max_points_per_query: int = Field(10_000, ge=2, le=11_000)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> PrometheusConfig:
+        if self.bearer_token and self.bearer_token_file:
+            raise ValueError("give bearer_token or bearer_token_file, not both")
+        if (self.bearer_token or self.bearer_token_file) and (self.username or self.password):
+            raise ValueError("give a bearer token or username/password, not both")
+        if bool(self.username) != bool(self.password):
+            raise ValueError("basic auth needs both username and password")
+        return self
+
+    def settings(self) -> PrometheusSettings:
+        token = self.bearer_token
+        if self.bearer_token_file is not None:
+            try:
+                token = self.bearer_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"prometheus.bearer_token_file={str(self.bearer_token_file)!r}: {exc}"
+                ) from exc
+        return PrometheusSettings(
+            url=self.url,
+            bearer_token=token,
+            username=self.username,
+            password=self.password,
+            ca_file=str(self.ca_file) if self.ca_file else None,
+            insecure_skip_verify=self.insecure_skip_verify,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            max_points_per_query=self.max_points_per_query,
+        )
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    query: str = Field(min_length=1, description="PromQL whose value is the request rate in requests/s")
+    step_s: int = Field(60, ge=1, le=3600)
+    history_days: float = Field(14.0, gt=0, le=400)
+    max_staleness_s: float = Field(300.0, gt=0, le=86_400)
+    capacity_rps: float | None = Field(None, gt=0, description="requests/s one replica serves")
+    t_load_s: float = Field(300.0, ge=0, le=86_400)
+    slo_wait_s: float = Field(2.0, ge=0, le=3600)
+    min_replicas: int = Field(1, ge=0, le=100_000)
+    max_replicas: int = Field(1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ModelConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas={self.max_replicas} must be >= min_replicas={self.min_replicas}")
+        return self
+
+    def query_spec(self) -> ModelQuery:
+        return ModelQuery(
+            name=self.name,
+            query=self.query,
+            step_s=self.step_s,
+            history_s=self.history_days * SECONDS_PER_DAY,
+            max_staleness_s=self.max_staleness_s,
+        )
+
+
+class PrewarmConfig(BaseModel):
+    # other sections (schedules, api, store) belong to the service and are accepted here as they are
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    prometheus: PrometheusConfig | None = None
+    models: list[ModelConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PrewarmConfig:
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+
+def _describe(exc: ValidationError, where: str) -> str:
+    lines = []
+    for e in exc.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict | list) else f"={value!r}"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        lines.append(f"{key}{shown}: {msg}")
+    return f"{where}: " + "; ".join(lines)
+
+
+def parse_config(doc: Any, where: str = "config") -> PrewarmConfig:
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(doc).__name__}")
+    try:
+        return PrewarmConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, where)) from None
+
+
+def load_config(path: Path) -> PrewarmConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_config(doc, str(path))

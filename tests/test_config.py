@@ -1,0 +1,79 @@
+"""The config file's prometheus and models sections: parsed, or refused with key, value and allowed range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError, load_config, parse_config
+
+GOOD = {
+    "prometheus": {"url": "https://prom.example:9090", "bearer_token": "t", "timeout_s": 10},
+    "models": [{"name": "llama-8b", "query": "sum(rate(x[1m]))", "step_s": 30, "history_days": 7}],
+}
+
+
+def test_a_valid_config_becomes_the_source_settings_and_queries() -> None:
+    cfg = parse_config(GOOD)
+    assert cfg.prometheus is not None
+    settings = cfg.prometheus.settings()
+    assert (settings.url, settings.bearer_token, settings.timeout_s) == ("https://prom.example:9090", "t", 10)
+    q = cfg.models[0].query_spec()
+    assert (q.name, q.step_s, q.history_s, q.max_staleness_s) == ("llama-8b", 30, 7 * 86_400, 300.0)
+
+
+def test_the_bearer_token_can_come_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("abc\n")
+    cfg = parse_config({"prometheus": {"url": "http://p:9090", "bearer_token_file": str(tmp_path / "token")}})
+    assert cfg.prometheus is not None and cfg.prometheus.settings().bearer_token == "abc"
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        pytest.param(
+            {"step_s": 0}, "models.0.step_s=0: Input should be greater than or equal to 1", id="step"
+        ),
+        pytest.param(
+            {"history_days": 999},
+            "models.0.history_days=999: Input should be less than or equal to 400",
+            id="history",
+        ),
+        pytest.param(
+            {"capacity_rps": -1}, "models.0.capacity_rps=-1: Input should be greater than 0", id="capacity"
+        ),
+        pytest.param(
+            {"min_replicas": 5, "max_replicas": 2}, "max_replicas=2 must be >= min_replicas=5", id="bounds"
+        ),
+        pytest.param({"stepp_s": 60}, "models.0.stepp_s=60: Extra inputs are not permitted", id="typo"),
+    ],
+)
+def test_a_bad_model_is_refused_naming_key_value_and_range(change: dict[str, object], words: str) -> None:
+    doc = {"models": [{**GOOD["models"][0], **change}]}  # type: ignore[dict-item]
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert words in str(info.value)
+
+
+def test_repeated_model_names_and_mixed_auth_are_refused() -> None:
+    with pytest.raises(ConfigError, match="repeated: a"):
+        parse_config({"models": [{"name": "a", "query": "q"}, {"name": "a", "query": "q"}]})
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config(
+            {"prometheus": {"url": "http://p:9090", "bearer_token": "t", "username": "u", "password": "p"}}
+        )
+    with pytest.raises(ConfigError, match=r"prometheus.url='ftp://x'"):
+        parse_config({"prometheus": {"url": "ftp://x"}})
+
+
+def test_unreadable_and_malformed_files_say_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
