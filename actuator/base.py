@@ -1,0 +1,92 @@
+"""The actuator port: read the fleet, apply a decision, report cold starts.
+
+Every call returns a record, never nothing: an ActuationResult says applied, skipped (and why) or failed
+(and why), so the decision log always knows what happened to each decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from planner.explain import Decision
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"  # the fleet already had what the decision asked for
+    SKIPPED = "skipped"  # on purpose: shadow mode, paused, kill switch, not the leader
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A workload prewarm scales: kind is Deployment or StatefulSet (Kubernetes) or a Ray Serve
+    `application/deployment`."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """What the fleet has now: replicas asked for, replicas ready, and the floor prewarm last set."""
+
+    desired: int
+    ready: int
+    floor: int | None = None
+
+
+@dataclass(frozen=True)
+class ActuationResult:
+    outcome: Outcome
+    message: str
+    before: int | None = None
+    after: int | None = None
+    permanent: bool = False  # a failure that retrying cannot fix
+    retry_after_s: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "outcome": str(self.outcome),
+            "message": self.message,
+            "before": self.before,
+            "after": self.after,
+            "permanent": self.permanent,
+            "retry_after_s": self.retry_after_s,
+        }
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """One observed cold start: asked (created) -> ready, with its phases where the platform reports them.
+    `phases_s` maps a phase (scheduling, image_pull_and_init, container_start, loading_and_warmup, ...) to
+    seconds, so users see which part dominates."""
+
+    replica: str
+    created_s: float
+    ready_s: float
+    phases_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def t_load_s(self) -> float:
+        return self.ready_s - self.created_s
+
+
+class ReplicaActuator(Protocol):
+    def current(self, target: Target) -> ReplicaState:
+        """The fleet now. Raises TransientError or PermanentError."""
+        ...
+
+    def apply(self, target: Target, decision: Decision, decision_id: str) -> ActuationResult:
+        """Make the fleet hold decision.desired_replicas warm; never raises for a failure it can describe."""
+        ...
+
+    def cold_starts(self, target: Target) -> list[ColdStart]:
+        """Cold starts observed so far (oldest first)."""
+        ...

@@ -1,0 +1,404 @@
+"""Raise warm replicas through the Kubernetes API (the official `kubernetes` client).
+
+Modes, per target (a Deployment or StatefulSet):
+- `hpa-floor`: patch the HorizontalPodAutoscaler's `minReplicas`, so the HPA still reacts above prewarm's
+  floor. The HPA's own floor is remembered in an annotation on the HPA the first time prewarm changes it
+  (restart-safe) and put back by `restore` (pause, stop).
+- `keda-floor`: the same on a KEDA ScaledObject's `minReplicaCount`.
+- `replicas`: the scale subresource directly, for workloads no other autoscaler targets. Refused with a clear
+  error when an HPA or ScaledObject targets the workload: two writers would fight.
+- `auto` picks hpa-floor, keda-floor or replicas from what targets the workload.
+
+Writes use optimistic concurrency: a replace carries the resourceVersion it read; a 409 re-reads and tries
+again. 403 and 404 are permanent for that model (RBAC or a wrong name: stop and say why); 5xx, 429 and lost
+connections are transient. Every applied decision leaves a Kubernetes Event on the workload (reason = the
+decision's Reason, message = its explanation) and the decision id in an annotation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from actuator.base import ActuationResult, ColdStart, Outcome, ReplicaState, Target
+from actuator.errors import ActuatorError, PermanentError, TransientError
+from actuator.pods import cold_start_from_pod
+from planner.explain import Decision
+
+MODES = ("auto", "hpa-floor", "keda-floor", "replicas")
+ANNOTATION_DECISION = "prewarm.io/decision-id"
+ANNOTATION_DESIRED = "prewarm.io/desired-replicas"
+ANNOTATION_ORIGINAL_FLOOR = "prewarm.io/original-floor"
+KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
+EVENT_MESSAGE_MAX = 1024
+
+
+def api_error(exc: Exception, what: str) -> ActuatorError:
+    """A typed error naming the call and carrying the API server's own message."""
+    if isinstance(exc, ApiException):
+        message = exc.reason or ""
+        try:
+            body = json.loads(exc.body or "{}")
+            message = body.get("message") or message
+        except ValueError:
+            pass
+        text = f"{what}: HTTP {exc.status}: {message}"
+        if exc.status in (401, 403):
+            return PermanentError(f"{text} (grant it in deploy/kubernetes/rbac.yaml)", exc.status)
+        if exc.status in (404, 422, 400):
+            return PermanentError(text, exc.status)
+        if exc.status == 429 or (exc.status or 0) >= 500 or exc.status == 409:
+            return TransientError(text, delay_s=10.0)
+        return PermanentError(text, exc.status)
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return TransientError(f"{what}: the API server is unreachable ({exc})", delay_s=10.0)
+    raise exc
+
+
+class KubernetesActuator:
+    """Applies decisions to Deployments/StatefulSets. `modes` maps a target to its mode (default `auto`);
+    `clock` gives the time written into Events."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        modes: dict[Target, str] | None = None,
+        conflict_retries: int = 5,
+        component: str = "prewarm",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        for t, m in (modes or {}).items():
+            if m not in MODES:
+                raise ValueError(f"mode for {t}={m!r} is not one of {', '.join(MODES)}")
+        self.apps = client.AppsV1Api(api)
+        self.hpa = client.AutoscalingV2Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.modes = modes or {}
+        self.conflict_retries = conflict_retries
+        self.component = component
+        self.clock = clock
+        self._seen: dict[str, ColdStart] = {}
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def _workload(self, t: Target) -> Any:
+        try:
+            if t.kind == "Deployment":
+                return self.apps.read_namespaced_deployment(t.name, t.namespace)
+            if t.kind == "StatefulSet":
+                return self.apps.read_namespaced_stateful_set(t.name, t.namespace)
+        except Exception as exc:
+            raise api_error(exc, f"read {t}") from exc
+        raise PermanentError(f"{t}: kind must be Deployment or StatefulSet")
+
+    def _hpas(self, t: Target) -> list[Any]:
+        try:
+            items = self.hpa.list_namespaced_horizontal_pod_autoscaler(t.namespace).items
+        except Exception as exc:
+            raise api_error(exc, f"list HorizontalPodAutoscalers in {t.namespace}") from exc
+        return [
+            h
+            for h in items
+            if h.spec.scale_target_ref.kind == t.kind and h.spec.scale_target_ref.name == t.name
+        ]
+
+    def _scaled_objects(self, t: Target) -> list[dict[str, Any]]:
+        try:
+            doc = self.custom.list_namespaced_custom_object(KEDA[0], KEDA[1], t.namespace, KEDA[2])
+        except ApiException as exc:
+            if exc.status == 404:  # KEDA not installed: nothing can target the workload through it
+                return []
+            raise api_error(exc, f"list ScaledObjects in {t.namespace}") from exc
+        except Exception as exc:
+            raise api_error(exc, f"list ScaledObjects in {t.namespace}") from exc
+        out = []
+        items: list[dict[str, Any]] = doc.get("items", []) if isinstance(doc, dict) else []
+        for so in items:
+            ref = so.get("spec", {}).get("scaleTargetRef", {})
+            if ref.get("name") == t.name and ref.get("kind", "Deployment") == t.kind:
+                out.append(so)
+        return out
+
+    def mode(self, t: Target) -> str:
+        """The mode in force for a target; raises PermanentError when the configured one cannot work."""
+        wanted = self.modes.get(t, "auto")
+        hpas = self._hpas(t)
+        sos = self._scaled_objects(t)
+        writers = [f"HorizontalPodAutoscaler {h.metadata.name}" for h in hpas] + [
+            f"ScaledObject {s['metadata']['name']}" for s in sos
+        ]
+        if wanted == "replicas" and writers:
+            raise PermanentError(
+                f"{t}: refusing mode 'replicas' because {', '.join(writers)} also scales it "
+                "(two writers would "
+                "fight); use mode hpa-floor or keda-floor"
+            )
+        if wanted == "auto":
+            return "keda-floor" if sos else "hpa-floor" if hpas else "replicas"
+        if wanted == "hpa-floor" and len(hpas) != 1:
+            raise PermanentError(f"{t}: mode hpa-floor needs exactly one HPA targeting it, found {len(hpas)}")
+        if wanted == "keda-floor" and len(sos) != 1:
+            raise PermanentError(
+                f"{t}: mode keda-floor needs exactly one ScaledObject targeting it, found {len(sos)}"
+            )
+        return wanted
+
+    def current(self, t: Target) -> ReplicaState:
+        w = self._workload(t)
+        desired = int(w.spec.replicas if w.spec.replicas is not None else 1)
+        ready = int((w.status.ready_replicas if w.status else 0) or 0)
+        floor: int | None = None
+        hpas = self._hpas(t)
+        if hpas:
+            floor = hpas[0].spec.min_replicas
+        else:
+            sos = self._scaled_objects(t)
+            if sos:
+                floor = sos[0].get("spec", {}).get("minReplicaCount")
+        return ReplicaState(desired=desired, ready=ready, floor=floor)
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def apply(self, t: Target, decision: Decision, decision_id: str) -> ActuationResult:
+        want = int(decision.desired_replicas)
+        try:
+            self._workload(t)  # a vanished or misnamed workload fails here, before any floor moves
+            mode = self.mode(t)
+            if mode == "replicas":
+                before, after, note = self._set_scale(t, want)
+            elif mode == "hpa-floor":
+                before, after, note = self._set_hpa_floor(t, want)
+            else:
+                before, after, note = self._set_keda_floor(t, want)
+            if before == after:
+                return ActuationResult(
+                    Outcome.UNCHANGED, f"{t} already at {after} ({mode}){note}", before, after
+                )
+            self._annotate(t, decision_id, after)
+            self._event(t, decision, decision_id, mode, before, after)
+            return ActuationResult(Outcome.APPLIED, f"{t}: {mode} {before} -> {after}{note}", before, after)
+        except PermanentError as exc:
+            return ActuationResult(Outcome.FAILED, str(exc), permanent=True)
+        except TransientError as exc:
+            return ActuationResult(Outcome.FAILED, str(exc), retry_after_s=exc.delay_s)
+
+    def restore(self, t: Target) -> ActuationResult:
+        """Give the floor back to the HPA / ScaledObject as it was before prewarm (pause or stop)."""
+        try:
+            mode = self.mode(t)
+            if mode == "hpa-floor":
+                before, after, _ = self._set_hpa_floor(t, None)
+            elif mode == "keda-floor":
+                before, after, _ = self._set_keda_floor(t, None)
+            else:
+                return ActuationResult(Outcome.UNCHANGED, f"{t}: mode replicas has no floor to restore")
+            return ActuationResult(
+                Outcome.APPLIED, f"{t}: {mode} restored {before} -> {after}", before, after
+            )
+        except PermanentError as exc:
+            return ActuationResult(Outcome.FAILED, str(exc), permanent=True)
+        except TransientError as exc:
+            return ActuationResult(Outcome.FAILED, str(exc), retry_after_s=exc.delay_s)
+
+    def _retrying(self, what: str, attempt: Callable[[], tuple[int, int, str]]) -> tuple[int, int, str]:
+        """Run read-modify-replace until it lands; a 409 means someone wrote in between: read again."""
+        for _ in range(self.conflict_retries + 1):
+            try:
+                return attempt()
+            except ApiException as exc:
+                if exc.status == 409:
+                    continue
+                raise api_error(exc, what) from exc
+            except ActuatorError:
+                raise
+            except Exception as exc:
+                raise api_error(exc, what) from exc
+        raise TransientError(
+            f"{what}: still conflicting after {self.conflict_retries + 1} attempts", delay_s=5.0
+        )
+
+    def _set_scale(self, t: Target, want: int) -> tuple[int, int, str]:
+        read = self.apps.read_namespaced_deployment_scale
+        replace = self.apps.replace_namespaced_deployment_scale
+        if t.kind == "StatefulSet":
+            read = self.apps.read_namespaced_stateful_set_scale
+            replace = self.apps.replace_namespaced_stateful_set_scale
+
+        def attempt() -> tuple[int, int, str]:
+            scale = read(t.name, t.namespace)
+            spec = scale.spec or client.V1ScaleSpec()
+            before = int(spec.replicas or 0)
+            if before != want:
+                spec.replicas = want
+                scale.spec = spec
+                replace(t.name, t.namespace, scale)  # carries the resourceVersion it read
+            return before, want, ""
+
+        return self._retrying(f"scale {t}", attempt)
+
+    def _set_hpa_floor(self, t: Target, want: int | None) -> tuple[int, int, str]:
+        def attempt() -> tuple[int, int, str]:
+            hpas = self._hpas(t)
+            if len(hpas) != 1:
+                raise PermanentError(
+                    f"{t}: mode hpa-floor needs exactly one HPA targeting it, found {len(hpas)}"
+                )
+            h = hpas[0]
+            ann = dict(h.metadata.annotations or {})
+            before = int(h.spec.min_replicas or 1)
+            original = int(ann.get(ANNOTATION_ORIGINAL_FLOOR, before))
+            note = ""
+            if want is None:
+                target = original
+                ann.pop(ANNOTATION_ORIGINAL_FLOOR, None)
+            else:
+                # an HPA's floor is 1..maxReplicas; the HPA itself still scales up to maxReplicas
+                target = max(1, min(want, int(h.spec.max_replicas)))
+                if target != want:
+                    note = f" (the HPA allows {target}; asked {want})"
+                ann.setdefault(ANNOTATION_ORIGINAL_FLOOR, str(original))
+            if target == before and ann == (h.metadata.annotations or {}):
+                return before, before, note
+            h.spec.min_replicas = target
+            h.metadata.annotations = ann
+            self.hpa.replace_namespaced_horizontal_pod_autoscaler(h.metadata.name, t.namespace, h)
+            return before, target, note
+
+        return self._retrying(f"set minReplicas of the HPA for {t}", attempt)
+
+    def _set_keda_floor(self, t: Target, want: int | None) -> tuple[int, int, str]:
+        def attempt() -> tuple[int, int, str]:
+            sos = self._scaled_objects(t)
+            if len(sos) != 1:
+                raise PermanentError(
+                    f"{t}: mode keda-floor needs exactly one ScaledObject targeting it, found {len(sos)}"
+                )
+            so = sos[0]
+            spec, meta = so.setdefault("spec", {}), so["metadata"]
+            ann = dict(meta.get("annotations") or {})
+            before = int(spec.get("minReplicaCount", 0))
+            original = int(ann.get(ANNOTATION_ORIGINAL_FLOOR, before))
+            note = ""
+            if want is None:
+                target = original
+                ann.pop(ANNOTATION_ORIGINAL_FLOOR, None)
+            else:
+                cap = int(spec.get("maxReplicaCount", 100))  # KEDA's default maximum
+                target = max(0, min(want, cap))
+                if target != want:
+                    note = f" (the ScaledObject allows {target}; asked {want})"
+                ann.setdefault(ANNOTATION_ORIGINAL_FLOOR, str(original))
+            if target == before and ann == (meta.get("annotations") or {}):
+                return before, before, note
+            spec["minReplicaCount"] = target
+            meta["annotations"] = ann
+            self.custom.replace_namespaced_custom_object(
+                KEDA[0], KEDA[1], t.namespace, KEDA[2], meta["name"], so
+            )
+            return before, target, note
+
+        return self._retrying(f"set minReplicaCount of the ScaledObject for {t}", attempt)
+
+    def _annotate(self, t: Target, decision_id: str, replicas: int) -> None:
+        body = {
+            "metadata": {"annotations": {ANNOTATION_DECISION: decision_id, ANNOTATION_DESIRED: str(replicas)}}
+        }
+        try:
+            if t.kind == "StatefulSet":
+                self.apps.patch_namespaced_stateful_set(t.name, t.namespace, body)
+            else:
+                self.apps.patch_namespaced_deployment(t.name, t.namespace, body)
+        except Exception as exc:
+            raise api_error(exc, f"annotate {t}") from exc
+
+    def _event(
+        self, t: Target, decision: Decision, decision_id: str, mode: str, before: int, after: int
+    ) -> None:
+        now = self.clock()
+        message = f"{mode} {before} -> {after}: {decision.explanation()}"[:EVENT_MESSAGE_MAX]
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{t.name}.prewarm-",
+                namespace=t.namespace,
+                annotations={ANNOTATION_DECISION: decision_id},
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version="apps/v1", kind=t.kind, name=t.name, namespace=t.namespace
+            ),
+            reason=str(decision.reason),
+            message=message,
+            type="Normal",
+            source=client.V1EventSource(component=self.component),
+            reporting_component=self.component,
+            reporting_instance=self.component,
+            action="Scale",
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            self.core.create_namespaced_event(t.namespace, event)
+        except Exception as exc:
+            raise api_error(exc, f"record an Event on {t}") from exc
+
+    # -- cold starts ---------------------------------------------------------------------------------
+
+    def _selector(self, t: Target) -> str:
+        w = self._workload(t)
+        labels = (w.spec.selector.match_labels or {}) if w.spec.selector else {}
+        if not labels:
+            raise PermanentError(f"{t}: its selector has no matchLabels to find its pods by")
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+    def cold_starts(self, t: Target) -> list[ColdStart]:
+        """Every pod of the target that has become Ready, as a cold start (pods listed once, kept by uid)."""
+        selector = self._selector(t)
+        try:
+            pods = self.core.list_namespaced_pod(t.namespace, label_selector=selector).items
+        except Exception as exc:
+            raise api_error(exc, f"list pods of {t}") from exc
+        for p in pods:
+            self._remember(p)
+        return sorted(self._seen.values(), key=lambda c: c.ready_s)
+
+    def watch_cold_starts(self, t: Target, timeout_s: int = 60, resource_version: str | None = None) -> str:
+        """Follow the target's pods until the API server ends the watch; returns the resourceVersion to resume
+        from. Cold starts land in `cold_starts`."""
+        from kubernetes import watch
+
+        selector = self._selector(t)
+        w = watch.Watch()  # type: ignore[no-untyped-call]
+        last = resource_version or ""
+        try:
+            for ev in w.stream(  # type: ignore[no-untyped-call]
+                self.core.list_namespaced_pod,
+                t.namespace,
+                label_selector=selector,
+                resource_version=resource_version,
+                timeout_seconds=timeout_s,
+            ):
+                pod = ev["object"]
+                last = pod.metadata.resource_version or last
+                if ev["type"] in ("ADDED", "MODIFIED"):
+                    self._remember(pod)
+        except Exception as exc:
+            raise api_error(exc, f"watch pods of {t}") from exc
+        finally:
+            w.stop()  # type: ignore[no-untyped-call]
+        return last
+
+    def _remember(self, pod: Any) -> None:
+        uid = pod.metadata.uid
+        if uid in self._seen:
+            return
+        c = cold_start_from_pod(pod)
+        if c is not None:
+            self._seen[uid] = c

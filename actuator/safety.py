@@ -1,0 +1,77 @@
+"""Safety rails around any actuator: shadow mode, pause, a global kill switch, leadership, and a cap on
+replicas added per tick. Whatever happens, the caller gets an ActuationResult for the decision record."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from actuator.base import ActuationResult, Outcome, ReplicaActuator, Target
+from actuator.errors import ActuatorError
+from planner.explain import Decision
+
+
+class Mode(StrEnum):
+    ACTIVE = "active"
+    SHADOW = "shadow"  # compute and record everything, apply nothing
+
+
+@dataclass
+class Rails:
+    """Per-model switches. New models start in shadow until their first successful forecast."""
+
+    mode: Mode = Mode.SHADOW
+    paused: bool = False
+    max_added_per_tick: int | None = None
+    permanent_error: str | None = None  # set by a permanent failure: stop acting until the config changes
+
+
+@dataclass
+class GuardedActuator:
+    """Wraps an actuator with the rails. `is_leader` is asked before every write (True when alone)."""
+
+    inner: ReplicaActuator
+    kill_switch: bool = False
+    is_leader: Callable[[], bool] = lambda: True
+    rails: dict[Target, Rails] = field(default_factory=dict)
+
+    def rails_for(self, t: Target) -> Rails:
+        return self.rails.setdefault(t, Rails())
+
+    def apply(self, t: Target, decision: Decision, decision_id: str) -> ActuationResult:
+        r = self.rails_for(t)
+        want = decision.desired_replicas
+        if self.kill_switch:
+            return ActuationResult(Outcome.SKIPPED, f"kill switch on: would set {want}, applied nothing")
+        if r.permanent_error:
+            return ActuationResult(
+                Outcome.SKIPPED,
+                f"not acting on {t} after a permanent error: {r.permanent_error}",
+                permanent=True,
+            )
+        if r.paused:
+            return ActuationResult(Outcome.SKIPPED, f"{t} is paused: would set {want}")
+        if r.mode is Mode.SHADOW:
+            return ActuationResult(Outcome.SKIPPED, f"shadow mode: would set {want}, applied nothing")
+        if not decision.valid:
+            return ActuationResult(Outcome.SKIPPED, f"invalid decision ({decision.reason}): nothing to apply")
+        if not self.is_leader():
+            return ActuationResult(Outcome.SKIPPED, "another prewarm instance holds the leader Lease")
+        note = ""
+        if r.max_added_per_tick is not None:
+            try:
+                have = self.inner.current(t).desired
+            except ActuatorError as exc:
+                return ActuationResult(
+                    Outcome.FAILED, f"cannot read {t} to cap the step: {exc}", retry_after_s=10.0
+                )
+            cap = have + r.max_added_per_tick
+            if want > cap:
+                note = f" (capped at {cap}: at most {r.max_added_per_tick} added per tick; asked {want})"
+                decision = dataclasses.replace(decision, desired_replicas=cap)
+        result = self.inner.apply(t, decision, decision_id)
+        if result.permanent:
+            r.permanent_error = result.message
+        return dataclasses.replace(result, message=result.message + note) if note else result
