@@ -1,0 +1,175 @@
+"""The Ray Serve actuator against a real local Ray Serve (started here on 127.0.0.1, auth disabled)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from actuator.base import Outcome, Target
+from actuator.lead_time import LeadTimeEstimator
+from actuator.ray_serve import RayServeActuator
+from planner.explain import Decision, Reason, Step
+from tests.prometheus_harness import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+COLD_START_S = 3.0
+MODEL = Target("RayServe", "llm", "Model")
+READY_TIMEOUT_S = 120.0
+
+
+def decision(n: int) -> Decision:
+    return Decision(
+        0.0, True, 1, n, n, Reason.FORECAST_DEMAND, (Step("demand", None, n, Reason.FORECAST_DEMAND, "x"),)
+    )
+
+
+def wait_for(check: object, what: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Poll a real system until check() is true (the system's own time, not a stand-in for a clock)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[str]:
+    ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "PYTHONPATH": str(ROOT),  # the replicas import tests.ray_app
+        "PREWARM_TEST_COLD_START_S": str(COLD_START_S),
+    }
+    dash, gcs = free_port(), free_port()
+    tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets live under it
+    subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--port={gcs}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp}",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        config = {
+            "http_options": {"host": "127.0.0.1", "port": free_port()},
+            "applications": [
+                {
+                    "name": "llm",
+                    "route_prefix": "/llm",
+                    "import_path": "tests.ray_app:app",
+                    "deployments": [
+                        {
+                            "name": "Model",
+                            "autoscaling_config": {
+                                "min_replicas": 1,
+                                "max_replicas": 4,
+                                "target_ongoing_requests": 2,
+                            },
+                        }
+                    ],
+                },
+                {  # replicas set from outside through the external scaling endpoint
+                    "name": "batch",
+                    "route_prefix": "/batch",
+                    "import_path": "tests.ray_app:app",
+                    "external_scaler_enabled": True,
+                    "deployments": [{"name": "Model", "num_replicas": 1}],
+                },
+            ],
+        }
+        requests.put(f"{url}/api/serve/applications/", json=config, timeout=60).raise_for_status()
+
+        def running() -> bool:
+            apps = requests.get(f"{url}/api/serve/applications/", timeout=10).json().get("applications", {})
+            return all(apps.get(a, {}).get("status") == "RUNNING" for a in ("llm", "batch"))
+
+        wait_for(running, "both applications to run")
+        yield url
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_raising_the_floor_starts_warm_replicas_and_t_load_is_learned(serve: str) -> None:
+    act = RayServeActuator(serve)
+    assert act.current(MODEL).floor == 1
+    result = act.apply(MODEL, decision(3), "d-1")
+    assert (result.outcome, result.before, result.after) == (Outcome.APPLIED, 1, 3)
+    wait_for(lambda: act.current(MODEL).ready >= 3, "three RUNNING replicas")
+    state = act.current(MODEL)
+    assert (state.desired, state.ready, state.floor) == (3, 3, 3)
+    est = LeadTimeEstimator(300.0, min_samples=2)
+    est.observe(act.cold_starts(MODEL))
+    lead = est.estimate()
+    assert (lead.source, lead.samples) == ("learned", 2)
+    # the constructor sleeps COLD_START_S; process start and polling add a little on top
+    assert COLD_START_S <= lead.t_load_s <= COLD_START_S + 20
+    # everything else in the deployed config is preserved
+    deployed = requests.get(f"{serve}/api/serve/applications/", timeout=10).json()["applications"]["llm"]
+    assert deployed["deployed_app_config"]["deployments"] == [
+        {
+            "name": "Model",
+            "autoscaling_config": {"min_replicas": 3, "max_replicas": 4, "target_ongoing_requests": 2},
+        }
+    ]
+    assert deployed["route_prefix"] == "/llm"
+    assert act.apply(MODEL, decision(3), "d-2").outcome is Outcome.UNCHANGED
+
+
+def test_direct_mode_uses_the_external_scaling_endpoint_where_the_application_enables_it(serve: str) -> None:
+    batch = Target("RayServe", "batch", "Model")
+    act = RayServeActuator(serve, modes={batch: "direct"})
+    result = act.apply(batch, decision(2), "d-7")
+    assert (result.outcome, result.before, result.after) == (Outcome.APPLIED, 1, 2), result.message
+    assert "external scale 1 -> 2" in result.message
+    wait_for(lambda: act.current(batch).ready >= 2, "two RUNNING replicas of the externally scaled app")
+    # the llm application was not redeployed by this
+    apps = requests.get(f"{serve}/api/serve/applications/", timeout=10).json()["applications"]
+    assert apps["llm"]["deployed_app_config"]["deployments"][0]["autoscaling_config"]["min_replicas"] >= 1
+
+
+def test_the_floor_is_capped_at_max_replicas(serve: str) -> None:
+    result = RayServeActuator(serve).apply(MODEL, decision(9), "d-3")
+    assert result.after == 4 and "max_replicas is 4; asked 9" in result.message
+
+
+def test_direct_mode_on_an_autoscaled_deployment_is_refused_with_the_reason(serve: str) -> None:
+    result = RayServeActuator(serve, modes={MODEL: "direct"}).apply(MODEL, decision(2), "d-4")
+    assert (result.outcome, result.permanent) == (Outcome.FAILED, True)
+    assert "cannot set num_replicas on a deployment with an autoscaling_config" in result.message
+
+
+def test_an_unknown_deployment_is_a_permanent_error_naming_what_exists(serve: str) -> None:
+    result = RayServeActuator(serve).apply(Target("RayServe", "llm", "Nope"), decision(2), "d-5")
+    assert result.permanent and "has no deployment 'Nope' (found: Model)" in result.message
+
+
+def test_an_unreachable_dashboard_is_transient() -> None:
+    result = RayServeActuator(f"http://127.0.0.1:{free_port()}").apply(MODEL, decision(2), "d-6")
+    assert (result.outcome, result.permanent) == (Outcome.FAILED, False)
+    assert "the Ray dashboard is unreachable" in result.message
