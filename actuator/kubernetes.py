@@ -61,6 +61,22 @@ def api_error(exc: Exception, what: str) -> ActuatorError:
     raise exc
 
 
+def next_floor(
+    before: int, annotations: dict[str, str], want: int | None, lo: int, cap: int, owner: str
+) -> tuple[int, dict[str, str], str]:
+    """The floor to write and the owner's annotations after it. The owner's own floor is remembered in an
+    annotation the first time prewarm changes it, and `want=None` (restore) puts it back and forgets it.
+    The floor stays within [lo, cap]: the owner still scales up to its own maximum."""
+    ann = dict(annotations)
+    original = int(ann.get(ANNOTATION_ORIGINAL_FLOOR, before))
+    if want is None:
+        ann.pop(ANNOTATION_ORIGINAL_FLOOR, None)
+        return original, ann, ""
+    target = max(lo, min(want, cap))
+    ann.setdefault(ANNOTATION_ORIGINAL_FLOOR, str(original))
+    return target, ann, (f" (the {owner} allows {target}; asked {want})" if target != want else "")
+
+
 class KubernetesActuator:
     """Applies decisions to Deployments/StatefulSets. `modes` maps a target to its mode (default `auto`);
     `clock` gives the time written into Events."""
@@ -252,19 +268,11 @@ class KubernetesActuator:
                     f"{t}: mode hpa-floor needs exactly one HPA targeting it, found {len(hpas)}"
                 )
             h = hpas[0]
-            ann = dict(h.metadata.annotations or {})
             before = int(h.spec.min_replicas or 1)
-            original = int(ann.get(ANNOTATION_ORIGINAL_FLOOR, before))
-            note = ""
-            if want is None:
-                target = original
-                ann.pop(ANNOTATION_ORIGINAL_FLOOR, None)
-            else:
-                # an HPA's floor is 1..maxReplicas; the HPA itself still scales up to maxReplicas
-                target = max(1, min(want, int(h.spec.max_replicas)))
-                if target != want:
-                    note = f" (the HPA allows {target}; asked {want})"
-                ann.setdefault(ANNOTATION_ORIGINAL_FLOOR, str(original))
+            # an HPA's floor is 1..maxReplicas
+            target, ann, note = next_floor(
+                before, h.metadata.annotations or {}, want, 1, int(h.spec.max_replicas), "HPA"
+            )
             if target == before and ann == (h.metadata.annotations or {}):
                 return before, before, note
             h.spec.min_replicas = target
@@ -283,19 +291,11 @@ class KubernetesActuator:
                 )
             so = sos[0]
             spec, meta = so.setdefault("spec", {}), so["metadata"]
-            ann = dict(meta.get("annotations") or {})
             before = int(spec.get("minReplicaCount", 0))
-            original = int(ann.get(ANNOTATION_ORIGINAL_FLOOR, before))
-            note = ""
-            if want is None:
-                target = original
-                ann.pop(ANNOTATION_ORIGINAL_FLOOR, None)
-            else:
-                cap = int(spec.get("maxReplicaCount", 100))  # KEDA's default maximum
-                target = max(0, min(want, cap))
-                if target != want:
-                    note = f" (the ScaledObject allows {target}; asked {want})"
-                ann.setdefault(ANNOTATION_ORIGINAL_FLOOR, str(original))
+            cap = int(spec.get("maxReplicaCount", 100))  # KEDA's default maximum
+            target, ann, note = next_floor(
+                before, meta.get("annotations") or {}, want, 0, cap, "ScaledObject"
+            )
             if target == before and ann == (meta.get("annotations") or {}):
                 return before, before, note
             spec["minReplicaCount"] = target

@@ -13,17 +13,17 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from forecaster.sources.openmetrics import write_openmetrics
 from forecaster.types import TrafficSeries
+from tests.loopback import LoopbackServer
 
 READY_TIMEOUT_S = 60.0
 
@@ -51,6 +51,12 @@ def backfill(series: Iterable[TrafficSeries], data_dir: Path, extra_openmetrics:
     if extra_openmetrics:
         text = om.read_text().removesuffix("# EOF\n") + extra_openmetrics
         om.write_text(text if text.endswith("# EOF\n") else text + "# EOF\n")
+    backfill_file(om, data_dir)
+    om.unlink()
+
+
+def backfill_file(om: Path, data_dir: Path) -> None:
+    """promtool's backfill of one OpenMetrics file, in 24-hour blocks."""
     data_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
@@ -66,7 +72,6 @@ def backfill(series: Iterable[TrafficSeries], data_dir: Path, extra_openmetrics:
         capture_output=True,
         text=True,
     )
-    om.unlink()
 
 
 @dataclass
@@ -118,7 +123,7 @@ class PrometheusProcess:
                 self.proc.wait()
 
 
-class GatedProxy:
+class GatedProxy(LoopbackServer):
     """An HTTP proxy to `upstream` that may require `Authorization: Bearer <token>` and may stop listening
     after `serve_requests` requests."""
 
@@ -158,14 +163,4 @@ class GatedProxy:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)

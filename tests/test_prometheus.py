@@ -18,7 +18,7 @@ from forecaster.sources.synthetic import DEFAULT_START_S, DEMO_FLEET, generate
 from forecaster.sources.trace import read_trace
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from service.cli import app
-from tests.prometheus_harness import GatedProxy, PrometheusProcess, backfill, require_binaries
+from tests.prometheus_harness import GatedProxy, PrometheusProcess, backfill, backfill_file, require_binaries
 
 STEP = 60
 DAYS = 14
@@ -242,21 +242,7 @@ def test_a_trace_backfilled_into_prometheus_backtests_the_same_as_the_csv(
     assert om.exit_code == 0, om.output
     (tmp_path / "aapl.om").write_text(om.stdout)
     data = tmp_path / "data"
-    import subprocess
-
-    subprocess.run(
-        [
-            "promtool",
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            "--max-block-duration=24h",
-            str(tmp_path / "aapl.om"),
-            str(data),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    backfill_file(tmp_path / "aapl.om", data)
     server = PrometheusProcess(data).start()
     try:
         s = read_trace(trace, only={"tweets/AAPL"}).load("tweets/AAPL")
