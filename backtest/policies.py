@@ -175,8 +175,10 @@ class Predictive:
 
 
 class Oracle:
-    """Asks at each tick for the most replicas the true arrivals need over [now, now + T_load + tick), with
-    arrivals smoothed over the SLO's wait (a request may wait that long at no cost)."""
+    """Asks at each tick for the most replicas the true arrivals need over [now, now + T_load + tick): at 1
+    request/s per replica or more, arrivals smoothed over the SLO's wait (a request may wait that long at no
+    cost) over capacity; below that, the requests in service if none waited (each holds a replica for
+    1/capacity seconds)."""
 
     name = "oracle"
 
@@ -191,9 +193,17 @@ class Oracle:
         min_replicas: int = 1,
         max_replicas: int = 10_000,
     ) -> None:
-        w = max(1, int(slo_wait_s) + 1)
-        smooth = np.convolve(arrivals, np.ones(w) / w, mode="full")[: arrivals.size]
-        need = np.ceil(smooth / capacity_rps - 1e-9)
+        if capacity_rps < 1.0:
+            # server regime (the simulator's too): a request holds a replica for 1/capacity seconds, so with
+            # no request waiting the busy replicas at t are the arrivals of the last 1/capacity seconds
+            hold = max(1, round(1.0 / capacity_rps))
+            total = np.cumsum(arrivals)
+            moving = total - np.concatenate([np.zeros(min(hold, total.size)), total[:-hold]])
+            need = np.ceil(moving - 1e-9)
+        else:
+            w = max(1, int(slo_wait_s) + 1)
+            smooth = np.convolve(arrivals, np.ones(w) / w, mode="full")[: arrivals.size]
+            need = np.ceil(smooth / capacity_rps - 1e-9)
         per_tick = by_tick(need, tick_s).max(axis=1)
         n_ticks = per_tick.size
         span = math.ceil((t_load_s + tick_s) / tick_s)

@@ -85,6 +85,16 @@ def test_the_run_starts_warm_and_policies_see_only_the_past() -> None:
     assert pol.seen[2].observed_rps == pytest.approx(arr[30:60].mean())
 
 
+def test_below_one_request_per_second_the_oracle_holds_the_requests_in_service_not_a_fluid_rate() -> None:
+    # one request every 10 s, each holding a replica for 100 s: about 10 in service at any time
+    arr = np.zeros(3600)
+    arr[::10] = 1.0
+    kw = {"start_s": 0.0, "capacity_rps": 0.01, "t_load_s": 60.0, "slo_wait_s": 2.0, "tick_s": 10}
+    oracle = simulate(arr, Oracle(arr, 0.01, t_load_s=60.0, tick_s=10, slo_wait_s=2.0), **kw)  # type: ignore[arg-type]
+    assert oracle.slo_violations == 0
+    assert oracle.peak_replicas == 10  # a fluid count would ask ceil((1/3) / 0.01) = 34
+
+
 def test_idle_capacity_and_cost_are_accounted() -> None:
     r = run(Fixed(2), np.full(100, 30.0), tick_s=10)
     assert r.replica_seconds == 200  # type: ignore[attr-defined]
