@@ -1,0 +1,271 @@
+"""The live control loop's core, clock-free: per model, refit the forecaster and run a control tick
+(snapshot -> plan -> apply -> record). `service/serve.py` calls these on APScheduler jobs with the wall
+clock; tests and the demo call them with a fake clock value.
+
+The same forecaster factory and planner run here as in the backtest's predictive policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from actuator.base import ActuationResult, ColdStart, Outcome, ReplicaState, Target
+from actuator.errors import ActuatorError
+from actuator.lead_time import LeadTimeEstimator
+from actuator.safety import GuardedActuator, Mode, Rails
+from forecaster.models import ModelError
+from forecaster.models.base import ForecastModel
+from forecaster.selection import make_forecaster
+from forecaster.sources.base import SourceError
+from forecaster.types import Forecast, TrafficSeries, quantile_key
+from planner import PlannerSpec, PlannerState, Snapshot, plan
+from planner.explain import Decision
+from service.store import DecisionStore
+
+TRAILING_S = 14 * 86_400
+
+
+class History(Protocol):
+    def __call__(self, now_s: float) -> TrafficSeries:
+        """Traffic that had fully arrived by now_s (a Prometheus refresh, or a replayed trace)."""
+        ...
+
+
+@dataclass
+class JobStatus:
+    last_ok_s: float | None = None
+    last_error: str | None = None
+    last_error_s: float | None = None
+    last_duration_s: float | None = None
+    failures: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "last_ok_s": self.last_ok_s,
+            "last_error": self.last_error,
+            "last_error_s": self.last_error_s,
+            "last_duration_s": self.last_duration_s,
+            "failures": self.failures,
+        }
+
+
+@dataclass
+class ModelRuntime:
+    name: str
+    target: Target
+    spec: PlannerSpec
+    history: History
+    forecaster: str = "auto-fast"
+    lead_time: LeadTimeEstimator | None = None
+    model: ForecastModel | None = None
+    forecast: Forecast | None = None
+    healthy: bool = True
+    health_note: str = ""
+    state: PlannerState = field(default_factory=PlannerState)
+    last_decision: dict[str, Any] | None = None
+    refit: JobStatus = field(default_factory=JobStatus)
+    tick: JobStatus = field(default_factory=JobStatus)
+    data_age_s: float | None = None
+
+    def t_load(self) -> tuple[float, str]:
+        if self.lead_time is None:
+            return self.spec.t_load_s, "configured"
+        est = self.lead_time.estimate()
+        return est.t_load_s, est.note
+
+
+class Controller:
+    """Runs every model's refit and control tick against one actuator and one store."""
+
+    def __init__(
+        self,
+        runtimes: list[ModelRuntime],
+        actuator: GuardedActuator,
+        store: DecisionStore,
+        *,
+        refit_every_s: float = 3600.0,
+    ) -> None:
+        self.models = {r.name: r for r in runtimes}
+        self.actuator = actuator
+        self.store = store
+        self.refit_every_s = refit_every_s
+        for r in runtimes:
+            saved = store.state(r.name)
+            if saved is not None:  # a restart resumes its stabilisation windows and rate limits
+                r.state = PlannerState.from_dict(saved)
+            actuator.rails_for(r.target)
+
+    def rails(self, name: str) -> Rails:
+        return self.actuator.rails_for(self.models[name].target)
+
+    # -- refit: fit daily, re-anchor and forecast every call ---------------------------------------
+
+    def refit_model(self, name: str, now_s: float) -> None:
+        r = self.models[name]
+        try:
+            hist = r.history(now_s).tail(TRAILING_S)
+            if len(hist) < 2:
+                raise ModelError(f"only {len(hist)} steps of history so far")
+            full = r.model is None or r.refit.last_ok_s is None or self._fitted_day(r, now_s)
+            factory = make_forecaster(r.forecaster, horizon_s=r.spec.lookahead_s)
+            r.model = factory().fit(hist) if full or r.model is None else r.model.update(hist)
+            span = (now_s - hist.end_s) + r.spec.lookahead_s + r.spec.break_even_s + self.refit_every_s
+            h = max(1, math.ceil(span / hist.step_s) + 1)
+            levels = tuple(sorted({0.5, 0.9, r.spec.quantile}))
+            r.forecast = r.model.predict(h, levels)
+            self.store.put_forecast(name, r.forecast.origin_s, forecast_doc(r.forecast))
+            if self.rails(name).mode is Mode.SHADOW and r.refit.last_ok_s is None:
+                pass  # a new model stays in shadow until an operator (or config) makes it active
+            r.refit.last_ok_s, r.refit.last_error = now_s, None
+        except (ModelError, SourceError, ValueError) as exc:
+            r.refit.failures += 1
+            r.refit.last_error, r.refit.last_error_s = f"{type(exc).__name__}: {exc}", now_s
+
+    def _fitted_day(self, r: ModelRuntime, now_s: float) -> bool:
+        return r.refit.last_ok_s is not None and math.floor(now_s / 86_400) != math.floor(
+            r.refit.last_ok_s / 86_400
+        )
+
+    # -- control tick ------------------------------------------------------------------------------
+
+    def tick_model(self, name: str, now_s: float) -> int | None:
+        """One tick for one model; returns the stored decision id (None when nothing could be recorded)."""
+        r = self.models[name]
+        try:
+            fleet: ReplicaState | None = None
+            fleet_error = ""
+            try:
+                fleet = self.actuator.inner.current(r.target)
+            except ActuatorError as exc:
+                fleet_error = str(exc)
+            observed, observed_at = self._observed(r, now_s)
+            t_load_s, t_load_note = r.t_load()
+            spec = r.spec if t_load_s == r.spec.t_load_s else _with_t_load(r.spec, t_load_s)
+            snap = Snapshot(
+                current_replicas=fleet.desired if fleet else None,
+                ready_replicas=fleet.ready if fleet else None,
+                forecast=r.forecast,
+                forecast_healthy=r.healthy,
+                forecast_note=r.health_note,
+                observed_rps=observed,
+                observed_at_s=observed_at,
+            )
+            decision, new_state = plan(snap, spec, r.state, now_s)
+            record: dict[str, Any] = dict(decision.as_dict())
+            record["inputs"] = {**dict(decision.inputs), "t_load_source": t_load_note}
+            if fleet_error:
+                record["fleet_error"] = fleet_error
+            decision_id = self.store.record(name, record, None, new_state.to_dict())
+            r.state = new_state
+            result = self._apply(r, decision, decision_id, fleet_error)
+            self.store.set_actuation(decision_id, result.as_dict())
+            record["actuation"] = result.as_dict()
+            r.last_decision = {"id": decision_id, **record}
+            self._learn(r)
+            r.tick.last_ok_s, r.tick.last_error = now_s, None
+            return decision_id
+        except Exception as exc:  # a failing tick is logged and visible in /readyz, never fatal
+            r.tick.failures += 1
+            r.tick.last_error = f"{type(exc).__name__}: {exc}"
+            r.tick.last_error_s = now_s
+            traceback.print_exc()
+            return None
+
+    def _apply(
+        self, r: ModelRuntime, decision: Decision, decision_id: int, fleet_error: str
+    ) -> ActuationResult:
+        if fleet_error:
+            return ActuationResult(Outcome.FAILED, f"fleet unreadable: {fleet_error}", retry_after_s=10.0)
+        return self.actuator.apply(r.target, decision, str(decision_id))
+
+    def _observed(self, r: ModelRuntime, now_s: float) -> tuple[float | None, float | None]:
+        try:
+            hist = r.history(now_s)
+        except SourceError:
+            r.data_age_s = None
+            return None, None
+        if len(hist) == 0:
+            return None, None
+        r.data_age_s = max(0.0, now_s - hist.end_s)
+        last = float(hist.values[-1])
+        if not math.isfinite(last):
+            return None, None  # a gap: no reactive floor this tick, and the planner never scales down on it
+        return last / hist.step_s, hist.end_s
+
+    def _learn(self, r: ModelRuntime) -> None:
+        if r.lead_time is None:
+            return
+        with contextlib.suppress(ActuatorError):  # cold starts are learned on a later tick
+            r.lead_time.observe(self.actuator.inner.cold_starts(r.target))
+
+
+def _with_t_load(spec: PlannerSpec, t_load_s: float) -> PlannerSpec:
+    from dataclasses import replace
+
+    return replace(spec, t_load_s=t_load_s)
+
+
+def forecast_doc(fc: Forecast) -> dict[str, Any]:
+    return {
+        "origin_s": fc.origin_s,
+        "step_s": fc.step_s,
+        "model": fc.model,
+        "mean": [round(float(x), 4) for x in fc.mean],
+        "quantiles": {quantile_key(q): [round(float(x), 4) for x in fc.quantiles[q]] for q in fc.levels},
+    }
+
+
+@dataclass
+class SimulatedFleet:
+    """The demo's actuator: replicas asked for become ready T_load later on the demo clock."""
+
+    clock: Callable[[], float]
+    t_load_s: float
+    replicas: dict[Target, list[tuple[float, int]]] = field(default_factory=dict)  # (ready at, replica id)
+    starts: dict[Target, list[ColdStart]] = field(default_factory=dict)
+    _next_id: int = 0
+
+    def _fleet(self, target: Target) -> list[tuple[float, int]]:
+        if target not in self.replicas:  # one warm replica to begin with
+            self.replicas[target] = [(self.clock() - self.t_load_s, 0)]  # id 0: there before we looked
+        return self.replicas[target]
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def current(self, target: Target) -> ReplicaState:
+        now = self.clock()
+        fleet = self._fleet(target)
+        self._promote(target, now)
+        return ReplicaState(desired=len(fleet), ready=sum(1 for t, _ in fleet if t <= now))
+
+    def _promote(self, target: Target, now: float) -> None:
+        done = {c.replica for c in self.starts.get(target, [])}
+        for ready_at, rid in self._fleet(target):
+            name = f"{target.name}-{rid}"
+            if rid > 0 and ready_at <= now and name not in done:
+                self.starts.setdefault(target, []).append(
+                    ColdStart(name, ready_at - self.t_load_s, ready_at, {"loading_and_warmup": self.t_load_s})
+                )
+
+    def apply(self, target: Target, decision: Decision, decision_id: str) -> ActuationResult:
+        now = self.clock()
+        fleet = self._fleet(target)
+        before, want = len(fleet), decision.desired_replicas
+        if want > before:
+            fleet.extend((now + self.t_load_s, self._new_id()) for _ in range(want - before))
+        elif want < before:
+            fleet.sort()
+            del fleet[want:]  # the newest (possibly still loading) go first
+        outcome = Outcome.UNCHANGED if want == before else Outcome.APPLIED
+        return ActuationResult(outcome, f"simulated fleet {before} -> {want}", before, want)
+
+    def cold_starts(self, target: Target) -> list[ColdStart]:
+        self._promote(target, self.clock())
+        return list(self.starts.get(target, []))

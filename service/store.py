@@ -1,0 +1,199 @@
+"""The decision store: every decision with its inputs, steps, reasons and actuation result; each model's
+planner state (restart-safe); the latest forecasts and backtests.
+
+SQLAlchemy Core on SQLite by default (any SQLAlchemy URL works), WAL mode so the API reads while the control
+tick writes. Each decision is committed in its own transaction together with the planner state it
+produced, so a crash at any point loses no committed decision and never leaves a state that no decision
+explains.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+
+metadata = MetaData()
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False, index=True),
+    Column("at_s", Float, nullable=False, index=True),
+    Column("valid", Boolean, nullable=False),
+    Column("current_replicas", Integer, nullable=False),
+    Column("raw_replicas", Integer, nullable=False),
+    Column("desired_replicas", Integer, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("record", JSON, nullable=False),  # Decision.as_dict()
+    Column("actuation", JSON, nullable=True),  # ActuationResult.as_dict()
+)
+planner_states = Table(
+    "planner_states",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("state", JSON, nullable=False),
+    Column("updated_at_s", Float, nullable=False),
+)
+forecasts = Table(
+    "forecasts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False, index=True),
+    Column("origin_s", Float, nullable=False, index=True),
+    Column("forecast", JSON, nullable=False),
+)
+backtests = Table(
+    "backtests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False, index=True),
+    Column("at_s", Float, nullable=False),
+    Column("result", JSON, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    id: int
+    model: str
+    at_s: float
+    record: dict[str, Any]
+    actuation: dict[str, Any] | None
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(conn: Any, _record: Any) -> None:
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at each commit's checkpoint boundary
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+
+class DecisionStore:
+    def __init__(self, url: str = "sqlite:///prewarm.db") -> None:
+        self.engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_pragmas(self.engine)
+        metadata.create_all(self.engine)
+
+    def record(
+        self,
+        model: str,
+        decision: Mapping[str, Any],
+        actuation: Mapping[str, Any] | None,
+        state: Mapping[str, Any],
+    ) -> int:
+        """Store one decision and the planner state it produced, atomically; returns the decision id."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                insert(decisions).values(
+                    model=model,
+                    at_s=float(decision["at_s"]),
+                    valid=bool(decision["valid"]),
+                    current_replicas=int(decision["current_replicas"]),
+                    raw_replicas=int(decision["raw_replicas"]),
+                    desired_replicas=int(decision["desired_replicas"]),
+                    reason=str(decision["reason"]),
+                    record=dict(decision),
+                    actuation=dict(actuation) if actuation is not None else None,
+                )
+            )
+            key = row.inserted_primary_key
+            assert key is not None
+            decision_id = int(key[0])
+            self._put_state(conn, model, state, float(decision["at_s"]))
+            return decision_id
+
+    def set_actuation(self, decision_id: int, actuation: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            q = update(decisions).where(decisions.c.id == decision_id)
+            conn.execute(q.values(actuation=dict(actuation)))
+
+    @staticmethod
+    def _put_state(conn: Any, model: str, state: Mapping[str, Any], at_s: float) -> None:
+        done = conn.execute(
+            update(planner_states)
+            .where(planner_states.c.model == model)
+            .values(state=dict(state), updated_at_s=at_s)
+        )
+        if done.rowcount == 0:
+            conn.execute(insert(planner_states).values(model=model, state=dict(state), updated_at_s=at_s))
+
+    def state(self, model: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(planner_states.c.state).where(planner_states.c.model == model)).first()
+        return dict(row[0]) if row else None
+
+    def decisions(self, model: str, since_s: float | None = None, limit: int = 100) -> list[StoredDecision]:
+        """Newest first."""
+        q = select(decisions).where(decisions.c.model == model)
+        if since_s is not None:
+            q = q.where(decisions.c.at_s >= since_s)
+        q = q.order_by(decisions.c.at_s.desc(), decisions.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [self._row(r) for r in conn.execute(q)]
+
+    def decision(self, decision_id: int) -> StoredDecision | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(decisions).where(decisions.c.id == decision_id)).first()
+        return self._row(r) if r else None
+
+    @staticmethod
+    def _row(r: Any) -> StoredDecision:
+        return StoredDecision(int(r.id), str(r.model), float(r.at_s), dict(r.record), r.actuation)
+
+    def put_forecast(self, model: str, origin_s: float, forecast: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(forecasts).values(model=model, origin_s=origin_s, forecast=dict(forecast)))
+
+    def latest_forecast(self, model: str) -> dict[str, Any] | None:
+        q = select(forecasts.c.forecast).where(forecasts.c.model == model)
+        q = q.order_by(forecasts.c.origin_s.desc())
+        with self.engine.connect() as conn:
+            row = conn.execute(q.limit(1)).first()
+        return dict(row[0]) if row else None
+
+    def put_backtest(self, model: str, at_s: float, result: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(backtests).values(model=model, at_s=at_s, result=dict(result)))
+
+    def latest_backtest(self, model: str) -> dict[str, Any] | None:
+        q = select(backtests.c.result, backtests.c.at_s).where(backtests.c.model == model)
+        with self.engine.connect() as conn:
+            row = conn.execute(q.order_by(backtests.c.at_s.desc()).limit(1)).first()
+        return {"at_s": float(row[1]), **dict(row[0])} if row else None
+
+    def purge(self, older_than_s: float) -> int:
+        """Drop decisions, forecasts and backtests older than the retention horizon; returns rows removed."""
+        with self.engine.begin() as conn:
+            n = conn.execute(delete(decisions).where(decisions.c.at_s < older_than_s)).rowcount
+            n += conn.execute(delete(forecasts).where(forecasts.c.origin_s < older_than_s)).rowcount
+            n += conn.execute(delete(backtests).where(backtests.c.at_s < older_than_s)).rowcount
+        return int(n)
+
+
+def dumps(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True)
