@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from forecaster.durations import parse_duration_s
 from forecaster.models import ModelError
 from forecaster.sources.base import SourceError, TrafficSource
 from forecaster.sources.synthetic import SyntheticSource
 from forecaster.sources.trace import read_trace, write_trace
 from forecaster.types import Forecast, TrafficSeries, quantile_key, to_datetime, validate_quantile_levels
-from service.durations import parse_duration_s
 
 app = typer.Typer(
     name="prewarm",
@@ -593,6 +593,29 @@ def demo_trace(
         out.print(f"wrote {len(src.names())} series x {days:g} days to {path}", highlight=False)
 
     _guard(run)
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    speed: Annotated[
+        float,
+        typer.Option(min=1.0, max=3600.0, help="Demo: simulated s per real s (60: 1 h/min)."),
+    ] = 60.0,
+    store: Annotated[
+        str, typer.Option(help="SQLAlchemy URL of the decision store.")
+    ] = "sqlite:///prewarm-demo.db",
+    api_token: Annotated[
+        str | None,
+        typer.Option("--api-token", envvar="PREWARM_API_TOKEN", help="Bearer token for POSTs."),
+    ] = None,
+) -> None:
+    """Run the service (API, dashboard, scheduler): the embedded demo, in accelerated time."""
+    from service.serve import serve
+
+    out.print(f"prewarm demo on http://{host}:{port}/ ({speed:g}x time)", highlight=False)
+    serve(host=host, port=port, speed=speed, store_url=store, api_token=api_token)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -94,6 +95,7 @@ class Controller:
         self.actuator = actuator
         self.store = store
         self.refit_every_s = refit_every_s
+        self._reasons: Counter[tuple[str, str]] = Counter()
         for r in runtimes:
             saved = store.state(r.name)
             if saved is not None:  # a restart resumes its stabilisation windows and rate limits
@@ -162,6 +164,7 @@ class Controller:
                 record["fleet_error"] = fleet_error
             decision_id = self.store.record(name, record, None, new_state.to_dict())
             r.state = new_state
+            self._reasons[(str(decision.reason), name)] += 1
             result = self._apply(r, decision, decision_id, fleet_error)
             self.store.set_actuation(decision_id, result.as_dict())
             record["actuation"] = result.as_dict()
@@ -175,6 +178,10 @@ class Controller:
             r.tick.last_error_s = now_s
             traceback.print_exc()
             return None
+
+    def reason_counts(self) -> list[tuple[str, str, int]]:
+        """(reason, model, decisions) since the process started."""
+        return [(reason, model, n) for (reason, model), n in sorted(self._reasons.items())]
 
     def _apply(
         self, r: ModelRuntime, decision: Decision, decision_id: int, fleet_error: str

@@ -1,4 +1,4 @@
-"""Human durations on the command line: `90s`, `5m`, `2h`, `1d`, `1h30m`, or plain seconds."""
+"""Human durations (CLI, config, API parameters): `90s`, `5m`, `2h`, `1d`, `1h30m`, or plain seconds."""
 
 from __future__ import annotations
 

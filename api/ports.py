@@ -1,0 +1,40 @@
+"""What the API may ask of the service: a narrow, read-mostly port (the service implements it; tests can
+hand-write a fake)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class UnknownModel(KeyError):
+    pass
+
+
+class ServiceView(Protocol):
+    def models(self) -> list[dict[str, Any]]: ...
+
+    def model(self, name: str) -> dict[str, Any]:
+        """Raises UnknownModel."""
+        ...
+
+    def forecast(self, name: str) -> dict[str, Any] | None: ...
+
+    def history(self, name: str, since_s: float) -> dict[str, Any]: ...
+
+    def decisions(self, name: str, since_s: float | None, limit: int) -> list[dict[str, Any]]: ...
+
+    def decision(self, decision_id: int) -> dict[str, Any] | None: ...
+
+    def latest_backtest(self, name: str) -> dict[str, Any] | None: ...
+
+    def set_mode(self, name: str, mode: str) -> dict[str, Any]: ...
+
+    def set_paused(self, name: str, paused: bool) -> dict[str, Any]: ...
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+    def metrics(self) -> list[tuple[str, str, dict[str, str], float]]:
+        """(name, help, labels, value) samples, every name starting with prewarm_."""
+        ...
+
+    def now_s(self) -> float: ...

@@ -1,0 +1,182 @@
+"""The service's side of the API port: reads the controller and the store, flips the rails."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from actuator.errors import ActuatorError
+from actuator.safety import Mode
+from api.ports import UnknownModel
+from service.runtime import Controller, ModelRuntime
+
+
+class ControllerView:
+    def __init__(
+        self, controller: Controller, clock: Callable[[], float], *, kill_switch: bool = False
+    ) -> None:
+        self.ctl = controller
+        self.clock = clock
+        self.jobs: dict[str, Any] = {}  # scheduler job name -> JobStatus (the nightly backtest)
+
+    def now_s(self) -> float:
+        return self.clock()
+
+    def _rt(self, name: str) -> ModelRuntime:
+        try:
+            return self.ctl.models[name]
+        except KeyError:
+            raise UnknownModel(name) from None
+
+    def _describe(self, r: ModelRuntime) -> dict[str, Any]:
+        rails = self.ctl.rails(r.name)
+        t_load_s, source = r.t_load()
+        current: int | None = None
+        with contextlib.suppress(ActuatorError):  # unreachable fleet: shown as unknown
+            current = self.ctl.actuator.inner.current(r.target).desired
+        last = r.last_decision or {}
+        return {
+            "name": r.name,
+            "target": str(r.target),
+            "mode": str(rails.mode),
+            "paused": rails.paused,
+            "forecast_model": r.forecast.model if r.forecast else None,
+            "t_load_s": t_load_s,
+            "t_load_source": source,
+            "current_replicas": current,
+            "desired_replicas": last.get("desired_replicas"),
+            "healthy": r.healthy and rails.permanent_error is None,
+            "health_note": rails.permanent_error or r.health_note,
+            "data_age_s": r.data_age_s,
+        }
+
+    def models(self) -> list[dict[str, Any]]:
+        return [self._describe(r) for r in self.ctl.models.values()]
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._describe(self._rt(name))
+
+    def forecast(self, name: str) -> dict[str, Any] | None:
+        self._rt(name)
+        return self.ctl.store.latest_forecast(name)
+
+    def history(self, name: str, since_s: float) -> dict[str, Any]:
+        r = self._rt(name)
+        hist = r.history(self.clock())
+        part = hist.slice(hist.index_at(since_s), len(hist))
+        vals = [None if not math.isfinite(v) else round(float(v), 4) for v in part.values]
+        return {"start_s": part.start_s, "step_s": part.step_s, "requests": vals}
+
+    def decisions(self, name: str, since_s: float | None, limit: int) -> list[dict[str, Any]]:
+        self._rt(name)
+        return [self._flat(d) for d in self.ctl.store.decisions(name, since_s, limit)]
+
+    def decision(self, decision_id: int) -> dict[str, Any] | None:
+        d = self.ctl.store.decision(decision_id)
+        return self._flat(d) if d else None
+
+    @staticmethod
+    def _flat(d: Any) -> dict[str, Any]:
+        return {"id": d.id, "model": d.model, **d.record, "actuation": d.actuation}
+
+    def latest_backtest(self, name: str) -> dict[str, Any] | None:
+        self._rt(name)
+        return self.ctl.store.latest_backtest(name)
+
+    def set_mode(self, name: str, mode: str) -> dict[str, Any]:
+        r = self._rt(name)
+        rails = self.ctl.rails(name)
+        rails.mode = Mode(mode)
+        if mode == "active":
+            rails.permanent_error = None  # an operator's explicit re-activation retries a failed target
+        return self._describe(r)
+
+    def set_paused(self, name: str, paused: bool) -> dict[str, Any]:
+        r = self._rt(name)
+        self.ctl.rails(name).paused = paused
+        return self._describe(r)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        now = self.clock()
+        out: dict[str, Any] = {}
+        ok = True
+        for r in self.ctl.models.values():
+            rails = self.ctl.rails(r.name)
+            problems = []
+            if r.refit.last_ok_s is None:
+                problems.append(f"no successful refit yet ({r.refit.last_error or 'pending'})")
+            if r.tick.last_ok_s is None or now - r.tick.last_ok_s > 3 * r.spec.tick_s:
+                problems.append(
+                    f"no control tick in the last {3 * r.spec.tick_s:g} s ({r.tick.last_error or 'pending'})"
+                )
+            if r.data_age_s is not None and r.data_age_s > r.spec.max_observation_age_s:
+                problems.append(f"traffic data is {r.data_age_s:.0f} s old")
+            if rails.permanent_error:
+                problems.append(f"actuation stopped: {rails.permanent_error}")
+            out[r.name] = {
+                "ready": not problems,
+                "problems": problems,
+                "refit": r.refit.as_dict(),
+                "tick": r.tick.as_dict(),
+                "data_age_s": r.data_age_s,
+            }
+            ok = ok and not problems
+        return ok, {"models": out, "jobs": {k: v.as_dict() for k, v in self.jobs.items()}}
+
+    def metrics(self) -> list[tuple[str, str, dict[str, str], float]]:
+        s: list[tuple[str, str, dict[str, str], float]] = []
+        now = self.clock()
+        for r in self.ctl.models.values():
+            lab = {"model": r.name}
+            d = r.last_decision or {}
+            if d:
+                s.append(
+                    (
+                        "prewarm_desired_replicas_raw",
+                        "Replicas the forecast asked for",
+                        lab,
+                        d["raw_replicas"],
+                    )
+                )
+                s.append(
+                    ("prewarm_desired_replicas", "Replicas after every stage", lab, d["desired_replicas"])
+                )
+                s.append(("prewarm_current_replicas", "Replicas the fleet had", lab, d["current_replicas"]))
+            t_load_s, source = r.t_load()
+            s.append(
+                ("prewarm_t_load_seconds", "T_load in use", {**lab, "source": source.split(" ")[0]}, t_load_s)
+            )
+            if r.forecast is not None:
+                at = now + t_load_s
+                i = int(np.clip((at - r.forecast.origin_s) // r.forecast.step_s, 0, r.forecast.horizon - 1))
+                for q in r.forecast.levels:
+                    s.append(
+                        (
+                            "prewarm_forecast_requests_per_second",
+                            "Forecast demand quantile at now + T_load",
+                            {**lab, "quantile": f"{q:g}"},
+                            float(r.forecast.quantiles[q][i]) / r.forecast.step_s,
+                        )
+                    )
+            s.append(
+                ("prewarm_model_healthy", "1 when the forecast is trusted", lab, 1.0 if r.healthy else 0.0)
+            )
+            for job, st in (("refit", r.refit), ("tick", r.tick)):
+                jl = {**lab, "job": job}
+                s.append(("prewarm_job_failures_total", "Failed job runs", jl, float(st.failures)))
+                if st.last_duration_s is not None:
+                    s.append(("prewarm_job_duration_seconds", "Last run's duration", jl, st.last_duration_s))
+        for reason, model, n in self.ctl.reason_counts():
+            s.append(
+                (
+                    "prewarm_decisions_total",
+                    "Decisions by reason",
+                    {"model": model, "reason": reason},
+                    float(n),
+                )
+            )
+        return s
