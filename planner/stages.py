@@ -56,6 +56,8 @@ def staffed_replicas(rate_rps: float, spec: PlannerSpec) -> int:
 def forecast_problem(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[Reason, str] | None:
     """Why the forecast cannot be used this tick, or None when it can."""
     fc = snapshot.forecast
+    if snapshot.data_stale:
+        return Reason.FORECAST_STALE, f"the traffic data is stale: {snapshot.data_stale}"
     if fc is None:
         return Reason.FORECAST_MISSING, "no forecast is available"
     if not snapshot.forecast_healthy:

@@ -597,8 +597,14 @@ def demo_trace(
 
 @app.command("serve")
 def serve_command(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML config (config.example.yaml); none: the embedded demo."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1 / config].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port [default: 8080 / config].")] = None,
     speed: Annotated[
         float,
         typer.Option(min=1.0, max=3600.0, help="Demo: simulated s per real s (60: 1 h/min)."),
@@ -611,11 +617,15 @@ def serve_command(
         typer.Option("--api-token", envvar="PREWARM_API_TOKEN", help="Bearer token for POSTs."),
     ] = None,
 ) -> None:
-    """Run the service (API, dashboard, scheduler): the embedded demo, in accelerated time."""
-    from service.serve import serve
+    """Run the service (API, dashboard, scheduler) for a config, or the embedded demo in accelerated time."""
+    from service.serve import serve, serve_config
 
-    out.print(f"prewarm demo on http://{host}:{port}/ ({speed:g}x time)", highlight=False)
-    serve(host=host, port=port, speed=speed, store_url=store, api_token=api_token)
+    if config is not None:
+        _guard(lambda: serve_config(config, host=host, port=port))
+        return
+    h, p = host or "127.0.0.1", port or 8080
+    out.print(f"prewarm demo on http://{h}:{p}/ ({speed:g}x time)", highlight=False)
+    serve(host=h, port=p, speed=speed, store_url=store, api_token=api_token)
 
 
 def main() -> None:

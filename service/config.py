@@ -18,8 +18,9 @@ and what is allowed, so a bad file stops with one actionable line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -82,6 +83,33 @@ class PrometheusConfig(_Strict):
         )
 
 
+class TargetConfig(_Strict):
+    """What to scale: a Kubernetes Deployment/StatefulSet, a Ray Serve application/deployment, or the
+    built-in simulated fleet (for trying the service without a cluster)."""
+
+    kind: Literal["Deployment", "StatefulSet", "RayServe", "Simulated"]
+    namespace: str = Field(
+        min_length=1, max_length=253, description="namespace, or the Ray Serve application"
+    )
+    name: str = Field(min_length=1, max_length=253, description="workload, or the Ray Serve deployment")
+    actuator_mode: str = Field(
+        "auto", description="kubernetes: auto, hpa-floor, keda-floor, replicas; Ray Serve: floor, direct"
+    )
+
+    @model_validator(mode="after")
+    def _mode(self) -> TargetConfig:
+        allowed = {"RayServe": ("floor", "direct"), "Simulated": ("auto",)}.get(
+            self.kind, ("auto", "hpa-floor", "keda-floor", "replicas")
+        )
+        if self.kind == "RayServe" and self.actuator_mode == "auto":
+            object.__setattr__(self, "actuator_mode", "floor")
+        elif self.actuator_mode not in allowed:
+            raise ValueError(
+                f"actuator_mode={self.actuator_mode!r} for kind {self.kind}; allowed: {', '.join(allowed)}"
+            )
+        return self
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     query: str = Field(min_length=1, description="PromQL whose value is the request rate in requests/s")
@@ -93,6 +121,15 @@ class ModelConfig(_Strict):
     slo_wait_s: float = Field(2.0, ge=0, le=3600)
     min_replicas: int = Field(1, ge=0, le=100_000)
     max_replicas: int = Field(1000, ge=1, le=100_000)
+    cost_miss: float = Field(9.0, gt=0, description="cost of being one replica short, per tick")
+    cost_idle: float = Field(1.0, gt=0, description="cost of one idle replica, per tick")
+    alpha: float | None = Field(
+        None, gt=0, lt=1, description="forecast quantile; default the newsvendor fractile"
+    )
+    forecaster: str = Field("auto-fast", description="auto, auto-fast or a model alias (prewarm models)")
+    target: TargetConfig | None = None
+    mode: Literal["active", "shadow"] = "shadow"
+    max_added_per_tick: int | None = Field(None, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _bounds(self) -> ModelConfig:
@@ -110,12 +147,55 @@ class ModelConfig(_Strict):
         )
 
 
-class PrewarmConfig(BaseModel):
-    # other sections (schedules, api, store) belong to the service and are accepted here as they are
-    model_config = ConfigDict(extra="allow", frozen=True)
+class ApiConfig(_Strict):
+    host: str = "0.0.0.0"  # a sidecar listens on the pod network; the Service decides exposure
+    port: int = Field(8080, ge=1, le=65535)
+    token: str | None = Field(None, description="bearer token for the POST endpoints; none: they are refused")
+    token_file: Path | None = None
 
+    def resolved_token(self) -> str | None:
+        if self.token_file is None:
+            return self.token
+        try:
+            return self.token_file.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"api.token_file={str(self.token_file)!r}: {exc}") from exc
+
+
+class StoreConfig(_Strict):
+    url: str = Field("sqlite:///prewarm.db", description="SQLAlchemy URL of the decision store")
+    retention_days: float = Field(30.0, gt=0, le=3650)
+
+
+class SchedulesConfig(_Strict):
+    tick_s: float = Field(30.0, ge=1, le=3600, description="control tick interval")
+    refit_s: float = Field(3600.0, ge=60, le=7 * 86_400, description="forecast refresh interval")
+    backtest_hour_utc: int = Field(3, ge=0, le=23, description="hour of the nightly backtest (UTC)")
+    backtest_days: float = Field(14.0, ge=3, le=90, description="history each nightly backtest replays")
+
+
+class KubernetesConfig(_Strict):
+    in_cluster: bool = True
+    kubeconfig: Path | None = None
+    lease_namespace: str = "prewarm"
+    lease_name: str = "prewarm-leader"
+    lease_duration_s: int = Field(15, ge=5, le=600)
+
+
+class RayConfig(_Strict):
+    dashboard_url: str = Field("http://127.0.0.1:8265", pattern=r"^https?://[^/\s]+")
+    token: str | None = None
+
+
+class PrewarmConfig(_Strict):
     prometheus: PrometheusConfig | None = None
     models: list[ModelConfig] = Field(default_factory=list)
+    api: ApiConfig = ApiConfig()
+    store: StoreConfig = StoreConfig()
+    schedules: SchedulesConfig = SchedulesConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    ray: RayConfig = RayConfig()
+    kill_switch: bool = Field(False, description="true: compute and record everything, apply nothing")
 
     @model_validator(mode="after")
     def _unique(self) -> PrewarmConfig:
@@ -137,18 +217,43 @@ def _describe(exc: ValidationError, where: str) -> str:
     return f"{where}: " + "; ".join(lines)
 
 
-def parse_config(doc: Any, where: str = "config") -> PrewarmConfig:
+ENV_PREFIX = "PREWARM_"
+
+
+def apply_env(doc: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """PREWARM_<SECTION>__<KEY>=value overrides the file, e.g. PREWARM_API__TOKEN, PREWARM_PROMETHEUS__URL,
+    PREWARM_KILL_SWITCH=true. Values are read as YAML scalars (numbers, booleans, strings)."""
+    out = dict(doc)
+    for key, raw in sorted(env.items()):
+        if not key.startswith(ENV_PREFIX) or key in ("PREWARM_API_TOKEN", "PREWARM_PROMETHEUS_TOKEN"):
+            continue  # the two CLI shortcuts are not config paths
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        try:
+            node[path[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[path[-1]] = raw
+    return out
+
+
+def parse_config(doc: Any, where: str = "config", env: Mapping[str, str] | None = None) -> PrewarmConfig:
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(doc).__name__}")
+    if env:
+        doc = apply_env(doc, env)
     try:
         return PrewarmConfig.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where)) from None
 
 
-def load_config(path: Path) -> PrewarmConfig:
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> PrewarmConfig:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -157,4 +262,4 @@ def load_config(path: Path) -> PrewarmConfig:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return parse_config(doc, str(path))
+    return parse_config(doc, str(path), env)

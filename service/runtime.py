@@ -10,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import math
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from actuator.base import ActuationResult, ColdStart, Outcome, ReplicaState, Target
 from actuator.errors import ActuatorError
@@ -29,12 +29,14 @@ from planner.explain import Decision
 from service.store import DecisionStore
 
 TRAILING_S = 14 * 86_400
+COVERAGE_WINDOW = 1440  # steps of live coverage the self-check looks at
+COVERAGE_MIN_STEPS = 120
+COVERAGE_DEMOTE_GAP = 0.2  # demote when live coverage of the alpha-quantile falls this far below alpha
+COVERAGE_RESTORE_GAP = 0.1  # and restore once it is back within this
 
 
-class History(Protocol):
-    def __call__(self, now_s: float) -> TrafficSeries:
-        """Traffic that had fully arrived by now_s (a Prometheus refresh, or a replayed trace)."""
-        ...
+# traffic that had fully arrived by now_s (a Prometheus refresh, or a replayed trace)
+History = Callable[[float], TrafficSeries]
 
 
 @dataclass
@@ -72,6 +74,9 @@ class ModelRuntime:
     refit: JobStatus = field(default_factory=JobStatus)
     tick: JobStatus = field(default_factory=JobStatus)
     data_age_s: float | None = None
+    stale: Callable[[], str] | None = None  # the source's staleness verdict ("" when fresh)
+    coverage: deque[bool] = field(default_factory=lambda: deque(maxlen=COVERAGE_WINDOW))
+    backtest_note: str = ""  # set by the nightly backtest's self-check when predictive lost
 
     def t_load(self) -> tuple[float, str]:
         if self.lead_time is None:
@@ -119,6 +124,7 @@ class Controller:
             span = (now_s - hist.end_s) + r.spec.lookahead_s + r.spec.break_even_s + self.refit_every_s
             h = max(1, math.ceil(span / hist.step_s) + 1)
             levels = tuple(sorted({0.5, 0.9, r.spec.quantile}))
+            self._score_coverage(r, hist)
             r.forecast = r.model.predict(h, levels)
             self.store.put_forecast(name, r.forecast.origin_s, forecast_doc(r.forecast))
             if self.rails(name).mode is Mode.SHADOW and r.refit.last_ok_s is None:
@@ -127,6 +133,35 @@ class Controller:
         except (ModelError, SourceError, ValueError) as exc:
             r.refit.failures += 1
             r.refit.last_error, r.refit.last_error_s = f"{type(exc).__name__}: {exc}", now_s
+
+    def _score_coverage(self, r: ModelRuntime, hist: TrafficSeries) -> None:
+        """Live calibration: did the steps that arrived since the last forecast stay under its alpha-quantile?
+        Far fewer than alpha of them doing so demotes the model to its reactive floor (ForecastUnhealthy)."""
+        fc = r.forecast
+        if fc is None:
+            return
+        q = fc.quantile(r.spec.quantile)
+        lo = hist.index_at(fc.origin_s)
+        for i in range(lo, len(hist)):
+            k = round((hist.start_s + i * hist.step_s - fc.origin_s) / fc.step_s)
+            v = float(hist.values[i])
+            if 0 <= k < q.size and math.isfinite(v) and fc.step_s == hist.step_s:
+                r.coverage.append(v <= float(q[k]))
+        self.self_check(r)
+
+    def self_check(self, r: ModelRuntime) -> None:
+        alpha = r.spec.quantile
+        notes = [r.backtest_note] if r.backtest_note else []
+        if len(r.coverage) >= COVERAGE_MIN_STEPS:
+            cov = sum(r.coverage) / len(r.coverage)
+            was_bad = "live coverage" in r.health_note
+            if cov < alpha - COVERAGE_DEMOTE_GAP or (was_bad and cov < alpha - COVERAGE_RESTORE_GAP):
+                notes.append(
+                    f"live coverage of the p{alpha * 100:g} forecast is {cov:.0%} over the last "
+                    f"{len(r.coverage)} steps"
+                )
+        r.healthy = not notes
+        r.health_note = "; ".join(notes)
 
     def _fitted_day(self, r: ModelRuntime, now_s: float) -> bool:
         return r.refit.last_ok_s is not None and math.floor(now_s / 86_400) != math.floor(
@@ -154,6 +189,7 @@ class Controller:
                 forecast=r.forecast,
                 forecast_healthy=r.healthy,
                 forecast_note=r.health_note,
+                data_stale=r.stale() if r.stale is not None else "",
                 observed_rps=observed,
                 observed_at_s=observed_at,
             )

@@ -105,6 +105,64 @@ class Jobs:
             r.tick.last_duration_s = time.perf_counter() - t
 
 
+def serve_config(path: Any, *, host: str | None = None, port: int | None = None) -> None:
+    """Run the configured fleet on the wall clock until interrupted."""
+    import os
+
+    import uvicorn
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from service.compose import build_from_config
+    from service.config import load_config
+    from service.nightly import nightly_backtest
+
+    cfg = load_config(path, os.environ)
+    clock = time.time
+    ctl = build_from_config(cfg, clock)
+    view = ControllerView(ctl, clock)
+    jobs = Jobs(ctl, view, clock)
+    nightly = view.jobs.setdefault("nightly_backtest", JobStatus())
+    purge = view.jobs.setdefault("retention", JobStatus())
+
+    def backtest_all() -> None:
+        for name in ctl.models:
+            t = time.perf_counter()
+            try:
+                nightly_backtest(ctl, name, clock(), cfg.schedules.backtest_days)
+                nightly.last_ok_s = clock()
+            except Exception as exc:  # a failing backtest is recorded and shown in /readyz, never fatal
+                nightly.failures += 1
+                nightly.last_error, nightly.last_error_s = f"{name}: {type(exc).__name__}: {exc}", clock()
+            nightly.last_duration_s = time.perf_counter() - t
+
+    def purge_old() -> None:
+        try:
+            ctl.store.purge(clock() - cfg.store.retention_days * SECONDS_PER_DAY)
+            purge.last_ok_s = clock()
+        except Exception as exc:
+            purge.failures += 1
+            purge.last_error, purge.last_error_s = str(exc), clock()
+
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+    scheduler.add_job(jobs.tick_all, "interval", seconds=cfg.schedules.tick_s, id="tick")
+    scheduler.add_job(
+        backtest_all, "cron", hour=cfg.schedules.backtest_hour_utc, minute=0, id="nightly_backtest"
+    )
+    scheduler.add_job(
+        purge_old, "cron", hour=(cfg.schedules.backtest_hour_utc + 1) % 24, minute=0, id="retention"
+    )
+    scheduler.start()
+    try:
+        uvicorn.run(
+            create_app(view, api_token=cfg.api.resolved_token()),
+            host=host or cfg.api.host,
+            port=port or cfg.api.port,
+            log_level="warning",
+        )
+    finally:
+        scheduler.shutdown(wait=False)
+
+
 def serve(
     *,
     host: str = "127.0.0.1",

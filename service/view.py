@@ -115,6 +115,9 @@ class ControllerView:
                 )
             if r.data_age_s is not None and r.data_age_s > r.spec.max_observation_age_s:
                 problems.append(f"traffic data is {r.data_age_s:.0f} s old")
+            stale = r.stale() if r.stale is not None else ""
+            if stale:
+                problems.append(f"traffic data is stale: {stale}")
             if rails.permanent_error:
                 problems.append(f"actuation stopped: {rails.permanent_error}")
             out[r.name] = {

@@ -77,3 +77,62 @@ def test_unreadable_and_malformed_files_say_so(tmp_path: Path) -> None:
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(bad)
+
+
+def test_the_shipped_example_config_parses_and_documents_every_option() -> None:
+    from service.config import (
+        ApiConfig,
+        KubernetesConfig,
+        ModelConfig,
+        PrometheusConfig,
+        RayConfig,
+        SchedulesConfig,
+        StoreConfig,
+        TargetConfig,
+    )
+
+    example = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    cfg = load_config(example)
+    assert cfg.models[0].target is not None and cfg.models[0].target.kind == "Deployment"
+    text = example.read_text()
+    for section in (
+        PrometheusConfig,
+        ModelConfig,
+        TargetConfig,
+        ApiConfig,
+        StoreConfig,
+        SchedulesConfig,
+        KubernetesConfig,
+        RayConfig,
+    ):
+        for key in section.model_fields:
+            assert f"{key}:" in text, f"{section.__name__}.{key} is not documented in config.example.yaml"
+
+
+def test_environment_variables_override_the_file(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "config.example.yaml"
+    env = {
+        "PREWARM_API__TOKEN": "from-env",
+        "PREWARM_SCHEDULES__TICK_S": "15",
+        "PREWARM_KILL_SWITCH": "true",
+        "HOME": "/root",
+    }
+    cfg = load_config(example, env)
+    assert (cfg.api.token, cfg.schedules.tick_s, cfg.kill_switch) == ("from-env", 15, True)
+    with pytest.raises(ConfigError, match=r"schedules.tick_s=0: Input should be greater than or equal to 1"):
+        load_config(example, {"PREWARM_SCHEDULES__TICK_S": "0"})
+
+
+def test_a_target_mode_that_does_not_fit_its_kind_is_refused() -> None:
+    doc = {
+        "models": [
+            {
+                **GOOD["models"][0],
+                "target": {"kind": "RayServe", "namespace": "app", "name": "d", "actuator_mode": "hpa-floor"},
+            }
+        ]
+    }  # type: ignore[dict-item]
+    with pytest.raises(
+        ConfigError, match="actuator_mode='hpa-floor' for kind RayServe; allowed: floor, direct"
+    ):
+        parse_config(doc)

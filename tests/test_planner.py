@@ -131,6 +131,15 @@ def test_scale_in_holds_when_the_forecast_is_too_short_to_prove_idleness() -> No
             Reason.FORECAST_UNHEALTHY,
             id="unhealthy",
         ),
+        pytest.param(
+            Snapshot(
+                current_replicas=6,
+                forecast=forecast(np.full(600, 40.0)),
+                data_stale="the newest sample is 900 s old (limit 300 s)",
+            ),
+            Reason.FORECAST_STALE,
+            id="stale-traffic-data",
+        ),
     ],
 )
 def test_without_a_usable_forecast_the_planner_holds_and_never_scales_down(

@@ -112,3 +112,32 @@ def test_a_simulated_day_pre_warms_ahead_of_the_daily_peak(tmp_path: Path) -> No
     assert len(ctl.store.decisions(name, limit=1000)) == 288
     lead = ctl.models[name].lead_time.estimate()  # type: ignore[union-attr]
     assert lead.source == "learned" and lead.t_load_s == pytest.approx(T_LOAD)
+
+
+def test_a_forecast_that_stops_covering_live_traffic_is_demoted_to_the_reactive_floor(tmp_path: Path) -> None:
+    # eight quiet days, then traffic five times higher: last week's pattern badly under-forecasts it
+    base = generate(DEMO_FLEET[0], days=9, step_s=STEP, seed=6)
+    jump = base.values.copy()
+    jump[8 * 288 :] *= 5
+    series = TrafficSeries(base.name, base.start_s, STEP, jump)
+    clock = Clock(series.start_s + 8 * 86_400)
+    cap = float(np.quantile(jump / STEP, 0.999)) / 15
+    target = Target("Deployment", "demo", series.name)
+    spec = PlannerSpec(capacity_rps_per_replica=cap, t_load_s=T_LOAD, tick_s=TICK, max_replicas=100)
+    rt = ModelRuntime(
+        series.name, target, spec, lambda now: series.before(now), forecaster="seasonal_naive_daily"
+    )
+    ctl = Controller(
+        [rt],
+        GuardedActuator(SimulatedFleet(clock, T_LOAD), rails={target: Rails(mode=Mode.ACTIVE)}),
+        DecisionStore(f"sqlite:///{tmp_path / 'store.db'}"),
+    )
+    reasons = []
+    for _ in range(16 * 12):  # 16 hours, refit hourly
+        if (clock.t - series.start_s) % 3600 == 0:
+            ctl.refit_model(series.name, clock.t)
+        decision_id = ctl.tick_model(series.name, clock.t)
+        reasons.append(ctl.store.decision(decision_id).record["reason"])  # type: ignore[union-attr]
+        clock.t += TICK
+    assert not rt.healthy and "live coverage of the p90 forecast is" in rt.health_note
+    assert reasons[0] != "ForecastUnhealthy" and reasons[-1] == "ForecastUnhealthy"

@@ -1,0 +1,165 @@
+"""Build the running service from a config file: Prometheus as the traffic source, one actuator per target
+kind (Kubernetes, Ray Serve, the simulated fleet) behind the safety rails, leader election when acting on
+Kubernetes, and the nightly backtest with its self-check."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from actuator.base import ActuationResult, ColdStart, ReplicaActuator, ReplicaState, Target
+from actuator.errors import PermanentError
+from actuator.lead_time import LeadTimeEstimator
+from actuator.safety import GuardedActuator, Mode, Rails
+from forecaster.sources.prometheus import PrometheusSource
+from forecaster.types import TrafficSeries
+from planner import PlannerSpec
+from planner.explain import Decision
+from service.config import ConfigError, ModelConfig, PrewarmConfig
+from service.runtime import Controller, ModelRuntime, SimulatedFleet
+from service.store import DecisionStore
+
+
+@dataclass
+class RoutingActuator:
+    """One actuator per target kind, behind the one port the controller uses."""
+
+    by_kind: dict[str, ReplicaActuator]
+
+    def _for(self, t: Target) -> ReplicaActuator:
+        kind = "kubernetes" if t.kind in ("Deployment", "StatefulSet") else t.kind
+        try:
+            return self.by_kind[kind]
+        except KeyError:
+            raise PermanentError(f"{t}: no actuator for kind {t.kind}") from None
+
+    def current(self, target: Target) -> ReplicaState:
+        return self._for(target).current(target)
+
+    def apply(self, target: Target, decision: Decision, decision_id: str) -> ActuationResult:
+        return self._for(target).apply(target, decision, decision_id)
+
+    def cold_starts(self, target: Target) -> list[ColdStart]:
+        return self._for(target).cold_starts(target)
+
+
+def planner_spec(m: ModelConfig, tick_s: float, where: str) -> PlannerSpec:
+    if m.capacity_rps is None:
+        raise ConfigError(f"{where}.capacity_rps is required to serve (requests/s one replica handles)")
+    return PlannerSpec(
+        capacity_rps_per_replica=m.capacity_rps,
+        t_load_s=m.t_load_s,
+        tick_s=tick_s,
+        slo_wait_s=m.slo_wait_s,
+        alpha=m.alpha,
+        cost_miss=m.cost_miss,
+        cost_idle=m.cost_idle,
+        min_replicas=m.min_replicas,
+        max_replicas=m.max_replicas,
+        max_observation_age_s=max(120.0, 2 * m.step_s + m.max_staleness_s),
+    )
+
+
+def kubernetes_api(cfg: PrewarmConfig) -> Any:
+    from kubernetes import client, config
+
+    if cfg.kubernetes.in_cluster:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        path = str(cfg.kubernetes.kubeconfig) if cfg.kubernetes.kubeconfig else None
+        config.load_kube_config(config_file=path)  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def build_from_config(
+    cfg: PrewarmConfig,
+    clock: Callable[[], float],
+    *,
+    kubernetes_api_client: Any | None = None,
+) -> Controller:
+    """The controller for every configured model. `kubernetes_api_client` replaces the in-cluster or
+    kubeconfig client (tests point it at a fake API server)."""
+    if not cfg.models:
+        raise ConfigError("models: at least one model is required to serve")
+    if cfg.prometheus is None:
+        raise ConfigError("prometheus: a Prometheus connection is required to serve the configured models")
+    source = PrometheusSource(cfg.prometheus.settings(), [m.query_spec() for m in cfg.models], clock=clock)
+    kinds = {m.target.kind for m in cfg.models if m.target is not None}
+    by_kind: dict[str, ReplicaActuator] = {}
+    modes_k8s: dict[Target, str] = {}
+    modes_ray: dict[Target, str] = {}
+    runtimes: list[ModelRuntime] = []
+    rails: dict[Target, Rails] = {}
+    for i, m in enumerate(cfg.models):
+        where = f"models.{i}"
+        if m.target is None:
+            raise ConfigError(f"{where}.target is required to serve (kind, namespace, name)")
+        t = Target(m.target.kind, m.target.namespace, m.target.name)
+        if m.target.kind in ("Deployment", "StatefulSet"):
+            modes_k8s[t] = m.target.actuator_mode
+        elif m.target.kind == "RayServe":
+            modes_ray[t] = m.target.actuator_mode
+        spec = planner_spec(m, cfg.schedules.tick_s, where)
+        runtimes.append(
+            ModelRuntime(
+                m.name,
+                t,
+                spec,
+                _history(source, m.name),
+                forecaster=m.forecaster,
+                lead_time=LeadTimeEstimator(m.t_load_s),
+                stale=_staleness(source, m.name, clock),
+            )
+        )
+        rails[t] = Rails(mode=Mode(m.mode), max_added_per_tick=m.max_added_per_tick)
+    is_leader: Callable[[], bool] = lambda: True  # noqa: E731
+    if kinds & {"Deployment", "StatefulSet"}:
+        from actuator.kubernetes import KubernetesActuator
+        from actuator.leader import LeaseElector
+
+        api = kubernetes_api_client if kubernetes_api_client is not None else kubernetes_api(cfg)
+        by_kind["kubernetes"] = KubernetesActuator(api, modes=modes_k8s)
+        identity = os.environ.get("POD_NAME") or socket.gethostname()
+        elector = LeaseElector(
+            api,
+            namespace=cfg.kubernetes.lease_namespace,
+            name=cfg.kubernetes.lease_name,
+            identity=identity,
+            lease_duration_s=cfg.kubernetes.lease_duration_s,
+        )
+        is_leader = lambda: elector.try_acquire(datetime.fromtimestamp(clock(), tz=UTC))  # noqa: E731
+    if "RayServe" in kinds:
+        from actuator.ray_serve import RayServeActuator
+
+        by_kind["RayServe"] = RayServeActuator(cfg.ray.dashboard_url, token=cfg.ray.token, modes=modes_ray)
+    if "Simulated" in kinds:
+        by_kind["Simulated"] = SimulatedFleet(clock, max(m.t_load_s for m in cfg.models))
+    actuator = GuardedActuator(
+        RoutingActuator(by_kind), kill_switch=cfg.kill_switch, is_leader=is_leader, rails=rails
+    )
+    return Controller(runtimes, actuator, DecisionStore(cfg.store.url), refit_every_s=cfg.schedules.refit_s)
+
+
+def _history(source: PrometheusSource, name: str) -> Callable[[float], TrafficSeries]:
+    def history(now_s: float) -> TrafficSeries:
+        cached = source.cached(name)
+        if cached is not None and cached.end_s > now_s - source.model(name).step_s:
+            return cached.before(now_s)
+        return source.refresh(name, now_s).series
+
+    return history
+
+
+def _staleness(source: PrometheusSource, name: str, clock: Callable[[], float]) -> Callable[[], str]:
+    def stale() -> str:
+        series = source.cached(name)
+        if series is None:
+            return "no traffic data loaded yet"
+        f = source.freshness(source.model(name), series, clock())
+        return f.reason if f.stale else ""
+
+    return stale

@@ -1,0 +1,150 @@
+"""The configured service end to end: traffic from a real (backfilled) Prometheus, decisions applied to a
+fake Kubernetes API server through the official client, the nightly backtest and the API over it all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from kubernetes import client
+
+from api.app import create_app
+from forecaster.sources.synthetic import DEMO_FLEET, generate
+from forecaster.types import TrafficSeries
+from service.compose import build_from_config
+from service.config import parse_config
+from service.nightly import nightly_backtest
+from service.serve import Jobs
+from service.view import ControllerView
+from tests.fake_kube import FakeKube
+from tests.prometheus_harness import PrometheusProcess, backfill, require_binaries
+from tests.test_kubernetes_actuator import NS, deployment
+
+DAYS = 6
+STEP = 60
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def traffic() -> TrafficSeries:
+    return generate(DEMO_FLEET[0], days=DAYS, step_s=STEP, seed=5)
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, traffic: TrafficSeries
+) -> Iterator[PrometheusProcess]:
+    require_binaries()
+    data = tmp_path_factory.mktemp("svc") / "data"
+    stale = traffic.slice(0, len(traffic) - 120)  # stopped reporting two hours ago
+    backfill(
+        [
+            TrafficSeries("llm", traffic.start_s, STEP, traffic.values),
+            TrafficSeries("quiet", stale.start_s, STEP, stale.values),
+        ],
+        data,
+    )
+    server = PrometheusProcess(data).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKube]:
+    fake = FakeKube()
+    fake.put_object("apps/v1", "deployments", deployment("llm", 2))
+    fake.put_object("apps/v1", "deployments", deployment("quiet", 3))
+    fake.put_object(
+        "autoscaling/v2",
+        "horizontalpodautoscalers",
+        {
+            "metadata": {"name": "llm", "namespace": NS},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"},
+                "minReplicas": 2,
+                "maxReplicas": 60,
+            },
+        },
+    )
+    yield fake
+    fake.close()
+
+
+def config(prom_url: str, store: Path, capacity: float) -> dict[str, Any]:
+    def model(name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "query": f'sum(rate(prewarm_requests_total{{model="{name}"}}[1m]))',
+            "step_s": STEP,
+            "history_days": DAYS,
+            "capacity_rps": capacity,
+            "t_load_s": 300,
+            "forecaster": "profile",
+            "mode": "active",
+            "target": {"kind": "Deployment", "namespace": NS, "name": name},
+        }
+
+    return {
+        "prometheus": {"url": prom_url, "retries": 0},
+        "models": [model("llm"), model("quiet")],
+        "store": {"url": f"sqlite:///{store}"},
+        "api": {"token": "t"},
+        "kubernetes": {"in_cluster": False, "lease_namespace": NS},
+    }
+
+
+def test_a_configured_fleet_reads_prometheus_acts_on_kubernetes_and_explains_itself(
+    prometheus: PrometheusProcess, kube: FakeKube, traffic: TrafficSeries, tmp_path: Path
+) -> None:
+    capacity = float(np.quantile(traffic.values / STEP, 0.999)) / 15
+    cfg = parse_config(config(prometheus.url, tmp_path / "store.db", capacity))
+    clock = Clock(traffic.end_s)
+    api = client.ApiClient(client.Configuration(host=kube.url))
+    ctl = build_from_config(cfg, clock, kubernetes_api_client=api)
+    view = ControllerView(ctl, clock)
+    jobs = Jobs(ctl, view, clock)
+    for _ in range(3):
+        jobs.tick_all()
+        clock.t += 30
+
+    # llm: fresh data, a forecast, and the HPA's floor set to the decision through the official client
+    (last,) = ctl.store.decisions("llm", limit=1)
+    assert last.record["reason"] in (
+        "ForecastDemand",
+        "ReactiveFloor",
+        "ScaleDownStabilized",
+        "DesiredWithinRange",
+    )
+    hpa = kube.get_object("autoscaling/v2", NS, "horizontalpodautoscalers", "llm")
+    assert hpa["spec"]["minReplicas"] == last.record["desired_replicas"]
+    assert last.actuation is not None and last.actuation["outcome"] in ("applied", "unchanged")
+    events = [o for k, o in kube.objects.items() if k[2] == "events"]
+    assert events and events[0]["involvedObject"]["name"] == "llm"
+    lease = kube.get_object("coordination.k8s.io/v1", NS, "leases", "prewarm-leader")
+    assert lease["spec"]["holderIdentity"]
+
+    # quiet: its data stopped two hours ago, so it holds (never scales down) and says why
+    (q,) = ctl.store.decisions("quiet", limit=1)
+    assert q.record["reason"] == "ForecastStale" and "traffic data is stale" in q.record["explanation"]
+    assert kube.get_object("apps/v1", NS, "deployments", "quiet")["spec"]["replicas"] == 3
+
+    # the nightly backtest runs the same code path and is served by the API; readiness names the stale model
+    result = nightly_backtest(ctl, "llm", clock.t, 4)
+    assert set(result["policies"]) >= {"reactive", "predictive", "oracle", "static-0"}
+    with TestClient(create_app(view, api_token="t")) as c:
+        bt = c.get("/v1/models/llm/backtests/latest").json()
+        assert bt["comparison"] == result["comparison"]
+        ready = c.get("/readyz").json()
+    assert ready["models"]["llm"]["ready"] is True
+    assert not ready["models"]["quiet"]["ready"]
