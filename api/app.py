@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from api.ports import ServiceView, UnknownModel
@@ -24,6 +25,7 @@ from forecaster.durations import parse_duration_s
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 MAX_HORIZON_S = 7 * 86_400
+BEARER = HTTPBearer(auto_error=False, description="the api token from the config")
 
 
 class StepOut(BaseModel):
@@ -145,14 +147,16 @@ def create_app(view: ServiceView, *, api_token: str | None) -> FastAPI:
             known = ", ".join(m["name"] for m in view.models()[:20])
             raise HTTPException(404, f"unknown model {name!r}; known: {known or 'none'}") from None
 
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+    def require_token(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         if api_token is None:
             raise HTTPException(403, "mutating endpoints are disabled: no api token is configured")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not authorization or not hmac.compare_digest(given.encode(), api_token.encode()):
+        given = cred.credentials if cred is not None else ""
+        if not given or not hmac.compare_digest(given.encode(), api_token.encode()):
             raise HTTPException(
                 401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
+
+    guarded: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}}
 
     @app.get("/v1/models", response_model=list[ModelOut], summary="Every configured model")
     def list_models() -> list[dict[str, Any]]:
@@ -254,17 +258,32 @@ def create_app(view: ServiceView, *, api_token: str | None) -> FastAPI:
             raise HTTPException(404, f"no backtest of {model!r} yet")
         return bt
 
-    @app.post("/v1/models/{model}/mode", response_model=ModelOut, dependencies=[Depends(require_token)])
+    @app.post(
+        "/v1/models/{model}/mode",
+        response_model=ModelOut,
+        dependencies=[Depends(require_token)],
+        responses=guarded,
+    )
     def post_mode(model: str, body: ModeIn) -> dict[str, Any]:
         model_or_404(model)
         return view.set_mode(model, body.mode)
 
-    @app.post("/v1/models/{model}/pause", response_model=ModelOut, dependencies=[Depends(require_token)])
+    @app.post(
+        "/v1/models/{model}/pause",
+        response_model=ModelOut,
+        dependencies=[Depends(require_token)],
+        responses=guarded,
+    )
     def post_pause(model: str) -> dict[str, Any]:
         model_or_404(model)
         return view.set_paused(model, True)
 
-    @app.post("/v1/models/{model}/resume", response_model=ModelOut, dependencies=[Depends(require_token)])
+    @app.post(
+        "/v1/models/{model}/resume",
+        response_model=ModelOut,
+        dependencies=[Depends(require_token)],
+        responses=guarded,
+    )
     def post_resume(model: str) -> dict[str, Any]:
         model_or_404(model)
         return view.set_paused(model, False)
@@ -273,7 +292,11 @@ def create_app(view: ServiceView, *, api_token: str | None) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Data, refits, ticks and actuation are healthy for every model")
+    @app.get(
+        "/readyz",
+        summary="Data, refits, ticks and actuation are healthy for every model",
+        responses={503: {"description": "not ready; the body says why, per model"}},
+    )
     def readyz() -> JSONResponse:
         ok, detail = view.readiness()
         return JSONResponse({"ready": ok, **detail}, status_code=200 if ok else 503)
