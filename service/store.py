@@ -87,7 +87,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_connect(conn: Any, _record: Any) -> None:
         cur = conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at each commit's checkpoint boundary
+        cur.execute("PRAGMA synchronous=FULL")  # fsync each commit: committed decisions survive power loss
         cur.execute("PRAGMA busy_timeout=5000")
         cur.close()
 

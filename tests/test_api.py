@@ -11,30 +11,16 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from service.runtime import Controller
-from service.serve import Jobs, build_demo, demo_start_s
+from service.serve import build_demo, demo_start_s
 from service.view import ControllerView
+from tests.fakes import Clock, ticked_demo
 
 TOKEN = "t0ken"
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Controller, Clock]]:
-    clock = Clock(demo_start_s())
-    ctl = build_demo(clock, f"sqlite:///{tmp_path_factory.mktemp('api') / 'store.db'}")
-    view = ControllerView(ctl, clock)
-    jobs = Jobs(ctl, view, clock)
-    for _ in range(6):  # six minutes of the demo
-        jobs.tick_all()
-        clock.t += 60
-    jobs.tick_all()
+    ctl, view, clock = ticked_demo(tmp_path_factory.mktemp("api") / "store.db", 6)
     with TestClient(create_app(view, api_token=TOKEN)) as client:
         yield client, ctl, clock
 

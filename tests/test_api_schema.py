@@ -3,35 +3,19 @@ that violates the schema."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 from api.app import create_app
-from service.serve import Jobs, build_demo, demo_start_s
-from service.view import ControllerView
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from tests.fakes import ticked_demo
 
 
 def _app() -> object:
-    import tempfile
-
-    clock = Clock(demo_start_s())
     store = Path(tempfile.mkdtemp(prefix="prewarm-schema-")) / "store.db"
-    ctl = build_demo(clock, f"sqlite:///{store}")
-    view = ControllerView(ctl, clock)
-    jobs = Jobs(ctl, view, clock)
-    for _ in range(3):
-        jobs.tick_all()
-        clock.t += 60
+    _, view, _ = ticked_demo(store, 3)
     return create_app(view, api_token="schema-token")
 
 

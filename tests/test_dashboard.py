@@ -13,17 +13,8 @@ from pathlib import Path
 import uvicorn
 
 from api.app import create_app
-from service.serve import Jobs, build_demo, demo_start_s
-from service.view import ControllerView
+from tests.fakes import ticked_demo
 from tests.prometheus_harness import free_port
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def browser() -> str:
@@ -36,13 +27,7 @@ def browser() -> str:
 
 def test_the_dashboard_draws_the_charts_and_explains_decisions_in_a_real_browser(tmp_path: Path) -> None:
     exe = browser()
-    clock = Clock(demo_start_s())
-    ctl = build_demo(clock, f"sqlite:///{tmp_path / 'store.db'}")
-    view = ControllerView(ctl, clock)
-    jobs = Jobs(ctl, view, clock)
-    for _ in range(5):
-        jobs.tick_all()
-        clock.t += 60
+    ctl, view, _ = ticked_demo(tmp_path / "store.db", 5)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(view, api_token=None), host="127.0.0.1", port=port, log_level="warning")

@@ -42,23 +42,24 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
+def hpa(name: str, lo: int, hi: int) -> dict[str, Any]:
+    """An autoscaling/v2 HPA scaling the Deployment `name` between lo and hi replicas."""
+    return {
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": lo,
+            "maxReplicas": hi,
+        },
+    }
+
+
 @pytest.fixture
 def kube() -> Iterator[FakeKube]:
     fake = FakeKube()
     for name, n in (("llm", 2), ("solo", 1), ("embed", 1)):
         fake.put_object("apps/v1", "deployments", deployment(name, n))
-    fake.put_object(
-        "autoscaling/v2",
-        "horizontalpodautoscalers",
-        {
-            "metadata": {"name": "llm", "namespace": NS},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"},
-                "minReplicas": 2,
-                "maxReplicas": 20,
-            },
-        },
-    )
+    fake.put_object("autoscaling/v2", "horizontalpodautoscalers", hpa("llm", 2, 20))
     fake.put_object(
         "keda.sh/v1alpha1",
         "scaledobjects",

@@ -17,18 +17,11 @@ from forecaster.types import TrafficSeries
 from planner import PlannerSpec
 from service.runtime import Controller, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
+from tests.fakes import Clock
 
 STEP = 300
 T_LOAD = 900.0  # 15 minutes, so pre-warming is visibly ahead of the observed rate
 TICK = 300.0
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def world(

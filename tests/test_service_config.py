@@ -21,19 +21,12 @@ from service.nightly import nightly_backtest
 from service.serve import Jobs
 from service.view import ControllerView
 from tests.fake_kube import FakeKube
+from tests.fakes import Clock
 from tests.prometheus_harness import PrometheusProcess, backfill, require_binaries
-from tests.test_kubernetes_actuator import NS, deployment
+from tests.test_kubernetes_actuator import NS, deployment, hpa
 
 DAYS = 6
 STEP = 60
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture(scope="module")
@@ -65,18 +58,7 @@ def kube() -> Iterator[FakeKube]:
     fake = FakeKube()
     fake.put_object("apps/v1", "deployments", deployment("llm", 2))
     fake.put_object("apps/v1", "deployments", deployment("quiet", 3))
-    fake.put_object(
-        "autoscaling/v2",
-        "horizontalpodautoscalers",
-        {
-            "metadata": {"name": "llm", "namespace": NS},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"},
-                "minReplicas": 2,
-                "maxReplicas": 60,
-            },
-        },
-    )
+    fake.put_object("autoscaling/v2", "horizontalpodautoscalers", hpa("llm", 2, 60))
     yield fake
     fake.close()
 
