@@ -120,12 +120,19 @@ class ControllerView:
                 problems.append(f"traffic data is stale: {stale}")
             if rails.permanent_error:
                 problems.append(f"actuation stopped: {rails.permanent_error}")
+            reachable = True
+            try:
+                self.ctl.actuator.inner.current(r.target)
+            except ActuatorError as exc:
+                reachable = False
+                problems.append(f"actuator unreachable: {exc}")
             out[r.name] = {
                 "ready": not problems,
                 "problems": problems,
                 "refit": r.refit.as_dict(),
                 "tick": r.tick.as_dict(),
                 "data_age_s": r.data_age_s,
+                "actuator_reachable": reachable,
             }
             ok = ok and not problems
         return ok, {"models": out, "jobs": {k: v.as_dict() for k, v in self.jobs.items()}}

@@ -134,6 +134,7 @@ def test_health_readiness_and_metrics(demo: tuple[TestClient, Controller, Clock]
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert all(m["actuator_reachable"] for m in ready.json()["models"].values())
     text = client.get("/metrics").text
     for family in (
         "prewarm_desired_replicas",
