@@ -67,6 +67,7 @@ class ModelRuntime:
     lead_time: LeadTimeEstimator | None = None
     model: ForecastModel | None = None
     forecast: Forecast | None = None
+    forecast_doc: dict[str, Any] | None = None
     healthy: bool = True
     health_note: str = ""
     state: PlannerState = field(default_factory=PlannerState)
@@ -126,7 +127,8 @@ class Controller:
             levels = tuple(sorted({0.5, 0.9, r.spec.quantile}))
             self._score_coverage(r, hist)
             r.forecast = r.model.predict(h, levels)
-            self.store.put_forecast(name, r.forecast.origin_s, forecast_doc(r.forecast))
+            r.forecast_doc = forecast_doc(r.forecast)  # served by the API from memory
+            self.store.put_forecast(name, r.forecast.origin_s, r.forecast_doc)
             if self.rails(name).mode is Mode.SHADOW and r.refit.last_ok_s is None:
                 pass  # a new model stays in shadow until an operator (or config) makes it active
             r.refit.last_ok_s, r.refit.last_error = now_s, None

@@ -61,8 +61,9 @@ class ControllerView:
         return self._describe(self._rt(name))
 
     def forecast(self, name: str) -> dict[str, Any] | None:
-        self._rt(name)
-        return self.ctl.store.latest_forecast(name)
+        r = self._rt(name)
+        # the latest forecast is in memory once this process has refitted; the store has it after a restart
+        return r.forecast_doc if r.forecast_doc is not None else self.ctl.store.latest_forecast(name)
 
     def history(self, name: str, since_s: float) -> dict[str, Any]:
         r = self._rt(name)
