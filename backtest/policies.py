@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from backtest.fleet import Observation, by_tick
+from forecaster.dropouts import DropoutWatch
 from forecaster.models import ModelError
 from forecaster.models.base import ForecastModel
 from forecaster.selection import make_forecaster
@@ -121,9 +122,11 @@ class Predictive:
         refit_every_s: float = SECONDS_PER_DAY,
         trailing_s: float = 14 * SECONDS_PER_DAY,
         refresh_s: float = 300.0,
+        dropouts: DropoutWatch | None = None,
     ) -> None:
         self.spec = spec
         self.history = history
+        self.dropouts = dropouts or DropoutWatch()
         self.factory = make_forecaster(model, horizon_s=spec.lookahead_s)
         self.refit_every_s = refit_every_s
         self.trailing_s = trailing_s
@@ -138,6 +141,8 @@ class Predictive:
 
     def _refresh(self, now_s: float) -> None:
         hist = self.history(now_s).tail(self.trailing_s)
+        self.dropouts.check(hist, self._forecast)  # judged by the forecast made before the zeros came
+        hist = self.dropouts.clean(hist)
         if len(hist) < 2:
             return
         try:
@@ -157,10 +162,13 @@ class Predictive:
     def decide(self, obs: Observation) -> int:
         if obs.now_s - self._forecast_at >= self.refresh_s:
             self._refresh(obs.now_s)
+        recent = self.history(obs.now_s).tail(self.dropouts.max_s + self.spec.lookahead_s)
+        dropout = self.dropouts.check(recent, self._forecast)
         snap = Snapshot(
             current_replicas=obs.asked,
             ready_replicas=obs.ready,
             forecast=self._forecast,
+            data_dropout=dropout.describe(recent.step_s) if dropout else "",
             observed_rps=obs.observed_rps,
             observed_at_s=obs.now_s,
             queue_length=obs.queue_length,

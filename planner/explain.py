@@ -28,6 +28,7 @@ class Reason(StrEnum):
     FORECAST_MISSING = "ForecastMissing"  # no forecast: hold, keep the reactive floor
     FORECAST_STALE = "ForecastStale"  # too old, or does not cover the look-ahead window
     FORECAST_UNHEALTHY = "ForecastUnhealthy"  # demoted by the self-check
+    DATA_DROPOUT = "DataDropout"  # traffic reads 0 where the forecast makes 0 impossible: held as missing
     OBSERVED_RATE_MISSING = "ObservedRateMissing"  # no fresh observed rate: no reactive floor this tick
     INVALID_SNAPSHOT = "InvalidSnapshot"  # no decision possible (e.g. current replicas unknown)
 

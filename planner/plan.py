@@ -1,8 +1,9 @@
 """plan(snapshot, spec, state, now) -> (Decision, PlannerState): one pure call per model and tick.
 
 Stages, in order (each leaves a Step):
-0. forecast check: a missing, stale (too old, or not covering the look-ahead) or unhealthy forecast
-   switches to the fallback: hold the current count and keep the reactive floor; never scale down.
+0. forecast check: a missing, stale (too old, or not covering the look-ahead) or unhealthy forecast, or
+   traffic data that is stale or a telemetry dropout, switches to the fallback: hold the current count and
+   keep the reactive floor; never scale down.
 1. demand: the alpha-quantile of forecast demand over [now, now + T_load + tick];
 2. replicas: ceil(demand / (capacity x target utilisation)) - recorded as the decision's raw replicas;
 3. reactive floor from the observed rate and queue (the surprises the forecast missed);

@@ -58,6 +58,8 @@ def forecast_problem(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple
     fc = snapshot.forecast
     if snapshot.data_stale:
         return Reason.FORECAST_STALE, f"the traffic data is stale: {snapshot.data_stale}"
+    if snapshot.data_dropout:
+        return Reason.DATA_DROPOUT, snapshot.data_dropout
     if fc is None:
         return Reason.FORECAST_MISSING, "no forecast is available"
     if not snapshot.forecast_healthy:

@@ -15,6 +15,7 @@ from actuator.base import ActuationResult, ColdStart, ReplicaActuator, ReplicaSt
 from actuator.errors import PermanentError
 from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
+from forecaster.dropouts import DropoutWatch
 from forecaster.sources.prometheus import PrometheusSource
 from forecaster.types import TrafficSeries
 from planner import PlannerSpec
@@ -113,6 +114,7 @@ def build_from_config(
                 forecaster=m.forecaster,
                 lead_time=LeadTimeEstimator(m.t_load_s),
                 stale=_staleness(source, m.name, clock),
+                dropouts=DropoutWatch(m.dropout_min_count, m.dropout_max_s),
             )
         )
         rails[t] = Rails(mode=Mode(m.mode), max_added_per_tick=m.max_added_per_tick)

@@ -130,6 +130,12 @@ class ModelConfig(_Strict):
     target: TargetConfig | None = None
     mode: Literal["active", "shadow"] = "shadow"
     max_added_per_tick: int | None = Field(None, ge=1, le=100_000)
+    dropout_min_count: float = Field(
+        20.0, gt=0, description="forecast requests per step above which a run of zeros is a telemetry dropout"
+    )
+    dropout_max_s: float = Field(
+        86_400.0, ge=0, le=30 * 86_400, description="hold a dropout at most this long, then believe it"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ModelConfig:

@@ -19,6 +19,7 @@ from actuator.base import ActuationResult, ColdStart, Outcome, ReplicaState, Tar
 from actuator.errors import ActuatorError
 from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
+from forecaster.dropouts import DropoutWatch
 from forecaster.models import ModelError
 from forecaster.models.base import ForecastModel
 from forecaster.selection import make_forecaster
@@ -78,6 +79,8 @@ class ModelRuntime:
     stale: Callable[[], str] | None = None  # the source's staleness verdict ("" when fresh)
     coverage: deque[bool] = field(default_factory=lambda: deque(maxlen=COVERAGE_WINDOW))
     backtest_note: str = ""  # set by the nightly backtest's self-check when predictive lost
+    dropouts: DropoutWatch = field(default_factory=DropoutWatch)
+    dropout_note: str = ""  # non-empty while the newest data reads as a telemetry dropout
 
     def t_load(self) -> tuple[float, str]:
         if self.lead_time is None:
@@ -117,6 +120,8 @@ class Controller:
         r = self.models[name]
         try:
             hist = r.history(now_s).tail(TRAILING_S)
+            r.dropouts.check(hist, r.forecast)  # judged by the forecast made before the zeros came
+            hist = r.dropouts.clean(hist)  # dropouts are gaps to the forecaster, not idle traffic
             if len(hist) < 2:
                 raise ModelError(f"only {len(hist)} steps of history so far")
             full = r.model is None or r.refit.last_ok_s is None or self._fitted_day(r, now_s)
@@ -192,6 +197,7 @@ class Controller:
                 forecast_healthy=r.healthy,
                 forecast_note=r.health_note,
                 data_stale=r.stale() if r.stale is not None else "",
+                data_dropout=r.dropout_note,
                 observed_rps=observed,
                 observed_at_s=observed_at,
             )
@@ -229,6 +235,7 @@ class Controller:
         return self.actuator.apply(r.target, decision, str(decision_id))
 
     def _observed(self, r: ModelRuntime, now_s: float) -> tuple[float | None, float | None]:
+        r.dropout_note = ""
         try:
             hist = r.history(now_s)
         except SourceError:
@@ -237,6 +244,8 @@ class Controller:
         if len(hist) == 0:
             return None, None
         r.data_age_s = max(0.0, now_s - hist.end_s)
+        dropout = r.dropouts.check(hist.tail(r.dropouts.max_s + r.spec.lookahead_s), r.forecast)
+        r.dropout_note = dropout.describe(hist.step_s) if dropout else ""
         last = float(hist.values[-1])
         if not math.isfinite(last):
             return None, None  # a gap: no reactive floor this tick, and the planner never scales down on it

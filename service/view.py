@@ -119,6 +119,8 @@ class ControllerView:
             stale = r.stale() if r.stale is not None else ""
             if stale:
                 problems.append(f"traffic data is stale: {stale}")
+            if r.dropout_note:
+                problems.append(r.dropout_note)
             if rails.permanent_error:
                 problems.append(f"actuation stopped: {rails.permanent_error}")
             reachable = True

@@ -10,10 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from backtest.fleet import Observation, simulate, spread_arrivals
-from backtest.policies import Oracle, Reactive
+from backtest.policies import Oracle, Predictive, Reactive
 from backtest.run import BacktestConfig, compare, run_backtest, static_hours_at, sweep_pools
+from forecaster.dropouts import DropoutWatch
 from forecaster.sources.synthetic import DEMO_FLEET, generate
 from forecaster.types import TrafficSeries
+from planner import PlannerSpec
 from service.cli import app
 
 
@@ -240,3 +242,29 @@ def test_server_mode_reports_the_backlog_to_the_policy() -> None:
     pol = Fixed(1)
     simulate(arr, pol, start_s=0.0, capacity_rps=0.1, t_load_s=0.0, slo_wait_s=2.0, tick_s=30)
     assert pol.seen[1].queue_length == 6  # at 30 s four have started (at 0, 10, 20, 30 s), six still wait
+
+
+def test_a_telemetry_dropout_is_held_through_not_scaled_down_on() -> None:
+    # a collector outage: two busy hours read 0 on day 4, then the (never stopped) traffic is back
+    s = generate(DEMO_FLEET[1], days=5.0, step_s=300, seed=4)
+    day4 = 3 * 288
+    busy = day4 + int(np.argmax(s.values[day4 : day4 + 288]))
+    values = s.values.copy()
+    values[busy - 24 : busy] = 0.0
+    s = TrafficSeries(s.name, s.start_s, 300, values)
+    cap = float(np.quantile(values / 300, 0.999)) / 15
+    sim = s.slice(2 * 288, len(s))
+    arrivals = spread_arrivals(sim, 0)
+    spec = PlannerSpec(capacity_rps_per_replica=cap, t_load_s=300.0, tick_s=30.0)
+    args = {"start_s": sim.start_s, "capacity_rps": cap, "t_load_s": 300.0, "slo_wait_s": 2.0, "tick_s": 30}
+    watched = Predictive(spec, s.before, refresh_s=300.0)
+    believed = Predictive(spec, s.before, refresh_s=300.0, dropouts=DropoutWatch(max_s=0.0))
+    held = simulate(arrivals, watched, **args)  # type: ignore[arg-type]
+    dropped = simulate(arrivals, believed, **args)  # type: ignore[arg-type]
+    assert watched.reasons["DataDropout"] >= 200  # most of the 240 ticks of the outage
+    assert believed.reasons["DataDropout"] == 0
+    # believing the zeros released the fleet, and the returning traffic found it a cold start short: more
+    # than half of a T_load's worth of it violated, which the held fleet served
+    assert dropped.slo_violations - held.slo_violations > 0.5 * values[busy]
+    assert dropped.slo_violations > 3 * held.slo_violations
+    assert watched.dropouts.spans == [(s.start_s + (busy - 24) * 300, s.start_s + busy * 300)]

@@ -140,6 +140,17 @@ def test_scale_in_holds_when_the_forecast_is_too_short_to_prove_idleness() -> No
             Reason.FORECAST_STALE,
             id="stale-traffic-data",
         ),
+        pytest.param(
+            Snapshot(
+                current_replicas=6,
+                forecast=forecast(np.full(600, 40.0)),
+                observed_rps=0.0,
+                observed_at_s=0.0,
+                data_dropout="traffic reads 0 for 20 min while the forecast expects at least 2400 requests",
+            ),
+            Reason.DATA_DROPOUT,
+            id="telemetry-dropout",
+        ),
     ],
 )
 def test_without_a_usable_forecast_the_planner_holds_and_never_scales_down(

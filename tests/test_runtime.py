@@ -17,6 +17,7 @@ from forecaster.types import TrafficSeries
 from planner import PlannerSpec
 from service.runtime import Controller, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
+from service.view import ControllerView
 from tests.fakes import Clock
 
 STEP = 300
@@ -134,3 +135,41 @@ def test_a_forecast_that_stops_covering_live_traffic_is_demoted_to_the_reactive_
         clock.t += TICK
     assert not rt.healthy and "live coverage of the p90 forecast is" in rt.health_note
     assert reasons[0] != "ForecastUnhealthy" and reasons[-1] == "ForecastUnhealthy"
+
+
+def test_a_telemetry_dropout_holds_the_fleet_says_why_and_is_not_learned(tmp_path: Path) -> None:
+    base = generate(DEMO_FLEET[0], days=9, step_s=STEP, seed=4)
+    day8 = 8 * 288
+    busy = day8 + 12 * 12  # noon of day 8
+    values = base.values.copy()
+    values[busy : busy + 24] = 0.0  # the collector reads 0 for two hours; the traffic did not stop
+    series = TrafficSeries(base.name, base.start_s, STEP, values)
+    clock = Clock(series.start_s + busy * STEP)
+    cap = float(np.quantile(values / STEP, 0.999)) / 15
+    target = Target("Deployment", "demo", series.name)
+    spec = PlannerSpec(capacity_rps_per_replica=cap, t_load_s=T_LOAD, tick_s=TICK, max_replicas=100)
+    rt = ModelRuntime(series.name, target, spec, lambda now: series.before(now), forecaster="profile")
+    fleet = SimulatedFleet(clock, T_LOAD)
+    ctl = Controller(
+        [rt],
+        GuardedActuator(fleet, rails={target: Rails(mode=Mode.ACTIVE)}),
+        DecisionStore(f"sqlite:///{tmp_path / 'store.db'}"),
+    )
+    ctl.refit_model(series.name, clock.t)
+    first = ctl.tick_model(series.name, clock.t)  # the first zero step has not arrived yet
+    before = fleet.current(target).desired
+    reasons = [ctl.store.decision(first).record["reason"]]  # type: ignore[union-attr]
+    for _ in range(24):  # through the two hours of zeros, refitting hourly as the service does
+        clock.t += TICK
+        if (clock.t - series.start_s) % 3600 == 0:
+            ctl.refit_model(series.name, clock.t)
+        decision_id = ctl.tick_model(series.name, clock.t)
+        reasons.append(ctl.store.decision(decision_id).record["reason"])  # type: ignore[union-attr]
+        assert fleet.current(target).desired >= before  # never scaled down on the zeros
+    assert reasons[0] != "DataDropout" and set(reasons[1:]) == {"DataDropout"}
+    assert "telemetry dropout" in rt.dropout_note
+    ok, doc = ControllerView(ctl, clock).readiness()
+    assert not ok and any("telemetry dropout" in p for p in doc["models"][series.name]["problems"])
+    # the refit saw the zeros as a gap: its forecast still expects the day's traffic, not silence
+    assert rt.forecast is not None and float(rt.forecast.mean[0]) > 0.5 * float(values[busy - 1])
+    assert rt.dropouts.spans and rt.dropouts.spans[0][0] == series.start_s + busy * STEP

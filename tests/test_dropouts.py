@@ -1,0 +1,90 @@
+"""Telemetry dropouts: zeros the forecast makes impossible are missing data, plausible zeros stay zeros."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forecaster.dropouts import DropoutWatch, trailing_dropout
+from forecaster.types import Forecast, TrafficSeries
+
+STEP = 600
+
+
+def series(values: list[float]) -> TrafficSeries:
+    return TrafficSeries("m", 0.0, STEP, np.asarray(values, dtype=float))
+
+
+def flat_forecast(count: float, origin_s: float = 0.0, steps: int = 200) -> Forecast:
+    mean = np.full(steps, count)
+    return Forecast(origin_s, STEP, mean, {0.9: mean * 1.3}, "test")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected_count", "found"),
+    [
+        pytest.param([900, 1000, 0, 0, 0], 1000.0, (2 * STEP, 5 * STEP), id="zeros-at-a-thousand-per-step"),
+        pytest.param([900, 1000, 0, np.nan, 0], 1000.0, (2 * STEP, 5 * STEP), id="gaps-inside-the-run"),
+        pytest.param([900, 0, 0, 5, 0], 1000.0, (4 * STEP, 5 * STEP), id="a-count-ends-the-older-run"),
+        pytest.param([3, 1, 0, 0, 0], 2.0, None, id="sparse-traffic-zeros-are-plausible"),
+        pytest.param([900, 1000, 0, 0, 7], 1000.0, None, id="traffic-is-back"),
+        pytest.param([900, 1000, np.nan, np.nan], 1000.0, None, id="a-gap-is-not-a-dropout"),
+        pytest.param([0, 0, 0, 0, 0], 19.0, None, id="below-the-implausibility-count"),
+    ],
+)
+def test_a_trailing_run_of_zeros_is_a_dropout_only_where_the_forecast_makes_zero_implausible(
+    values: list[float], expected_count: float, found: tuple[float, float] | None
+) -> None:
+    d = trailing_dropout(series(values), flat_forecast(expected_count), min_count=20.0, max_s=86_400.0)
+    if found is None:
+        assert d is None
+    else:
+        assert d is not None and (d.start_s, d.end_s) == found
+        assert d.expected_count == pytest.approx(expected_count)
+        assert "telemetry dropout" in d.describe(STEP) and "e^-1000" in d.describe(STEP)
+
+
+def test_a_run_longer_than_max_s_is_believed() -> None:
+    s = series([1000] + [0] * 12)  # two hours of zeros
+    assert trailing_dropout(s, flat_forecast(1000), 20.0, max_s=3 * 3600) is not None
+    assert trailing_dropout(s, flat_forecast(1000), 20.0, max_s=3600) is None
+
+
+def test_a_forecast_that_expects_the_off_period_keeps_its_zeros() -> None:
+    mean = np.where(np.arange(200) % 2 == 0, 500.0, 0.0)  # an on/off client the forecast knows
+    fc = Forecast(0.0, STEP, mean, {0.9: mean}, "test")
+    assert trailing_dropout(series([500, 0]), fc, 20.0, 86_400.0) is None
+    # ... but a zero where it expects the client on is not: the dropout starts there, not at the off step
+    d = trailing_dropout(series([500, 0, 0]), fc, 20.0, 86_400.0)
+    assert d is not None and (d.start_s, d.expected_count) == (2 * STEP, 500.0)
+
+
+def test_a_forecast_refit_during_the_run_still_judges_it() -> None:
+    # the refit masked the run, so its forecast starts after the zeros: its first step stands for them
+    d = trailing_dropout(series([1000, 0, 0, 0]), flat_forecast(800, origin_s=4 * STEP), 20.0, 86_400.0)
+    assert d is not None and d.expected_count == 800
+
+
+def test_the_watch_remembers_dropouts_and_the_refit_sees_them_as_gaps() -> None:
+    watch = DropoutWatch()
+    fc = flat_forecast(1000)
+    assert watch.check(series([900, 1000, 0]), fc) is not None
+    assert watch.check(series([900, 1000, 0, 0, 0]), fc) is not None  # the run grows: one span, not two
+    assert watch.spans == [(2 * STEP, 5 * STEP)]
+    later = series([900, 1000, 0, 0, 0, 1100, 0.0])
+    assert watch.check(later, flat_forecast(5)) is None  # a plausible zero is not remembered
+    cleaned = watch.clean(later)
+    assert np.isnan(cleaned.values[2:5]).all()
+    assert cleaned.values.tolist()[:2] == [900, 1000] and cleaned.values[5:].tolist() == [1100, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"min_count": 0.0}, "dropout_min_count=0.0 is out of range; allowed (0, inf)", id="n"),
+        pytest.param({"max_s": -1.0}, "dropout_max_s=-1.0 is out of range; allowed [0, inf)", id="max"),
+    ],
+)
+def test_bad_settings_name_the_key_the_value_and_the_range(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        DropoutWatch(**kwargs)
