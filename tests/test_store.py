@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,20 @@ def test_a_process_killed_mid_write_loses_no_committed_decision(tmp_path: Path) 
     latest = store.decisions("m", limit=1)[0]
     # the stored planner state is the one the newest stored decision produced
     assert store.state("m") == {"recommendations": [[latest.at_s, 2]], "scale_events": []}
+
+
+def test_a_database_from_before_an_index_existed_gets_it_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    store = DecisionStore(f"sqlite:///{db}")
+    store.record("m", decision(5.0), None, {})
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP INDEX ix_decisions_model_at")
+    again = DecisionStore(f"sqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE model = 'm' ORDER BY at_s DESC LIMIT 20"
+        ).fetchall()
+    assert "ix_decisions_model_at" in names
+    assert "ix_decisions_model_at" in str(plan) and "TEMP B-TREE" not in str(plan)  # no sort per request
+    assert [d.at_s for d in again.decisions("m")] == [5.0]
