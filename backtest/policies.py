@@ -138,6 +138,8 @@ class Predictive:
         self._fitted_at = -math.inf
         self._forecast: Forecast | None = None
         self._forecast_at = -math.inf
+        self._dropout_note = ""
+        self._recheck_at_s = -math.inf
 
     def _refresh(self, now_s: float) -> None:
         hist = self.history(now_s).tail(self.trailing_s)
@@ -162,13 +164,16 @@ class Predictive:
     def decide(self, obs: Observation) -> int:
         if obs.now_s - self._forecast_at >= self.refresh_s:
             self._refresh(obs.now_s)
-        recent = self.history(obs.now_s).tail(self.dropouts.max_s + self.spec.lookahead_s)
-        dropout = self.dropouts.check(recent, self._forecast)
+        if obs.now_s >= self._recheck_at_s:  # the history only changes when a step completes
+            recent = self.history(obs.now_s).tail(self.dropouts.max_s + self.spec.lookahead_s)
+            dropout = self.dropouts.check(recent, self._forecast)
+            self._dropout_note = dropout.describe(recent.step_s) if dropout else ""
+            self._recheck_at_s = recent.end_s + recent.step_s if len(recent) else obs.now_s
         snap = Snapshot(
             current_replicas=obs.asked,
             ready_replicas=obs.ready,
             forecast=self._forecast,
-            data_dropout=dropout.describe(recent.step_s) if dropout else "",
+            data_dropout=self._dropout_note,
             observed_rps=obs.observed_rps,
             observed_at_s=obs.now_s,
             queue_length=obs.queue_length,
