@@ -17,6 +17,7 @@ import numpy as np
 
 from backtest.fleet import FleetResult, Policy, TLoadSampler, by_tick, simulate, spread_arrivals
 from backtest.policies import Oracle, Predictive, Reactive, Scheduled
+from forecaster.dropouts import DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
 from planner import PlannerSpec
 
@@ -39,6 +40,9 @@ class BacktestConfig:
     alpha: float | None = None
     seed: int = 0
     t_load_sampler: TLoadSampler | None = None
+    refresh_s: float = 300.0  # forecast re-anchored on new data this often: the service's schedules.refit_s
+    dropout_min_count: float = 20.0  # forecaster/dropouts.py, as the model's config sets it
+    dropout_max_s: float = 86_400.0
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in POLICIES]
@@ -124,7 +128,11 @@ def run_backtest(
         if name == "predictive":
             return [
                 Predictive(
-                    cfg.planner_spec(), history, model=cfg.model, refresh_s=max(300.0, float(series.step_s))
+                    cfg.planner_spec(),
+                    history,
+                    model=cfg.model,
+                    refresh_s=max(cfg.refresh_s, float(series.step_s)),
+                    dropouts=DropoutWatch(cfg.dropout_min_count, cfg.dropout_max_s),
                 )
             ]
         return [

@@ -81,13 +81,17 @@ def forecast_problem(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple
 
 def _peak(fc: Forecast, alpha: float, start: float, end: float) -> tuple[float, float]:
     """(max alpha-quantile rate in requests/s, time of that step) over steps overlapping [start, end)."""
-    path = fc.quantile(alpha).tolist()
+    path = fc.quantile(alpha)
     best, at = 0.0, start
-    for i, count in enumerate(path):
+    # only the steps near the window: a published forecast runs a day ahead, the window minutes
+    lo = max(0, math.floor((start - fc.origin_s) / fc.step_s) - 1)
+    hi = min(fc.horizon, math.ceil((end - fc.origin_s) / fc.step_s) + 1)
+    for i in range(lo, hi):
+        count = float(path[i])
         t = fc.origin_s + i * fc.step_s
         if t + fc.step_s <= start + EPS or t >= end - EPS:
             continue
-        rate = float(count) / fc.step_s
+        rate = count / fc.step_s
         if rate > best or (rate == best and at == start):
             best, at = rate, t
     return best, at

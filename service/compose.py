@@ -143,7 +143,13 @@ def build_from_config(
     actuator = GuardedActuator(
         RoutingActuator(by_kind), kill_switch=cfg.kill_switch, is_leader=is_leader, rails=rails
     )
-    return Controller(runtimes, actuator, DecisionStore(cfg.store.url), refit_every_s=cfg.schedules.refit_s)
+    return Controller(
+        runtimes,
+        actuator,
+        DecisionStore(cfg.store.url),
+        refit_every_s=cfg.schedules.refit_s,
+        forecast_horizon_s=cfg.schedules.forecast_horizon_s,
+    )
 
 
 def _history(source: PrometheusSource, name: str) -> Callable[[float], TrafficSeries]:

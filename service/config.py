@@ -175,7 +175,15 @@ class StoreConfig(_Strict):
 
 class SchedulesConfig(_Strict):
     tick_s: float = Field(30.0, ge=1, le=3600, description="control tick interval")
-    refit_s: float = Field(3600.0, ge=60, le=7 * 86_400, description="forecast refresh interval")
+    refit_s: float = Field(
+        300.0,
+        ge=60,
+        le=7 * 86_400,
+        description="forecast re-anchored on new data this often (full refit daily)",
+    )
+    forecast_horizon_s: float = Field(
+        86_400.0, ge=600, le=7 * 86_400, description="how far ahead each refresh forecasts (API, dashboard)"
+    )
     backtest_hour_utc: int = Field(3, ge=0, le=23, description="hour of the nightly backtest (UTC)")
     backtest_days: float = Field(14.0, ge=3, le=90, description="history each nightly backtest replays")
 

@@ -26,7 +26,10 @@ def nightly_backtest(ctl: Controller, name: str, now_s: float, days: float) -> d
         warm_pools=POOLS,
         policies=("reactive", "static", "predictive", "oracle"),
         model=r.forecaster,
-        alpha=r.spec.alpha,
+        alpha=r.spec.quantile,
+        refresh_s=ctl.refit_every_s,
+        dropout_min_count=r.dropouts.min_count,
+        dropout_max_s=r.dropouts.max_s,
     )
     bt = run_backtest(hist, cfg)
     cmp = compare(bt.results)

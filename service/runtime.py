@@ -30,6 +30,7 @@ from planner.explain import Decision
 from service.store import DecisionStore
 
 TRAILING_S = 14 * 86_400
+STORE_FORECAST_EVERY_S = 3600.0  # the stored copy only serves a restart: hourly bounds the store
 COVERAGE_WINDOW = 1440  # steps of live coverage the self-check looks at
 COVERAGE_MIN_STEPS = 120
 COVERAGE_DEMOTE_GAP = 0.2  # demote when live coverage of the alpha-quantile falls this far below alpha
@@ -69,6 +70,7 @@ class ModelRuntime:
     model: ForecastModel | None = None
     forecast: Forecast | None = None
     forecast_doc: dict[str, Any] | None = None
+    stored_forecast_s: float | None = None
     healthy: bool = True
     health_note: str = ""
     state: PlannerState = field(default_factory=PlannerState)
@@ -98,9 +100,11 @@ class Controller:
         actuator: GuardedActuator,
         store: DecisionStore,
         *,
-        refit_every_s: float = 3600.0,
+        refit_every_s: float = 300.0,
+        forecast_horizon_s: float = 86_400.0,
     ) -> None:
         self.models = {r.name: r for r in runtimes}
+        self.forecast_horizon_s = forecast_horizon_s
         self.actuator = actuator
         self.store = store
         self.refit_every_s = refit_every_s
@@ -127,13 +131,19 @@ class Controller:
             full = r.model is None or r.refit.last_ok_s is None or self._fitted_day(r, now_s)
             factory = make_forecaster(r.forecaster, horizon_s=r.spec.lookahead_s)
             r.model = factory().fit(hist) if full or r.model is None else r.model.update(hist)
-            span = (now_s - hist.end_s) + r.spec.lookahead_s + r.spec.break_even_s + self.refit_every_s
+            # the planner needs the look-ahead and the break-even after it until the next refresh; the API
+            # and the dashboard serve up to forecast_horizon_s
+            span = (now_s - hist.end_s) + max(
+                r.spec.lookahead_s + r.spec.break_even_s + self.refit_every_s, self.forecast_horizon_s
+            )
             h = max(1, math.ceil(span / hist.step_s) + 1)
             levels = tuple(sorted({0.5, 0.9, r.spec.quantile}))
             self._score_coverage(r, hist)
             r.forecast = r.model.predict(h, levels)
             r.forecast_doc = forecast_doc(r.forecast)  # served by the API from memory
-            self.store.put_forecast(name, r.forecast.origin_s, r.forecast_doc)
+            if r.stored_forecast_s is None or now_s - r.stored_forecast_s >= STORE_FORECAST_EVERY_S:
+                self.store.put_forecast(name, r.forecast.origin_s, r.forecast_doc)
+                r.stored_forecast_s = now_s
             if self.rails(name).mode is Mode.SHADOW and r.refit.last_ok_s is None:
                 pass  # a new model stays in shadow until an operator (or config) makes it active
             r.refit.last_ok_s, r.refit.last_error = now_s, None

@@ -77,7 +77,7 @@ def build_demo(
         )
         rails[target] = Rails(mode=Mode.ACTIVE)  # the demo acts on its simulated fleet
     return Controller(
-        runtimes, GuardedActuator(fleet, rails=rails), DecisionStore(store_url), refit_every_s=3600.0
+        runtimes, GuardedActuator(fleet, rails=rails), DecisionStore(store_url), refit_every_s=300.0
     )
 
 

@@ -4,6 +4,7 @@ actuation, a restart resumes planner state, and a simulated day pre-warms ahead 
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,19 @@ def test_a_telemetry_dropout_holds_the_fleet_says_why_and_is_not_learned(tmp_pat
     # the refit saw the zeros as a gap: its forecast still expects the day's traffic, not silence
     assert rt.forecast is not None and float(rt.forecast.mean[0]) > 0.5 * float(values[busy - 1])
     assert rt.dropouts.spans and rt.dropouts.spans[0][0] == series.start_s + busy * STEP
+
+
+def test_forecasts_refresh_every_five_minutes_reach_a_day_ahead_and_are_stored_hourly(tmp_path: Path) -> None:
+    ctl, clock, series, _, _ = world(tmp_path)
+    rt = ctl.models[series.name]
+    origins = []
+    for _ in range(24):  # two hours of 5-minute refreshes
+        ctl.refit_model(series.name, clock.t)
+        assert rt.forecast is not None
+        origins.append(rt.forecast.origin_s)
+        assert rt.forecast.origin_s + rt.forecast.horizon * rt.forecast.step_s >= clock.t + 86_400
+        clock.t += 300
+    assert len(set(origins)) == 24  # each refresh re-anchored on the step that had just arrived
+    with sqlite3.connect(tmp_path / "prewarm.db") as conn:
+        stored = conn.execute("SELECT origin_s FROM forecasts ORDER BY origin_s").fetchall()
+    assert [o for (o,) in stored] == [origins[0], origins[12]]
