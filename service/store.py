@@ -32,6 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import make_url
 
 metadata = MetaData()
 
@@ -97,7 +98,13 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 class DecisionStore:
     def __init__(self, url: str = "sqlite:///prewarm.db") -> None:
-        self.engine = create_engine(url, future=True)
+        pool: dict[str, int] = {}
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            # one open connection per API worker thread (anyio runs up to 40): SQLAlchemy's default of 5 +
+            # 10 overflow closes and reopens connections (and re-runs the PRAGMAs) under concurrent reads
+            pool = {"pool_size": 40, "max_overflow": 0}
+        self.engine = create_engine(url, future=True, **pool)
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
         metadata.create_all(self.engine)
