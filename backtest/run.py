@@ -17,7 +17,7 @@ import numpy as np
 
 from backtest.fleet import FleetResult, Policy, TLoadSampler, by_tick, simulate, spread_arrivals
 from backtest.policies import Oracle, Predictive, Reactive, Scheduled
-from forecaster.dropouts import DropoutWatch
+from forecaster.dropouts import DEFAULT_MAX_S, DEFAULT_MIN_COUNT, DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
 from planner import PlannerSpec
 
@@ -41,8 +41,8 @@ class BacktestConfig:
     seed: int = 0
     t_load_sampler: TLoadSampler | None = None
     refresh_s: float = 300.0  # forecast re-anchored on new data this often: the service's schedules.refit_s
-    dropout_min_count: float = 20.0  # forecaster/dropouts.py, as the model's config sets it
-    dropout_max_s: float = 86_400.0
+    dropout_min_count: float = DEFAULT_MIN_COUNT  # as the model's config sets it
+    dropout_max_s: float = DEFAULT_MAX_S
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.policies if p not in POLICIES]

@@ -22,6 +22,9 @@ import numpy as np
 
 from forecaster.types import Forecast, TrafficSeries
 
+DEFAULT_MIN_COUNT = 20.0  # e^-20 = 2e-9: the chance that real traffic at this expected count reads 0
+DEFAULT_MAX_S = 86_400.0
+
 
 @dataclass(frozen=True)
 class Dropout:
@@ -51,8 +54,8 @@ class DropoutWatch:
     max_s: how long a run of zeros is held as a dropout before it is believed (a model really switched off).
     """
 
-    min_count: float = 20.0
-    max_s: float = 86_400.0
+    min_count: float = DEFAULT_MIN_COUNT
+    max_s: float = DEFAULT_MAX_S
     spans: list[tuple[float, float]] = field(default_factory=list)
     _keep_s: float = 30 * 86_400.0
 
@@ -82,11 +85,12 @@ class DropoutWatch:
         return replace(history, values=np.where(bad, np.nan, history.values))
 
     def _remember(self, lo: float, hi: float) -> None:
-        spans = [s for s in self.spans if s[1] < lo or s[0] > hi]  # a grown run replaces its shorter self
-        merged = (min([lo, *[s[0] for s in self.spans if not (s[1] < lo or s[0] > hi)]]), hi)
-        self.spans = sorted([*spans, merged])
-        horizon = hi - self._keep_s
-        self.spans = [s for s in self.spans if s[1] >= horizon]
+        """Add [lo, hi), merged with the spans it overlaps (a run that grew replaces its shorter self);
+        spans that ended more than _keep_s before it are forgotten."""
+        overlap = [s for s in self.spans if s[1] >= lo and s[0] <= hi]
+        merged = (min([lo, *(s[0] for s in overlap)]), hi)
+        kept = [s for s in self.spans if s not in overlap and s[1] >= hi - self._keep_s]
+        self.spans = sorted([*kept, merged])
 
 
 def trailing_dropout(

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from forecaster.dropouts import DEFAULT_MAX_S, DEFAULT_MIN_COUNT
 from forecaster.sources.prometheus import ModelQuery, PrometheusSettings
 from forecaster.types import SECONDS_PER_DAY
 
@@ -131,10 +132,12 @@ class ModelConfig(_Strict):
     mode: Literal["active", "shadow"] = "shadow"
     max_added_per_tick: int | None = Field(None, ge=1, le=100_000)
     dropout_min_count: float = Field(
-        20.0, gt=0, description="forecast requests per step above which a run of zeros is a telemetry dropout"
+        DEFAULT_MIN_COUNT,
+        gt=0,
+        description="forecast requests per step above which a run of zeros is a telemetry dropout",
     )
     dropout_max_s: float = Field(
-        86_400.0, ge=0, le=30 * 86_400, description="hold a dropout at most this long, then believe it"
+        DEFAULT_MAX_S, ge=0, le=30 * 86_400, description="hold a dropout at most this long, then believe it"
     )
 
     @model_validator(mode="after")

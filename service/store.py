@@ -98,14 +98,15 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 class DecisionStore:
     def __init__(self, url: str = "sqlite:///prewarm.db") -> None:
-        pool: dict[str, int] = {}
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        sqlite = parsed.get_backend_name() == "sqlite"
+        pool: dict[str, int] = {}
+        if sqlite and parsed.database not in (None, "", ":memory:"):
             # one open connection per API worker thread (anyio runs up to 40): SQLAlchemy's default of 5 +
             # 10 overflow closes and reopens connections (and re-runs the PRAGMAs) under concurrent reads
             pool = {"pool_size": 40, "max_overflow": 0}
         self.engine = create_engine(url, future=True, **pool)
-        if self.engine.dialect.name == "sqlite":
+        if sqlite:
             _sqlite_pragmas(self.engine)
         metadata.create_all(self.engine)
         for table in metadata.tables.values():  # indexes added since a database was created
