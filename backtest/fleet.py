@@ -53,6 +53,9 @@ class Observation:
     queue_length: float
     asked: int  # replicas asked for (loading + ready)
     ready: int
+    # requests that arrived in the last `window_s` seconds (at most since the start): a live controller
+    # can ask its metrics for a rate over any trailing window
+    arrived: Callable[[float], float] = lambda window_s: 0.0
 
 
 class Policy(Protocol):
@@ -257,6 +260,13 @@ class _ServerQueue:
                 self.res.slo_violations += 1
 
 
+def _arrived_before(before_second: FloatArray, t0: int) -> Callable[[float], float]:
+    def arrived(window_s: float) -> float:
+        return float(before_second[t0] - before_second[max(0, t0 - int(window_s))])
+
+    return arrived
+
+
 def simulate(
     arrivals: FloatArray,
     policy: Policy,
@@ -288,11 +298,20 @@ def simulate(
         else _ServerQueue(capacity_rps, slo_wait_s, score_from_s, res)
     )
     last_rps = tick_sum[0] / tick_s if n_ticks else 0.0
+    before_second = np.concatenate([[0.0], np.cumsum(arrivals)])  # [t]: requests arrived before second t
     for k in range(n_ticks):
         t0 = k * tick_s
         t1 = min(t0 + tick_s, n_sec)
         scored = t0 >= score_from_s
-        obs = Observation(start_s + t0, t0, last_rps, service.waiting(t0), reps.asked, reps.ready)
+        obs = Observation(
+            start_s + t0,
+            t0,
+            last_rps,
+            service.waiting(t0),
+            reps.asked,
+            reps.ready,
+            _arrived_before(before_second, t0),
+        )
         before = reps.ready
         started, stopped = reps.apply(max(0, int(policy.decide(obs))), t0, first=k == 0)
         if k == 0 and isinstance(service, _ServerQueue):

@@ -169,12 +169,14 @@ class Predictive:
             dropout = self.dropouts.check(recent, self._forecast)
             self._dropout_note = dropout.describe(recent.step_s) if dropout else ""
             self._recheck_at_s = recent.end_s + recent.step_s if len(recent) else obs.now_s
+        window = min(float(obs.elapsed_s), self.spec.reactive_window_s)
+        rps = obs.arrived(window) / window if window > 0 else obs.observed_rps
         snap = Snapshot(
             current_replicas=obs.asked,
             ready_replicas=obs.ready,
             forecast=self._forecast,
             data_dropout=self._dropout_note,
-            observed_rps=obs.observed_rps,
+            observed_rps=rps,
             observed_at_s=obs.now_s,
             queue_length=obs.queue_length,
         )

@@ -10,6 +10,13 @@ servers, FIFO) gives the probability that a request waits longer than t:
 with a = rate / mu the offered load in replicas and C(c, a) the Erlang C probability of waiting at all.
 Exponential service is a conservative stand-in for the near-deterministic service of a model replica
 (M/D/c waits are shorter), so the count it gives is an upper bound of what the SLO needs.
+
+How many servers is a cost question, not a fixed probability: a replica is worth its idle cost while it keeps
+enough requests from waiting past the SLO. A fixed probability target (say 1%) spends the same per-request
+care at 3 a.m. as at the peak, although at 3 a.m. each extra replica saves a few requests an hour: it
+provisions low-traffic hours far past where their violations weigh in the overall rate.
+`servers_for_marginal_wait` stops adding servers where the next one would keep fewer than a given number of
+requests per second from waiting too long, which is what minimises idle cost plus late-request cost.
 """
 
 from __future__ import annotations
@@ -17,6 +24,14 @@ from __future__ import annotations
 import math
 
 EPS = 1e-9
+
+
+def _late_probability(
+    servers: int, offered: float, erlang_b: float, rate_per_server: float, wait_s: float
+) -> float:
+    """P(wait > wait_s) from the Erlang B value at `servers` (Erlang C from B, times the tail)."""
+    c = servers * erlang_b / (servers - offered * (1.0 - erlang_b))
+    return min(1.0, c * math.exp(-(servers - offered) * rate_per_server * wait_s))
 
 
 def wait_probability(servers: int, offered: float, rate_per_server: float, wait_s: float) -> float:
@@ -29,8 +44,7 @@ def wait_probability(servers: int, offered: float, rate_per_server: float, wait_
     b = 1.0
     for k in range(1, servers + 1):
         b = offered * b / (k + offered * b)
-    c = servers * b / (servers - offered * (1.0 - b))
-    return min(1.0, c * math.exp(-(servers - offered) * rate_per_server * wait_s))
+    return _late_probability(servers, offered, b, rate_per_server, wait_s)
 
 
 def servers_for_wait(rate_rps: float, rate_per_server: float, wait_s: float, max_probability: float) -> int:
@@ -44,8 +58,32 @@ def servers_for_wait(rate_rps: float, rate_per_server: float, wait_s: float, max
     for k in range(1, n + 1):
         b = offered * b / (k + offered * b)
     while True:
-        c = n * b / (n - offered * (1.0 - b))
-        if c * math.exp(-(n - offered) * rate_per_server * wait_s) <= max_probability:
+        if _late_probability(n, offered, b, rate_per_server, wait_s) <= max_probability:
             return n
         n += 1
         b = offered * b / (n + offered * b)
+
+
+def servers_for_marginal_wait(
+    rate_rps: float, rate_per_server: float, wait_s: float, min_averted_rps: float
+) -> int:
+    """The fewest (stable) servers at which one more would keep fewer than `min_averted_rps` requests per
+    second from waiting longer than wait_s: rate x (P_n - P_n+1) < min_averted_rps.
+
+    With c_idle the cost of a replica-second and c_miss that of a late request, stopping at
+    min_averted_rps = c_idle / c_miss minimises replicas x c_idle + late requests x c_miss, since each added
+    server saves less than the one before it (P(wait > t) falls ever more slowly as servers are added)."""
+    if rate_rps <= 0:
+        return 0
+    offered = rate_rps / rate_per_server
+    n = max(1, math.floor(offered + EPS) + 1)
+    b = 1.0
+    for k in range(1, n + 1):
+        b = offered * b / (k + offered * b)
+    late = _late_probability(n, offered, b, rate_per_server, wait_s)
+    while True:
+        b_next = offered * b / (n + 1 + offered * b)
+        late_next = _late_probability(n + 1, offered, b_next, rate_per_server, wait_s)
+        if rate_rps * (late - late_next) < min_averted_rps:
+            return n
+        n, b, late = n + 1, b_next, late_next

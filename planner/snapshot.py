@@ -10,7 +10,8 @@ from forecaster.types import Forecast
 @dataclass(frozen=True)
 class Snapshot:
     """current_replicas: replicas asked for (ready or loading); ready_replicas: those serving now.
-    observed_rps: the request rate over the last tick, observed_at_s when it was measured (None: no data).
+    observed_rps: the request rate over the trailing spec.reactive_window_s (a tick, or a service time when
+    that is longer), observed_at_s when it was measured (None: no data).
     queue_length: requests waiting now. forecast_healthy=False: the self-check demoted the forecast.
     data_stale: why the traffic data behind the forecast is too old to trust (empty when it is fresh).
     data_dropout: why the newest traffic data reads as a telemetry dropout (forecaster/dropouts.py), not as

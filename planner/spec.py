@@ -44,10 +44,14 @@ class PlannerSpec:
     alpha: the forecast quantile the planner provisions for. Set it directly, or leave it None to use the
     newsvendor fractile cost_miss / (cost_miss + cost_idle): with c_idle the cost of one idle replica for
     one tick and c_miss the cost of being one replica short, that fractile minimises expected cost.
-    slo_wait_s / slo_wait_probability: the queueing SLO. Besides demand / (capacity x target_utilization),
-    the planner provisions at least the Erlang C count that keeps the probability of a request waiting longer
-    than slo_wait_s at or under slo_wait_probability at the provisioned demand (planner/queueing.py): a
-    utilisation target alone under-provisions at low load and long service times. None turns it off.
+    slo_wait_s: the queueing SLO. Besides demand / (capacity x target_utilization), the planner provisions
+    the Erlang C count past which one more replica would keep fewer requests per second from waiting longer
+    than slo_wait_s than `min_averted_rps` (its idle cost in late requests, from the same costs as alpha;
+    planner/queueing.py): a utilisation target alone under-provisions at low load and long service times.
+    slo_wait_probability: optionally, a hard cap on P(wait > slo_wait_s) at the provisioned demand as well
+    (None: the cost rule alone).
+    reactive_target_utilization: the utilisation the reactive floor scales the observed rate to (None: the
+    same target_utilization, so the floor never asks for less than the reactive autoscaler it replaces).
     cold_start_cost_replica_s: what a cold start costs, in idle-replica-seconds (by default T_load itself:
     the replica is paid for while it loads); a replica is kept rather than released when the forecast says
     it is needed again sooner than T_load + tick + this break-even time.
@@ -58,11 +62,11 @@ class PlannerSpec:
     tick_s: float = 30.0
     target_utilization: float = 0.8
     slo_wait_s: float = 2.0
-    slo_wait_probability: float | None = 0.01
+    slo_wait_probability: float | None = None
     alpha: float | None = None
     cost_miss: float = 9.0
     cost_idle: float = 1.0
-    reactive_target_utilization: float = 0.9
+    reactive_target_utilization: float | None = None
     queue_drain_s: float = 30.0
     cold_start_cost_replica_s: float | None = None
     min_replicas: int = 1
@@ -87,7 +91,9 @@ class PlannerSpec:
         _check("alpha", self.alpha, 0, 1, lo_open=True, hi_open=True, optional=True)
         _check("cost_miss", self.cost_miss, 0, inf, lo_open=True)
         _check("cost_idle", self.cost_idle, 0, inf, lo_open=True)
-        _check("reactive_target_utilization", self.reactive_target_utilization, 0, 1, lo_open=True)
+        _check(
+            "reactive_target_utilization", self.reactive_target_utilization, 0, 1, lo_open=True, optional=True
+        )
         _check("queue_drain_s", self.queue_drain_s, 0, inf, lo_open=True)
         _check("cold_start_cost_replica_s", self.cold_start_cost_replica_s, 0, inf, optional=True)
         _check("min_replicas", self.min_replicas, 0, 100_000)
@@ -113,6 +119,15 @@ class PlannerSpec:
         return self.cost_miss / (self.cost_miss + self.cost_idle)
 
     @property
+    def min_averted_rps(self) -> float:
+        """Late requests per second a replica must avert to be worth its idle cost: (1 - alpha) / alpha of
+        its capacity. With alpha = c_miss / (c_miss + c_idle), a replica's capacity unserved costs c_miss and
+        an idle replica c_idle, so one late request costs c_miss / capacity and a replica pays for itself
+        when it saves c_idle / c_miss of its capacity."""
+        q = self.quantile
+        return self.capacity_rps_per_replica * (1.0 - q) / q
+
+    @property
     def lookahead_s(self) -> float:
         """A replica asked for now serves from now + T_load; the next chance to ask is a tick later."""
         return self.t_load_s + self.tick_s
@@ -121,6 +136,20 @@ class PlannerSpec:
     def break_even_s(self) -> float:
         """Idle time after which releasing and re-warming a replica is cheaper than keeping it."""
         return self.t_load_s if self.cold_start_cost_replica_s is None else self.cold_start_cost_replica_s
+
+    @property
+    def reactive_window_s(self) -> float:
+        """The span the reactive floor's observed rate should average: at least a tick, and at least one
+        service time (1 / capacity). By Little's law the replicas busy now are the arrivals of the last
+        service time; a rate over a shorter window, times the service time, extrapolates one tick's noise
+        (one request in a 30-second tick at a 7-minute service time reads as 14 busy replicas)."""
+        return max(self.tick_s, 1.0 / self.capacity_rps_per_replica)
+
+    @property
+    def floor_utilization(self) -> float:
+        if self.reactive_target_utilization is None:
+            return self.target_utilization
+        return self.reactive_target_utilization
 
     @property
     def usable_rps_per_replica(self) -> float:

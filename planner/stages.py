@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from forecaster.types import Forecast
 from planner.explain import Reason, Step
-from planner.queueing import servers_for_wait
+from planner.queueing import servers_for_marginal_wait, servers_for_wait
 from planner.snapshot import Snapshot
 from planner.spec import PlannerSpec
 from planner.state import PlannerState
@@ -39,17 +39,18 @@ def replicas_for(rate_rps: float, rps_per_replica: float) -> int:
 
 
 def staffed_replicas(rate_rps: float, spec: PlannerSpec) -> int:
-    """Replicas for a demand rate: the target-utilisation count, and at least the Erlang C count that keeps
-    P(wait > slo_wait_s) under slo_wait_probability: queueing needs proportionally more headroom at low load
-    than at high load, which one utilisation target cannot give both."""
+    """Replicas for a demand rate: the target-utilisation count, and at least the Erlang C count past which
+    one more replica would keep fewer late requests per second than its idle cost is worth (the same cost
+    ratio as alpha: planner/queueing.py): queueing needs proportionally more headroom at low load than at
+    high load, which one utilisation target cannot give both. A set slo_wait_probability adds a hard cap
+    on P(wait > slo_wait_s) on top."""
     n = replicas_for(rate_rps, spec.usable_rps_per_replica)
-    if spec.slo_wait_probability is not None and rate_rps > 0:
-        n = max(
-            n,
-            servers_for_wait(
-                rate_rps, spec.capacity_rps_per_replica, spec.slo_wait_s, spec.slo_wait_probability
-            ),
-        )
+    if rate_rps <= 0:
+        return n
+    cap, wait = spec.capacity_rps_per_replica, spec.slo_wait_s
+    n = max(n, servers_for_marginal_wait(rate_rps, cap, wait, spec.min_averted_rps))
+    if spec.slo_wait_probability is not None:
+        n = max(n, servers_for_wait(rate_rps, cap, wait, spec.slo_wait_probability))
     return n
 
 
@@ -104,11 +105,18 @@ def demand(fc: Forecast, spec: PlannerSpec, now: float) -> tuple[float, float, S
     rate, at = _peak(fc, alpha, now, now + spec.lookahead_s)
     n = staffed_replicas(rate, spec)
     msg = (
-        f"forecast p{alpha * 100:g} of {rate:.1f} req/s at {fmt_time(at)} (the peak of the next "
+        f"forecast p{alpha * 100:g} of {rate:.3g} req/s at {fmt_time(at)} (the peak of the next "
         f"{fmt_duration(spec.lookahead_s)}: T_load {fmt_duration(spec.t_load_s)} + tick "
         f"{fmt_duration(spec.tick_s)}), at {spec.capacity_rps_per_replica:g} req/s per replica and "
         f"{spec.target_utilization:.0%} target utilisation"
     )
+    by_utilisation = replicas_for(rate, spec.usable_rps_per_replica)
+    if n > by_utilisation:
+        msg += (
+            f"; queueing needs {n} rather than {by_utilisation}: fewer would let too many requests wait past "
+            f"{fmt_duration(spec.slo_wait_s)} (a replica is kept while it saves {spec.min_averted_rps:.3g} "
+            f"late req/s)"
+        )
     return rate, at, Step("demand", None, n, Reason.FORECAST_DEMAND, msg)
 
 
@@ -124,12 +132,9 @@ def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[i
     # replicas asked for now serve only from now + T_load: spread the backlog over that wait plus the drain
     # time, or a queue built during one cold start would ask for a flood of replicas that arrive too late
     need = rps + queue / (spec.t_load_s + spec.queue_drain_s)
-    n = replicas_for(need, spec.capacity_rps_per_replica * spec.reactive_target_utilization)
+    n = replicas_for(need, spec.capacity_rps_per_replica * spec.floor_utilization)
     extra = f" + {queue:.0f} queued over {fmt_duration(spec.t_load_s + spec.queue_drain_s)}" if queue else ""
-    return (
-        n,
-        f"observed {rps:.1f} req/s{extra} needs {n} at {spec.reactive_target_utilization:.0%} utilisation",
-    )
+    return n, f"observed {rps:.3g} req/s{extra} needs {n} at {spec.floor_utilization:.0%} utilisation"
 
 
 def apply_floor(value: int, floor: int | None, floor_msg: str) -> tuple[int, Step]:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from actuator.base import ActuationResult, ColdStart, Outcome, ReplicaState, Target
 from actuator.errors import ActuatorError
 from actuator.lead_time import LeadTimeEstimator
@@ -256,10 +258,13 @@ class Controller:
         r.data_age_s = max(0.0, now_s - hist.end_s)
         dropout = r.dropouts.check(hist.tail(r.dropouts.max_s + r.spec.lookahead_s), r.forecast)
         r.dropout_note = dropout.describe(hist.step_s) if dropout else ""
-        last = float(hist.values[-1])
-        if not math.isfinite(last):
+        # the rate over the planner's reactive window (at least one service time: planner/spec.py)
+        steps = max(1, round(r.spec.reactive_window_s / hist.step_s))
+        recent = hist.values[-steps:]
+        if not math.isfinite(float(recent[-1])):
             return None, None  # a gap: no reactive floor this tick, and the planner never scales down on it
-        return last / hist.step_s, hist.end_s
+        seen = recent[np.isfinite(recent)]
+        return float(seen.sum()) / (seen.size * hist.step_s), hist.end_s
 
     def _learn(self, r: ModelRuntime) -> None:
         if r.lead_time is None:

@@ -85,6 +85,9 @@ def test_the_run_starts_warm_and_policies_see_only_the_past() -> None:
     assert [o.elapsed_s for o in pol.seen] == [0, 30, 60]
     assert pol.seen[1].observed_rps == pytest.approx(arr[:30].mean())  # the tick that ended, not the next
     assert pol.seen[2].observed_rps == pytest.approx(arr[30:60].mean())
+    # a trailing window of any length, never past the tick's start
+    assert pol.seen[2].arrived(45) == pytest.approx(arr[15:60].sum())
+    assert pol.seen[1].arrived(1000) == pytest.approx(arr[:30].sum())
 
 
 def test_below_one_request_per_second_the_oracle_holds_the_requests_in_service_not_a_fluid_rate() -> None:
@@ -268,3 +271,22 @@ def test_a_telemetry_dropout_is_held_through_not_scaled_down_on() -> None:
     assert dropped.slo_violations - held.slo_violations > 0.5 * values[busy]
     assert dropped.slo_violations > 3 * held.slo_violations
     assert watched.dropouts.spans == [(s.start_s + (busy - 24) * 300, s.start_s + busy * 300)]
+
+
+def test_the_predictive_floor_counts_the_requests_in_service_not_one_ticks_rate() -> None:
+    # sparse traffic, 400 s per request: one request in the last tick is one replica busy, not the
+    # ceil((1/30) x 400 / 0.8) = 17 a rate over the 30-second tick would extrapolate
+    spec = PlannerSpec(capacity_rps_per_replica=1 / 400, t_load_s=300.0, tick_s=30.0, min_replicas=0)
+    assert spec.reactive_window_s == pytest.approx(400.0)
+    empty = TrafficSeries("sparse", 0.0, 60, np.zeros(0))
+    policy = Predictive(spec, lambda now_s: empty)  # no history: the planner holds and keeps the floor
+    windows: list[float] = []
+
+    def arrived(window_s: float) -> float:
+        windows.append(window_s)
+        return 1.0
+
+    obs = Observation(3600.0, 3600, 1 / 30, 0.0, 1, 1, arrived)
+    assert policy.decide(obs) == 2  # ceil((1/400) / (1/400 x 0.8))
+    assert windows == [400.0]
+    assert policy.reasons["ForecastMissing"] == 1

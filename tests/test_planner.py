@@ -36,7 +36,7 @@ SPEC = PlannerSpec(
     alpha=0.5,
     min_replicas=1,
     max_replicas=50,
-    slo_wait_probability=None,  # the tests below do the utilisation arithmetic by hand
+    reactive_target_utilization=0.9,  # the tests below do the utilisation arithmetic by hand
 )
 
 
@@ -75,7 +75,7 @@ def test_replicas_rise_t_load_ahead_of_a_forecast_spike_and_not_earlier() -> Non
     assert ds[-1].desired_replicas == 7  # ceil(200 / 30) held through the spike
     up = next(d for d in ds if d.at_s == first_up)
     assert up.reason == Reason.FORECAST_DEMAND
-    assert "forecast p50 of 200.0 req/s" in up.explanation() and "T_load 5m" in up.explanation()
+    assert "forecast p50 of 200 req/s" in up.explanation() and "T_load 5m" in up.explanation()
 
 
 def test_after_a_spike_replicas_are_released_only_once_they_would_idle_past_break_even() -> None:
@@ -359,6 +359,14 @@ def test_constant_demand_never_oscillates(
     assert all(c > 0 for c in changes) or all(c < 0 for c in changes), f"direction changed: {seen}"
 
 
+def raw_for(spec: PlannerSpec, rate: float) -> int:
+    """Raw replicas for a forecast certain of `rate` (every quantile equal to it)."""
+    med = np.full(600, rate * STEP)
+    fc = Forecast(0.0, STEP, med, {q: med for q in (0.5, 0.9, 0.99)}, "test")
+    d, _ = plan(Snapshot(current_replicas=1, forecast=fc), spec, PlannerState(), 0.0)
+    return d.raw_replicas
+
+
 @pytest.mark.parametrize(
     ("capacity", "rate", "expected"),
     [
@@ -369,15 +377,44 @@ def test_constant_demand_never_oscillates(
         pytest.param(30.0, 30.0, 2, id="fast-replicas-rarely-queue-past-the-slo"),
     ],
 )
-def test_queueing_staffing_adds_proportionally_more_headroom_at_low_load(
+def test_a_hard_wait_probability_cap_adds_proportionally_more_headroom_at_low_load(
     capacity: float, rate: float, expected: int
 ) -> None:
-    spec = PlannerSpec(capacity_rps_per_replica=capacity, t_load_s=300.0, alpha=0.5, max_replicas=1000)
-    assert (spec.slo_wait_s, spec.slo_wait_probability) == (2.0, 0.01)
-    d, _ = plan(
-        Snapshot(current_replicas=expected, forecast=forecast(np.full(600, rate), spread=1.0)),
-        spec,
-        PlannerState(),
-        0.0,
+    spec = PlannerSpec(
+        capacity_rps_per_replica=capacity,
+        t_load_s=300.0,
+        alpha=0.5,
+        max_replicas=1000,
+        slo_wait_probability=0.01,
     )
-    assert d.raw_replicas == expected
+    assert spec.slo_wait_s == 2.0
+    assert raw_for(spec, rate) == expected
+
+
+@pytest.mark.parametrize(
+    ("alpha", "expected"),
+    [
+        # 20 s per request, 10 replicas of load, 2 s SLO wait: a replica is kept while it saves (1 - alpha) /
+        # alpha of its capacity in late requests
+        pytest.param(0.5, 13, id="even-costs-need-only-the-utilisation-target"),
+        pytest.param(0.9, 17, id="default-costs"),
+        pytest.param(0.99, 20, id="a-late-request-dear"),
+    ],
+)
+def test_queueing_headroom_follows_the_cost_of_a_late_request(alpha: float, expected: int) -> None:
+    spec = PlannerSpec(capacity_rps_per_replica=0.05, t_load_s=300.0, alpha=alpha, max_replicas=1000)
+    assert spec.slo_wait_probability is None  # the cost rule alone by default
+    assert spec.min_averted_rps == pytest.approx(0.05 * (1 - alpha) / alpha)
+    assert raw_for(spec, 0.5) == expected
+
+
+def test_the_cost_rule_spends_less_headroom_on_quiet_hours_than_a_fixed_probability() -> None:
+    cost_rule = PlannerSpec(capacity_rps_per_replica=0.05, t_load_s=300.0, alpha=0.9, max_replicas=1000)
+    capped = PlannerSpec(
+        capacity_rps_per_replica=0.05, t_load_s=300.0, alpha=0.9, max_replicas=1000, slo_wait_probability=0.01
+    )
+    # one replica of load (180 requests an hour): a fixed 1% asks for 5, but a 4th replica would save 11 late
+    # requests an hour and a 5th 2, where one is worth its idle cost from 20 (a ninth of 180)
+    assert (raw_for(cost_rule, 0.05), raw_for(capped, 0.05)) == (3, 5)
+    # a hundred replicas of load: the cost rule asks for more, each late-request share is worth more there
+    assert raw_for(cost_rule, 5.0) >= raw_for(capped, 5.0)

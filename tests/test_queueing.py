@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from planner.queueing import servers_for_wait, wait_probability
+from planner.queueing import servers_for_marginal_wait, servers_for_wait, wait_probability
 
 
 def test_erlang_c_matches_the_textbook_value_for_three_servers_at_two_erlangs() -> None:
@@ -63,3 +63,28 @@ def test_headroom_shrinks_relative_to_load_as_load_grows() -> None:
     spare = [servers_for_wait(a * mu, mu, 2.0, 0.01) / a for a in (1, 10, 100, 1000)]
     assert spare == sorted(spare, reverse=True)
     assert math.isclose(spare[-1], 1.0, abs_tol=0.1)
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.3, 1.0, 7.5, 40.0])
+@pytest.mark.parametrize("ratio", [0.01, 0.111, 1.0])
+def test_the_marginal_count_minimises_idle_plus_late_cost(rate: float, ratio: float) -> None:
+    # c_idle = ratio x c_miss x capacity per replica-second; brute force over every stable count
+    mu, wait_s = 0.1, 2.0
+    min_averted = ratio * mu
+    offered = rate / mu
+
+    def cost(n: int) -> float:
+        return n * min_averted + rate * wait_probability(n, offered, mu, wait_s)
+
+    stable = range(math.floor(offered) + 1, math.floor(offered) + 200)
+    best = min(stable, key=cost)
+    n = servers_for_marginal_wait(rate, mu, wait_s, min_averted)
+    assert cost(n) == pytest.approx(cost(best), rel=1e-9)
+    late = wait_probability(n, offered, mu, wait_s) - wait_probability(n + 1, offered, mu, wait_s)
+    assert rate * late < min_averted  # the next one would not pay for itself
+
+
+def test_the_marginal_count_is_zero_without_load_and_grows_with_the_price_of_a_late_request() -> None:
+    assert servers_for_marginal_wait(0.0, 0.1, 2.0, 0.01) == 0
+    counts = [servers_for_marginal_wait(1.0, 0.1, 2.0, m) for m in (1.0, 0.1, 0.01, 0.001)]
+    assert counts == sorted(counts) and counts[0] < counts[-1]

@@ -69,6 +69,25 @@ def test_without_a_forecast_the_tick_holds_and_says_why(tmp_path: Path) -> None:
     assert "ForecastMissing" in record["reasons"]
 
 
+def test_the_reactive_floor_reads_the_rate_over_a_service_time_not_the_newest_step(tmp_path: Path) -> None:
+    # 10 minutes per request, 1-minute steps: the replicas busy now are the arrivals of the last 10 steps
+    values = np.zeros(120)
+    values[-10:] = [1, 0, 0, 2, 0, 0, 0, 1, 0, 1]
+    series = TrafficSeries("sparse", 1_700_000_000.0, 60, values)
+    now = series.end_s
+    target = Target("Deployment", "demo", "sparse")
+    spec = PlannerSpec(capacity_rps_per_replica=1 / 600, t_load_s=300.0, tick_s=30.0)
+    rt = ModelRuntime("sparse", target, spec, lambda t: series.before(t), forecaster="profile")
+    fleet = SimulatedFleet(Clock(now), 300.0)
+    act = GuardedActuator(fleet, rails={target: Rails(mode=Mode.ACTIVE)})
+    ctl = Controller([rt], act, DecisionStore(f"sqlite:///{tmp_path / 'prewarm.db'}"))
+    decision_id = ctl.tick_model("sparse", now)
+    record = ctl.store.decision(decision_id).record  # type: ignore[arg-type,union-attr]
+    assert record["inputs"]["observed_rps"] == pytest.approx(5 / 600)
+    # 5 in service at 80%: 7 replicas, where the newest minute's 1 request extrapolated would ask for 13
+    assert record["desired_replicas"] == 7
+
+
 def test_a_restart_resumes_the_planner_state(tmp_path: Path) -> None:
     ctl, clock, series, _, _ = world(tmp_path)
     ctl.refit_model(series.name, clock.t)
@@ -103,7 +122,7 @@ def test_a_simulated_day_pre_warms_ahead_of_the_daily_peak(tmp_path: Path) -> No
     # ... because it was asked for T_load earlier, when the observed rate alone needed less
     early = t_peak - T_LOAD
     observed_then = series.values[series.index_at(early) - 1] / STEP
-    assert desired[early] > math.ceil(observed_then / (cap * 0.9))
+    assert desired[early] > math.ceil(observed_then / (cap * ctl.models[name].spec.floor_utilization))
     assert len(ctl.store.decisions(name, limit=1000)) == 288
     lead = ctl.models[name].lead_time.estimate()  # type: ignore[union-attr]
     assert lead.source == "learned" and lead.t_load_s == pytest.approx(T_LOAD)
