@@ -22,8 +22,17 @@ requests per second from waiting too long, which is what minimises idle cost plu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 EPS = 1e-9
+
+
+def _erlang_b(servers: int, offered: float) -> float:
+    """Erlang B (the blocking probability) by its numerically stable recursion."""
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    return b
 
 
 def _late_probability(
@@ -34,34 +43,32 @@ def _late_probability(
     return min(1.0, c * math.exp(-(servers - offered) * rate_per_server * wait_s))
 
 
+def _stable_counts(rate_rps: float, rate_per_server: float, wait_s: float) -> Iterator[tuple[int, float]]:
+    """(servers, P(wait > wait_s)) for every stable count upwards, Erlang B carried forward (computing it
+    afresh per candidate would be quadratic)."""
+    offered = rate_rps / rate_per_server
+    n = max(1, math.floor(offered + EPS) + 1)
+    b = _erlang_b(n, offered)
+    while True:
+        yield n, _late_probability(n, offered, b, rate_per_server, wait_s)
+        n += 1
+        b = offered * b / (n + offered * b)
+
+
 def wait_probability(servers: int, offered: float, rate_per_server: float, wait_s: float) -> float:
     """P(a request waits longer than wait_s) in an M/M/c queue; 1.0 when the queue is unstable."""
     if offered <= 0:
         return 0.0
     if servers <= offered:
         return 1.0
-    # Erlang B by its stable recursion, then Erlang C from it
-    b = 1.0
-    for k in range(1, servers + 1):
-        b = offered * b / (k + offered * b)
-    return _late_probability(servers, offered, b, rate_per_server, wait_s)
+    return _late_probability(servers, offered, _erlang_b(servers, offered), rate_per_server, wait_s)
 
 
 def servers_for_wait(rate_rps: float, rate_per_server: float, wait_s: float, max_probability: float) -> int:
     """The fewest servers with P(wait > wait_s) <= max_probability at `rate_rps` arrivals per second."""
     if rate_rps <= 0:
         return 0
-    offered = rate_rps / rate_per_server
-    n = max(1, math.floor(offered + EPS) + 1)
-    # Erlang B once per candidate would be quadratic; carry it forward instead
-    b = 1.0
-    for k in range(1, n + 1):
-        b = offered * b / (k + offered * b)
-    while True:
-        if _late_probability(n, offered, b, rate_per_server, wait_s) <= max_probability:
-            return n
-        n += 1
-        b = offered * b / (n + offered * b)
+    return next(n for n, late in _stable_counts(rate_rps, rate_per_server, wait_s) if late <= max_probability)
 
 
 def servers_for_marginal_wait(
@@ -75,15 +82,10 @@ def servers_for_marginal_wait(
     server saves less than the one before it (P(wait > t) falls ever more slowly as servers are added)."""
     if rate_rps <= 0:
         return 0
-    offered = rate_rps / rate_per_server
-    n = max(1, math.floor(offered + EPS) + 1)
-    b = 1.0
-    for k in range(1, n + 1):
-        b = offered * b / (k + offered * b)
-    late = _late_probability(n, offered, b, rate_per_server, wait_s)
-    while True:
-        b_next = offered * b / (n + 1 + offered * b)
-        late_next = _late_probability(n + 1, offered, b_next, rate_per_server, wait_s)
+    counts = _stable_counts(rate_rps, rate_per_server, wait_s)
+    n, late = next(counts)
+    for _, late_next in counts:
         if rate_rps * (late - late_next) < min_averted_rps:
             return n
-        n, b, late = n + 1, b_next, late_next
+        n, late = n + 1, late_next
+    raise AssertionError("unreachable: the counts never end")
