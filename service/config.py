@@ -125,7 +125,10 @@ class ModelConfig(_Strict):
     cost_miss: float = Field(9.0, gt=0, description="cost of being one replica short, per tick")
     cost_idle: float = Field(1.0, gt=0, description="cost of one idle replica, per tick")
     alpha: float | None = Field(
-        None, gt=0, lt=1, description="forecast quantile; default the newsvendor fractile"
+        None,
+        gt=0,
+        lt=1,
+        description="forecast quantile, and the price of queueing headroom; default the newsvendor fractile",
     )
     forecaster: str = Field("auto-fast", description="auto, auto-fast or a model alias (prewarm models)")
     target: TargetConfig | None = None
