@@ -54,8 +54,8 @@ class Observation:
     asked: int  # replicas asked for (loading + ready)
     ready: int
     # requests that arrived in the last `window_s` seconds (at most since the start): a live controller
-    # can ask its metrics for a rate over any trailing window
-    arrived: Callable[[float], float] = lambda window_s: 0.0
+    # can ask its metrics for a rate over any trailing window. Required: a default of 0 would read as idle
+    arrived: Callable[[float], float]
 
 
 class Policy(Protocol):
