@@ -127,6 +127,17 @@ def test_coarse_models_say_at_which_step_they_fit() -> None:
     assert any("weekly season left out" in n for n in ms.report.notes)
 
 
+def test_mstl_on_exactly_two_days_falls_back_instead_of_crashing_in_statsmodels() -> None:
+    # statsmodels' MSTL keeps a period only when the data holds more than two of it; with none left it
+    # raised UnboundLocalError, which escaped cross-validation as an unexplained crash
+    s = periodic_series(2, 600, noise=0.1)
+    ms = MSTLModel().fit(s)
+    assert ms.report.fallback == "recent_level"
+    assert any("not more than two days" in n for n in ms.report.notes)
+    fc = ms.predict(6, (0.5, 0.9))
+    assert fc.model == "mstl" and np.all(fc.quantiles[0.9] >= fc.quantiles[0.5]) and fc.mean.min() > 0
+
+
 def test_unknown_model_lists_the_choices() -> None:
     with pytest.raises(ModelError, match="choose one of: auto, seasonal_naive_daily"):
         make_model("arima")

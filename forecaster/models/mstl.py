@@ -64,6 +64,16 @@ class MSTLModel:
 
         data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="MSTL")
         p_day = SECONDS_PER_DAY // data.step_s
+        if data.z.size <= 2 * p_day:
+            # statsmodels drops a period unless the data holds more than two of it, and with none left it
+            # fails with an internal error (UnboundLocalError), not a ValueError: fall back here instead
+            self._fallback = RecentLevel().fit(series)
+            self.report.fallback = self._fallback.alias
+            self.report.note(
+                f"{data.z.size} steps of {data.step_s} s is not more than two days, which MSTL's daily "
+                f"season needs; forecasting with {self._fallback.alias}"
+            )
+            return self
         p_week = SECONDS_PER_WEEK // data.step_s
         periods = [p_day]
         if data.z.size > 2 * p_week:
