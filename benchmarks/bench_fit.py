@@ -17,7 +17,7 @@ import numpy as np
 
 from forecaster.models import MODELS
 from forecaster.models.profile import fit_batch
-from forecaster.selection import FAST_CANDIDATES, AutoModel
+from forecaster.selection import CV_EVERY_S, FAST_CANDIDATES, AutoModel
 from forecaster.sources.synthetic import TrafficShape, generate
 from forecaster.types import TrafficSeries
 
@@ -88,7 +88,10 @@ def main() -> None:
         fit_step = factory().fit(sample[0]).report.fit_step_s
         print(f"{alias:24s} {per:8.3f} s/series  fit step {fit_step:5d} s  ({per / base:8.1f}x naive)")
 
-    print("\n== auto (rolling-origin CV over 7 days, windows every 2 h, horizon 1 h, then calibrated fit)")
+    print(
+        f"\n== auto (rolling-origin CV over 7 days, windows every {CV_EVERY_S / 60:g} min, horizon 1 h, "
+        "then calibrated fit)"
+    )
     for label, cands, n in (
         ("auto", None, args.auto_series),
         ("auto-fast", FAST_CANDIDATES, args.auto_fast_series),

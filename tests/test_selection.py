@@ -101,7 +101,7 @@ def test_auto_forecasts_only_the_levels_asked_for_ordered_and_calibrated(noisy: 
 
 
 def test_auto_with_too_little_history_uses_the_profile_model_and_says_so() -> None:
-    m = AutoModel(horizon_s=3600).fit(periodic_series(2.2, 600, noise=0.1))
+    m = AutoModel(horizon_s=3600).fit(periodic_series(2.1, 600, noise=0.1))
     assert m.selection is None and m.chosen == "profile"
     assert "cross-validation windows" in m.report.notes[0]
     assert m.predict(3, (0.9,)).quantiles[0.9].min() > 0
