@@ -258,9 +258,9 @@ class Controller:
         r.data_age_s = max(0.0, now_s - hist.end_s)
         dropout = r.dropouts.check(hist.tail(r.dropouts.max_s + r.spec.lookahead_s), r.forecast)
         r.dropout_note = dropout.describe(hist.step_s) if dropout else ""
-        # the rate over the planner's reactive window (at least one service time: planner/spec.py)
-        steps = max(1, round(r.spec.reactive_window_s / hist.step_s))
-        recent = hist.values[-steps:]
+        # the rate over the whole steps that cover the planner's reactive window (at least one service
+        # time: planner/spec.py)
+        recent = hist.tail(r.spec.reactive_window_s).values
         if not math.isfinite(float(recent[-1])):
             return None, None  # a gap: no reactive floor this tick, and the planner never scales down on it
         seen = recent[np.isfinite(recent)]

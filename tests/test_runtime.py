@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,23 +70,37 @@ def test_without_a_forecast_the_tick_holds_and_says_why(tmp_path: Path) -> None:
     assert "ForecastMissing" in record["reasons"]
 
 
-def test_the_reactive_floor_reads_the_rate_over_a_service_time_not_the_newest_step(tmp_path: Path) -> None:
-    # 10 minutes per request, 1-minute steps: the replicas busy now are the arrivals of the last 10 steps
-    values = np.zeros(120)
-    values[-10:] = [1, 0, 0, 2, 0, 0, 0, 1, 0, 1]
+def _tick_sparse(tmp_path: Path, values: np.ndarray, capacity_rps: float) -> dict[str, Any]:
+    """One tick of an active model on a 1-minute series; the recorded decision."""
     series = TrafficSeries("sparse", 1_700_000_000.0, 60, values)
     now = series.end_s
     target = Target("Deployment", "demo", "sparse")
-    spec = PlannerSpec(capacity_rps_per_replica=1 / 600, t_load_s=300.0, tick_s=30.0)
+    spec = PlannerSpec(capacity_rps_per_replica=capacity_rps, t_load_s=300.0, tick_s=30.0)
     rt = ModelRuntime("sparse", target, spec, lambda t: series.before(t), forecaster="profile")
     fleet = SimulatedFleet(Clock(now), 300.0)
     act = GuardedActuator(fleet, rails={target: Rails(mode=Mode.ACTIVE)})
     ctl = Controller([rt], act, DecisionStore(f"sqlite:///{tmp_path / 'prewarm.db'}"))
     decision_id = ctl.tick_model("sparse", now)
-    record = ctl.store.decision(decision_id).record  # type: ignore[arg-type,union-attr]
+    return ctl.store.decision(decision_id).record  # type: ignore[arg-type,union-attr]
+
+
+def test_the_reactive_floor_reads_the_rate_over_a_service_time_not_the_newest_step(tmp_path: Path) -> None:
+    # 10 minutes per request, 1-minute steps: the replicas busy now are the arrivals of the last 10 steps
+    values = np.zeros(120)
+    values[-10:] = [1, 0, 0, 2, 0, 0, 0, 1, 0, 1]
+    record = _tick_sparse(tmp_path, values, 1 / 600)
     assert record["inputs"]["observed_rps"] == pytest.approx(5 / 600)
     # 5 in service at 80%: 7 replicas, where the newest minute's 1 request extrapolated would ask for 13
     assert record["desired_replicas"] == 7
+
+
+def test_a_service_time_between_steps_is_covered_by_whole_steps_not_rounded_down(tmp_path: Path) -> None:
+    # 150 s per request over 1-minute steps: the window is the last 3 steps (180 s), not 2 (120 s, shorter
+    # than a service time, which would miss the request still in service)
+    values = np.zeros(120)
+    values[-3:] = [3, 0, 0]
+    record = _tick_sparse(tmp_path, values, 1 / 150)
+    assert record["inputs"]["observed_rps"] == pytest.approx(3 / 180)
 
 
 def test_a_restart_resumes_the_planner_state(tmp_path: Path) -> None:
