@@ -91,12 +91,19 @@ def fall_back_if_short(
     """A fitted RecentLevel (and a note in `report`) when `series` is shorter than `need_s`, else None."""
     if series.span_s >= need_s:
         return None
+    return fall_back(
+        series,
+        report,
+        f"{series.span_s / 86400:.2f} days of history is less than the {need_s / 86400:.0f} days "
+        f"{what} needs",
+    )
+
+
+def fall_back(series: TrafficSeries, report: FitReport, why: str) -> RecentLevel:
+    """A fitted RecentLevel, recorded in `report` as the fallback with `why`."""
     fallback = RecentLevel().fit(series)
     report.fallback = fallback.alias
-    report.note(
-        f"{series.span_s / 86400:.2f} days of history is less than the {need_s / 86400:.0f} days {what} "
-        f"needs; forecasting with {fallback.alias}"
-    )
+    report.note(f"{why}; forecasting with {fallback.alias}")
     return fallback
 
 

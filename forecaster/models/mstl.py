@@ -24,7 +24,7 @@ from forecaster.models.base import (
     require_history,
 )
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare
-from forecaster.models.fallback import RecentLevel, fall_back_if_short, relabel
+from forecaster.models.fallback import RecentLevel, fall_back, fall_back_if_short, relabel
 from forecaster.models.smoothing import estimated_params, fit_smoother, widened_errors
 from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
 
@@ -67,11 +67,11 @@ class MSTLModel:
         if data.z.size <= 2 * p_day:
             # statsmodels drops a period unless the data holds more than two of it, and with none left it
             # fails with an internal error (UnboundLocalError), not a ValueError: fall back here instead
-            self._fallback = RecentLevel().fit(series)
-            self.report.fallback = self._fallback.alias
-            self.report.note(
+            self._fallback = fall_back(
+                series,
+                self.report,
                 f"{data.z.size} steps of {data.step_s} s is not more than two days, which MSTL's daily "
-                f"season needs; forecasting with {self._fallback.alias}"
+                "season needs",
             )
             return self
         p_week = SECONDS_PER_WEEK // data.step_s
