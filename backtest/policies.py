@@ -111,8 +111,6 @@ class Scheduled:
 
 
 class Predictive:
-    name = "predictive"
-
     def __init__(
         self,
         spec: PlannerSpec,
@@ -123,7 +121,9 @@ class Predictive:
         trailing_s: float = 14 * SECONDS_PER_DAY,
         refresh_s: float = 300.0,
         dropouts: DropoutWatch | None = None,
+        name: str = "predictive",
     ) -> None:
+        self.name = name
         self.spec = spec
         self.history = history
         self.dropouts = dropouts or DropoutWatch()

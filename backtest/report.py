@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from backtest.run import SeriesBacktest, compare
+from backtest.run import SeriesBacktest, alpha_policy, compare
 
 COLUMNS = (
     "requests",
@@ -23,12 +23,25 @@ COLUMNS = (
 )
 
 
+def alpha_comparisons(run: SeriesBacktest) -> dict[str, dict[str, Any]]:
+    """Each alpha-sweep run against the baselines, keyed by its result name, its alpha included."""
+    out: dict[str, dict[str, Any]] = {}
+    for a in run.config.alpha_sweep:
+        name = alpha_policy(a)
+        if name in run.results:
+            out[name] = {"alpha": a, **compare(run.results, name).as_dict()}
+    return out
+
+
 def to_json(runs: list[SeriesBacktest]) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "series": {r.series: r.as_dict() for r in runs},
         "comparison": {r.series: compare(r.results).as_dict() for r in runs},
         "notes": {r.series: r.notes for r in runs},
     }
+    if any(r.config.alpha_sweep for r in runs):
+        doc["alpha_sweep"] = {r.series: alpha_comparisons(r) for r in runs}
+    return doc
 
 
 def _png(fig: Any) -> str:
@@ -83,6 +96,17 @@ def figures(run: SeriesBacktest) -> tuple[Any, Any]:
         )
         for k, r in pts:
             ax.annotate(str(k), (r.replica_seconds / 3600, r.slo_violation_rate), fontsize=7)
+    sweep = [(a, run.results[alpha_policy(a)]) for a in cfg.alpha_sweep if alpha_policy(a) in run.results]
+    if sweep:
+        ax.plot(
+            [r.replica_seconds / 3600 for _, r in sweep],
+            [r.slo_violation_rate for _, r in sweep],
+            "^--",
+            color="tab:red",
+            label="predictive alpha sweep",
+        )
+        for a, r in sweep:
+            ax.annotate(f"{a:g}", (r.replica_seconds / 3600, r.slo_violation_rate), fontsize=7)
     for name in ("reactive", "scheduled", "predictive", "oracle"):
         if name in run.results:
             r = run.results[name]
@@ -122,10 +146,13 @@ def write_html(runs: list[SeriesBacktest], path: str | Path) -> None:
                 + "</tr>"
             )
         parts.append("</table>")
-        cmp = compare(run.results).as_dict()
-        parts.append(
-            "<p>" + "; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in cmp.items()) + "</p>"
-        )
+        rows = {"predictive": compare(run.results).as_dict(), **alpha_comparisons(run)}
+        for name, cmp in rows.items():
+            parts.append(
+                f"<p>{html.escape(name)}: "
+                + "; ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in cmp.items())
+                + "</p>"
+            )
         for note in run.notes:
             parts.append(f"<p><small>{html.escape(note)}</small></p>")
         timeline, plane = _charts(run)

@@ -37,7 +37,10 @@ class BacktestConfig:
     warm_pools: tuple[int, ...] = (2,)
     policies: tuple[str, ...] = POLICIES
     model: str = "auto-fast"
-    alpha: float | None = None
+    alpha: float | None = None  # None: the newsvendor fractile of the planner's default costs
+    # extra predictive runs, one per alpha, named predictive-alpha<A>: the policy's own cost curve, to set
+    # against the static sweep's (which alpha a team should run depends on its traffic)
+    alpha_sweep: tuple[float, ...] = ()
     seed: int = 0
     t_load_sampler: TLoadSampler | None = None
     refresh_s: float = 300.0  # forecast re-anchored on new data this often: the service's schedules.refit_s
@@ -52,15 +55,19 @@ class BacktestConfig:
             raise ValueError(f"capacity_rps={self.capacity_rps} must be > 0")
         if self.slo_wait_s < 0 or self.t_load_s < 0 or self.tick_s <= 0:
             raise ValueError("slo_wait_s and t_load_s must be >= 0 and tick_s > 0")
+        for a in (self.alpha, *self.alpha_sweep):
+            if a is not None and not 0.0 < a < 1.0:
+                raise ValueError(f"alpha={a!r} is out of range; allowed (0, 1)")
 
-    def planner_spec(self) -> PlannerSpec:
+    def planner_spec(self, alpha: float | None = None) -> PlannerSpec:
+        """The live planner's spec for this fleet; `alpha` overrides the configured one."""
         return PlannerSpec(
             capacity_rps_per_replica=self.capacity_rps,
             t_load_s=self.t_load_s,
             tick_s=float(self.tick_s),
             target_utilization=self.target_utilization,
             slo_wait_s=self.slo_wait_s,
-            alpha=self.alpha,
+            alpha=self.alpha if alpha is None else alpha,
             min_replicas=self.min_replicas,
             max_replicas=self.max_replicas,
         )
@@ -128,12 +135,14 @@ def run_backtest(
         if name == "predictive":
             return [
                 Predictive(
-                    cfg.planner_spec(),
+                    cfg.planner_spec(alpha),
                     history,
                     model=cfg.model,
                     refresh_s=max(cfg.refresh_s, float(series.step_s)),
                     dropouts=DropoutWatch(cfg.dropout_min_count, cfg.dropout_max_s),
+                    name=label,
                 )
+                for label, alpha in (("predictive", None), *((alpha_policy(a), a) for a in cfg.alpha_sweep))
             ]
         return [
             Oracle(
@@ -163,7 +172,7 @@ def run_backtest(
             if isinstance(policy, Predictive):
                 top = ", ".join(f"{k} {v}" for k, v in policy.reasons.most_common(4))
                 notes.append(
-                    f"predictive decisions by reason: {top}; forecasts by model: {dict(policy.models)}"
+                    f"{policy.name} decisions by reason: {top}; forecasts by model: {dict(policy.models)}"
                 )
             if progress is not None:
                 progress(1)
@@ -211,10 +220,16 @@ def static_hours_at(results: dict[str, FleetResult], violation_rate: float) -> t
     return None, f"lower violation rate than the largest pool tried (static-{pts[-1][0]})"
 
 
-def compare(results: dict[str, FleetResult]) -> Comparison:
-    pred = results.get("predictive")
+def alpha_policy(alpha: float) -> str:
+    """The result name of the predictive run at `alpha` in an alpha sweep."""
+    return f"predictive-alpha{alpha:g}"
+
+
+def compare(results: dict[str, FleetResult], policy: str = "predictive") -> Comparison:
+    """How `policy` (predictive, or one run of an alpha sweep) compares with the baselines."""
+    pred = results.get(policy)
     if pred is None:
-        return Comparison(None, None, None, "no predictive run")
+        return Comparison(None, None, None, f"no {policy} run")
     react = results.get("reactive")
     oracle = results.get("oracle")
     v_ratio = (
@@ -245,6 +260,23 @@ def sweep_pools(text: str) -> tuple[int, ...]:
     if not pools or min(pools) < 0:
         raise ValueError(f"--sweep-warm-pool {text!r}: expected non-negative pool sizes")
     return pools
+
+
+def sweep_alphas(text: str) -> tuple[float, ...]:
+    """`0.8,0.9,0.95` -> the alphas of extra predictive runs."""
+    try:
+        alphas = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(
+            f"--sweep-alpha {text!r}: expected comma-separated numbers, e.g. 0.8,0.9,0.95"
+        ) from None
+    bad = [a for a in alphas if not 0.0 < a < 1.0]
+    if not alphas or bad or len(alphas) > 20:
+        raise ValueError(
+            f"--sweep-alpha {text!r}: expected 1 to 20 alphas, each in (0, 1)"
+            + (f"; {bad[0]!r} is not" if bad else "")
+        )
+    return tuple(sorted(set(alphas)))
 
 
 def demand_rates(arrivals: FloatArray, tick_s: int) -> list[float]:

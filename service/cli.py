@@ -349,6 +349,20 @@ def backtest(
     sweep_warm_pool: Annotated[
         str | None, typer.Option("--sweep-warm-pool", help="Static pool sizes to sweep, e.g. 0..8 or 0,2,4.")
     ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(
+            "--alpha",
+            help="Forecast quantile the predictive planner provisions for. [default: 0.9, from costs 9:1]",
+        ),
+    ] = None,
+    sweep_alpha: Annotated[
+        str | None,
+        typer.Option(
+            "--sweep-alpha",
+            help="Also run predictive at each of these alphas (predictive-alpha<A>), e.g. 0.8,0.9,0.95.",
+        ),
+    ] = None,
     warmup: Annotated[str, typer.Option(help="History used only to fit, scored for no policy.")] = "2d",
     start: Annotated[
         str | None, typer.Option(help="Replay from this time (ISO-8601); history before it is kept.")
@@ -389,8 +403,15 @@ def backtest(
 
     def run() -> None:
         from backtest.fleet import lognormal_t_load
-        from backtest.report import to_json, write_html
-        from backtest.run import BacktestConfig, capacity_for, compare, run_backtest, sweep_pools
+        from backtest.report import alpha_comparisons, to_json, write_html
+        from backtest.run import (
+            BacktestConfig,
+            capacity_for,
+            compare,
+            run_backtest,
+            sweep_alphas,
+            sweep_pools,
+        )
 
         pools: tuple[int, ...] = (2,)
         if sweep_warm_pool is not None:
@@ -400,6 +421,11 @@ def backtest(
         elif warm_pool is not None:
             pools = (warm_pool,)
         pol = tuple(p.strip() for p in policies.split(",") if p.strip())
+        if alpha is not None and not 0.0 < alpha < 1.0:
+            raise UsageError(f"--alpha {alpha:g} is out of range; allowed (0, 1)")
+        alphas = sweep_alphas(sweep_alpha) if sweep_alpha is not None else ()
+        if alphas and "predictive" not in pol:
+            raise UsageError("--sweep-alpha runs the predictive policy: add it to --policies")
         names = _split_series(series)
         overrides: dict[str, dict[str, float | None]] = {}
         if prometheus is not None or config is not None:
@@ -414,7 +440,8 @@ def backtest(
             source, label = _open_source(trace, demo, set(names) if names else None)
             chosen = _pick_series(source, names)
         runs = []
-        total = len(chosen) * (len(pol) - ("static" in pol) + (len(pools) if "static" in pol else 0))
+        per_series = len(pol) + len(alphas) - ("static" in pol) + (len(pools) if "static" in pol else 0)
+        total = len(chosen) * per_series
         with _progress("backtesting", total, sys.stderr.isatty() and not as_json) as tickbar:
             for s in chosen:
                 fixed = overrides.get(s.name, {})
@@ -444,6 +471,8 @@ def backtest(
                     warm_pools=pools,
                     policies=pol,
                     model=model,
+                    alpha=alpha,
+                    alpha_sweep=alphas,
                     seed=seed,
                 )
                 runs.append(run_backtest(s, cfg, progress=tickbar))
@@ -463,7 +492,7 @@ def backtest(
                 "cold starts",
                 "peak",
             ):
-                table.add_column(col, justify="left" if col == "policy" else "right")
+                table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=col == "policy")
             for name, res in r.results.items():
                 d = res.as_dict()
                 table.add_row(
@@ -478,6 +507,9 @@ def backtest(
             out.print(table)
             for k, v in compare(r.results).as_dict().items():
                 out.print(f"  {k}: {v}", highlight=False)
+            for name, cmp in alpha_comparisons(r).items():
+                text = ", ".join(f"{k} {v}" for k, v in cmp.items() if k not in ("alpha", "static_note"))
+                out.print(f"  {name}: {text}", highlight=False)
         if report is not None:
             out.print(f"report: {report}", highlight=False)
         out.print(f"source: {label}", highlight=False)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from backtest.fleet import Observation, simulate, spread_arrivals
 from backtest.policies import Oracle, Predictive, Reactive
-from backtest.run import BacktestConfig, compare, run_backtest, static_hours_at, sweep_pools
+from backtest.run import BacktestConfig, compare, run_backtest, static_hours_at, sweep_alphas, sweep_pools
 from forecaster.dropouts import DropoutWatch
 from forecaster.sources.synthetic import DEMO_FLEET, generate
 from forecaster.types import TrafficSeries
@@ -153,6 +153,66 @@ def test_predictive_backtest_on_synthetic_traffic_beats_reactive_on_violations()
     assert set(bt.results) == {"reactive", "predictive", "oracle"}
     assert bt.results["predictive"].slo_violation_rate < bt.results["reactive"].slo_violation_rate
     assert any("ForecastDemand" in n for n in bt.notes)
+
+
+@pytest.mark.parametrize(("text", "alphas"), [("0.95,0.8", (0.8, 0.95)), ("0.9, 0.9,0.5", (0.5, 0.9))])
+def test_alpha_sweep_syntax(text: str, alphas: tuple[float, ...]) -> None:
+    assert sweep_alphas(text) == alphas
+
+
+@pytest.mark.parametrize(
+    ("text", "says"), [("0.5,1", "1.0 is not"), ("0,0.5", "0.0 is not"), ("a", "numbers")]
+)
+def test_a_bad_alpha_sweep_names_the_option_the_value_and_the_range(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match="--sweep-alpha") as err:
+        sweep_alphas(text)
+    assert says in str(err.value) and (says == "numbers" or "(0, 1)" in str(err.value))
+
+
+def test_an_alpha_sweep_runs_the_same_predictive_policy_at_each_alpha() -> None:
+    s = generate(DEMO_FLEET[1], days=4.0, step_s=300, seed=4)
+    cap = float(np.quantile(s.values / 300, 0.999)) / 15
+    cfg = BacktestConfig(
+        capacity_rps=cap, policies=("reactive", "predictive", "oracle"), alpha_sweep=(0.6, 0.9, 0.99)
+    )
+    bt = run_backtest(s, cfg)
+    assert set(bt.results) == {
+        "reactive",
+        "predictive",
+        "predictive-alpha0.6",
+        "predictive-alpha0.9",
+        "predictive-alpha0.99",
+        "oracle",
+    }
+    # the default alpha is the newsvendor fractile of costs 9:1, so its sweep run is the same policy
+    same, default = bt.results["predictive-alpha0.9"], bt.results["predictive"]
+    assert same.replica_seconds == default.replica_seconds and same.slo_violations == default.slo_violations
+    low, high = bt.results["predictive-alpha0.6"], bt.results["predictive-alpha0.99"]
+    assert high.replica_seconds > low.replica_seconds and high.slo_violations < low.slo_violations
+    assert compare(bt.results, "predictive-alpha0.99").violation_ratio_vs_reactive == pytest.approx(
+        high.slo_violation_rate / bt.results["reactive"].slo_violation_rate
+    )
+    assert any(n.startswith("predictive-alpha0.6 decisions by reason") for n in bt.notes)
+
+
+def test_cli_backtest_alpha_sweep_in_json_and_report(tmp_path: Path) -> None:
+    trace, report = tmp_path / "t.csv", tmp_path / "r.html"
+    r = CliRunner().invoke(app, ["demo-trace", str(trace), "--days", "3", "--step", "5m"])
+    assert r.exit_code == 0, r.output
+    args = ["backtest", str(trace), "-s", "chat-large", "--policies", "reactive,static,predictive"]
+    sweep = ["--sweep-warm-pool", "0..3", "--sweep-alpha", "0.8,0.97"]
+    r = CliRunner().invoke(app, [*args, *sweep, "--json", "--report", str(report)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert {"predictive-alpha0.8", "predictive-alpha0.97"} <= set(doc["series"]["chat-large"])
+    alphas = doc["alpha_sweep"]["chat-large"]
+    assert alphas["predictive-alpha0.97"]["alpha"] == 0.97
+    assert set(alphas["predictive-alpha0.8"]) >= {"violation_ratio_vs_reactive", "hours_ratio_vs_oracle"}
+    assert "predictive-alpha0.97: alpha: 0.97; violation_ratio_vs_reactive" in report.read_text()
+    bad = CliRunner().invoke(app, [*args, "--alpha", "1"])
+    assert bad.exit_code == 2 and "--alpha 1 is out of range; allowed (0, 1)" in bad.output
+    bad = CliRunner().invoke(app, [*args[:4], "--policies", "reactive", "--sweep-alpha", "0.9"])
+    assert bad.exit_code == 2 and "add it to --policies" in bad.output
 
 
 def test_cli_backtest_json_and_report(tmp_path: Path) -> None:
