@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from backtest.fleet import FleetResult
 from backtest.run import SeriesBacktest, alpha_policy, compare
 
 COLUMNS = (
@@ -60,6 +61,15 @@ def _charts(run: SeriesBacktest) -> tuple[str, str]:
     return out
 
 
+def _sweep_curve(ax: Any, points: list[tuple[str, FleetResult]], style: str, color: str, label: str) -> None:
+    """One sweep (pool sizes or alphas) as a labelled curve on the cost plane."""
+    hours = [r.replica_seconds / 3600 for _, r in points]
+    rates = [r.slo_violation_rate for _, r in points]
+    ax.plot(hours, rates, style, color=color, label=label)
+    for (text, _), h, v in zip(points, hours, rates, strict=True):
+        ax.annotate(text, (h, v), fontsize=7)
+
+
 def figures(run: SeriesBacktest) -> tuple[Any, Any]:
     """Two matplotlib figures: demand against ready capacity over time for each policy, and the
     violation-rate vs replica-hours plane with the static sweep as a curve and every policy as a point."""
@@ -87,26 +97,10 @@ def figures(run: SeriesBacktest) -> tuple[Any, Any]:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     if statics:
         pts = sorted((int(k.split("-")[1]), run.results[k]) for k in statics)
-        ax.plot(
-            [r.replica_seconds / 3600 for _, r in pts],
-            [r.slo_violation_rate for _, r in pts],
-            "o-",
-            color="0.5",
-            label="static warm pool sweep",
-        )
-        for k, r in pts:
-            ax.annotate(str(k), (r.replica_seconds / 3600, r.slo_violation_rate), fontsize=7)
+        _sweep_curve(ax, [(str(k), r) for k, r in pts], "o-", "0.5", "static warm pool sweep")
     sweep = [(a, run.results[alpha_policy(a)]) for a in cfg.alpha_sweep if alpha_policy(a) in run.results]
     if sweep:
-        ax.plot(
-            [r.replica_seconds / 3600 for _, r in sweep],
-            [r.slo_violation_rate for _, r in sweep],
-            "^--",
-            color="tab:red",
-            label="predictive alpha sweep",
-        )
-        for a, r in sweep:
-            ax.annotate(f"{a:g}", (r.replica_seconds / 3600, r.slo_violation_rate), fontsize=7)
+        _sweep_curve(ax, [(f"{a:g}", r) for a, r in sweep], "^--", "tab:red", "predictive alpha sweep")
     for name in ("reactive", "scheduled", "predictive", "oracle"):
         if name in run.results:
             r = run.results[name]
