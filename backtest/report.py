@@ -24,14 +24,15 @@ COLUMNS = (
 )
 
 
+def _alpha_runs(run: SeriesBacktest) -> list[tuple[float, str, FleetResult]]:
+    """(alpha, result name, result) of each alpha-sweep run the backtest made."""
+    named = [(a, alpha_policy(a)) for a in run.config.alpha_sweep]
+    return [(a, name, run.results[name]) for a, name in named if name in run.results]
+
+
 def alpha_comparisons(run: SeriesBacktest) -> dict[str, dict[str, Any]]:
     """Each alpha-sweep run against the baselines, keyed by its result name, its alpha included."""
-    out: dict[str, dict[str, Any]] = {}
-    for a in run.config.alpha_sweep:
-        name = alpha_policy(a)
-        if name in run.results:
-            out[name] = {"alpha": a, **compare(run.results, name).as_dict()}
-    return out
+    return {name: {"alpha": a, **compare(run.results, name).as_dict()} for a, name, _ in _alpha_runs(run)}
 
 
 def to_json(runs: list[SeriesBacktest]) -> dict[str, Any]:
@@ -98,9 +99,9 @@ def figures(run: SeriesBacktest) -> tuple[Any, Any]:
     if statics:
         pts = sorted((int(k.split("-")[1]), run.results[k]) for k in statics)
         _sweep_curve(ax, [(str(k), r) for k, r in pts], "o-", "0.5", "static warm pool sweep")
-    sweep = [(a, run.results[alpha_policy(a)]) for a in cfg.alpha_sweep if alpha_policy(a) in run.results]
+    sweep = [(f"{a:g}", r) for a, _, r in _alpha_runs(run)]
     if sweep:
-        _sweep_curve(ax, [(f"{a:g}", r) for a, r in sweep], "^--", "tab:red", "predictive alpha sweep")
+        _sweep_curve(ax, sweep, "^--", "tab:red", "predictive alpha sweep")
     for name in ("reactive", "scheduled", "predictive", "oracle"):
         if name in run.results:
             r = run.results[name]
