@@ -141,6 +141,16 @@ class Forecast:
         for q, arr in self.quantiles.items():
             if arr.shape != (n,):
                 raise ValueError(f"quantile {q} has shape {arr.shape}, expected ({n},)")
+        object.__setattr__(self, "_paths", {})  # quantile_values' cache; not a field, so not compared
+
+    def quantile_values(self, q: float) -> list[float]:
+        """The q-quantile path as Python floats, computed once per forecast and level: the planner reads a
+        few steps of it every tick, and indexing a NumPy array element by element costs more than the plan."""
+        paths: dict[float, list[float]] = self._paths  # type: ignore[attr-defined]
+        path = paths.get(q)
+        if path is None:
+            path = paths[q] = [float(x) for x in self.quantile(q)]
+        return path
 
     @property
     def horizon(self) -> int:

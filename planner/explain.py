@@ -17,6 +17,8 @@ InputValue = float | int | str | None
 class Reason(StrEnum):
     FORECAST_DEMAND = "ForecastDemand"  # replicas for the alpha-quantile of forecast demand
     REACTIVE_FLOOR = "ReactiveFloor"  # the observed rate and queue need more than the forecast
+    BURST_RESERVE = "BurstReserve"  # spare replicas of the tuned operating point, for unforecast bursts
+    SLO_UNREACHABLE = "SloUnreachable"  # no tuned candidate met the SLO target: the most protective point
     SCALE_IN_HELD = "ScaleInHeld"  # releasing would cost more than keeping (re-warm break-even)
     SCALE_DOWN_STABILIZED = "ScaleDownStabilized"  # a higher recommendation within the window
     SCALE_UP_STABILIZED = "ScaleUpStabilized"  # a lower recommendation within the up window
@@ -79,7 +81,11 @@ class Decision:
         """Plain language: the count, what drove it, and every stage that changed it."""
         head = f"{self.desired_replicas} replica{'s' if self.desired_replicas != 1 else ''}"
         drivers = [s.message for s in self.steps if s.stage in ("demand", "fallback")]
-        changes = [s.message for s in self.steps if s.changed and s.stage not in ("demand", "fallback")]
+        changes = [
+            s.message
+            for s in self.steps
+            if (s.changed or s.reason is Reason.SLO_UNREACHABLE) and s.stage not in ("demand", "fallback")
+        ]
         return "; ".join([f"{head}: {drivers[0]}" if drivers else head, *changes])
 
     def as_dict(self) -> dict[str, object]:

@@ -6,7 +6,8 @@ Stages, in order (each leaves a Step):
    keep the reactive floor; never scale down.
 1. demand: the alpha-quantile of forecast demand over [now, now + T_load + tick];
 2. replicas: ceil(demand / (capacity x target utilisation)) - recorded as the decision's raw replicas;
-3. reactive floor from the observed rate and queue (the surprises the forecast missed);
+3. reactive floor from the observed rate and queue (the surprises the forecast missed), then the burst
+   reserve of the tuned operating point (spare replicas for bursts no forecast sees);
 4. scale-in guard: release only replicas the forecast says would idle past the re-warm break-even;
 5. stabilisation windows (HPA semantics), then max scale-up / scale-down per period;
 6. min/max bounds.
@@ -22,8 +23,10 @@ from planner.spec import PlannerSpec
 from planner.stages import (
     apply_floor,
     bounds,
+    burst_reserve,
     demand,
     forecast_problem,
+    no_forecast_demand,
     rate_limit,
     reactive_floor,
     scale_in_guard,
@@ -55,6 +58,11 @@ def plan(
         "capacity_rps_per_replica": spec.capacity_rps_per_replica,
         "target_utilization": spec.target_utilization,
         "break_even_s": spec.break_even_s,
+        "burst_reserve_replicas": spec.burst_reserve_replicas,
+        "burst_reserve_share": spec.burst_reserve_share,
+        "use_forecast": int(spec.use_forecast),
+        "slo_target": spec.slo_target,
+        "slo_unreachable": int(spec.slo_unreachable),
         "observed_rps": snapshot.observed_rps,
         "queue_length": snapshot.queue_length,
     }
@@ -77,8 +85,10 @@ def plan(
     steps: list[Step] = []
     floor, floor_msg = reactive_floor(snapshot, spec, now)
     problem = forecast_problem(snapshot, spec, now)
+    if problem is None and not spec.use_forecast and floor is None:
+        problem = Reason.OBSERVED_RATE_MISSING, f"{floor_msg}, and this operating point plans from it alone"
     fc = snapshot.forecast
-    if problem is not None or fc is None:
+    if problem is not None or (fc is None and spec.use_forecast):
         reason, why = problem or (Reason.FORECAST_MISSING, "no forecast is available")
         steps.append(
             Step("fallback", None, current, reason, f"holding {current}: {why}; never scaling down on it")
@@ -88,6 +98,18 @@ def plan(
         raw = value
         recommendation = value
         primary = reason
+    elif fc is None or not spec.use_forecast:
+        step = no_forecast_demand(spec)
+        steps.append(step)
+        raw = step.after
+        value, step = apply_floor(raw, floor, floor_msg)
+        steps.append(step)
+        value, step = burst_reserve(value, spec)
+        steps.append(step)
+        recommendation = value
+        value, step = stabilize(value, current, state, spec, now)
+        steps.append(step)
+        primary = Reason.REACTIVE_FLOOR
     else:
         rate, at, step = demand(fc, spec, now)
         inputs.update(
@@ -103,6 +125,8 @@ def plan(
         steps.append(step)
         raw = step.after
         value, step = apply_floor(raw, floor, floor_msg)
+        steps.append(step)
+        value, step = burst_reserve(value, spec)
         steps.append(step)
         value, step = scale_in_guard(fc, spec, now, current, value)
         steps.append(step)

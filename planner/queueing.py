@@ -21,6 +21,7 @@ requests per second from waiting too long, which is what minimises idle cost plu
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 
@@ -64,6 +65,7 @@ def wait_probability(servers: int, offered: float, rate_per_server: float, wait_
     return _late_probability(servers, offered, _erlang_b(servers, offered), rate_per_server, wait_s)
 
 
+@functools.lru_cache(maxsize=4096)  # the planner asks for the same forecast steps' rates tick after tick
 def servers_for_wait(rate_rps: float, rate_per_server: float, wait_s: float, max_probability: float) -> int:
     """The fewest servers with P(wait > wait_s) <= max_probability at `rate_rps` arrivals per second."""
     if rate_rps <= 0:
@@ -71,6 +73,7 @@ def servers_for_wait(rate_rps: float, rate_per_server: float, wait_s: float, max
     return next(n for n, late in _stable_counts(rate_rps, rate_per_server, wait_s) if late <= max_probability)
 
 
+@functools.lru_cache(maxsize=4096)
 def servers_for_marginal_wait(
     rate_rps: float, rate_per_server: float, wait_s: float, min_averted_rps: float
 ) -> int:

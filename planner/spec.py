@@ -52,6 +52,16 @@ class PlannerSpec:
     (None: the cost rule alone).
     reactive_target_utilization: the utilisation the reactive floor scales the observed rate to (None: the
     same target_utilization, so the floor never asks for less than the reactive autoscaler it replaces).
+    burst_reserve_replicas, burst_reserve_share: the burst reserve, spare replicas added after the forecast
+    quantile and the reactive floor (before stabilisation and bounds): a fixed count plus a share of the
+    replicas planned so far. Bursts no forecast sees are what most SLO violations are made of; a quantile of
+    a smooth forecast buys no headroom for them, spare capacity does. Tuning (backtest/tuning.py) chooses
+    (alpha, reserve) per model from its history.
+    use_forecast: False plans from the reactive floor alone (plus the reserve): the operating point a warm
+    pool is, which tuning picks where the forecast did not pay on the model's history.
+    slo_target: the share of requests that must start within slo_wait_s (None: no target set); with
+    slo_unreachable, the operating point is tuning's most protective fallback because no candidate met the
+    target on the trailing window, and every decision says so.
     cold_start_cost_replica_s: what a cold start costs, in idle-replica-seconds (by default T_load itself:
     the replica is paid for while it loads); a replica is kept rather than released when the forecast says
     it is needed again sooner than T_load + tick + this break-even time.
@@ -67,6 +77,11 @@ class PlannerSpec:
     cost_miss: float = 9.0
     cost_idle: float = 1.0
     reactive_target_utilization: float | None = None
+    burst_reserve_replicas: int = 0
+    burst_reserve_share: float = 0.0
+    use_forecast: bool = True
+    slo_target: float | None = None
+    slo_unreachable: bool = False
     queue_drain_s: float = 30.0
     cold_start_cost_replica_s: float | None = None
     min_replicas: int = 1
@@ -94,6 +109,9 @@ class PlannerSpec:
         _check(
             "reactive_target_utilization", self.reactive_target_utilization, 0, 1, lo_open=True, optional=True
         )
+        _check("burst_reserve_replicas", self.burst_reserve_replicas, 0, 100_000)
+        _check("burst_reserve_share", self.burst_reserve_share, 0, 10)
+        _check("slo_target", self.slo_target, 0, 1, lo_open=True, hi_open=True, optional=True)
         _check("queue_drain_s", self.queue_drain_s, 0, inf, lo_open=True)
         _check("cold_start_cost_replica_s", self.cold_start_cost_replica_s, 0, inf, optional=True)
         _check("min_replicas", self.min_replicas, 0, 100_000)

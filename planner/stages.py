@@ -6,6 +6,7 @@ floor, scale-in guard, stabilisation, rate limits, bounds.
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ from planner.state import PlannerState
 EPS = 1e-9
 
 
+@functools.lru_cache(maxsize=256)
 def fmt_duration(seconds: float) -> str:
     s = round(seconds)
     if s < 60:
@@ -30,6 +32,7 @@ def fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if m else f"{h}h"
 
 
+@functools.lru_cache(maxsize=1024)  # forecast step times repeat from tick to tick
 def fmt_time(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -54,13 +57,21 @@ def staffed_replicas(rate_rps: float, spec: PlannerSpec) -> int:
     return n
 
 
+def reserve_for(n: int, spec: PlannerSpec) -> int:
+    """The burst reserve on top of n planned replicas: a fixed count plus a share of n."""
+    return spec.burst_reserve_replicas + max(0, math.ceil(spec.burst_reserve_share * n - EPS))
+
+
 def forecast_problem(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[Reason, str] | None:
-    """Why the forecast cannot be used this tick, or None when it can."""
+    """Why the plan cannot go ahead on its inputs this tick, or None when it can. Stale or dropped-out
+    traffic data always stops it; the forecast's own problems only where the operating point uses it."""
     fc = snapshot.forecast
     if snapshot.data_stale:
         return Reason.FORECAST_STALE, f"the traffic data is stale: {snapshot.data_stale}"
     if snapshot.data_dropout:
         return Reason.DATA_DROPOUT, snapshot.data_dropout
+    if not spec.use_forecast:
+        return None
     if fc is None:
         return Reason.FORECAST_MISSING, "no forecast is available"
     if not snapshot.forecast_healthy:
@@ -82,13 +93,13 @@ def forecast_problem(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple
 
 def _peak(fc: Forecast, alpha: float, start: float, end: float) -> tuple[float, float]:
     """(max alpha-quantile rate in requests/s, time of that step) over steps overlapping [start, end)."""
-    path = fc.quantile(alpha)
+    path = fc.quantile_values(alpha)
     best, at = 0.0, start
     # only the steps near the window: a published forecast runs a day ahead, the window minutes
     lo = max(0, math.floor((start - fc.origin_s) / fc.step_s) - 1)
     hi = min(fc.horizon, math.ceil((end - fc.origin_s) / fc.step_s) + 1)
     for i in range(lo, hi):
-        count = float(path[i])
+        count = path[i]
         t = fc.origin_s + i * fc.step_s
         if t + fc.step_s <= start + EPS or t >= end - EPS:
             continue
@@ -118,6 +129,51 @@ def demand(fc: Forecast, spec: PlannerSpec, now: float) -> tuple[float, float, S
             f"late req/s)"
         )
     return rate, at, Step("demand", None, n, Reason.FORECAST_DEMAND, msg)
+
+
+def no_forecast_demand(spec: PlannerSpec) -> Step:
+    """Stage 1 at an operating point that does not use the forecast: the reactive floor and the reserve
+    decide (a warm pool); tuning chose it because the forecast did not pay on the model's history."""
+    return Step(
+        "demand",
+        None,
+        0,
+        Reason.REACTIVE_FLOOR,
+        "the operating point plans from the observed rate alone (the forecast did not pay on this model's "
+        "history)",
+    )
+
+
+def burst_reserve(value: int, spec: PlannerSpec) -> tuple[int, Step]:
+    """Stage 3b: spare replicas for bursts no forecast sees, on top of the forecast quantile and the
+    reactive floor; with slo_unreachable, the step says the point is tuning's most protective fallback."""
+    extra = reserve_for(value, spec)
+    parts = [f"{spec.burst_reserve_replicas} spare"] if spec.burst_reserve_replicas else []
+    if spec.burst_reserve_share:
+        parts.append(f"{spec.burst_reserve_share:.0%} of {value}")
+    what = " + ".join(parts) or "none"
+    if spec.slo_unreachable:
+        target = f"{spec.slo_target:.4g}" if spec.slo_target is not None else "the target"
+        return value + extra, Step(
+            "burst_reserve",
+            value,
+            value + extra,
+            Reason.SLO_UNREACHABLE,
+            (
+                f"SLO unreachable: no tuned operating point kept {target} of requests within "
+                f"{fmt_duration(spec.slo_wait_s)} on the trailing window, so the most protective one runs "
+                f"(burst reserve {what}: +{extra})"
+            ),
+        )
+    if not extra:
+        return value, Step("burst_reserve", value, value, Reason.FORECAST_DEMAND, "no burst reserve")
+    return value + extra, Step(
+        "burst_reserve",
+        value,
+        value + extra,
+        Reason.BURST_RESERVE,
+        f"burst reserve of {extra} spare replica{'s' if extra != 1 else ''} ({what})",
+    )
 
 
 def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[int | None, str]:
@@ -183,7 +239,8 @@ def scale_in_guard(fc: Forecast, spec: PlannerSpec, now: float, current: int, va
             "scale_in_guard", value, value, Reason.FORECAST_DEMAND, "no break-even time: release allowed"
         )
     rate, at = _peak(fc, spec.quantile, start, end)
-    need = min(current, staffed_replicas(rate, spec))
+    staffed = staffed_replicas(rate, spec)
+    need = min(current, staffed + reserve_for(staffed, spec))
     if need > value:
         return need, Step(
             "scale_in_guard",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import math
+import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -418,3 +422,97 @@ def test_the_cost_rule_spends_less_headroom_on_quiet_hours_than_a_fixed_probabil
     assert (raw_for(cost_rule, 0.05), raw_for(capped, 0.05)) == (3, 5)
     # a hundred replicas of load: the cost rule asks for more, each late-request share is worth more there
     assert raw_for(cost_rule, 5.0) >= raw_for(capped, 5.0)
+
+
+# -- the burst reserve and the operating point (SLO tuning) ----------------------------------------
+
+
+def with_(spec: PlannerSpec, **changes: object) -> PlannerSpec:
+    return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("spares", "share", "extra"),
+    [
+        pytest.param(0, 0.0, lambda n: 0, id="no reserve"),
+        pytest.param(3, 0.0, lambda n: 3, id="three spares on top"),
+        pytest.param(0, 0.25, lambda n: math.ceil(n / 4), id="a quarter of the plan, rounded up"),
+        pytest.param(2, 0.5, lambda n: 2 + math.ceil(n / 2), id="both: 2 spares and half the plan"),
+    ],
+)
+def test_the_burst_reserve_adds_spares_after_the_forecast_and_says_how_many(
+    spares: int, share: float, extra: Callable[[int], int]
+) -> None:
+    fc = forecast(np.full(60, 150.0))
+    base = run(SPEC, fc, ticks=1, current=6)[0].desired_replicas  # the forecast's count, queueing included
+    spec = with_(SPEC, burst_reserve_replicas=spares, burst_reserve_share=share)
+    want = base + extra(base)
+    d = run(spec, fc, ticks=1, current=want)[0]
+    assert d.desired_replicas == want
+    reserve = next(s for s in d.steps if s.stage == "burst_reserve")
+    assert (reserve.before, reserve.after) == (base, want)
+    if want > base:
+        assert reserve.reason == Reason.BURST_RESERVE
+        assert f"burst reserve of {want - base} spare" in d.explanation()
+    else:
+        assert reserve.reason == Reason.FORECAST_DEMAND and not reserve.changed
+
+
+def test_the_reserve_sits_on_the_reactive_floor_when_traffic_outruns_the_forecast() -> None:
+    spec = with_(SPEC, burst_reserve_replicas=2)
+    # forecast 60 req/s (2 replicas) but 270 req/s observed: floor ceil(270 / (30 x 0.9)) = 10, plus 2
+    d = run(spec, forecast(np.full(60, 60.0)), ticks=1, current=12, observed=270.0)[0]
+    assert d.desired_replicas == 12
+    assert [s.stage for s in d.steps if s.changed] == ["reactive_floor", "burst_reserve"]
+
+
+def test_the_scale_in_guard_keeps_the_reserve_it_would_need_again() -> None:
+    spec = with_(SPEC, burst_reserve_replicas=2, scale_down_stabilization_s=0.0)
+    at_peak = run(spec, forecast(np.full(60, 150.0)), ticks=1, current=8)[0].desired_replicas
+    # a dip to 30 req/s over the look-ahead, and 150 again at minute 7: within the re-warm break-even
+    fc = forecast(np.concatenate([np.full(7, 30.0), np.full(60, 150.0)]))
+    d = run(spec, fc, ticks=1, current=at_peak)[0]
+    assert d.desired_replicas == at_peak  # the return needs its replicas and their reserve
+    guard = next(s for s in d.steps if s.stage == "scale_in_guard")
+    assert guard.reason == Reason.SCALE_IN_HELD and guard.before is not None and guard.before < at_peak
+
+
+def test_an_operating_point_without_the_forecast_is_the_reactive_floor_plus_its_reserve() -> None:
+    spec = with_(SPEC, use_forecast=False, burst_reserve_replicas=3)
+    # the forecast says a spike is coming; this operating point does not read it
+    d = run(spec, forecast(spike(40, 400, 1, 60)), ticks=1, current=6, observed=60.0)[0]
+    assert d.desired_replicas == 3 + 3  # ceil(60 / 27) + 3
+    assert d.steps[0].stage == "demand" and d.steps[0].after == 0
+    assert "observed rate alone" in d.explanation()
+    assert d.inputs["use_forecast"] == 0 and d.inputs["burst_reserve_replicas"] == 3
+
+
+def test_an_operating_point_without_the_forecast_still_holds_on_missing_data() -> None:
+    spec = with_(SPEC, use_forecast=False)
+    d = run(spec, forecast(np.full(60, 40.0)), ticks=1, current=9, observed=None)[0]
+    assert d.desired_replicas == 9  # no observed rate: it plans from nothing else, so it holds
+    assert d.reason == Reason.OBSERVED_RATE_MISSING
+
+
+def test_an_unreachable_slo_is_said_in_every_decision() -> None:
+    spec = SPEC.__class__(
+        **{**SPEC.__dict__, "burst_reserve_replicas": 4, "slo_target": 0.999, "slo_unreachable": True}
+    )
+    d = run(spec, forecast(np.full(60, 150.0)), ticks=1, current=9)[0]
+    assert Reason.SLO_UNREACHABLE in d.reasons
+    assert "SLO unreachable: no tuned operating point kept 0.999 of requests within 2s" in d.explanation()
+    assert d.inputs["slo_unreachable"] == 1 and d.inputs["slo_target"] == 0.999
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        pytest.param("burst_reserve_replicas", -1, "[0, 100000]", id="negative spares"),
+        pytest.param("burst_reserve_share", 11.0, "[0, 10]", id="share above 10x"),
+        pytest.param("slo_target", 99.0, "(0, 1)", id="a percentage as the target"),
+        pytest.param("slo_target", 1.0, "(0, 1)", id="a target of all requests"),
+    ],
+)
+def test_bad_operating_point_values_name_key_value_and_range(key: str, value: float, allowed: str) -> None:
+    with pytest.raises(SpecError, match=rf"{key}={value!r} is out of range; allowed {re.escape(allowed)}"):
+        with_(SPEC, **{key: value})
