@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from forecaster.types import FloatArray, TrafficSeries
+from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
 
 
 def spread_arrivals(series: TrafficSeries, seed: int = 0) -> FloatArray:
@@ -76,6 +76,15 @@ class FleetResult:
     # per tick, for plots: ready replicas and the demand (requests per second) of that tick
     ready_per_tick: list[int] = field(default_factory=list)
     asked_per_tick: list[int] = field(default_factory=list)
+    # per simulated day (day k = seconds [k x 86,400, (k + 1) x 86,400) from the start), scored part only:
+    # the walk-forward comparison and tuning select on these; violations count on their arrival's day
+    daily_requests: FloatArray = field(default_factory=lambda: np.zeros(0))
+    daily_violations: FloatArray = field(default_factory=lambda: np.zeros(0))
+    daily_replica_seconds: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+    def violate(self, count: float, arrived_s: float) -> None:
+        self.slo_violations += count
+        self.daily_violations[int(arrived_s // SECONDS_PER_DAY)] += count
 
     @property
     def slo_violation_rate(self) -> float:
@@ -188,7 +197,7 @@ class _FluidQueue:
                 block = queue[0]
                 served = block[1] if block[1] <= budget else budget
                 if t - block[0] > slo and block[0] >= score_from:
-                    res.slo_violations += served
+                    res.violate(served, block[0])
                 budget -= served
                 self.queued -= served
                 if served == block[1]:
@@ -201,7 +210,7 @@ class _FluidQueue:
     def finish(self, n_sec: int) -> None:
         for t_arr, count in self.queue:  # still waiting at the end, and already too long
             if n_sec - t_arr > self.slo and t_arr >= self.score_from:
-                self.res.slo_violations += count
+                self.res.violate(count, t_arr)
 
 
 class _ServerQueue:
@@ -233,7 +242,7 @@ class _ServerQueue:
         self.starts.append(start)
         if t_arr >= self.score_from:
             if start - t_arr > self.slo:
-                self.res.slo_violations += 1
+                self.res.violate(1, t_arr)
             self.res.idle_replica_seconds -= self.service_s  # busy time, netted against ready time below
 
     def run_tick(
@@ -257,7 +266,7 @@ class _ServerQueue:
     def finish(self, n_sec: int) -> None:
         for t_arr in self.pending:
             if n_sec - t_arr > self.slo and t_arr >= self.score_from:
-                self.res.slo_violations += 1
+                self.res.violate(1, t_arr)
 
 
 def _arrived_before(before_second: FloatArray, t0: int) -> Callable[[float], float]:
@@ -290,7 +299,13 @@ def simulate(
     tick_sum = ticks.sum(axis=1).tolist()
     arr = ticks.reshape(-1).tolist()
 
-    res = FleetResult(policy.name)
+    n_days = max(1, math.ceil(n_sec / SECONDS_PER_DAY))
+    res = FleetResult(
+        policy.name,
+        daily_requests=np.zeros(n_days),
+        daily_violations=np.zeros(n_days),
+        daily_replica_seconds=np.zeros(n_days),
+    )
     reps = _Replicas(t_load_sampler or (lambda n: [t_load_s] * n))
     service: _FluidQueue | _ServerQueue = (
         _FluidQueue(capacity_rps, slo_wait_s, score_from_s, res)
@@ -324,6 +339,9 @@ def simulate(
             res.peak_replicas = max(res.peak_replicas, reps.asked)
             res.replica_seconds += reps.asked * (t1 - t0)
             res.requests += tick_sum[k]
+            day = int(t0 // SECONDS_PER_DAY)  # a tick that straddles midnight counts on its first day
+            res.daily_replica_seconds[day] += reps.asked * (t1 - t0)
+            res.daily_requests[day] += tick_sum[k]
         service.run_tick(reps, t0, t1, arr, tick_max[k], tick_sum[k], scored)
         res.ready_per_tick.append(reps.ready)
         res.asked_per_tick.append(reps.asked)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter, deque
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from forecaster.models.base import ForecastModel
 from forecaster.selection import make_forecaster
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
 from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan
+from planner.stages import reactive_floor
 
 History = Callable[[float], TrafficSeries]  # epoch seconds -> everything observed before it
 
@@ -34,29 +36,59 @@ def _clamp(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, n))
 
 
+def observed_rps(obs: Observation, window_s: float) -> float:
+    """The arrival rate over the trailing `window_s` (at most since the start), as a live controller reads
+    it from its metrics: the planner's reactive window (planner/spec.py)."""
+    window = min(float(obs.elapsed_s), window_s)
+    return obs.arrived(window) / window if window > 0 else obs.observed_rps
+
+
 class Reactive:
+    """The reactive autoscaler a team runs today (HPA / Ray Serve): replicas for the observed rate and
+    queue at a target utilisation, read exactly as the planner's reactive floor reads them (same window,
+    same queue term), scale-down only to the highest recommendation of the stabilisation window; with
+    `spare` K, a warm pool of K replicas on top. It is the planner at an operating point that ignores the
+    forecast, written out for speed: tests hold the two equal."""
+
     def __init__(
         self,
         capacity_rps: float,
         *,
         target_utilization: float = 0.8,
         scale_down_stabilization_s: float = 300.0,
+        t_load_s: float = 300.0,
+        tick_s: float = 30.0,
         min_replicas: int = 1,
         max_replicas: int = 10_000,
         spare: int = 0,
         name: str | None = None,
     ) -> None:
         self.name = name or ("reactive" if spare == 0 else f"static-{spare}")
-        self.per_replica = capacity_rps * target_utilization
+        self.spec = PlannerSpec(
+            capacity_rps_per_replica=capacity_rps,
+            t_load_s=t_load_s,
+            tick_s=tick_s,
+            target_utilization=target_utilization,
+            scale_down_stabilization_s=scale_down_stabilization_s,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            use_forecast=False,
+            burst_reserve_replicas=spare,
+        )
         self.window_s = scale_down_stabilization_s
         self.lo, self.hi, self.spare = min_replicas, max_replicas, spare
         self._recs: deque[tuple[float, int]] = deque()
 
     def recommendation(self, obs: Observation) -> int:
-        need = obs.observed_rps / self.per_replica
-        rec = max(0, math.ceil(need - 1e-9))
+        snap = Snapshot(
+            obs.asked,
+            observed_rps=observed_rps(obs, self.spec.reactive_window_s),
+            observed_at_s=obs.now_s,
+            queue_length=obs.queue_length,
+        )
+        rec = reactive_floor(snap, self.spec, obs.now_s)[0] or 0
         self._recs.append((obs.now_s, rec))
-        while self._recs and self._recs[0][0] <= obs.now_s - self.window_s:
+        while self._recs and self._recs[0][0] <= obs.now_s - self.window_s - 1e-9:
             self._recs.popleft()
         current = obs.asked - self.spare
         if rec < current:
@@ -86,7 +118,9 @@ class Scheduled:
         self.t_load_s = t_load_s
         self.trailing_s = trailing_s
         self.lo, self.hi = min_replicas, max_replicas
-        self.reactive = Reactive(capacity_rps, target_utilization=target_utilization, min_replicas=0)
+        self.reactive = Reactive(
+            capacity_rps, target_utilization=target_utilization, t_load_s=t_load_s, min_replicas=0
+        )
         self._table: dict[int, int] = {}
         self._weekly = False
         self._built_at = -math.inf
@@ -110,29 +144,34 @@ class Scheduled:
         return _clamp(max(floor, self.reactive.recommendation(obs)), self.lo, self.hi)
 
 
-class Predictive:
+class ForecastFeed:
+    """The forecasts a predictive policy sees, tick by tick: refit daily on the trailing history, re-anchored
+    every `refresh_s` on the data that has arrived, and the dropout watch's verdict on the newest data:
+    exactly the calls the live service makes. One feed serves any number of planner candidates (forecast
+    once, plan many): it predicts every level they use in one call and keeps each refresh, so a candidate
+    simulated after the first reads the same forecasts at the same ticks without refitting."""
+
     def __init__(
         self,
-        spec: PlannerSpec,
         history: History,
         *,
+        levels: tuple[float, ...],
+        lookahead_s: float,
+        break_even_s: float,
         model: str = "auto-fast",
         refit_every_s: float = SECONDS_PER_DAY,
         trailing_s: float = 14 * SECONDS_PER_DAY,
         refresh_s: float = 300.0,
         dropouts: DropoutWatch | None = None,
-        name: str = "predictive",
     ) -> None:
-        self.name = name
-        self.spec = spec
         self.history = history
-        self.dropouts = dropouts or DropoutWatch()
-        self.factory = make_forecaster(model, horizon_s=spec.lookahead_s)
+        self.levels = tuple(sorted(set(levels)))
+        self.lookahead_s, self.break_even_s = lookahead_s, break_even_s
+        self.factory = make_forecaster(model, horizon_s=lookahead_s)
         self.refit_every_s = refit_every_s
         self.trailing_s = trailing_s
         self.refresh_s = refresh_s
-        self.state = PlannerState()
-        self.reasons: Counter[str] = Counter()
+        self.dropouts = dropouts or DropoutWatch()
         self.models: Counter[str] = Counter()
         self._model: ForecastModel | None = None
         self._fitted_at = -math.inf
@@ -140,6 +179,9 @@ class Predictive:
         self._forecast_at = -math.inf
         self._dropout_note = ""
         self._recheck_at_s = -math.inf
+        self._seen_s = -math.inf
+        self._times: list[float] = []  # when the (forecast, dropout note) below took effect
+        self._states: list[tuple[Forecast | None, str]] = []
 
     def _refresh(self, now_s: float) -> None:
         hist = self.history(now_s).tail(self.trailing_s)
@@ -153,30 +195,84 @@ class Predictive:
                 self._fitted_at = now_s
             else:
                 self._model = self._model.update(hist)
-            span = (now_s - hist.end_s) + self.spec.lookahead_s + self.spec.break_even_s + self.refresh_s
+            span = (now_s - hist.end_s) + self.lookahead_s + self.break_even_s + self.refresh_s
             h = max(1, math.ceil(span / hist.step_s) + 1)
-            self._forecast = self._model.predict(h, (self.spec.quantile,))
+            self._forecast = self._model.predict(h, self.levels)
             self.models[self._forecast.model] += 1
         except ModelError:
             self._model, self._forecast = None, None  # the planner falls back and says why
         self._forecast_at = now_s
 
-    def decide(self, obs: Observation) -> int:
-        if obs.now_s - self._forecast_at >= self.refresh_s:
-            self._refresh(obs.now_s)
-        if obs.now_s >= self._recheck_at_s:  # the history only changes when a step completes
-            recent = self.history(obs.now_s).tail(self.dropouts.max_s + self.spec.lookahead_s)
+    def _advance(self, now_s: float) -> None:
+        changed = False
+        if now_s - self._forecast_at >= self.refresh_s:
+            self._refresh(now_s)
+            changed = True
+        if now_s >= self._recheck_at_s:  # the history only changes when a step completes
+            recent = self.history(now_s).tail(self.dropouts.max_s + self.lookahead_s)
             dropout = self.dropouts.check(recent, self._forecast)
             self._dropout_note = dropout.describe(recent.step_s) if dropout else ""
-            self._recheck_at_s = recent.end_s + recent.step_s if len(recent) else obs.now_s
-        window = min(float(obs.elapsed_s), self.spec.reactive_window_s)
-        rps = obs.arrived(window) / window if window > 0 else obs.observed_rps
+            self._recheck_at_s = recent.end_s + recent.step_s if len(recent) else now_s
+            changed = True
+        if changed:
+            self._times.append(now_s)
+            self._states.append((self._forecast, self._dropout_note))
+
+    def at(self, now_s: float) -> tuple[Forecast | None, str]:
+        """The newest forecast and dropout note as of `now_s`. Calls past the newest computed time advance
+        the feed; earlier ones (a later candidate replaying the same ticks) read what was kept."""
+        if now_s > self._seen_s:
+            self._advance(now_s)
+            self._seen_s = now_s
+        i = bisect.bisect_right(self._times, now_s) - 1
+        return self._states[i] if i >= 0 else (None, "")
+
+
+class Predictive:
+    """prewarm: the planner on the feed's forecasts at one operating point (the spec's alpha, burst
+    reserve and whether it uses the forecast at all)."""
+
+    def __init__(
+        self,
+        spec: PlannerSpec,
+        history: History,
+        *,
+        model: str = "auto-fast",
+        refit_every_s: float = SECONDS_PER_DAY,
+        trailing_s: float = 14 * SECONDS_PER_DAY,
+        refresh_s: float = 300.0,
+        dropouts: DropoutWatch | None = None,
+        name: str = "predictive",
+        feed: ForecastFeed | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.feed = feed or ForecastFeed(
+            history,
+            levels=(spec.quantile,),
+            lookahead_s=spec.lookahead_s,
+            break_even_s=spec.break_even_s,
+            model=model,
+            refit_every_s=refit_every_s,
+            trailing_s=trailing_s,
+            refresh_s=refresh_s,
+            dropouts=dropouts,
+        )
+        self.state = PlannerState()
+        self.reasons: Counter[str] = Counter()
+
+    @property
+    def models(self) -> Counter[str]:
+        return self.feed.models
+
+    def decide(self, obs: Observation) -> int:
+        forecast, dropout_note = self.feed.at(obs.now_s)
         snap = Snapshot(
             current_replicas=obs.asked,
             ready_replicas=obs.ready,
-            forecast=self._forecast,
-            data_dropout=self._dropout_note,
-            observed_rps=rps,
+            forecast=forecast,
+            data_dropout=dropout_note,
+            observed_rps=observed_rps(obs, self.spec.reactive_window_s),
             observed_at_s=obs.now_s,
             queue_length=obs.queue_length,
         )

@@ -12,6 +12,7 @@ import numpy as np
 
 from backtest.fleet import FleetResult
 from backtest.run import SeriesBacktest, alpha_policy, compare
+from backtest.walk_forward import TRANSIENTS_NOTE, WalkForward
 
 COLUMNS = (
     "requests",
@@ -43,6 +44,8 @@ def to_json(runs: list[SeriesBacktest]) -> dict[str, Any]:
     }
     if any(r.config.alpha_sweep for r in runs):
         doc["alpha_sweep"] = {r.series: alpha_comparisons(r) for r in runs}
+    if any(r.walk_forward is not None for r in runs):
+        doc["walk_forward"] = {r.series: r.walk_forward.as_dict() for r in runs if r.walk_forward is not None}
     return doc
 
 
@@ -114,6 +117,61 @@ def figures(run: SeriesBacktest) -> tuple[Any, Any]:
     return timeline, fig
 
 
+FAMILY_COLORS = {"static": "0.45", "reactive": "tab:orange", "predictive": "tab:red"}
+
+
+def walk_forward_figure(wf: WalkForward) -> Any:
+    """Per scored day, each family's violation rate against the target (log scale), and each family's
+    replica-hours per day."""
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for family, walk in wf.policies.items():
+        days = np.arange(1, len(walk.settings) + 1)
+        color = FAMILY_COLORS.get(family, "k")
+        rates = np.maximum(np.asarray(walk.daily_violation_rates), 1e-6)  # a day with none sits on the axis
+        top.plot(days, rates, "o-", color=color, label=f"{family} ({walk.violation_rate:.3%} overall)")
+        bottom.plot(
+            days, walk.daily_replica_hours, "o-", color=color, label=f"{family} {walk.replica_hours:,.0f} h"
+        )
+    top.axhline(1.0 - wf.target, color="k", ls="--", lw=1, label=f"target: {1 - wf.target:.2%} late")
+    top.set_yscale("log")
+    top.set_ylabel("share of requests late (SLO violations)")
+    top.legend(fontsize=8)
+    top.set_title(
+        f"{wf.series}: walk-forward, each day tuned on the {wf.tune_window_s / 86400:g} days before"
+    )
+    bottom.set_ylabel("replica-hours per day")
+    bottom.set_xlabel("scored day")
+    bottom.legend(fontsize=8)
+    return fig
+
+
+def _walk_forward_html(wf: WalkForward) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    ratio = wf.hours_ratio()
+    parts = [
+        f"<h3>walk-forward at SLO target {wf.target:g}</h3>",
+        f"<p><small>{html.escape(TRANSIENTS_NOTE)}</small></p>",
+        "<table><tr><th>family</th><th>violation rate</th><th>met</th><th>replica-hours</th>"
+        "<th>days on target</th><th>days unreachable</th><th>last setting</th></tr>",
+    ]
+    for family, w in wf.policies.items():
+        parts.append(
+            f"<tr><td style='text-align:left'>{family}</td><td>{w.violation_rate:.4%}</td><td>{w.met}</td>"
+            f"<td>{w.replica_hours:,.1f}</td><td>{w.days_on_target}/{len(w.settings)}</td>"
+            f"<td>{w.unreachable_days}</td><td>{html.escape(w.settings[-1])}</td></tr>"
+        )
+    parts.append("</table>")
+    if ratio is not None:
+        parts.append(f"<p>predictive replica-hours / static's: {ratio:.3f}</p>")
+    fig = walk_forward_figure(wf)
+    parts.append(f"<img alt='walk-forward per day' src='data:image/png;base64,{_png(fig)}'>")
+    plt.close(fig)
+    return parts
+
+
 def write_html(runs: list[SeriesBacktest], path: str | Path) -> None:
     import matplotlib
 
@@ -153,4 +211,6 @@ def write_html(runs: list[SeriesBacktest], path: str | Path) -> None:
         timeline, plane = _charts(run)
         parts.append(f"<img alt='timeline' src='data:image/png;base64,{timeline}'>")
         parts.append(f"<img alt='violations vs replica-hours' src='data:image/png;base64,{plane}'>")
+        if run.walk_forward is not None:
+            parts += _walk_forward_html(run.walk_forward)
     Path(path).write_text("\n".join(parts))

@@ -11,7 +11,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from backtest.policies import Oracle, Predictive, Reactive, Scheduled
 from forecaster.dropouts import DEFAULT_MAX_S, DEFAULT_MIN_COUNT, DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
 from planner import PlannerSpec
+
+if TYPE_CHECKING:
+    from backtest.walk_forward import WalkForward
 
 POLICIES = ("reactive", "static", "scheduled", "predictive", "oracle")
 
@@ -59,6 +62,21 @@ class BacktestConfig:
             if a is not None:  # PlannerSpec's own check, before a sweep has run for hours
                 self.planner_spec(a)
 
+    def reactive(
+        self, *, spare: int = 0, target_utilization: float | None = None, name: str = ""
+    ) -> Reactive:
+        """The reactive autoscaler on this fleet; with `spare`, the warm pool static-<spare>."""
+        return Reactive(
+            self.capacity_rps,
+            target_utilization=target_utilization or self.target_utilization,
+            t_load_s=self.t_load_s,
+            tick_s=float(self.tick_s),
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            spare=spare,
+            name=name or None,
+        )
+
     def planner_spec(self, alpha: float | None = None) -> PlannerSpec:
         """The live planner's spec for this fleet; `alpha` overrides the configured one."""
         return PlannerSpec(
@@ -81,6 +99,7 @@ class SeriesBacktest:
     start_s: float  # epoch of the first simulated second
     demand_per_tick: list[float] = field(default_factory=list)  # requests/s per tick, for plots
     notes: list[str] = field(default_factory=list)
+    walk_forward: WalkForward | None = None  # with --slo-target
 
     def as_dict(self) -> dict[str, dict[str, float | int]]:
         return {name: r.as_dict() for name, r in self.results.items()}
@@ -92,36 +111,56 @@ def capacity_for(series: TrafficSeries, replicas: int = 15, quantile: float = 0.
     return float(np.quantile(rate, quantile)) / replicas
 
 
+@dataclass(frozen=True)
+class Replay:
+    """One series made ready to replay: the simulated part after the warm-up, its arrivals second by second
+    (one seed, so every policy faces identical requests), and the history a policy may read."""
+
+    series: TrafficSeries
+    sim: TrafficSeries
+    arrivals: FloatArray
+    cfg: BacktestConfig
+
+    @classmethod
+    def of(cls, series: TrafficSeries, cfg: BacktestConfig) -> Replay:
+        warm = math.ceil(cfg.warmup_s / series.step_s)
+        if warm >= len(series) - 1:
+            raise ValueError(
+                f"{series.name!r} spans {series.span_s / 86400:.2f} days, not more than the "
+                f"{cfg.warmup_s / 86400:g}-day warm-up"
+            )
+        sim = series.slice(warm, len(series))
+        return cls(series, sim, spread_arrivals(sim, cfg.seed), cfg)
+
+    def history(self, now_s: float) -> TrafficSeries:
+        return self.series.before(now_s)
+
+    def run(self, policy: Policy) -> FleetResult:
+        cfg = self.cfg
+        return simulate(
+            self.arrivals,
+            policy,
+            start_s=self.sim.start_s,
+            capacity_rps=cfg.capacity_rps,
+            t_load_s=cfg.t_load_s,
+            slo_wait_s=cfg.slo_wait_s,
+            tick_s=cfg.tick_s,
+            t_load_sampler=cfg.t_load_sampler,
+        )
+
+
 def run_backtest(
     series: TrafficSeries, cfg: BacktestConfig, progress: Callable[[int], None] | None = None
 ) -> SeriesBacktest:
-    warm = math.ceil(cfg.warmup_s / series.step_s)
-    if warm >= len(series) - 1:
-        raise ValueError(
-            f"{series.name!r} spans {series.span_s / 86400:.2f} days, not more than the "
-            f"{cfg.warmup_s / 86400:g}-day warm-up"
-        )
-    sim = series.slice(warm, len(series))
-    arrivals = spread_arrivals(sim, cfg.seed)
-
-    def history(now_s: float) -> TrafficSeries:
-        return series.before(now_s)
+    replay = Replay.of(series, cfg)
+    sim, arrivals, history = replay.sim, replay.arrivals, replay.history
 
     def make(name: str) -> list[Policy]:
         common: dict[str, Any] = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas}
         if name == "reactive":
-            return [Reactive(cfg.capacity_rps, target_utilization=cfg.target_utilization, **common)]
+            return [cfg.reactive()]
         if name == "static":
-            return [
-                Reactive(
-                    cfg.capacity_rps,
-                    target_utilization=cfg.target_utilization,
-                    spare=k,
-                    name=f"static-{k}",
-                    **common,
-                )
-                for k in cfg.warm_pools
-            ]
+            return [cfg.reactive(spare=k, name=f"static-{k}") for k in cfg.warm_pools]
         if name == "scheduled":
             return [
                 Scheduled(
@@ -159,16 +198,7 @@ def run_backtest(
     notes: list[str] = []
     for name in cfg.policies:
         for policy in make(name):
-            results[policy.name] = simulate(
-                arrivals,
-                policy,
-                start_s=sim.start_s,
-                capacity_rps=cfg.capacity_rps,
-                t_load_s=cfg.t_load_s,
-                slo_wait_s=cfg.slo_wait_s,
-                tick_s=cfg.tick_s,
-                t_load_sampler=cfg.t_load_sampler,
-            )
+            results[policy.name] = replay.run(policy)
             if isinstance(policy, Predictive):
                 top = ", ".join(f"{k} {v}" for k, v in policy.reasons.most_common(4))
                 notes.append(

@@ -330,7 +330,7 @@ def test_a_telemetry_dropout_is_held_through_not_scaled_down_on() -> None:
     # than half of a T_load's worth of it violated, which the held fleet served
     assert dropped.slo_violations - held.slo_violations > 0.5 * values[busy]
     assert dropped.slo_violations > 3 * held.slo_violations
-    assert watched.dropouts.spans == [(s.start_s + (busy - 24) * 300, s.start_s + busy * 300)]
+    assert watched.feed.dropouts.spans == [(s.start_s + (busy - 24) * 300, s.start_s + busy * 300)]
 
 
 def test_the_predictive_floor_counts_the_requests_in_service_not_one_ticks_rate() -> None:
