@@ -65,6 +65,13 @@ class ModelOut(BaseModel):
     healthy: bool
     health_note: str
     data_age_s: float | None
+    slo_target: float | None = None
+    slo_wait_s: float | None = None
+    alpha: float | None = None
+    use_forecast: bool = True
+    burst_reserve_replicas: int = 0
+    burst_reserve_share: float = 0.0
+    slo_unreachable: bool = False
 
 
 class ForecastPoint(BaseModel):
@@ -257,6 +264,17 @@ def create_app(view: ServiceView, *, api_token: str | None) -> FastAPI:
         if bt is None:
             raise HTTPException(404, f"no backtest of {model!r} yet")
         return bt
+
+    @app.get(
+        "/v1/models/{model}/tuning",
+        summary="The SLO, the tuned operating point, the candidate table and the saving against a warm pool",
+    )
+    def get_tuning(model: str) -> dict[str, Any]:
+        model_or_404(model)
+        doc = view.tuning(model)
+        if doc is None:
+            raise HTTPException(404, f"{model!r} has no SLO target (slo.target), so it is not tuned")
+        return doc
 
     @app.post(
         "/v1/models/{model}/mode",

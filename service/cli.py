@@ -364,6 +364,18 @@ def backtest(
         ),
     ] = None,
     warmup: Annotated[str, typer.Option(help="History used only to fit, scored for no policy.")] = "2d",
+    slo_target: Annotated[
+        float | None,
+        typer.Option(
+            "--slo-target",
+            help="Also walk forward at this SLO target (share of requests within --slo-wait, e.g. 0.99): "
+            "static, reactive and predictive each tune their knob on the trailing --tune-window and are "
+            "scored on the next day, day after day.",
+        ),
+    ] = None,
+    tune_window: Annotated[
+        str, typer.Option("--tune-window", help="With --slo-target: days each day's choice is tuned on.")
+    ] = "7d",
     start: Annotated[
         str | None, typer.Option(help="Replay from this time (ISO-8601); history before it is kept.")
     ] = None,
@@ -412,6 +424,12 @@ def backtest(
             sweep_alphas,
             sweep_pools,
         )
+        from backtest.tuning import TuningGrid, candidate_count, check_target
+        from backtest.walk_forward import run_walk_forward
+
+        window_s = parse_duration_s(tune_window, what="--tune-window")
+        if slo_target is not None:
+            check_target(slo_target, "--slo-target")
 
         pools: tuple[int, ...] = (2,)
         if sweep_warm_pool is not None:
@@ -441,6 +459,7 @@ def backtest(
             chosen = _pick_series(source, names)
         runs = []
         per_series = len(pol) + len(alphas) - ("static" in pol) + (len(pools) if "static" in pol else 0)
+        per_series += candidate_count(TuningGrid()) if slo_target is not None else 0
         total = len(chosen) * per_series
         with _progress("backtesting", total, sys.stderr.isatty() and not as_json) as tickbar:
             for s in chosen:
@@ -475,7 +494,10 @@ def backtest(
                     alpha_sweep=alphas,
                     seed=seed,
                 )
-                runs.append(run_backtest(s, cfg, progress=tickbar))
+                bt = run_backtest(s, cfg, progress=tickbar)
+                if slo_target is not None:
+                    bt.walk_forward = run_walk_forward(s, cfg, slo_target, window_s, progress=tickbar)
+                runs.append(bt)
         if report is not None:
             write_html(runs, report)
         if as_json:
@@ -510,11 +532,38 @@ def backtest(
             for name, cmp in alpha_comparisons(r).items():
                 text = ", ".join(f"{k} {v}" for k, v in cmp.items() if k not in ("alpha", "static_note"))
                 out.print(f"  {name}: {text}", highlight=False)
+            if r.walk_forward is not None:
+                _print_walk_forward(r.walk_forward)
         if report is not None:
             out.print(f"report: {report}", highlight=False)
         out.print(f"source: {label}", highlight=False)
 
     _guard(run)
+
+
+def _print_walk_forward(wf: Any) -> None:
+    from backtest.walk_forward import TRANSIENTS_NOTE
+
+    table = Table(
+        title=f"walk-forward at target {wf.target:g}: each day tuned on the {wf.tune_window_s / 86400:g} "
+        "days before it"
+    )
+    for col in ("family", "violation rate", "met", "replica-h", "days on target", "last setting"):
+        table.add_column(col, justify="left" if col in ("family", "last setting") else "right")
+    for family, w in wf.policies.items():
+        table.add_row(
+            family,
+            f"{w.violation_rate:.5f}",
+            "yes" if w.met else "no",
+            f"{w.replica_hours:,.1f}",
+            f"{w.days_on_target}/{len(w.settings)}",
+            w.settings[-1],
+        )
+    out.print(table)
+    ratio = wf.hours_ratio()
+    if ratio is not None:
+        out.print(f"  predictive replica-hours / static's: {ratio:.3f}", highlight=False)
+    out.print(f"  ({TRANSIENTS_NOTE})", highlight=False)
 
 
 def _prometheus_series(
@@ -546,7 +595,15 @@ def _prometheus_series(
         if missing or not models:
             raise UsageError(f"{config}: no model named {', '.join(missing) or '(none configured)'}")
         queries = [m.query_spec() for m in models]
-        overrides = {m.name: {"capacity_rps": m.capacity_rps, "t_load_s": m.t_load_s} for m in models}
+        overrides = {
+            m.name: {
+                "capacity_rps": m.capacity_rps,
+                "t_load_s": m.t_load_s,
+                "slo_target": m.slo.target,
+                "slo_wait_s": m.slo.wait_s,
+            }
+            for m in models
+        }
         settings = cfg.prometheus.settings() if cfg.prometheus is not None else PrometheusSettings(url or "")
         if url is not None:
             settings = PrometheusSettings(**{**settings.__dict__, "url": url})
@@ -572,6 +629,156 @@ def _prometheus_series(
         loaded = src.fetch(q.name, end_s, start_s=first)
         chosen.append(loaded.series)
     return chosen, f"Prometheus at {settings.url}", overrides
+
+
+@app.command()
+def tune(
+    trace: Annotated[Path | None, typer.Argument(help="CSV or CSV.gz trace.")] = None,
+    series: Annotated[
+        list[str] | None, typer.Option("--series", "-s", help="Series to tune (repeat or comma-separate).")
+    ] = None,
+    slo_target: Annotated[
+        float | None,
+        typer.Option(
+            "--slo-target",
+            help="Share of requests that must start within --slo-wait, e.g. 0.99. [default: the config's "
+            "slo.target]",
+        ),
+    ] = None,
+    slo_wait: Annotated[
+        str | None, typer.Option("--slo-wait", help="Longest acceptable queueing wait. [default: 2s]")
+    ] = None,
+    tune_window: Annotated[
+        str, typer.Option("--tune-window", help="Trailing window the candidates are replayed on.")
+    ] = "7d",
+    capacity_rps: Annotated[
+        float | None,
+        typer.Option(
+            "--capacity-rps", help="Requests/s one replica serves. Default: the 99.9th-percentile rate / 15."
+        ),
+    ] = None,
+    t_load: Annotated[
+        str | None,
+        typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m. [default: 5m, or the config's]"),
+    ] = None,
+    tick: Annotated[str, typer.Option(help="Control interval, e.g. 30s.")] = "30s",
+    min_replicas: Annotated[int, typer.Option("--min-replicas", min=0)] = 1,
+    max_replicas: Annotated[int, typer.Option("--max-replicas", min=1)] = 10_000,
+    model: Annotated[str, typer.Option(help="Forecaster (auto, auto-fast, or an alias).")] = "auto-fast",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
+    prometheus: Annotated[
+        str | None,
+        typer.Option("--prometheus", help="Read history from this Prometheus URL instead of a trace."),
+    ] = None,
+    query: Annotated[
+        str | None, typer.Option("--query", help="PromQL request rate (req/s) of the one --series.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Tune every model in this config file's models.")
+    ] = None,
+    days: Annotated[
+        float, typer.Option("--days", min=0.01, max=400.0, help="With --prometheus: days of history to load.")
+    ] = 14.0,
+    step: Annotated[str, typer.Option("--step", help="With --prometheus --query: query step.")] = "1m",
+    bearer_token: Annotated[
+        str | None,
+        typer.Option("--bearer-token", envvar="PREWARM_PROMETHEUS_TOKEN", help="Prometheus bearer token."),
+    ] = None,
+) -> None:
+    """Choose each model's operating point (forecast quantile alpha x burst reserve) for an SLO target.
+
+    Every candidate is replayed on the trailing --tune-window (one forecasting pass shared by all of them);
+    the cheapest that met the target with a margin wins, and a warm pool tuned the same way on the same
+    history shows what it saves. The service's nightly job runs the same tuning.
+    """
+
+    def run() -> None:
+        from backtest.run import BacktestConfig, capacity_for
+        from backtest.tuning import TuningGrid, candidate_count, check_target, tune
+
+        window_s = parse_duration_s(tune_window, what="--tune-window")
+        if slo_target is not None:
+            check_target(slo_target, "--slo-target")
+        names = _split_series(series)
+        overrides: dict[str, dict[str, float | None]] = {}
+        if prometheus is not None or config is not None:
+            if trace is not None or demo:
+                raise UsageError("give a TRACE (or --demo) or --prometheus, not both")
+            chosen, label, overrides = _prometheus_series(
+                prometheus, query, config, names, None, None, days, step, bearer_token
+            )
+        else:
+            if query is not None:
+                raise UsageError("--query needs --prometheus")
+            source, label = _open_source(trace, demo, set(names) if names else None)
+            chosen = _pick_series(source, names)
+        results = []
+        total = len(chosen) * candidate_count(TuningGrid())
+        with _progress("tuning", total, sys.stderr.isatty() and not as_json) as tickbar:
+            for s in chosen:
+                fixed = overrides.get(s.name, {})
+                target = slo_target if slo_target is not None else fixed.get("slo_target")
+                if target is None:
+                    raise UsageError(f"{s.name}: give --slo-target (or slo.target in the model's config)")
+                wait_s = (
+                    parse_duration_s(slo_wait, what="--slo-wait")
+                    if slo_wait is not None
+                    else fixed.get("slo_wait_s") or 2.0
+                )
+                t_load_s = (
+                    parse_duration_s(t_load, what="--t-load") if t_load is not None else fixed.get("t_load_s")
+                ) or 300.0
+                cfg = BacktestConfig(
+                    capacity_rps=capacity_rps or fixed.get("capacity_rps") or capacity_for(s),
+                    t_load_s=t_load_s,
+                    slo_wait_s=wait_s,
+                    tick_s=int(parse_duration_s(tick, what="--tick")),
+                    min_replicas=min_replicas,
+                    max_replicas=max_replicas,
+                    model=model,
+                )
+                results.append(tune(s, cfg, target, window_s=window_s, progress=tickbar))
+        if as_json:
+            print(json.dumps({"series": {r.series: r.as_dict() for r in results}}, indent=2))
+            return
+        for r in results:
+            _print_tuning(r)
+        out.print(f"source: {label}", highlight=False)
+
+    _guard(run)
+
+
+def _print_tuning(r: Any) -> None:
+    doc = r.as_dict()
+    sel = r.selections["predictive"]
+    table = Table(
+        title=f"{r.series}: {r.target:g} of requests within {r.slo_wait_s:g}s, tuned on "
+        f"{_iso(r.start_s)} .. {_iso(r.end_s)}"
+    )
+    for col in ("candidate", "violation rate", "+1 s.e.", "replica-h", "met", ""):
+        table.add_column(col, justify="left" if col in ("candidate", "") else "right")
+    for sc in sorted(sel.scores, key=lambda x: x.replica_hours):
+        table.add_row(
+            sc.candidate.setting,
+            f"{sc.violation_rate:.5f}",
+            f"{sc.upper:.5f}",
+            f"{sc.replica_hours:,.1f}",
+            "yes" if sc.met else "no",
+            "<- chosen" if sc is sel.chosen else "",
+        )
+    out.print(table)
+    out.print(f"  rule: {doc['rule']}", highlight=False)
+    out.print(f"  chosen: {doc['chosen']['setting']}: {doc['why']}", highlight=False)
+    pool = doc["warm_pool"]
+    if pool["setting"] is not None:
+        out.print(
+            f"  warm pool tuned the same way: {pool['setting']} (met: {pool['met']}), "
+            f"{pool['replica_hours_per_day']} replica-h/day against prewarm's "
+            f"{doc['replica_hours_per_day']}: "
+            f"ratio {doc['hours_ratio_vs_warm_pool']}, saving {doc['saving_vs_warm_pool']}",
+            highlight=False,
+        )
 
 
 @app.command("export-openmetrics")

@@ -17,7 +17,7 @@ from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
 from forecaster.dropouts import DropoutWatch
 from forecaster.sources.prometheus import PrometheusSource
-from forecaster.types import TrafficSeries
+from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner import PlannerSpec
 from planner.explain import Decision
 from service.config import ConfigError, ModelConfig, PrewarmConfig
@@ -55,7 +55,8 @@ def planner_spec(m: ModelConfig, tick_s: float, where: str) -> PlannerSpec:
         capacity_rps_per_replica=m.capacity_rps,
         t_load_s=m.t_load_s,
         tick_s=tick_s,
-        slo_wait_s=m.slo_wait_s,
+        slo_wait_s=m.slo.wait_s,
+        slo_target=m.slo.target,
         alpha=m.alpha,
         cost_miss=m.cost_miss,
         cost_idle=m.cost_idle,
@@ -115,6 +116,7 @@ def build_from_config(
                 lead_time=LeadTimeEstimator(m.t_load_s),
                 stale=_staleness(source, m.name, clock),
                 dropouts=DropoutWatch(m.dropout_min_count, m.dropout_max_s),
+                tune_window_s=m.slo.tune_window_days * SECONDS_PER_DAY,
             )
         )
         rails[t] = Rails(mode=Mode(m.mode), max_added_per_tick=m.max_added_per_tick)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from forecaster.dropouts import DEFAULT_MAX_S, DEFAULT_MIN_COUNT
 from forecaster.sources.prometheus import ModelQuery, PrometheusSettings
@@ -111,6 +111,27 @@ class TargetConfig(_Strict):
         return self
 
 
+class SloConfig(_Strict):
+    """A model's SLO: `target` of requests start within `wait_s`. With a target, the nightly job tunes the
+    operating point (alpha x burst reserve) on the trailing `tune_window_days` to meet it at least cost."""
+
+    wait_s: float = Field(2.0, ge=0, le=3600, description="longest acceptable queueing wait")
+    target: float | None = Field(None, description="share of requests within wait_s, (0, 1), e.g. 0.99")
+    tune_window_days: float = Field(7.0, ge=1, le=30, description="history each tuning run replays")
+
+    @field_validator("target")
+    @classmethod
+    def _share(cls, v: float | None) -> float | None:
+        if v is None:
+            return v
+        from backtest.tuning import TuningError, check_target
+
+        try:
+            return check_target(v, "target")
+        except TuningError as exc:
+            raise ValueError(str(exc).removeprefix(f"target={v!r} ")) from None
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     query: str = Field(min_length=1, description="PromQL whose value is the request rate in requests/s")
@@ -119,7 +140,7 @@ class ModelConfig(_Strict):
     max_staleness_s: float = Field(300.0, gt=0, le=86_400)
     capacity_rps: float | None = Field(None, gt=0, description="requests/s one replica serves")
     t_load_s: float = Field(300.0, ge=0, le=86_400)
-    slo_wait_s: float = Field(2.0, ge=0, le=3600)
+    slo: SloConfig = SloConfig()
     min_replicas: int = Field(1, ge=0, le=100_000)
     max_replicas: int = Field(1000, ge=1, le=100_000)
     cost_miss: float = Field(9.0, gt=0, description="cost of being one replica short, per tick")
@@ -142,6 +163,13 @@ class ModelConfig(_Strict):
     dropout_max_s: float = Field(
         DEFAULT_MAX_S, ge=0, le=30 * 86_400, description="hold a dropout at most this long, then believe it"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "slo_wait_s" in data:
+            raise ValueError("slo_wait_s is now slo.wait_s (beside slo.target)")
+        return data
 
     @model_validator(mode="after")
     def _bounds(self) -> ModelConfig:

@@ -1,35 +1,70 @@
-"""The nightly backtest: replay each model's recent history through the same forecaster + planner against
-the baselines, store the result, and demote a model whose forecast lost (the self-check)."""
+"""The nightly jobs: the backtest (replay each model's recent history through the same forecaster + planner
+against the baselines, store the result, and demote a model whose forecast lost: the self-check), and the
+tuning of each model that has an SLO target (backtest/tuning.py: the operating point applied from the next
+tick; a failed run is recorded and the previous point kept)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from backtest.run import BacktestConfig, compare, run_backtest
+from backtest.tuning import TuningGrid, tune
 from forecaster.types import SECONDS_PER_DAY
-from service.runtime import Controller
+from service.runtime import Controller, ModelRuntime
 
 POOLS = (0, 1, 2, 3, 4, 6, 8)
 
 
-def nightly_backtest(ctl: Controller, name: str, now_s: float, days: float) -> dict[str, Any]:
-    r = ctl.models[name]
-    hist = r.history(now_s).tail(days * SECONDS_PER_DAY)
+def _config(ctl: Controller, r: ModelRuntime, **extra: Any) -> BacktestConfig:
+    """The backtest of a live model: its learned T_load, its SLO, rails, forecaster and refresh cadence."""
     t_load_s, _ = r.t_load()
-    cfg = BacktestConfig(
+    return BacktestConfig(
         capacity_rps=r.spec.capacity_rps_per_replica,
         t_load_s=t_load_s,
         slo_wait_s=r.spec.slo_wait_s,
         tick_s=max(1, round(r.spec.tick_s)),
         min_replicas=r.spec.min_replicas,
         max_replicas=r.spec.max_replicas,
-        warm_pools=POOLS,
-        policies=("reactive", "static", "predictive", "oracle"),
         model=r.forecaster,
-        alpha=r.spec.quantile,
         refresh_s=ctl.refit_every_s,
         dropout_min_count=r.dropouts.min_count,
         dropout_max_s=r.dropouts.max_s,
+        **extra,
+    )
+
+
+def nightly_tune(
+    ctl: Controller, name: str, now_s: float, grid: TuningGrid | None = None
+) -> dict[str, Any] | None:
+    """Tune one model's operating point for its SLO target on its trailing window (None: no target set).
+    Applied from the next tick; on failure the run is recorded, the previous point kept, and it raises."""
+    r = ctl.models[name]
+    target = r.spec.slo_target
+    if target is None:
+        return None
+    try:
+        hist = r.history(now_s).tail(r.tune_window_s + 14 * SECONDS_PER_DAY)
+        result = tune(hist, _config(ctl, r), target, window_s=r.tune_window_s, grid=grid)
+    except Exception as exc:
+        r.tuning_error = f"{type(exc).__name__}: {exc}"
+        kept = r.tuning["chosen"]["setting"] if r.tuning else "the configured operating point"
+        ctl.store.put_tuning(name, now_s, False, {"target": target, "error": r.tuning_error, "kept": kept})
+        raise
+    doc = result.as_dict()
+    ctl.store.put_tuning(name, now_s, True, doc)
+    r.apply_tuning({**doc, "at_s": now_s})
+    return doc
+
+
+def nightly_backtest(ctl: Controller, name: str, now_s: float, days: float) -> dict[str, Any]:
+    r = ctl.models[name]
+    hist = r.history(now_s).tail(days * SECONDS_PER_DAY)
+    cfg = _config(
+        ctl,
+        r,
+        warm_pools=POOLS,
+        policies=("reactive", "static", "predictive", "oracle"),
+        alpha=r.spec.quantile,
     )
     bt = run_backtest(hist, cfg)
     cmp = compare(bt.results)

@@ -85,6 +85,19 @@ class ModelRuntime:
     backtest_note: str = ""  # set by the nightly backtest's self-check when predictive lost
     dropouts: DropoutWatch = field(default_factory=DropoutWatch)
     dropout_note: str = ""  # non-empty while the newest data reads as a telemetry dropout
+    tune_window_s: float = 7 * 86_400.0  # history each tuning run replays (slo.tune_window_days)
+    tuning: dict[str, Any] | None = None  # the applied tuning run (backtest/tuning.py TuningResult.as_dict)
+    tuning_error: str = ""  # the newest tuning run failed: the previous operating point is kept
+
+    def apply_tuning(self, doc: dict[str, Any]) -> None:
+        """Run at the operating point a tuning run chose, from the next tick on."""
+        from backtest.tuning import OperatingPoint
+
+        point = OperatingPoint.from_dict(doc["chosen"])
+        self.spec = point.spec(
+            self.spec, slo_target=self.spec.slo_target, unreachable=bool(doc.get("slo_unreachable"))
+        )
+        self.tuning, self.tuning_error = doc, ""
 
     def t_load(self) -> tuple[float, str]:
         if self.lead_time is None:
@@ -115,6 +128,9 @@ class Controller:
             saved = store.state(r.name)
             if saved is not None:  # a restart resumes its stabilisation windows and rate limits
                 r.state = PlannerState.from_dict(saved)
+            tuned = store.tunings(r.name, ok_only=True) if r.spec.slo_target is not None else []
+            if tuned and tuned[0].get("target") == r.spec.slo_target:  # and its tuned operating point
+                r.apply_tuning(tuned[0])
             actuator.rails_for(r.target)
 
     def rails(self, name: str) -> Rails:

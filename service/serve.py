@@ -9,6 +9,8 @@ forecasts, pre-warming ahead of the daily peak and explained decisions within a 
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,15 +22,18 @@ from actuator.base import Target
 from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
 from api.app import create_app
+from backtest.tuning import TuningGrid
 from forecaster.sources.synthetic import DEFAULT_START_S, DEMO_FLEET, SyntheticSource
 from forecaster.types import SECONDS_PER_DAY
 from planner import PlannerSpec
+from service.nightly import nightly_backtest, nightly_tune
 from service.runtime import Controller, JobStatus, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
 from service.view import ControllerView
 
 DEMO_HISTORY_DAYS = 14
 DEMO_T_LOAD_S = 600.0
+DEMO_SLO_TARGET = 0.99
 
 
 @dataclass
@@ -47,9 +52,16 @@ class AcceleratedClock:
 
 
 def build_demo(
-    clock: Callable[[], float], store_url: str, *, tick_s: float = 60.0, forecaster: str = "profile"
+    clock: Callable[[], float],
+    store_url: str,
+    *,
+    tick_s: float = 60.0,
+    forecaster: str = "profile",
+    slo_target: float | None = DEMO_SLO_TARGET,
+    tune_window_s: float = 7 * SECONDS_PER_DAY,
 ) -> Controller:
-    """The demo fleet: four models with different shapes, 14 days of history before the demo starts."""
+    """The demo fleet: four models with different shapes, 14 days of history before the demo starts, each
+    with an SLO target that the nightly tuning meets."""
     source = SyntheticSource(days=DEMO_HISTORY_DAYS + 30, step_s=60, start_s=DEFAULT_START_S)
     fleet = SimulatedFleet(clock, DEMO_T_LOAD_S)
     runtimes: list[ModelRuntime] = []
@@ -59,7 +71,11 @@ def build_demo(
         cap = float(np.quantile(series.values[: DEMO_HISTORY_DAYS * 1440] / 60, 0.999)) / 15
         target = Target("Simulated", "demo", shape.name)
         spec = PlannerSpec(
-            capacity_rps_per_replica=cap, t_load_s=DEMO_T_LOAD_S, tick_s=tick_s, max_replicas=200
+            capacity_rps_per_replica=cap,
+            t_load_s=DEMO_T_LOAD_S,
+            tick_s=tick_s,
+            max_replicas=200,
+            slo_target=slo_target,
         )
 
         def history(now_s: float, s: Any = series) -> Any:
@@ -73,6 +89,7 @@ def build_demo(
                 history,
                 forecaster=forecaster,
                 lead_time=LeadTimeEstimator(DEMO_T_LOAD_S, min_samples=5),
+                tune_window_s=tune_window_s,
             )
         )
         rails[target] = Rails(mode=Mode.ACTIVE)  # the demo acts on its simulated fleet
@@ -86,11 +103,62 @@ def demo_start_s() -> float:
 
 
 class Jobs:
-    """The scheduled work, timed and guarded; `run_due` is what APScheduler calls."""
+    """The scheduled work, timed and guarded: the control tick (refits when due) and the nightly jobs."""
 
-    def __init__(self, ctl: Controller, view: ControllerView, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        ctl: Controller,
+        view: ControllerView,
+        clock: Callable[[], float],
+        *,
+        nightly_hour_utc: int = 3,
+        backtest_days: float = 14.0,
+        grid: TuningGrid | None = None,
+    ) -> None:
         self.ctl, self.view, self.clock = ctl, view, clock
         self.last_refit: dict[str, float] = {}
+        self.nightly_hour_utc, self.backtest_days, self.grid = nightly_hour_utc, backtest_days, grid
+        self._nightly_day: int | None = None
+
+    def _run(self, job: str, name: str, fn: Callable[[], object]) -> None:
+        status = self.view.jobs.setdefault(job, JobStatus())
+        t = time.perf_counter()
+        try:
+            fn()
+            status.last_ok_s, status.last_error = self.clock(), None
+        except Exception as exc:  # a failing job is recorded and shown in /readyz, never fatal
+            status.failures += 1
+            status.last_error, status.last_error_s = f"{name}: {type(exc).__name__}: {exc}", self.clock()
+        status.last_duration_s = time.perf_counter() - t
+
+    def backtest_all(self) -> None:
+        for name in self.ctl.models:
+            self._run(
+                "nightly_backtest",
+                name,
+                functools.partial(nightly_backtest, self.ctl, name, self.clock(), self.backtest_days),
+            )
+
+    def tune_all(self) -> None:
+        """Tune every model that has an SLO target; each applies from its next tick."""
+        for name, r in self.ctl.models.items():
+            if r.spec.slo_target is not None:
+                tune = functools.partial(nightly_tune, self.ctl, name, self.clock(), self.grid)
+                self._run("nightly_tuning", name, tune)
+
+    def nightly_if_due(self) -> bool:
+        """Run the nightly jobs once per day at nightly_hour_utc of the service's clock (a simulated clock
+        in the demo runs them at its simulated night). Returns whether they ran."""
+        day = math.floor((self.clock() - self.nightly_hour_utc * 3600) / SECONDS_PER_DAY)
+        if self._nightly_day is None:
+            self._nightly_day = day  # started after tonight's hour: the first run is the next night
+            return False
+        if day <= self._nightly_day:
+            return False
+        self._nightly_day = day
+        self.backtest_all()
+        self.tune_all()
+        return True
 
     def tick_all(self) -> None:
         now = self.clock()
@@ -114,26 +182,20 @@ def serve_config(path: Any, *, host: str | None = None, port: int | None = None)
 
     from service.compose import build_from_config
     from service.config import load_config
-    from service.nightly import nightly_backtest
 
     cfg = load_config(path, os.environ)
     clock = time.time
     ctl = build_from_config(cfg, clock)
     view = ControllerView(ctl, clock)
-    jobs = Jobs(ctl, view, clock)
-    nightly = view.jobs.setdefault("nightly_backtest", JobStatus())
+    jobs = Jobs(
+        ctl,
+        view,
+        clock,
+        nightly_hour_utc=cfg.schedules.backtest_hour_utc,
+        backtest_days=cfg.schedules.backtest_days,
+    )
+    view.jobs.setdefault("nightly_backtest", JobStatus())
     purge = view.jobs.setdefault("retention", JobStatus())
-
-    def backtest_all() -> None:
-        for name in ctl.models:
-            t = time.perf_counter()
-            try:
-                nightly_backtest(ctl, name, clock(), cfg.schedules.backtest_days)
-                nightly.last_ok_s = clock()
-            except Exception as exc:  # a failing backtest is recorded and shown in /readyz, never fatal
-                nightly.failures += 1
-                nightly.last_error, nightly.last_error_s = f"{name}: {type(exc).__name__}: {exc}", clock()
-            nightly.last_duration_s = time.perf_counter() - t
 
     def purge_old() -> None:
         try:
@@ -145,9 +207,7 @@ def serve_config(path: Any, *, host: str | None = None, port: int | None = None)
 
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     scheduler.add_job(jobs.tick_all, "interval", seconds=cfg.schedules.tick_s, id="tick")
-    scheduler.add_job(
-        backtest_all, "cron", hour=cfg.schedules.backtest_hour_utc, minute=0, id="nightly_backtest"
-    )
+    scheduler.add_job(jobs.nightly_if_due, "interval", seconds=60, id="nightly")
     scheduler.add_job(
         purge_old, "cron", hour=(cfg.schedules.backtest_hour_utc + 1) % 24, minute=0, id="retention"
     )
@@ -183,6 +243,9 @@ def serve(
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     jobs.tick_all()  # the first forecasts and decisions before the API answers
     scheduler.add_job(jobs.tick_all, "interval", seconds=max(0.5, tick_s / speed), id="tick")
+    # the nightly backtest and tuning at the demo clock's 03:00 (every 24 real minutes at speed 60)
+    scheduler.add_job(jobs.nightly_if_due, "interval", seconds=max(1.0, 60.0 / speed), id="nightly")
+    jobs.nightly_if_due()
     scheduler.start()
     view.jobs["scheduler"] = JobStatus(last_ok_s=clock())
     try:

@@ -76,6 +76,18 @@ backtests = Table(
     Column("result", JSON, nullable=False),
 )
 
+# every tuning run, applied or failed: its candidates, the chosen operating point and why (backtest/tuning.py)
+tuning_runs = Table(
+    "tuning_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("at_s", Float, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("result", JSON, nullable=False),
+    Index("ix_tuning_runs_model_at", "model", "at_s"),
+)
+
 
 @dataclass(frozen=True)
 class StoredDecision:
@@ -200,12 +212,27 @@ class DecisionStore:
             row = conn.execute(q.order_by(backtests.c.at_s.desc()).limit(1)).first()
         return {"at_s": float(row[1]), **dict(row[0])} if row else None
 
+    def put_tuning(self, model: str, at_s: float, ok: bool, result: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(tuning_runs).values(model=model, at_s=at_s, ok=ok, result=dict(result)))
+
+    def tunings(self, model: str, *, ok_only: bool = False, limit: int = 1) -> list[dict[str, Any]]:
+        """The newest tuning runs of a model (only the applied ones with ok_only), newest first."""
+        t = tuning_runs.c
+        q = select(t.result, t.at_s, t.ok).where(t.model == model)
+        if ok_only:
+            q = q.where(t.ok.is_(True))
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(t.at_s.desc()).limit(limit)).all()
+        return [{"at_s": float(r[1]), "ok": bool(r[2]), **dict(r[0])} for r in rows]
+
     def purge(self, older_than_s: float) -> int:
         """Drop decisions, forecasts and backtests older than the retention horizon; returns rows removed."""
         with self.engine.begin() as conn:
             n = conn.execute(delete(decisions).where(decisions.c.at_s < older_than_s)).rowcount
             n += conn.execute(delete(forecasts).where(forecasts.c.origin_s < older_than_s)).rowcount
             n += conn.execute(delete(backtests).where(backtests.c.at_s < older_than_s)).rowcount
+            n += conn.execute(delete(tuning_runs).where(tuning_runs.c.at_s < older_than_s)).rowcount
         return int(n)
 
 

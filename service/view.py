@@ -52,6 +52,13 @@ class ControllerView:
             "healthy": r.healthy and rails.permanent_error is None,
             "health_note": rails.permanent_error or r.health_note,
             "data_age_s": r.data_age_s,
+            "slo_target": r.spec.slo_target,
+            "slo_wait_s": r.spec.slo_wait_s,
+            "alpha": r.spec.quantile,
+            "use_forecast": r.spec.use_forecast,
+            "burst_reserve_replicas": r.spec.burst_reserve_replicas,
+            "burst_reserve_share": r.spec.burst_reserve_share,
+            "slo_unreachable": r.spec.slo_unreachable,
         }
 
     def models(self) -> list[dict[str, Any]]:
@@ -87,6 +94,28 @@ class ControllerView:
     def latest_backtest(self, name: str) -> dict[str, Any] | None:
         self._rt(name)
         return self.ctl.store.latest_backtest(name)
+
+    def tuning(self, name: str) -> dict[str, Any] | None:
+        r = self._rt(name)
+        if r.spec.slo_target is None:
+            return None
+        runs = self.ctl.store.tunings(name, limit=1)
+        return {
+            "model": name,
+            "slo_target": r.spec.slo_target,
+            "slo_wait_s": r.spec.slo_wait_s,
+            "operating_point": {
+                "alpha": r.spec.quantile,
+                "use_forecast": r.spec.use_forecast,
+                "burst_reserve_replicas": r.spec.burst_reserve_replicas,
+                "burst_reserve_share": r.spec.burst_reserve_share,
+                "slo_unreachable": r.spec.slo_unreachable,
+                "source": "tuned" if r.tuning else "configured (no tuning run applied yet)",
+            },
+            "status": _tuning_status(r),
+            "applied": r.tuning,
+            "latest_run": runs[0] if runs else None,
+        }
 
     def set_mode(self, name: str, mode: str) -> dict[str, Any]:
         r = self._rt(name)
@@ -129,9 +158,16 @@ class ControllerView:
             except ActuatorError as exc:
                 reachable = False
                 problems.append(f"actuator unreachable: {exc}")
+            warnings = [r.tuning["why"]] if r.tuning and r.spec.slo_unreachable else []
+            if r.tuning_error:
+                warnings.append(
+                    f"the last tuning run failed, the previous operating point is kept: {r.tuning_error}"
+                )
             out[r.name] = {
                 "ready": not problems,
                 "problems": problems,
+                "warnings": warnings,
+                "tuning": _tuning_status(r),
                 "refit": r.refit.as_dict(),
                 "tick": r.tick.as_dict(),
                 "data_age_s": r.data_age_s,
@@ -178,6 +214,7 @@ class ControllerView:
             s.append(
                 ("prewarm_model_healthy", "1 when the forecast is trusted", lab, 1.0 if r.healthy else 0.0)
             )
+            s += _tuning_metrics(r, lab)
             for job, st in (("refit", r.refit), ("tick", r.tick)):
                 jl = {**lab, "job": job}
                 s.append(("prewarm_job_failures_total", "Failed job runs", jl, float(st.failures)))
@@ -193,3 +230,82 @@ class ControllerView:
                 )
             )
         return s
+
+
+def _tuning_status(r: ModelRuntime) -> str:
+    if r.spec.slo_target is None:
+        return "no SLO target"
+    if r.tuning_error:
+        return "last run failed (previous point kept)"
+    if r.tuning is None:
+        return "not tuned yet"
+    return "SloUnreachable" if r.spec.slo_unreachable else "meets target on the trailing window"
+
+
+def _tuning_metrics(r: ModelRuntime, lab: dict[str, str]) -> list[tuple[str, str, dict[str, str], float]]:
+    """The SLO target, the operating point in force and what the applied tuning run measured."""
+    spec = r.spec
+    if spec.slo_target is None:
+        return []
+    s: list[tuple[str, str, dict[str, str], float]] = [
+        ("prewarm_slo_target", "Share of requests that must start within the SLO wait", lab, spec.slo_target),
+        ("prewarm_slo_wait_seconds", "The SLO's longest acceptable queueing wait", lab, spec.slo_wait_s),
+        ("prewarm_operating_point_alpha", "Forecast quantile in force", lab, spec.quantile),
+        (
+            "prewarm_operating_point_uses_forecast",
+            "1 when the operating point plans from the forecast (0: reactive floor + reserve)",
+            lab,
+            1.0 if spec.use_forecast else 0.0,
+        ),
+        (
+            "prewarm_burst_reserve_replicas",
+            "Spare replicas of the burst reserve",
+            lab,
+            spec.burst_reserve_replicas,
+        ),
+        (
+            "prewarm_burst_reserve_share",
+            "Burst reserve as a share of planned replicas",
+            lab,
+            spec.burst_reserve_share,
+        ),
+        (
+            "prewarm_slo_unreachable",
+            "1 when no tuned candidate met the target",
+            lab,
+            float(spec.slo_unreachable),
+        ),
+    ]
+    doc = r.tuning
+    if doc:
+        chosen = doc["families"]["predictive"]["chosen"]
+        s.append(
+            (
+                "prewarm_tuning_attainment",
+                "Share of requests within the SLO wait in the tuning backtest, at the chosen point",
+                lab,
+                1.0 - float(chosen["violation_rate"]),
+            )
+        )
+        if doc.get("hours_ratio_vs_warm_pool") is not None:
+            s.append(
+                (
+                    "prewarm_tuning_hours_ratio_vs_warm_pool",
+                    "Replica-hours of the chosen point / a warm pool tuned to the same target",
+                    lab,
+                    float(doc["hours_ratio_vs_warm_pool"]),
+                )
+            )
+            s.append(
+                (
+                    "prewarm_tuning_saving_vs_warm_pool",
+                    "1 - that ratio: the share of a warm pool's replica-hours saved",
+                    lab,
+                    float(doc["saving_vs_warm_pool"]),
+                )
+            )
+        if "at_s" in doc:
+            s.append(
+                ("prewarm_tuning_last_run_timestamp_seconds", "When the applied run ran", lab, doc["at_s"])
+            )
+    return s

@@ -67,3 +67,6 @@ def test_the_dashboard_draws_the_charts_and_explains_decisions_in_a_real_browser
     assert len(explanations) >= 5
     assert re.match(r"\d+ replicas?: forecast p90 of [\d.]+ req/s", explanations[0])
     assert f'id="summary" class="card muted">{first}: active, forecast model profile' in dom
+    slo = re.search(r'id="slo" class="card muted">([^<]+)<', dom)
+    assert slo and slo.group(1).startswith("SLO: 0.99 of requests within 2 s; operating point alpha 0.9")
+    assert "tuning: not tuned yet" in slo.group(1)
