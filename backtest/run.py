@@ -44,6 +44,10 @@ class BacktestConfig:
     # extra predictive runs, one per alpha, named predictive-alpha<A>: the policy's own cost curve, to set
     # against the static sweep's (which alpha a team should run depends on its traffic)
     alpha_sweep: tuple[float, ...] = ()
+    # the rest of the operating point the predictive policy runs at (the live model's, in the nightly job)
+    burst_reserve_replicas: int = 0
+    burst_reserve_share: float = 0.0
+    use_forecast: bool = True
     seed: int = 0
     t_load_sampler: TLoadSampler | None = None
     refresh_s: float = 300.0  # forecast re-anchored on new data this often: the service's schedules.refit_s
@@ -88,6 +92,9 @@ class BacktestConfig:
             alpha=self.alpha if alpha is None else alpha,
             min_replicas=self.min_replicas,
             max_replicas=self.max_replicas,
+            burst_reserve_replicas=self.burst_reserve_replicas,
+            burst_reserve_share=self.burst_reserve_share,
+            use_forecast=self.use_forecast,
         )
 
 

@@ -292,7 +292,7 @@ def simulate_candidates(
             done()
     if "predictive" in families:
         points = grid.points()
-        base = cfg.planner_spec()
+        base = cfg.planner_spec()  # each point sets its own alpha and reserve on it
         feed = ForecastFeed(
             replay.history,
             levels=tuple(p.alpha for p in points if p.alpha is not None),

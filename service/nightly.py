@@ -64,7 +64,10 @@ def nightly_backtest(ctl: Controller, name: str, now_s: float, days: float) -> d
         r,
         warm_pools=POOLS,
         policies=("reactive", "static", "predictive", "oracle"),
-        alpha=r.spec.quantile,
+        alpha=r.spec.quantile,  # the operating point in force, tuned or configured
+        burst_reserve_replicas=r.spec.burst_reserve_replicas,
+        burst_reserve_share=r.spec.burst_reserve_share,
+        use_forecast=r.spec.use_forecast,
     )
     bt = run_backtest(hist, cfg)
     cmp = compare(bt.results)
