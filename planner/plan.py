@@ -98,42 +98,36 @@ def plan(
         raw = value
         recommendation = value
         primary = reason
-    elif fc is None or not spec.use_forecast:
-        step = no_forecast_demand(spec)
-        steps.append(step)
-        raw = step.after
-        value, step = apply_floor(raw, floor, floor_msg)
-        steps.append(step)
-        value, step = burst_reserve(value, spec)
-        steps.append(step)
-        recommendation = value
-        value, step = stabilize(value, current, state, spec, now)
-        steps.append(step)
-        primary = Reason.REACTIVE_FLOOR
     else:
-        rate, at, step = demand(fc, spec, now)
-        inputs.update(
-            {
-                "demand_rps": round(rate, 6),
-                "demand_at_s": at,
-                "window_start_s": now,
-                "window_end_s": now + spec.lookahead_s,
-                "forecast_model": fc.model,
-                "forecast_origin_s": fc.origin_s,
-            }
-        )
+        forecast = fc if spec.use_forecast else None  # a forecast-free point plans from the floor alone
+        if forecast is None:
+            step = no_forecast_demand(spec)
+            primary = Reason.REACTIVE_FLOOR
+        else:
+            rate, at, step = demand(forecast, spec, now)
+            inputs.update(
+                {
+                    "demand_rps": round(rate, 6),
+                    "demand_at_s": at,
+                    "window_start_s": now,
+                    "window_end_s": now + spec.lookahead_s,
+                    "forecast_model": forecast.model,
+                    "forecast_origin_s": forecast.origin_s,
+                }
+            )
+            primary = Reason.FORECAST_DEMAND
         steps.append(step)
         raw = step.after
         value, step = apply_floor(raw, floor, floor_msg)
         steps.append(step)
         value, step = burst_reserve(value, spec)
         steps.append(step)
-        value, step = scale_in_guard(fc, spec, now, current, value)
-        steps.append(step)
+        if forecast is not None:
+            value, step = scale_in_guard(forecast, spec, now, current, value)
+            steps.append(step)
         recommendation = value
         value, step = stabilize(value, current, state, spec, now)
         steps.append(step)
-        primary = Reason.FORECAST_DEMAND
     value, step = rate_limit(value, current, state, spec, now)
     steps.append(step)
     value, step = bounds(value, spec)

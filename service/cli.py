@@ -41,6 +41,32 @@ DEMO_HELP = "Use the built-in synthetic fleet (the default when no TRACE is give
 MAX_SERIES_WITHOUT_FLAG = 10
 
 
+CapacityOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--capacity-rps", help="Requests/s one replica serves. Default: the 99.9th-percentile rate / 15."
+    ),
+]
+TLoadOpt = Annotated[
+    str | None,
+    typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m. [default: 5m, or the config's]"),
+]
+PrometheusOpt = Annotated[
+    str | None, typer.Option("--prometheus", help="Read history from this Prometheus URL instead of a trace.")
+]
+QueryOpt = Annotated[
+    str | None, typer.Option("--query", help="PromQL request rate (req/s) of the one --series.")
+]
+DaysOpt = Annotated[
+    float, typer.Option("--days", min=0.01, max=400.0, help="With --prometheus: days of history to load.")
+]
+StepOpt = Annotated[str, typer.Option("--step", help="With --prometheus --query: query step.")]
+BearerOpt = Annotated[
+    str | None,
+    typer.Option("--bearer-token", envvar="PREWARM_PROMETHEUS_TOKEN", help="Prometheus bearer token."),
+]
+
+
 class UsageError(Exception):
     pass
 
@@ -315,16 +341,8 @@ def backtest(
     series: Annotated[
         list[str] | None, typer.Option("--series", "-s", help="Series to replay (repeat or comma-separate).")
     ] = None,
-    capacity_rps: Annotated[
-        float | None,
-        typer.Option(
-            "--capacity-rps", help="Requests/s one replica serves. Default: the 99.9th-percentile rate / 15."
-        ),
-    ] = None,
-    t_load: Annotated[
-        str | None,
-        typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m. [default: 5m, or the config's]"),
-    ] = None,
+    capacity_rps: CapacityOpt = None,
+    t_load: TLoadOpt = None,
     t_load_sigma: Annotated[
         float,
         typer.Option(
@@ -387,24 +405,14 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
-    prometheus: Annotated[
-        str | None,
-        typer.Option("--prometheus", help="Read history from this Prometheus URL instead of a trace."),
-    ] = None,
-    query: Annotated[
-        str | None, typer.Option("--query", help="PromQL request rate (req/s) of the one --series.")
-    ] = None,
+    prometheus: PrometheusOpt = None,
+    query: QueryOpt = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="Backtest every model in this config file's models.")
     ] = None,
-    days: Annotated[
-        float, typer.Option("--days", min=0.01, max=400.0, help="With --prometheus: days of history to load.")
-    ] = 14.0,
-    step: Annotated[str, typer.Option("--step", help="With --prometheus --query: query step.")] = "1m",
-    bearer_token: Annotated[
-        str | None,
-        typer.Option("--bearer-token", envvar="PREWARM_PROMETHEUS_TOKEN", help="Prometheus bearer token."),
-    ] = None,
+    days: DaysOpt = 14.0,
+    step: StepOpt = "1m",
+    bearer_token: BearerOpt = None,
 ) -> None:
     """Replay traffic through every policy on a simulated fleet with cold starts, and compare.
 
@@ -445,18 +453,9 @@ def backtest(
         if alphas and "predictive" not in pol:
             raise UsageError("--sweep-alpha runs the predictive policy: add it to --policies")
         names = _split_series(series)
-        overrides: dict[str, dict[str, float | None]] = {}
-        if prometheus is not None or config is not None:
-            if trace is not None or demo:
-                raise UsageError("give a TRACE (or --demo) or --prometheus, not both")
-            chosen, label, overrides = _prometheus_series(
-                prometheus, query, config, names, start, end, days, step, bearer_token
-            )
-        else:
-            if query is not None:
-                raise UsageError("--query needs --prometheus")
-            source, label = _open_source(trace, demo, set(names) if names else None)
-            chosen = _pick_series(source, names)
+        chosen, label, overrides = _load_series(
+            trace, demo, names, prometheus, query, config, start, end, days, step, bearer_token
+        )
         runs = []
         per_series = len(pol) + len(alphas) - ("static" in pol) + (len(pools) if "static" in pol else 0)
         per_series += candidate_count(TuningGrid()) if slo_target is not None else 0
@@ -539,6 +538,30 @@ def backtest(
         out.print(f"source: {label}", highlight=False)
 
     _guard(run)
+
+
+def _load_series(
+    trace: Path | None,
+    demo: bool,
+    names: list[str] | None,
+    prometheus: str | None,
+    query: str | None,
+    config: Path | None,
+    start: str | None,
+    end: str | None,
+    days: float,
+    step: str,
+    bearer_token: str | None,
+) -> tuple[list[TrafficSeries], str, dict[str, dict[str, float | None]]]:
+    """The series to replay, from a trace, the demo or Prometheus, with what a config says about each."""
+    if prometheus is not None or config is not None:
+        if trace is not None or demo:
+            raise UsageError("give a TRACE (or --demo) or --prometheus, not both")
+        return _prometheus_series(prometheus, query, config, names, start, end, days, step, bearer_token)
+    if query is not None:
+        raise UsageError("--query needs --prometheus")
+    source, label = _open_source(trace, demo, set(names) if names else None)
+    return _pick_series(source, names), label, {}
 
 
 def _print_walk_forward(wf: Any) -> None:
@@ -651,40 +674,22 @@ def tune(
     tune_window: Annotated[
         str, typer.Option("--tune-window", help="Trailing window the candidates are replayed on.")
     ] = "7d",
-    capacity_rps: Annotated[
-        float | None,
-        typer.Option(
-            "--capacity-rps", help="Requests/s one replica serves. Default: the 99.9th-percentile rate / 15."
-        ),
-    ] = None,
-    t_load: Annotated[
-        str | None,
-        typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m. [default: 5m, or the config's]"),
-    ] = None,
+    capacity_rps: CapacityOpt = None,
+    t_load: TLoadOpt = None,
     tick: Annotated[str, typer.Option(help="Control interval, e.g. 30s.")] = "30s",
     min_replicas: Annotated[int, typer.Option("--min-replicas", min=0)] = 1,
     max_replicas: Annotated[int, typer.Option("--max-replicas", min=1)] = 10_000,
     model: Annotated[str, typer.Option(help="Forecaster (auto, auto-fast, or an alias).")] = "auto-fast",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     demo: Annotated[bool, typer.Option("--demo", help=DEMO_HELP)] = False,
-    prometheus: Annotated[
-        str | None,
-        typer.Option("--prometheus", help="Read history from this Prometheus URL instead of a trace."),
-    ] = None,
-    query: Annotated[
-        str | None, typer.Option("--query", help="PromQL request rate (req/s) of the one --series.")
-    ] = None,
+    prometheus: PrometheusOpt = None,
+    query: QueryOpt = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="Tune every model in this config file's models.")
     ] = None,
-    days: Annotated[
-        float, typer.Option("--days", min=0.01, max=400.0, help="With --prometheus: days of history to load.")
-    ] = 14.0,
-    step: Annotated[str, typer.Option("--step", help="With --prometheus --query: query step.")] = "1m",
-    bearer_token: Annotated[
-        str | None,
-        typer.Option("--bearer-token", envvar="PREWARM_PROMETHEUS_TOKEN", help="Prometheus bearer token."),
-    ] = None,
+    days: DaysOpt = 14.0,
+    step: StepOpt = "1m",
+    bearer_token: BearerOpt = None,
 ) -> None:
     """Choose each model's operating point (forecast quantile alpha x burst reserve) for an SLO target.
 
@@ -701,18 +706,9 @@ def tune(
         if slo_target is not None:
             check_target(slo_target, "--slo-target")
         names = _split_series(series)
-        overrides: dict[str, dict[str, float | None]] = {}
-        if prometheus is not None or config is not None:
-            if trace is not None or demo:
-                raise UsageError("give a TRACE (or --demo) or --prometheus, not both")
-            chosen, label, overrides = _prometheus_series(
-                prometheus, query, config, names, None, None, days, step, bearer_token
-            )
-        else:
-            if query is not None:
-                raise UsageError("--query needs --prometheus")
-            source, label = _open_source(trace, demo, set(names) if names else None)
-            chosen = _pick_series(source, names)
+        chosen, label, overrides = _load_series(
+            trace, demo, names, prometheus, query, config, None, None, days, step, bearer_token
+        )
         results = []
         total = len(chosen) * candidate_count(TuningGrid())
         with _progress("tuning", total, sys.stderr.isatty() and not as_json) as tickbar:
