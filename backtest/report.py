@@ -124,6 +124,7 @@ def walk_forward_figure(wf: WalkForward) -> Any:
     """Per scored day, each family's violation rate against the target (log scale), and each family's
     replica-hours per day."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     for family, walk in wf.policies.items():
@@ -136,13 +137,14 @@ def walk_forward_figure(wf: WalkForward) -> Any:
         )
     top.axhline(1.0 - wf.target, color="k", ls="--", lw=1, label=f"target: {1 - wf.target:.2%} late")
     top.set_yscale("log")
-    top.set_ylabel("share of requests late (SLO violations)")
+    top.set_ylabel("share of requests late\n(a day with none: at 1e-6)")
     top.legend(fontsize=8)
     top.set_title(
         f"{wf.series}: walk-forward, each day tuned on the {wf.tune_window_s / 86400:g} days before"
     )
     bottom.set_ylabel("replica-hours per day")
-    bottom.set_xlabel("scored day")
+    bottom.set_xlabel("scored day (each tuned on the days before it)")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.legend(fontsize=8)
     return fig
 
