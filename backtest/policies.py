@@ -75,8 +75,6 @@ class Reactive:
             use_forecast=False,
             burst_reserve_replicas=spare,
         )
-        self.window_s = scale_down_stabilization_s
-        self.lo, self.hi, self.spare = min_replicas, max_replicas, spare
         self._recs: deque[tuple[float, int]] = deque()
 
     def recommendation(self, obs: Observation) -> int:
@@ -88,15 +86,18 @@ class Reactive:
         )
         rec = reactive_floor(snap, self.spec, obs.now_s)[0] or 0
         self._recs.append((obs.now_s, rec))
-        while self._recs and self._recs[0][0] <= obs.now_s - self.window_s - 1e-9:
+        while self._recs and self._recs[0][0] <= obs.now_s - self.spec.scale_down_stabilization_s - 1e-9:
             self._recs.popleft()
-        current = obs.asked - self.spare
+        current = obs.asked - self.spec.burst_reserve_replicas
         if rec < current:
             rec = min(current, max(n for _, n in self._recs))
         return rec
 
     def decide(self, obs: Observation) -> int:
-        return _clamp(self.recommendation(obs) + self.spare, self.lo, self.hi)
+        spec = self.spec
+        return _clamp(
+            self.recommendation(obs) + spec.burst_reserve_replicas, spec.min_replicas, spec.max_replicas
+        )
 
 
 class Scheduled:

@@ -10,7 +10,7 @@ from typing import Any
 from backtest.run import BacktestConfig, compare, run_backtest
 from backtest.tuning import TuningGrid, tune
 from forecaster.types import SECONDS_PER_DAY
-from service.runtime import Controller, ModelRuntime
+from service.runtime import TRAILING_S, Controller, ModelRuntime
 
 POOLS = (0, 1, 2, 3, 4, 6, 8)
 
@@ -43,7 +43,7 @@ def nightly_tune(
     if target is None:
         return None
     try:
-        hist = r.history(now_s).tail(r.tune_window_s + 14 * SECONDS_PER_DAY)
+        hist = r.history(now_s).tail(r.tune_window_s + TRAILING_S)  # the window and the forecaster's history
         result = tune(hist, _config(ctl, r), target, window_s=r.tune_window_s, grid=grid)
     except Exception as exc:
         r.tuning_error = f"{type(exc).__name__}: {exc}"

@@ -54,11 +54,7 @@ class ControllerView:
             "data_age_s": r.data_age_s,
             "slo_target": r.spec.slo_target,
             "slo_wait_s": r.spec.slo_wait_s,
-            "alpha": r.spec.quantile,
-            "use_forecast": r.spec.use_forecast,
-            "burst_reserve_replicas": r.spec.burst_reserve_replicas,
-            "burst_reserve_share": r.spec.burst_reserve_share,
-            "slo_unreachable": r.spec.slo_unreachable,
+            **_operating_point(r),
         }
 
     def models(self) -> list[dict[str, Any]]:
@@ -105,11 +101,7 @@ class ControllerView:
             "slo_target": r.spec.slo_target,
             "slo_wait_s": r.spec.slo_wait_s,
             "operating_point": {
-                "alpha": r.spec.quantile,
-                "use_forecast": r.spec.use_forecast,
-                "burst_reserve_replicas": r.spec.burst_reserve_replicas,
-                "burst_reserve_share": r.spec.burst_reserve_share,
-                "slo_unreachable": r.spec.slo_unreachable,
+                **_operating_point(r),
                 "source": "tuned" if r.tuning else "configured (no tuning run applied yet)",
             },
             "status": _tuning_status(r),
@@ -230,6 +222,17 @@ class ControllerView:
                 )
             )
         return s
+
+
+def _operating_point(r: ModelRuntime) -> dict[str, Any]:
+    """The operating point in force (tuned or configured), as the model view and the tuning view show it."""
+    return {
+        "alpha": r.spec.quantile,
+        "use_forecast": r.spec.use_forecast,
+        "burst_reserve_replicas": r.spec.burst_reserve_replicas,
+        "burst_reserve_share": r.spec.burst_reserve_share,
+        "slo_unreachable": r.spec.slo_unreachable,
+    }
 
 
 def _tuning_status(r: ModelRuntime) -> str:
