@@ -50,7 +50,7 @@ def api_error(exc: Exception, what: str) -> ActuatorError:
             pass
         text = f"{what}: HTTP {exc.status}: {message}"
         if exc.status in (401, 403):
-            return PermanentError(f"{text} (grant it in deploy/kubernetes/rbac.yaml)", exc.status)
+            return PermanentError(f"{text} (grant it in deploy/kubernetes/base/rbac.yaml)", exc.status)
         if exc.status in (404, 422, 400):
             return PermanentError(text, exc.status)
         if exc.status == 429 or (exc.status or 0) >= 500 or exc.status == 409:

@@ -36,6 +36,7 @@ class GuardedActuator:
     kill_switch: bool = False
     is_leader: Callable[[], bool] = lambda: True
     rails: dict[Target, Rails] = field(default_factory=dict)
+    leading: bool | None = None  # the last leadership answer (None until a write asked): for /metrics
 
     def rails_for(self, t: Target) -> Rails:
         return self.rails.setdefault(t, Rails())
@@ -57,7 +58,8 @@ class GuardedActuator:
             return ActuationResult(Outcome.SKIPPED, f"shadow mode: would set {want}, applied nothing")
         if not decision.valid:
             return ActuationResult(Outcome.SKIPPED, f"invalid decision ({decision.reason}): nothing to apply")
-        if not self.is_leader():
+        self.leading = self.is_leader()
+        if not self.leading:
             return ActuationResult(Outcome.SKIPPED, "another prewarm instance holds the leader Lease")
         note = ""
         if r.max_added_per_tick is not None:

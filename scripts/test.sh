@@ -5,11 +5,13 @@ cd "$(dirname "$0")/.."
 
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# Debian packages the tests drive for real: prometheus + promtool (tests/test_prometheus.py) and chromium
-# (tests/test_dashboard.py)
+# Debian packages the tests drive for real: prometheus + promtool (tests/test_prometheus.py, the alert rules'
+# unit tests, the Grafana dashboard's queries), chromium (tests/test_dashboard.py) and kubectl for
+# `kubectl kustomize` (tests/test_deploy.py; any kubectl already on the PATH serves)
 missing=""
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$missing prometheus"
 command -v chromium >/dev/null || missing="$missing chromium"
+command -v kubectl >/dev/null || missing="$missing kubernetes-client"
 if [ -n "$missing" ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -62,6 +62,24 @@ class JobStatus:
 
 
 @dataclass
+class ActuationHealth:
+    """How this model's writes have fared: failures by kind since start, and the current run of ticks whose
+    write failed (a transient error once is routine; many ticks in a row is an outage to alert on)."""
+
+    failures: Counter[str] = field(default_factory=Counter)  # "transient" | "permanent" -> count
+    failing_ticks: int = 0
+    last_error: str = ""
+
+    def observe(self, result: ActuationResult) -> None:
+        if result.outcome is Outcome.FAILED:
+            self.failures["permanent" if result.permanent else "transient"] += 1
+            self.failing_ticks += 1
+            self.last_error = result.message
+        elif result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
+            self.failing_ticks = 0
+
+
+@dataclass
 class ModelRuntime:
     name: str
     target: Target
@@ -88,6 +106,15 @@ class ModelRuntime:
     tune_window_s: float = 7 * 86_400.0  # history each tuning run replays (slo.tune_window_days)
     tuning: dict[str, Any] | None = None  # the applied tuning run (backtest/tuning.py TuningResult.as_dict)
     tuning_error: str = ""  # the newest tuning run failed: the previous operating point is kept
+    actuation: ActuationHealth = field(default_factory=ActuationHealth)
+    observed_rps: float | None = None  # the newest tick's observed rate (None: no data this tick)
+    ready_replicas: int | None = None  # the newest tick's ready replicas (None: fleet unreadable)
+
+    def coverage_ratio(self) -> float | None:
+        """Share of recent steps at or under the alpha-quantile forecast (None until enough steps)."""
+        if len(self.coverage) < COVERAGE_MIN_STEPS:
+            return None
+        return sum(self.coverage) / len(self.coverage)
 
     def apply_tuning(self, doc: dict[str, Any]) -> None:
         """Run at the operating point a tuning run chose, from the next tick on."""
@@ -187,8 +214,8 @@ class Controller:
     def self_check(self, r: ModelRuntime) -> None:
         alpha = r.spec.quantile
         notes = [r.backtest_note] if r.backtest_note else []
-        if len(r.coverage) >= COVERAGE_MIN_STEPS:
-            cov = sum(r.coverage) / len(r.coverage)
+        cov = r.coverage_ratio()
+        if cov is not None:
             was_bad = "live coverage" in r.health_note
             if cov < alpha - COVERAGE_DEMOTE_GAP or (was_bad and cov < alpha - COVERAGE_RESTORE_GAP):
                 notes.append(
@@ -216,6 +243,7 @@ class Controller:
             except ActuatorError as exc:
                 fleet_error = str(exc)
             observed, observed_at = self._observed(r, now_s)
+            r.observed_rps, r.ready_replicas = observed, fleet.ready if fleet else None
             t_load_s, t_load_note = r.t_load()
             spec = r.spec if t_load_s == r.spec.t_load_s else _with_t_load(r.spec, t_load_s)
             snap = Snapshot(
@@ -238,6 +266,7 @@ class Controller:
             r.state = new_state
             self._reasons[(str(decision.reason), name)] += 1
             result = self._apply(r, decision, decision_id, fleet_error)
+            r.actuation.observe(result)
             self.store.set_actuation(decision_id, result.as_dict())
             record["actuation"] = result.as_dict()
             r.last_decision = {"id": decision_id, **record}

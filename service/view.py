@@ -12,6 +12,7 @@ import numpy as np
 from actuator.errors import ActuatorError
 from actuator.safety import Mode
 from api.ports import UnknownModel
+from planner.queueing import wait_probability
 from service.runtime import Controller, ModelRuntime
 
 
@@ -206,12 +207,24 @@ class ControllerView:
             s.append(
                 ("prewarm_model_healthy", "1 when the forecast is trusted", lab, 1.0 if r.healthy else 0.0)
             )
+            s += _traffic_metrics(r, lab, now)
+            s += self._rails_metrics(r, lab)
             s += _tuning_metrics(r, lab)
             for job, st in (("refit", r.refit), ("tick", r.tick)):
                 jl = {**lab, "job": job}
                 s.append(("prewarm_job_failures_total", "Failed job runs", jl, float(st.failures)))
                 if st.last_duration_s is not None:
                     s.append(("prewarm_job_duration_seconds", "Last run's duration", jl, st.last_duration_s))
+        if self.ctl.actuator.leading is not None:
+            s.append(
+                (
+                    "prewarm_leader",
+                    "1 when this instance may write (holds the leader Lease, or acts alone)",
+                    {},
+                    float(self.ctl.actuator.leading),
+                )
+            )
+        s += _service_job_metrics(self.jobs)
         for reason, model, n in self.ctl.reason_counts():
             s.append(
                 (
@@ -222,6 +235,145 @@ class ControllerView:
                 )
             )
         return s
+
+    def _rails_metrics(self, r: ModelRuntime, lab: dict[str, str]) -> list[Sample]:
+        """The model's mode and how its writes fare."""
+        rails = self.ctl.rails(r.name)
+        s: list[Sample] = [
+            (
+                "prewarm_model_mode",
+                "1 for the mode the model is in",
+                {**lab, "mode": str(m)},
+                float(rails.mode is m),
+            )
+            for m in Mode
+        ]
+        s.append(("prewarm_model_paused", "1 while an operator paused the model", lab, float(rails.paused)))
+        for kind in ("transient", "permanent"):
+            s.append(
+                (
+                    "prewarm_actuation_failures_total",
+                    "Writes to the fleet that failed, by kind (permanent: retrying cannot fix it)",
+                    {**lab, "kind": kind},
+                    float(r.actuation.failures[kind]),
+                )
+            )
+        s.append(
+            (
+                "prewarm_actuation_failing_ticks",
+                "Consecutive ticks whose write to the fleet failed (0 after one succeeds)",
+                lab,
+                float(r.actuation.failing_ticks),
+            )
+        )
+        s.append(
+            (
+                "prewarm_actuation_blocked",
+                "1 when a permanent error stopped acting on the model until its config changes",
+                lab,
+                float(rails.permanent_error is not None),
+            )
+        )
+        return s
+
+
+Sample = tuple[str, str, dict[str, str], float]
+
+
+def _traffic_metrics(r: ModelRuntime, lab: dict[str, str], now: float) -> list[Sample]:
+    """Demand against ready capacity, the forecast for the current step, its live coverage, and whether the
+    traffic data can be trusted: the series a dashboard overlays to show whether pre-warming worked."""
+    s: list[Sample] = []
+    spec = r.spec
+    s.append(
+        (
+            "prewarm_capacity_requests_per_second_per_replica",
+            "Requests/s one warm replica serves at the SLO",
+            lab,
+            spec.capacity_rps_per_replica,
+        )
+    )
+    if r.observed_rps is not None:
+        s.append(("prewarm_observed_requests_per_second", "Observed request rate", lab, r.observed_rps))
+    if r.ready_replicas is not None:
+        s.append(("prewarm_ready_replicas", "Replicas warm and serving", lab, float(r.ready_replicas)))
+    if r.observed_rps is not None and r.ready_replicas is not None:
+        cap = spec.capacity_rps_per_replica
+        late = wait_probability(r.ready_replicas, r.observed_rps / cap, cap, spec.slo_wait_s)
+        s.append(
+            (
+                "prewarm_slo_late_requests_per_second_estimate",
+                "Observed requests/s expected to wait longer than the SLO wait on the ready replicas (M/M/c)",
+                lab,
+                late * r.observed_rps,
+            )
+        )
+    if r.forecast is not None:
+        fc = r.forecast
+        i = int(np.clip((now - fc.origin_s) // fc.step_s, 0, fc.horizon - 1))
+        for q in fc.levels:
+            s.append(
+                (
+                    "prewarm_forecast_current_requests_per_second",
+                    "Forecast demand quantile for the current step (compare with observed)",
+                    {**lab, "quantile": f"{q:g}"},
+                    float(fc.quantiles[q][i]) / fc.step_s,
+                )
+            )
+    cov = r.coverage_ratio()
+    if cov is not None:
+        s.append(
+            (
+                "prewarm_forecast_coverage_ratio",
+                "Share of recent steps at or under the operating point's forecast quantile",
+                lab,
+                cov,
+            )
+        )
+    if r.data_age_s is not None:
+        s.append(("prewarm_data_age_seconds", "Age of the newest traffic sample", lab, r.data_age_s))
+    stale = r.stale() if r.stale is not None else ""
+    s.append(
+        ("prewarm_traffic_stale", "1 when the traffic source is stale or erroring", lab, float(bool(stale)))
+    )
+    s.append(
+        (
+            "prewarm_traffic_dropout",
+            "1 while the newest traffic reads as a telemetry dropout",
+            lab,
+            float(bool(r.dropout_note)),
+        )
+    )
+    return s
+
+
+def _service_job_metrics(jobs: dict[str, Any]) -> list[Sample]:
+    """The service's scheduled jobs (nightly backtest and tuning, retention): failures, last success."""
+    s: list[Sample] = []
+    for job, st in sorted(jobs.items()):
+        jl = {"job": job}
+        s.append(
+            ("prewarm_service_job_failures_total", "Failed runs of a service job", jl, float(st.failures))
+        )
+        if st.last_ok_s is not None:
+            s.append(
+                (
+                    "prewarm_service_job_last_success_timestamp_seconds",
+                    "When the job last succeeded",
+                    jl,
+                    st.last_ok_s,
+                )
+            )
+        if st.last_error_s is not None:
+            s.append(
+                (
+                    "prewarm_service_job_last_failure_timestamp_seconds",
+                    "When the job last failed",
+                    jl,
+                    st.last_error_s,
+                )
+            )
+    return s
 
 
 def _operating_point(r: ModelRuntime) -> dict[str, Any]:

@@ -1,10 +1,14 @@
-"""The image and the manifests agree with the repository: what the Dockerfile copies and runs exists, the
-shipped configs parse, probes and the ServiceMonitor point at real endpoints and ports."""
+"""The image and the manifests agree with the repository: what the Dockerfile copies and runs exists, both
+kustomize overlays render with `kubectl kustomize` and validate strictly, the shipped configs parse, probes
+and monitors point at real endpoints and ports, and the alert rules pass `promtool test rules`."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -17,10 +21,87 @@ from service.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
+RULES = ROOT / "deploy" / "prometheus"
+OVERLAYS = ("standalone", "sidecar")
+# kinds of the Prometheus Operator's CRDs, whose schemas kubernetes-validate does not carry
+OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
-def docs(name: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        raise RuntimeError("kubectl not installed: run `bash scripts/test.sh` (installs kubernetes-client)")
+    return path
+
+
+def render(overlay: str) -> str:
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(DEPLOY / "overlays" / overlay)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def docs(overlay: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(render(overlay)) if d]
+
+
+def test_both_overlays_render_and_every_object_validates_strictly(tmp_path: Path) -> None:
+    for overlay in OVERLAYS:
+        rendered = tmp_path / f"{overlay}.yaml"
+        rendered.write_text(render(overlay))
+        out = subprocess.run(
+            [sys.executable, "-m", "kubernetes_validate", "--strict", str(rendered)],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        kinds = {d["kind"] for d in yaml.safe_load_all(rendered.read_text()) if d}
+        passed = re.findall(r"passed for resource (\w+)/", out.stdout)
+        # every object without an operator CRD kind was checked against its schema, not skipped
+        assert len(passed) == sum(1 for d in yaml.safe_load_all(rendered.read_text()) if d) - sum(
+            1 for d in yaml.safe_load_all(rendered.read_text()) if d and d["kind"] in OPERATOR_KINDS
+        ), out.stdout + out.stderr
+        assert {"ServiceAccount", "Role", "RoleBinding", "PrometheusRule", "ConfigMap", "Deployment"} <= kinds
+
+
+def test_the_sidecar_overlay_keeps_its_account_bindings_and_lease_in_the_pods_namespace() -> None:
+    objs = docs("sidecar")
+    pod_ns = {d["metadata"]["namespace"] for d in objs if d["kind"] == "Deployment"}
+    assert pod_ns == {"serving"}
+    assert all(d["metadata"]["namespace"] == "serving" for d in objs)
+    for rb in (d for d in objs if d["kind"] == "RoleBinding"):
+        assert all(s["namespace"] == "serving" for s in rb["subjects"])
+    (cm,) = [d for d in objs if d["kind"] == "ConfigMap"]
+    assert parse_config(yaml.safe_load(cm["data"]["config.yaml"])).kubernetes.lease_namespace == "serving"
+
+
+def test_the_standalone_overlay_runs_two_replicas_behind_a_lease_and_a_disruption_budget() -> None:
+    objs = {d["kind"]: d for d in docs("standalone")}
+    assert objs["Deployment"]["spec"]["replicas"] == 2
+    assert objs["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    roles = [d for d in docs("standalone") if d["kind"] == "Role"]
+    lease_rules = [r for d in roles for r in d["rules"] if "leases" in r["resources"]]
+    assert lease_rules and set(lease_rules[0]["verbs"]) == {"get", "create", "update"}
+
+
+def test_the_alert_rules_pass_promtool_and_the_prometheusrule_carries_the_same_groups() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not installed: run `bash scripts/test.sh`"
+    out = subprocess.run(
+        [promtool, "test", "rules", "prewarm-rules.test.yaml"], cwd=RULES, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+    plain = yaml.safe_load((RULES / "prewarm-rules.yaml").read_text())
+    (rule,) = [d for d in docs("standalone") if d["kind"] == "PrometheusRule"]
+    assert rule["spec"]["groups"] == plain["groups"]
+    alerts = {r["alert"] for g in plain["groups"] for r in g["rules"] if "alert" in r}
+    tested = set(re.findall(r"alertname: (\w+)", (RULES / "prewarm-rules.test.yaml").read_text()))
+    assert alerts == tested, f"alerts without a promtool test: {sorted(alerts - tested)}"
+    for g in plain["groups"]:
+        for r in g["rules"]:
+            if "alert" in r:
+                assert r["annotations"]["summary"] and r["annotations"]["runbook"], r["alert"]
 
 
 def test_the_dockerfile_is_multi_stage_non_root_and_runs_prewarm_serve_from_this_repository() -> None:
@@ -42,12 +123,7 @@ def test_the_dockerfile_is_multi_stage_non_root_and_runs_prewarm_serve_from_this
 
 
 def test_every_shipped_config_parses() -> None:
-    configs = [
-        d["data"]["config.yaml"]
-        for f in ("prewarm.yaml", "sidecar-example.yaml")
-        for d in docs(f)
-        if d["kind"] == "ConfigMap"
-    ]
+    configs = [d["data"]["config.yaml"] for o in OVERLAYS for d in docs(o) if d["kind"] == "ConfigMap"]
     assert len(configs) == 2
     for text in configs:
         cfg = parse_config(yaml.safe_load(text))
@@ -55,7 +131,8 @@ def test_every_shipped_config_parses() -> None:
 
 
 def test_the_deployment_mounts_the_config_where_the_image_reads_it_and_probes_the_real_endpoints() -> None:
-    objs = {d["kind"]: d for d in docs("prewarm.yaml")}
+    rendered = docs("standalone")
+    objs = {d["kind"]: d for d in rendered}
     pod = objs["Deployment"]["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["args"] == ["--config", "/etc/prewarm/config.yaml"]
@@ -70,7 +147,7 @@ def test_the_deployment_mounts_the_config_where_the_image_reads_it_and_probes_th
         "/healthz",
     )
     assert pod["serviceAccountName"] == "prewarm"
-    sa = [d for d in docs("rbac.yaml") if d["kind"] == "ServiceAccount"]
+    sa = [d for d in rendered if d["kind"] == "ServiceAccount"]
     assert sa[0]["metadata"]["name"] == "prewarm"
     port_names = {p["name"] for p in objs["Service"]["spec"]["ports"]}
     sm = objs["ServiceMonitor"]["spec"]
