@@ -211,7 +211,7 @@ class ControllerView:
             s += self._rails_metrics(r, lab)
             s += _tuning_metrics(r, lab)
             for job, st in (("refit", r.refit), ("tick", r.tick)):
-                jl = {**lab, "job": job}
+                jl = {**lab, "task": job}
                 s.append(("prewarm_job_failures_total", "Failed job runs", jl, float(st.failures)))
                 if st.last_duration_s is not None:
                     s.append(("prewarm_job_duration_seconds", "Last run's duration", jl, st.last_duration_s))
@@ -351,7 +351,7 @@ def _service_job_metrics(jobs: dict[str, Any]) -> list[Sample]:
     """The service's scheduled jobs (nightly backtest and tuning, retention): failures, last success."""
     s: list[Sample] = []
     for job, st in sorted(jobs.items()):
-        jl = {"job": job}
+        jl = {"task": job}
         s.append(
             ("prewarm_service_job_failures_total", "Failed runs of a service job", jl, float(st.failures))
         )

@@ -79,6 +79,8 @@ class PrometheusProcess:
     data_dir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # prometheus.yml; by default nothing is scraped
+    config: str = "global:\n  scrape_interval: 1h\nscrape_configs: []\n"
 
     @property
     def url(self) -> str:
@@ -86,7 +88,7 @@ class PrometheusProcess:
 
     def start(self) -> PrometheusProcess:
         cfg = self.data_dir.parent / f"{self.data_dir.name}-prometheus.yml"
-        cfg.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+        cfg.write_text(self.config)
         log = (self.data_dir.parent / f"{self.data_dir.name}-prometheus.log").open("wb")
         self.proc = subprocess.Popen(
             [

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from actuator.base import Target
+from actuator.base import ActuationResult, Outcome, Target
 from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
 from forecaster.sources.synthetic import DEMO_FLEET, generate
 from forecaster.types import TrafficSeries
 from planner import PlannerSpec
+from planner.queueing import wait_probability
 from service.runtime import Controller, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
 from service.view import ControllerView
@@ -224,3 +225,68 @@ def test_forecasts_refresh_every_five_minutes_reach_a_day_ahead_and_are_stored_h
     with sqlite3.connect(tmp_path / "prewarm.db") as conn:
         stored = conn.execute("SELECT origin_s FROM forecasts ORDER BY origin_s").fetchall()
     assert [o for (o,) in stored] == [origins[0], origins[12]]
+
+
+def _samples(view: ControllerView, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(lab.items())): v for n, _, lab, v in view.metrics() if n == name}
+
+
+def test_metrics_count_failing_writes_reset_on_success_and_say_who_leads(tmp_path: Path) -> None:
+    ctl, clock, series, fleet, _ = world(tmp_path)
+    name = series.name
+    failing = {"on": True}
+    inner_apply = fleet.apply
+
+    def apply(target: Target, decision: Any, decision_id: str) -> ActuationResult:
+        if failing["on"]:
+            return ActuationResult(Outcome.FAILED, "503 from the API server", retry_after_s=5.0)
+        return inner_apply(target, decision, decision_id)
+
+    fleet.apply = apply  # type: ignore[method-assign]
+    view = ControllerView(ctl, clock)
+    ctl.refit_model(name, clock.t)
+    for _ in range(3):
+        ctl.tick_model(name, clock.t)
+        clock.t += TICK
+    lab = (("model", name),)
+    assert _samples(view, "prewarm_actuation_failing_ticks")[lab] == 3
+    assert _samples(view, "prewarm_actuation_failures_total")[(("kind", "transient"), *lab)] == 3
+    assert _samples(view, "prewarm_actuation_blocked")[lab] == 0
+    assert _samples(view, "prewarm_leader")[()] == 1  # acting alone
+    failing["on"] = False
+    ctl.tick_model(name, clock.t)
+    assert _samples(view, "prewarm_actuation_failing_ticks")[lab] == 0  # the run ended; the total stays
+    assert _samples(view, "prewarm_actuation_failures_total")[(("kind", "transient"), *lab)] == 3
+    # demand against ready capacity and the late-request estimate come from the tick's own inputs
+    ready, rps = (
+        _samples(view, "prewarm_ready_replicas")[lab],
+        _samples(view, "prewarm_observed_requests_per_second")[lab],
+    )
+    assert ready >= 1 and rps > 0
+    spec = ctl.models[name].spec
+    cap = spec.capacity_rps_per_replica
+    late = wait_probability(int(ready), rps / cap, cap, spec.slo_wait_s) * rps  # M/M/c on the ready replicas
+    assert _samples(view, "prewarm_slo_late_requests_per_second_estimate")[lab] == pytest.approx(late)
+    ctl.actuator.is_leader = lambda: False
+    clock.t += TICK
+    ctl.tick_model(name, clock.t)
+    assert _samples(view, "prewarm_leader")[()] == 0
+
+
+def test_a_permanent_write_error_blocks_the_model_and_says_so_in_metrics(tmp_path: Path) -> None:
+    ctl, clock, series, fleet, _ = world(tmp_path)
+    name = series.name
+
+    def apply(target: Target, decision: Any, decision_id: str) -> ActuationResult:
+        return ActuationResult(Outcome.FAILED, "403: forbidden", permanent=True)
+
+    fleet.apply = apply  # type: ignore[method-assign]
+    view = ControllerView(ctl, clock)
+    ctl.refit_model(name, clock.t)
+    for _ in range(2):
+        ctl.tick_model(name, clock.t)
+        clock.t += TICK
+    lab = (("model", name),)
+    assert _samples(view, "prewarm_actuation_blocked")[lab] == 1
+    # the second tick was skipped by the rails (not retried), so one permanent failure was counted
+    assert _samples(view, "prewarm_actuation_failures_total")[(("kind", "permanent"), *lab)] == 1
