@@ -72,7 +72,11 @@ class LeadTimeEstimator:
         slowest = max(phases, key=lambda k: phases[k]) if phases else None
         dominant = f"; {slowest} dominates (median {phases[slowest]:.0f} s)" if slowest else ""
         return LeadTime(
-            value, "learned", n, f"p{self.quantile * 100:g} of the last {n} cold starts{dominant}", phases
+            value,
+            "learned",
+            n,
+            f"learned: p{self.quantile * 100:g} of the last {n} cold starts{dominant}",
+            phases,
         )
 
     def _phase_medians(self) -> dict[str, float]:

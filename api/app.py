@@ -50,6 +50,7 @@ class DecisionOut(BaseModel):
     inputs: dict[str, Any]
     steps: list[StepOut]
     actuation: dict[str, Any] | None = None
+    ready_replicas: int | None = Field(None, description="Replicas warm and serving when the tick ran")
 
 
 class ModelOut(BaseModel):
@@ -127,6 +128,7 @@ def decision_out(d: dict[str, Any]) -> DecisionOut:
         inputs=dict(d.get("inputs", {})),
         steps=[StepOut(**s) for s in d.get("steps", [])],
         actuation=d.get("actuation"),
+        ready_replicas=d.get("ready_replicas"),
     )
 
 
@@ -232,7 +234,10 @@ def create_app(view: ServiceView, *, api_token: str | None) -> FastAPI:
             points=points,
         )
 
-    @app.get("/v1/models/{model}/history", summary="Observed requests per step since a time (for charts)")
+    @app.get(
+        "/v1/models/{model}/history",
+        summary="Observed requests per step since a time, and the p50/p90 forecast made before each",
+    )
     def get_history(model: str, since: Annotated[str | None, Query()] = None) -> dict[str, Any]:
         model_or_404(model)
         since_s = parse_time(since, "since") if since else view.now_s() - 86_400

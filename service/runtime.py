@@ -37,6 +37,7 @@ COVERAGE_WINDOW = 1440  # steps of live coverage the self-check looks at
 COVERAGE_MIN_STEPS = 120
 COVERAGE_DEMOTE_GAP = 0.2  # demote when live coverage of the alpha-quantile falls this far below alpha
 COVERAGE_RESTORE_GAP = 0.1  # and restore once it is back within this
+PAST_BAND_STEPS = 2 * 1440  # steps of "what was forecast for the steps that arrived" kept for charts
 
 
 # traffic that had fully arrived by now_s (a Prometheus refresh, or a replayed trace)
@@ -100,6 +101,10 @@ class ModelRuntime:
     data_age_s: float | None = None
     stale: Callable[[], str] | None = None  # the source's staleness verdict ("" when fresh)
     coverage: deque[bool] = field(default_factory=lambda: deque(maxlen=COVERAGE_WINDOW))
+    # (step start, p50, p90) the newest forecast before each step arrived said: the band over the past
+    past_band: deque[tuple[float, float, float]] = field(
+        default_factory=lambda: deque(maxlen=PAST_BAND_STEPS)
+    )
     backtest_note: str = ""  # set by the nightly backtest's self-check when predictive lost
     dropouts: DropoutWatch = field(default_factory=DropoutWatch)
     dropout_note: str = ""  # non-empty while the newest data reads as a telemetry dropout
@@ -203,12 +208,16 @@ class Controller:
         if fc is None:
             return
         q = fc.quantile(r.spec.quantile)
+        p50, p90 = fc.quantile(0.5), fc.quantile(0.9)
         lo = hist.index_at(fc.origin_s)
         for i in range(lo, len(hist)):
-            k = round((hist.start_s + i * hist.step_s - fc.origin_s) / fc.step_s)
+            t = hist.start_s + i * hist.step_s
+            k = round((t - fc.origin_s) / fc.step_s)
             v = float(hist.values[i])
-            if 0 <= k < q.size and math.isfinite(v) and fc.step_s == hist.step_s:
-                r.coverage.append(v <= float(q[k]))
+            if 0 <= k < q.size and fc.step_s == hist.step_s:
+                r.past_band.append((t, float(p50[k]), float(p90[k])))
+                if math.isfinite(v):
+                    r.coverage.append(v <= float(q[k]))
         self.self_check(r)
 
     def self_check(self, r: ModelRuntime) -> None:
@@ -260,6 +269,7 @@ class Controller:
             decision, new_state = plan(snap, spec, r.state, now_s)
             record: dict[str, Any] = dict(decision.as_dict())
             record["inputs"] = {**dict(decision.inputs), "t_load_source": t_load_note}
+            record["ready_replicas"] = fleet.ready if fleet else None
             if fleet_error:
                 record["fleet_error"] = fleet_error
             decision_id = self.store.record(name, record, None, new_state.to_dict())

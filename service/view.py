@@ -74,7 +74,20 @@ class ControllerView:
         hist = r.history(self.clock())
         part = hist.slice(hist.index_at(since_s), len(hist))
         vals = [None if not math.isfinite(v) else round(float(v), 4) for v in part.values]
-        return {"start_s": part.start_s, "step_s": part.step_s, "requests": vals}
+        # the band over the past: what the newest forecast before each step said it would be
+        p50: list[float | None] = [None] * len(vals)
+        p90: list[float | None] = [None] * len(vals)
+        for t, lo, hi in r.past_band:
+            i = round((t - part.start_s) / part.step_s)
+            if 0 <= i < len(vals):
+                p50[i], p90[i] = round(lo, 4), round(hi, 4)
+        return {
+            "start_s": part.start_s,
+            "step_s": part.step_s,
+            "requests": vals,
+            "forecast_p50": p50,
+            "forecast_p90": p90,
+        }
 
     def decisions(self, name: str, since_s: float | None, limit: int) -> list[dict[str, Any]]:
         self._rt(name)
@@ -190,7 +203,12 @@ class ControllerView:
                 s.append(("prewarm_current_replicas", "Replicas the fleet had", lab, d["current_replicas"]))
             t_load_s, source = r.t_load()
             s.append(
-                ("prewarm_t_load_seconds", "T_load in use", {**lab, "source": source.split(" ")[0]}, t_load_s)
+                (
+                    "prewarm_t_load_seconds",
+                    "T_load in use",
+                    {**lab, "source": "learned" if source.startswith("learned") else "configured"},
+                    t_load_s,
+                )
             )
             if r.forecast is not None:
                 at = now + t_load_s

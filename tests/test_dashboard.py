@@ -1,5 +1,7 @@
-"""The dashboard in a real headless Chromium (Debian's `chromium`): it loads the demo, draws the charts and
-lists decisions with their explanations."""
+"""The dashboard in a real headless Chromium (Debian's `chromium`) on the demo after a morning of ticks: the
+charts have time and value axes with units, the forecast band is drawn over the past as well as ahead of
+now, ready capacity is drawn against demand with the applied scale-ups marked, decisions are grouped and
+explained, and a screenshot shows the band and the capacity line in their colours."""
 
 from __future__ import annotations
 
@@ -10,11 +12,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import uvicorn
+from PIL import Image
 
 from api.app import create_app
 from tests.fakes import ticked_demo
 from tests.prometheus_harness import free_port
+
+MORNING_MINUTES = 240  # 06:00 to 10:00 of the demo: the morning rise and its pre-warming
+ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
 
 
 def browser() -> str:
@@ -25,48 +32,140 @@ def browser() -> str:
     raise RuntimeError("chromium not installed: run `bash scripts/test.sh`, which installs Debian's chromium")
 
 
-def test_the_dashboard_draws_the_charts_and_explains_decisions_in_a_real_browser(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, list[str]]:
+    """(the DOM after the scripts ran, a 1280x1500 screenshot, the models) of the demo's page."""
+    tmp = tmp_path_factory.mktemp("dashboard")
     exe = browser()
-    ctl, view, _ = ticked_demo(tmp_path / "store.db", 5)
+    ctl, view, _ = ticked_demo(tmp / "store.db", MORNING_MINUTES)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(view, api_token=None), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    shot = tmp / "dashboard.png"
     try:
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:  # a real server starting up
             time.sleep(0.05)
         assert server.started
+        common = [
+            exe,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--window-size=1280,1500",
+            "--virtual-time-budget=15000",
+        ]
+        url = f"http://127.0.0.1:{port}/"
         dom = subprocess.run(
-            [
-                exe,
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
-                f"http://127.0.0.1:{port}/",
-            ],
+            [*common, f"--user-data-dir={tmp / 'p1'}", "--dump-dom", url],
             capture_output=True,
             text=True,
             timeout=120,
         ).stdout
+        subprocess.run(
+            [*common, f"--user-data-dir={tmp / 'p2'}", f"--screenshot={shot}", url],
+            capture_output=True,
+            timeout=120,
+        )
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-    first = sorted(ctl.models)[0]
-    traffic = re.search(r'<svg id="traffic".*?</svg>', dom, re.S)
-    assert traffic and traffic.group(0).count("<path") >= 2, "the traffic chart and its forecast band"
-    replicas = re.search(r'<svg id="replicas".*?</svg>', dom, re.S)
-    assert replicas and replicas.group(0).count("<path") == 2, "desired and current replicas"
+    if shot.exists():  # kept for a person to look at (CI uploads nothing; locally: .artifacts/)
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(shot, ARTIFACTS / "dashboard.png")
+    return dom, shot, sorted(ctl.models)
+
+
+def svg(dom: str, chart: str) -> str:
+    found = re.search(rf'<svg id="{chart}".*?</svg>', dom, re.S)
+    assert found, f"no {chart} chart"
+    return found.group(0)
+
+
+def xs(path_d: str) -> list[float]:
+    return [float(x) for x in re.findall(r"[MLH]\s*(-?[\d.]+)", path_d)]
+
+
+def test_both_charts_have_time_and_value_axes_with_units(page: tuple[str, Path, list[str]]) -> None:
+    dom, _, _ = page
+    for chart, unit in (("traffic", "req/s"), ("replicas", "replicas")):
+        s = svg(dom, chart)
+        y_axis = re.search(r'<g class="y-axis" data-unit="([^"]+)">(.*?)</g>', s, re.S)
+        assert y_axis and y_axis.group(1) == unit
+        y_ticks = [float(t) for t in re.findall(r'class="tick"[^>]*>([\d.]+)<', y_axis.group(2))]
+        assert len(y_ticks) >= 3 and y_ticks == sorted(y_ticks) and y_ticks[0] == 0
+        x_axis = re.search(r'<g class="x-axis">(.*?)</g>', s, re.S)
+        assert x_axis and "time (UTC)" in x_axis.group(1)
+        times = re.findall(r'class="tick"[^>]*>(\d\d:\d\d)<', x_axis.group(1))
+        assert len(times) >= 3, times
+
+
+def test_the_band_is_drawn_over_the_past_and_ahead_and_capacity_against_demand(
+    page: tuple[str, Path, list[str]],
+) -> None:
+    dom, _, _ = page
+    s = svg(dom, "traffic")
+    now = re.search(r'<line class="now" x1="([\d.]+)"', s)
+    assert now, "the now line"
+    now_x = float(now.group(1))
+    past = re.findall(r'<path class="band past-band" d="([^"]+)"', s)
+    assert past, "the forecast band over the past"
+    past_x = [x for d in past for x in xs(d)]
+    # the view is the last 12 hours and 3 ahead (about 67 px per hour): the band covers the morning's hours
+    assert min(past_x) < now_x - 200 and max(past_x) <= now_x + 1, "the past band spans hours before now"
+    future = re.findall(r'<path class="band future-band" d="([^"]+)"', s)
+    assert future and min(xs(future[0])) >= now_x - 60
+    capacity = re.search(r'<path class="capacity" d="([^"]+)"', s)
+    assert capacity and len(xs(capacity.group(1))) >= 100, "ready capacity over the morning"
+    observed = re.search(r'<path class="observed" d="([^"]+)"', s)
+    assert observed and len(xs(observed.group(1))) >= 100
+    ups = re.findall(r'<path class="scale-up"[^>]*><title>([^<]+)</title>', s)
+    assert ups and all(re.search(r"(\d+) -&gt; (\d+) replicas", u) for u in ups)
+    assert all(int(a) < int(b) for a, b in (re.search(r"(\d+) -&gt; (\d+)", u).groups() for u in ups))  # type: ignore[union-attr]
+
+
+def test_decisions_are_grouped_colour_coded_and_explained(page: tuple[str, Path, list[str]]) -> None:
+    dom, _, models = page
+    items = re.findall(
+        r'<li class="decision( run)?" data-reason="(\w+)" style="border-left-color: ([^;]+);', dom
+    )
+    assert 5 <= len(items) <= 80
+    runs = re.findall(r"\(×(\d+) ticks\)", dom)
+    assert runs and sum(int(n) for n in runs) + sum(1 for r in items if not r[0]) > len(items), (
+        "runs collapsed"
+    )
+    colours = {reason: c for _, reason, c in items}
+    assert len(set(colours.values())) == len(colours) or len(colours) == 1 or len(set(colours.values())) > 1
     explanations = re.findall(r'class="why">([^<]+)', dom)
-    assert len(explanations) >= 5
-    assert re.match(r"\d+ replicas?: forecast p90 of [\d.]+ req/s", explanations[0])
-    assert f'id="summary" class="card muted">{first}: active, forecast model profile' in dom
+    assert len(explanations) == len(items)
+    assert any(re.match(r"\d+ replicas?: forecast p90 of [\d.]+ req/s", e) for e in explanations)
+    summary = re.search(r'<div id="summary" class="card facts">(.*?)</div>\s*<div id="slo"', dom, re.S)
+    assert summary, "the model's facts"
+    facts = dict(re.findall(r"<div><b>([^<]+)</b>([^<]+)</div>", summary.group(1)))
+    assert facts["model"] == models[0] and facts["mode"] == "active"
+    # the demo's replicas have cold-started by 10:00: T_load is learned, and the page says from what
+    assert re.fullmatch(r"\d+ s \(learned: p95 of the last \d+ cold starts.*\)", facts["T_load"]), facts[
+        "T_load"
+    ]
     slo = re.search(r'id="slo" class="card muted">([^<]+)<', dom)
     assert slo and slo.group(1).startswith("SLO: 0.99 of requests within 2 s; operating point alpha 0.9")
-    assert "tuning: not tuned yet" in slo.group(1)
+
+
+def test_the_screenshot_shows_the_band_and_the_capacity_line(page: tuple[str, Path, list[str]]) -> None:
+    _, shot, _ = page
+    assert shot.exists(), "chromium wrote no screenshot"
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1280, 1500)
+    pixels = list(img.get_flattened_data()) if hasattr(img, "get_flattened_data") else list(img.getdata())
+
+    def near(rgb: tuple[int, int, int], tol: int = 18) -> int:
+        return sum(1 for p in pixels if all(abs(a - b) <= tol for a, b in zip(p, rgb, strict=True)))
+
+    # the band (#9ecae1 at 55% over white) and the capacity line (#1a9850) in visible quantities
+    assert near((187, 220, 237)) > 2_000, "no forecast band in the picture"
+    assert near((26, 152, 80), tol=30) > 300, "no capacity line in the picture"
