@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from actuator.base import ActuationResult, Outcome, Target
+from actuator.base import ActuationResult, ColdStart, Outcome, ReplicaState, Target
 from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
 from forecaster.sources.synthetic import DEMO_FLEET, generate
 from forecaster.types import TrafficSeries
 from planner import PlannerSpec
+from planner.explain import Decision
 from planner.queueing import wait_probability
 from service.runtime import Controller, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
@@ -231,29 +233,46 @@ def _samples(view: ControllerView, name: str) -> dict[tuple[tuple[str, str], ...
     return {tuple(sorted(lab.items())): v for n, _, lab, v in view.metrics() if n == name}
 
 
-def test_metrics_count_failing_writes_reset_on_success_and_say_who_leads(tmp_path: Path) -> None:
+@dataclass
+class FailingWrites:
+    """The actuator port over a fleet whose writes fail with `failure` while it is set (reads still work)."""
+
+    fleet: SimulatedFleet
+    failure: ActuationResult | None
+
+    def current(self, target: Target) -> ReplicaState:
+        return self.fleet.current(target)
+
+    def cold_starts(self, target: Target) -> list[ColdStart]:
+        return self.fleet.cold_starts(target)
+
+    def apply(self, target: Target, decision: Decision, decision_id: str) -> ActuationResult:
+        return self.failure or self.fleet.apply(target, decision, decision_id)
+
+
+def _failing_ticks(
+    tmp_path: Path, failure: ActuationResult, ticks: int
+) -> tuple[Controller, Clock, ControllerView, FailingWrites, str]:
     ctl, clock, series, fleet, _ = world(tmp_path)
-    name = series.name
-    failing = {"on": True}
-    inner_apply = fleet.apply
-
-    def apply(target: Target, decision: Any, decision_id: str) -> ActuationResult:
-        if failing["on"]:
-            return ActuationResult(Outcome.FAILED, "503 from the API server", retry_after_s=5.0)
-        return inner_apply(target, decision, decision_id)
-
-    fleet.apply = apply  # type: ignore[method-assign]
+    writes = FailingWrites(fleet, failure)
+    ctl.actuator.inner = writes
     view = ControllerView(ctl, clock)
-    ctl.refit_model(name, clock.t)
-    for _ in range(3):
-        ctl.tick_model(name, clock.t)
+    ctl.refit_model(series.name, clock.t)
+    for _ in range(ticks):
+        ctl.tick_model(series.name, clock.t)
         clock.t += TICK
+    return ctl, clock, view, writes, series.name
+
+
+def test_metrics_count_failing_writes_reset_on_success_and_say_who_leads(tmp_path: Path) -> None:
+    transient = ActuationResult(Outcome.FAILED, "503 from the API server", retry_after_s=5.0)
+    ctl, clock, view, writes, name = _failing_ticks(tmp_path, transient, 3)
     lab = (("model", name),)
     assert _samples(view, "prewarm_actuation_failing_ticks")[lab] == 3
     assert _samples(view, "prewarm_actuation_failures_total")[(("kind", "transient"), *lab)] == 3
     assert _samples(view, "prewarm_actuation_blocked")[lab] == 0
     assert _samples(view, "prewarm_leader")[()] == 1  # acting alone
-    failing["on"] = False
+    writes.failure = None
     ctl.tick_model(name, clock.t)
     assert _samples(view, "prewarm_actuation_failing_ticks")[lab] == 0  # the run ended; the total stays
     assert _samples(view, "prewarm_actuation_failures_total")[(("kind", "transient"), *lab)] == 3
@@ -274,18 +293,8 @@ def test_metrics_count_failing_writes_reset_on_success_and_say_who_leads(tmp_pat
 
 
 def test_a_permanent_write_error_blocks_the_model_and_says_so_in_metrics(tmp_path: Path) -> None:
-    ctl, clock, series, fleet, _ = world(tmp_path)
-    name = series.name
-
-    def apply(target: Target, decision: Any, decision_id: str) -> ActuationResult:
-        return ActuationResult(Outcome.FAILED, "403: forbidden", permanent=True)
-
-    fleet.apply = apply  # type: ignore[method-assign]
-    view = ControllerView(ctl, clock)
-    ctl.refit_model(name, clock.t)
-    for _ in range(2):
-        ctl.tick_model(name, clock.t)
-        clock.t += TICK
+    forbidden = ActuationResult(Outcome.FAILED, "403: forbidden", permanent=True)
+    _, _, view, _, name = _failing_ticks(tmp_path, forbidden, 2)
     lab = (("model", name),)
     assert _samples(view, "prewarm_actuation_blocked")[lab] == 1
     # the second tick was skipped by the rails (not retried), so one permanent failure was counted
