@@ -58,6 +58,9 @@ class Observation:
     arrived: Callable[[float], float]
 
 
+TOD_BIN_S = 300  # bins of FleetResult.tod_violations
+
+
 class Policy(Protocol):
     name: str
 
@@ -81,10 +84,22 @@ class FleetResult:
     daily_requests: FloatArray = field(default_factory=lambda: np.zeros(0))
     daily_violations: FloatArray = field(default_factory=lambda: np.zeros(0))
     daily_replica_seconds: FloatArray = field(default_factory=lambda: np.zeros(0))
+    # violations by the UTC time of day they arrived at, in TOD_BIN_S bins: where in the day a policy is late
+    # (the return after a nightly pause, the morning rise); `start_tod_s` is the replay's start time of day
+    tod_violations: FloatArray = field(default_factory=lambda: np.zeros(SECONDS_PER_DAY // TOD_BIN_S))
+    start_tod_s: float = 0.0
 
     def violate(self, count: float, arrived_s: float) -> None:
         self.slo_violations += count
         self.daily_violations[int(arrived_s // SECONDS_PER_DAY)] += count
+        self.tod_violations[int(((arrived_s + self.start_tod_s) % SECONDS_PER_DAY) // TOD_BIN_S)] += count
+
+    def violations_between(self, from_tod_s: float, to_tod_s: float) -> float:
+        """Violations that arrived in [from, to) of the day (UTC seconds; to < from wraps midnight)."""
+        b = np.arange(self.tod_violations.size) * TOD_BIN_S
+        after, before = b >= from_tod_s, b < to_tod_s
+        inside = after & before if from_tod_s <= to_tod_s else after | before
+        return float(self.tod_violations[inside].sum())
 
     @property
     def slo_violation_rate(self) -> float:
@@ -305,6 +320,7 @@ def simulate(
         daily_requests=np.zeros(n_days),
         daily_violations=np.zeros(n_days),
         daily_replica_seconds=np.zeros(n_days),
+        start_tod_s=float(start_s % SECONDS_PER_DAY),
     )
     reps = _Replicas(t_load_sampler or (lambda n: [t_load_s] * n))
     service: _FluidQueue | _ServerQueue = (

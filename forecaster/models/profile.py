@@ -6,7 +6,13 @@ On the log1p scale each step is modelled as
 
 - `shape` is a robust, recency-weighted average over days of each day's deviation from its own level, on
   bins of at least 5 minutes (a 1-minute profile from 14 days is mostly noise), lightly smoothed around the
-  clock and interpolated back to the series' step;
+  clock and interpolated back to the series' step, plus a `fine` correction at the series' own step where
+  the smooth shape misses something that recurs at the same time on most recent days: a nightly pause, a
+  batch client switching on at 02:00, a step at 09:00. Averaging on bins and smoothing on the log scale
+  blur such an edge over tens of minutes on both sides (one zero minute pulls a 5-minute bin's log mean
+  down by orders of magnitude); the correction is the per-step median residual, kept only where it is
+  consistent across days (most days on the same side, and large against its own standard error), so noise
+  at 1-minute resolution is not learned. Zeros inside a recurring pause are therefore season, not outliers;
 - `weekday` is the average deviation of each day's level from its centred 7-day mean, by the day's position
   in the week counted from the epoch (never from calendar names: several traces have relative time only);
   learnt only from at least two weeks and shrunk toward zero (James-Stein) by how large it is against the
@@ -79,6 +85,7 @@ class ProfileBatch:
     resid_mean_factor: FloatArray  # (n, horizons)
     weekly: bool
     clip: FloatArray | None = None  # (n,) bound on one step's pull on the level (log scale)
+    fine: FloatArray | None = None  # (n, steps per day) recurring per-step correction of the shape (log)
 
     @property
     def n(self) -> int:
@@ -98,6 +105,8 @@ class ProfileBatch:
         f = pos - i0
         i0 %= b
         day_shape = self.shape[:, i0] * (1 - f) + self.shape[:, (i0 + 1) % b] * f  # (n, per_day)
+        if self.fine is not None:
+            day_shape = day_shape + self.fine
         week = (day_shape[:, None, :] + self.weekday[:, :, None]).reshape(self.n, 7 * per_day)
         slot = np.floor((times_s % SECONDS_PER_DAY) / self.step_s + 1e-9).astype(np.int64) % per_day
         dow = (np.floor(times_s / SECONDS_PER_DAY) % 7).astype(np.int64)
@@ -159,6 +168,7 @@ class ProfileBatch:
             self.resid_mean_factor,
             self.weekly,
             self.clip,
+            self.fine,
         )
 
 
@@ -248,7 +258,16 @@ def fit_batch(values: FloatArray, start_s: float, step_s: int) -> ProfileBatch:
         cat("resid_mean_factor"),
         first.weekly,
         clip,
+        _cat_fine(parts),
     )
+
+
+def _cat_fine(parts: list[ProfileBatch]) -> FloatArray | None:
+    """The chunks' per-step corrections as one array (zeros for chunks that learned none)."""
+    if all(p.fine is None for p in parts):
+        return None
+    per_day = max(1, round(SECONDS_PER_DAY / parts[0].step_s))
+    return np.concatenate([p.fine if p.fine is not None else np.zeros((p.n, per_day)) for p in parts])
 
 
 def _fit_chunk(values: FloatArray, start_s: float, step_s: int) -> ProfileBatch:
@@ -267,17 +286,79 @@ def _fit_chunk(values: FloatArray, start_s: float, step_s: int) -> ProfileBatch:
 
     # Two passes: the second ignores steps the first found to be outliers (a zero in a series of thousands
     # per step is a collector outage, not demand), so one bad hour cannot bend the shape or the level.
+    # Recurring per-step edges are learned in both passes, so a nightly pause is expected, not an outlier.
     batch, expected = _fit_shape(z, times, step_s, origin, n_all, keep, robust=True)
+    expected = expected + _with_fine(batch, z - expected, times, robust=True)
     rd = z - expected
     centre = _nanmedian(rd, axis=1)[:, None]
     sigma = np.maximum(1.4826 * _nanmedian(np.abs(rd - centre), axis=1), 0.05)
     outlier = np.abs(rd - centre) > OUTLIER_SIGMAS * sigma[:, None]
-    batch, expected = _fit_shape(
-        np.where(outlier, np.nan, z), times, step_s, origin, n_all, keep, robust=False
-    )
+    z_in = np.where(outlier, np.nan, z)
+    batch, expected = _fit_shape(z_in, times, step_s, origin, n_all, keep, robust=False)
+    expected = expected + _with_fine(batch, z_in - expected, times, robust=False)
     # errors are scored against every observation, outliers included: they are what the quantiles must cover
     rd_all = z - expected
     return _fit_level(batch, rd_all, step_s, keep, sigma)
+
+
+FINE_DAYS = 14  # recent days the per-step correction looks at
+FINE_MIN_DAYS = 5
+FINE_AGREE = 0.75  # share of days whose residual at the step lies on the correction's side
+FINE_T = 4.0  # |median| against its standard error
+
+
+def _with_fine(batch: ProfileBatch, resid: FloatArray, times: FloatArray, robust: bool) -> FloatArray:
+    """Learn `batch.fine` from residuals (n, T) against the smooth seasonal fit (seasonal + m); returns the
+    change to the expected log value at `times` (n, T). A step gets a correction only where its residual,
+    centred on the series' median residual, lies on the same side on at least FINE_AGREE of the recent
+    days and the median is FINE_T standard errors from zero. The long-run level m is then re-estimated
+    without the corrected steps (a nightly pause would otherwise pull the mean of the other steps down)."""
+    step_s = batch.step_s
+    per_day = max(1, round(SECONDS_PER_DAY / step_s))
+    n = resid.shape[0]
+    batch.fine = None
+    none = np.zeros_like(resid)
+    if per_day * step_s != SECONDS_PER_DAY:
+        return none  # a step that does not tile the day has no fixed time-of-day slots
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centre = _nanmedian(resid, axis=1)
+    centre = np.where(np.isfinite(centre), centre, 0.0)
+    slot = np.floor((times % SECONDS_PER_DAY) / step_s + 1e-9).astype(np.int64) % per_day
+    day_abs = np.floor(times / SECONDS_PER_DAY).astype(np.int64)
+    day = day_abs - day_abs[0]
+    n_days = int(day[-1]) + 1
+    grid = np.full((n, n_days, per_day), np.nan)
+    grid[:, day, slot] = resid - centre[:, None]
+    recent = grid[:, max(0, n_days - FINE_DAYS) :, :]  # (n, D, per_day)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = _nanmedian(recent, axis=1)  # (n, per_day)
+        count = np.isfinite(recent).sum(axis=1)
+        mad = 1.4826 * _nanmedian(np.abs(recent - med[:, None, :]), axis=1)
+        same_side = np.sum(np.sign(recent) == np.sign(med)[:, None, :], axis=1)
+    # the median's standard error (1.2533 x sigma / sqrt(n)); the floor keeps a near-noiseless series from
+    # learning differences of a request or two
+    se = 1.2533 * np.maximum(np.where(np.isfinite(mad), mad, 0.0), 0.05) / np.sqrt(np.maximum(count, 1))
+    keep = (
+        np.isfinite(med)
+        & (count >= FINE_MIN_DAYS)
+        & (same_side >= FINE_AGREE * count)
+        & (np.abs(med) > FINE_T * se)
+    )
+    if not keep.any():
+        return none
+    fine = np.where(keep, med, 0.0)
+    batch.fine = fine
+    at = fine[:, slot]  # (n, T)
+    score_from = max(0, resid.shape[1] - int(SCORE_WINDOW_S // step_s))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rest = (resid - at)[:, score_from:]
+        shift = (_nanmedian if robust else np.nanmean)(rest, axis=1)
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    batch.mean_level = batch.mean_level + shift
+    return np.asarray(at + shift[:, None], dtype=np.float64)
 
 
 def _fit_shape(
