@@ -26,6 +26,7 @@ from forecaster.selection import (
     MIN_WINDOWS,
     SCORE_LEVELS,
     Calibrator,
+    chosen_run,
     select,
 )
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
@@ -152,7 +153,7 @@ def evaluate_series(
         seen = np.flatnonzero((grid + horizon <= grid[e]) & (origin_t >= origin_t[e] - cv_span_s))
         if seen.size >= MIN_WINDOWS:
             sel = select(runs, seen, series.step_s, levels)
-            rf, calib = by_alias[sel.chosen], sel.calibrator
+            rf, calib = chosen_run(sel, by_alias), sel.calibrator
         else:
             rf, calib = by_alias.get("profile", runs[0]), Calibrator.identity()
         if not rf.ok()[e]:

@@ -11,6 +11,16 @@ Selection. Every candidate is scored by the mean scaled pinball loss at the plan
 calibration, cross-fitted (calibrate on the even windows and score the odd ones, then the reverse), so a
 model with poor raw intervals but good shape can win, and no model is scored on the windows it was
 calibrated on. The winner, every candidate's scores and the reason are kept for the fit report.
+
+Combination. One pick from a noisy CV is fragile: two candidates a hair apart in CV can be far apart on the
+next days. So the equal-weight combinations of the best two and best three candidates (mean of means,
+mean of quantiles, then calibrated like any candidate) are scored the same cross-fitted way, and one is
+chosen only if it beats the best single candidate.
+
+Shocks. The calibration weights recent windows more (half-life two days), which still takes days to widen
+after a regime change (a storm, a launch). When the newest day's windows miss an upper quantile far more
+often than its level allows (beyond two binomial standard errors), that level's shift is taken from the
+newest day alone, so coverage recovers within a day; it only ever widens.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import numpy as np
 from forecaster.evaluation import coverage, mase, scaled_pinball
 from forecaster.models import MODELS, FitReport, ForecastModel, ModelError
 from forecaster.models.base import Timer
+from forecaster.models.combination import Combination, combo_alias
 from forecaster.rolling import CAL_LEVELS, Progress, RollingForecasts, origin_grid, rolling_forecasts
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries, interp_weights
 
@@ -44,6 +55,10 @@ CV_EVERY_S = 1800.0
 MIN_WINDOWS = 6
 MIN_BUCKET = 30
 MAX_FAILURE_SHARE = 0.1
+COMBINE_TOP = (2, 3)  # combinations of the best k candidates that are tried
+SHOCK_WINDOW_S = SECONDS_PER_DAY  # the newest windows a shock is judged on
+SHOCK_MIN_WINDOWS = 12
+SHOCK_SIGMAS = 2.0
 
 
 def _bucket_edges(horizon: int) -> np.ndarray:
@@ -69,7 +84,12 @@ class Calibrator:
 
     @classmethod
     def fit(
-        cls, rf: RollingForecasts, windows: np.ndarray, step_s: float, half_life_s: float = CAL_HALF_LIFE_S
+        cls,
+        rf: RollingForecasts,
+        windows: np.ndarray,
+        step_s: float,
+        half_life_s: float = CAL_HALF_LIFE_S,
+        shock_sigmas: float = SHOCK_SIGMAS,
     ) -> Calibrator:
         """Shifts from the given windows; a window's weight halves every `half_life_s` of age (weighted,
         non-exchangeable split conformal: recent errors matter more when the series drifts)."""
@@ -99,6 +119,9 @@ class Calibrator:
                     s, w = pooled[j]  # too few windows for this bucket: use every horizon
                 samples[b] = s.size
                 offsets[b, j] = _conformal_shift(s, w, lv) if s.size else 0.0
+        recent = age_s <= SHOCK_WINDOW_S
+        if int(recent.sum()) >= SHOCK_MIN_WINDOWS:
+            _widen_after_shock(offsets, s_all[recent], edges, rf.levels, int(recent.sum()), shock_sigmas)
         return cls(rf.levels, edges, offsets, samples)
 
     def shift(self, h: int, level: float) -> FloatArray:
@@ -137,6 +160,38 @@ class Calibrator:
             out[level] = cal
             prev = cal
         return out
+
+
+def _widen_after_shock(
+    offsets: FloatArray,
+    s_recent: FloatArray,
+    edges: np.ndarray,
+    levels: Sequence[float],
+    n_windows: int,
+    sigmas: float,
+) -> None:
+    """For each upper level whose shifted quantile the newest windows exceed far more often than 1 - level
+    allows, take the shift from those windows alone (per bucket, pooled when a bucket is thin); in place."""
+    for j, lv in enumerate(levels):
+        if lv < 0.5:
+            continue
+        per_step = np.concatenate(
+            [s_recent[:, j, edges[b] : edges[b + 1]] - offsets[b, j] for b in range(edges.size - 1)], axis=1
+        )
+        ok = np.isfinite(per_step)
+        if not ok.any():
+            continue
+        miss = float((per_step[ok] > 0).mean())
+        p = 1.0 - lv
+        if miss <= p + sigmas * np.sqrt(p * (1 - p) / n_windows):
+            continue
+        pooled = s_recent[:, j, :][np.isfinite(s_recent[:, j, :])]
+        for b in range(edges.size - 1):
+            block = s_recent[:, j, edges[b] : edges[b + 1]]
+            sb = block[np.isfinite(block)]
+            if sb.size < MIN_BUCKET:
+                sb = pooled
+            offsets[b, j] = max(offsets[b, j], _conformal_shift(sb, np.ones(sb.size), lv))
 
 
 def _conformal_shift(s: FloatArray, w: FloatArray, level: float) -> float:
@@ -192,10 +247,12 @@ class Selection:
     reason: str
     levels: tuple[float, ...] = SCORE_LEVELS
     horizon: int = 0
+    members: tuple[str, ...] = ()  # the combined candidates when `chosen` is a combination
 
     def as_dict(self) -> dict[str, object]:
         return {
             "chosen": self.chosen,
+            "members": list(self.members or (self.chosen,)),
             "reason": self.reason,
             "horizon_steps": self.horizon,
             "levels": list(self.levels),
@@ -242,29 +299,72 @@ def score_candidate(
     )
 
 
+def combine_runs(runs: Sequence[RollingForecasts]) -> RollingForecasts:
+    """The equal-weight combination's rolling forecasts (a window fails where any member failed)."""
+    first = runs[0]
+    failures = {k: v for rf in runs for k, v in rf.failures.items()}
+    return RollingForecasts(
+        combo_alias([rf.alias for rf in runs]),
+        first.origin_idx,
+        first.horizon,
+        first.levels,
+        np.mean([rf.q for rf in runs], axis=0),
+        np.mean([rf.mean for rf in runs], axis=0),
+        first.actual,
+        first.scale,
+        failures,
+    )
+
+
 def select(
     runs: Sequence[RollingForecasts],
     windows: np.ndarray,
     step_s: float,
     levels: Sequence[float] = SCORE_LEVELS,
 ) -> Selection:
-    """Choose among rolling runs (same origins and horizon) using only `windows` (indices into them)."""
+    """Choose among rolling runs (same origins and horizon) using only `windows` (indices into them): the
+    single candidate with the lowest cross-fitted calibrated pinball loss, or the combination of the best
+    two or three when it scores lower still."""
     scores = [score_candidate(rf, windows, levels, step_s) for rf in runs]
     best = min(range(len(scores)), key=lambda i: (scores[i].pinball, i))  # ties: earlier candidate
     chosen = scores[best]
     if not np.isfinite(chosen.pinball):
         raise ModelError("every candidate model failed in cross-validation")
-    rf = runs[best]
+    finite = (i for i in range(len(scores)) if np.isfinite(scores[i].pinball))
+    ranked = sorted(finite, key=lambda i: (scores[i].pinball, i))
+    rf, members = runs[best], (runs[best].alias,)  # type: tuple[RollingForecasts, tuple[str, ...]]
+    single = chosen
+    for k in COMBINE_TOP:
+        if len(ranked) < k:
+            break
+        combo = combine_runs([runs[i] for i in ranked[:k]])
+        sc = score_candidate(combo, windows, levels, step_s)
+        scores.append(sc)
+        if sc.pinball < chosen.pinball:
+            chosen, rf, members = sc, combo, tuple(runs[i].alias for i in ranked[:k])
     calib = Calibrator.fit(rf, windows[rf.ok()[windows]], step_s)
     others = sorted(
         (s for s in scores if s is not chosen and np.isfinite(s.pinball)), key=lambda s: s.pinball
     )
     runner = f"; runner-up {others[0].alias} at {others[0].pinball:.4f}" if others else ""
-    reason = (
-        f"{chosen.alias} has the lowest calibrated pinball loss ({chosen.pinball:.4f}, levels "
-        f"{', '.join(f'{lv:g}' for lv in levels)}) over {chosen.windows} rolling windows{runner}"
+    what = (
+        f"the equal-weight combination of {' and '.join(members)} beats the best single candidate "
+        f"({single.alias}, {single.pinball:.4f}) with a calibrated pinball loss of {chosen.pinball:.4f}"
+        if len(members) > 1
+        else f"{chosen.alias} has the lowest calibrated pinball loss ({chosen.pinball:.4f}"
     )
-    return Selection(chosen.alias, calib, scores, reason, tuple(levels), rf.horizon)
+    reason = (
+        f"{what}{')' if len(members) == 1 else ''} at levels {', '.join(f'{lv:g}' for lv in levels)} over "
+        f"{chosen.windows} rolling windows{runner}"
+    )
+    return Selection(chosen.alias, calib, scores, reason, tuple(levels), rf.horizon, members)
+
+
+def chosen_run(sel: Selection, by_alias: dict[str, RollingForecasts]) -> RollingForecasts:
+    """The rolling forecasts of what `sel` chose (a candidate's, or its members' combination)."""
+    if len(sel.members) > 1:
+        return combine_runs([by_alias[m] for m in sel.members])
+    return by_alias[sel.chosen]
 
 
 class AutoModel:
@@ -339,7 +439,10 @@ class AutoModel:
             chosen = self.selection.chosen
             self._calib = self.selection.calibrator
             note = self.selection.reason
-        self._model = MODELS[chosen]().fit(series)
+        members = self.selection.members if self.selection else ()
+        self._model = (
+            Combination([MODELS[m] for m in members]) if len(members) > 1 else MODELS[chosen]()
+        ).fit(series)
         inner = self._model.report
         self.report = FitReport(
             self.alias,

@@ -80,13 +80,14 @@ def test_selection_prefers_the_model_that_knows_the_season_and_explains_why(nois
     origins = origin_grid(noisy, first_s=3 * 86400, last_s=noisy.end_s - 6 * 600, every_s=7200, horizon=6)
     runs = [rolling_forecasts(MODELS[a], noisy, origins, 6) for a in ("recent_level", "profile")]
     sel = select(runs, np.arange(origins.size), noisy.step_s)
-    assert sel.chosen == "profile"
-    assert {s.alias for s in sel.scores} == {"recent_level", "profile"}
+    assert sel.chosen == "profile" and sel.members == ("profile",)
+    # the combination of the two was tried too, and lost to the model that knows the season
+    assert {s.alias for s in sel.scores} == {"recent_level", "profile", "profile+recent_level"}
     by = {s.alias: s for s in sel.scores}
-    assert by["profile"].pinball < by["recent_level"].pinball
+    assert by["profile"].pinball < by["profile+recent_level"].pinball < by["recent_level"].pinball
     assert (
         "profile has the lowest calibrated pinball loss" in sel.reason
-        and "runner-up recent_level" in sel.reason
+        and "runner-up profile+recent_level" in sel.reason
     )
 
 
@@ -134,3 +135,42 @@ def test_rolling_forecasts_never_see_their_targets(noisy: TrafficSeries) -> None
     rf = rolling_forecasts(Spy, noisy, origins, 6, levels=CAL_LEVELS)
     assert seen == [int(o) for o in origins]
     np.testing.assert_array_equal(rf.actual[0], noisy.values[origins[0] : origins[0] + 6])
+
+
+def test_auto_combines_two_noisy_naives_when_their_average_beats_either_and_says_so(
+    noisy: TrafficSeries,
+) -> None:
+    """Yesterday and last week carry independent noise: their average halves its variance, so the
+    combination wins the cross-validation and `auto` forecasts with it."""
+    auto = AutoModel(horizon_s=3600, candidates=("seasonal_naive_daily", "seasonal_naive_weekly")).fit(noisy)
+    sel = auto.selection
+    assert sel is not None and set(sel.members) == {"seasonal_naive_daily", "seasonal_naive_weekly"}
+    by = {s.alias: s for s in sel.scores}
+    assert by[sel.chosen].pinball < min(
+        by["seasonal_naive_daily"].pinball, by["seasonal_naive_weekly"].pinball
+    )
+    assert "equal-weight combination of" in sel.reason and "beats the best single candidate" in sel.reason
+    fc = auto.predict(6, [0.5, 0.9])
+    assert fc.model == sel.chosen and np.all(fc.quantiles[0.9] >= fc.quantiles[0.5])
+    assert any(sel.chosen in n for n in auto.report.notes)
+
+
+def test_calibration_widens_within_a_day_of_a_shock(noisy: TrafficSeries) -> None:
+    """A storm triples the noise for the last day: the two-day half-life alone would need days to catch up;
+    the shock rule takes the upper levels' shifts from the newest day."""
+    rng = np.random.default_rng(9)
+    values = noisy.values.copy()
+    last_day = slice(len(values) - 144, len(values))
+    values[last_day] *= np.exp(rng.normal(0, 0.9, 144))
+    stormy = TrafficSeries("stormy", noisy.start_s, noisy.step_s, values)
+    origins = origin_grid(stormy, first_s=3 * 86400, last_s=stormy.end_s - 6 * 600, every_s=1800, horizon=6)
+    rf = rolling_forecasts(SeasonalProfile, stormy, origins, 6)
+    windows = np.flatnonzero(rf.ok())
+    newest = windows[origins[windows] * 600 >= stormy.end_s - 86400 + 6 * 600]
+    calib = Calibrator.fit(rf, windows, 600)
+    act = rf.actual[newest]
+    q90 = calib.apply_rolling(rf, newest, [0.9])[0.9]
+    assert coverage(act, q90) >= 0.8, "the newest day is covered near its level"
+    # the same calibration without the shock rule
+    slow = Calibrator.fit(rf, windows, 600, shock_sigmas=np.inf).apply_rolling(rf, newest, [0.9])[0.9]
+    assert coverage(act, slow) < coverage(act, q90) - 0.1
