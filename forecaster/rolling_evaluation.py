@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from forecaster.selection import (
     MIN_WINDOWS,
     SCORE_LEVELS,
     Calibrator,
+    bucket_edges,
     chosen_run,
     select,
 )
@@ -40,6 +42,9 @@ class ModelScores:
     coverage: dict[float, float]
     windows: int
     failures: int = 0
+    # coverage per horizon bucket (label such as "10-20m" -> level -> coverage): calibration that holds
+    # on average can still be too narrow at the far end of the horizon, where pre-warming decides
+    coverage_by_horizon: dict[str, dict[float, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         def r(x: float) -> float | None:
@@ -50,6 +55,9 @@ class ModelScores:
             "smape": r(self.smape),
             "pinball": r(self.pinball),
             "coverage": {f"{k:g}": r(v) for k, v in self.coverage.items()},
+            "coverage_by_horizon": {
+                b: {f"{k:g}": r(v) for k, v in c.items()} for b, c in self.coverage_by_horizon.items()
+            },
             "windows": self.windows,
             "failures": self.failures,
         }
@@ -79,8 +87,20 @@ class SeriesEvaluation:
 
 
 def _scores(
-    actual: FloatArray, point: FloatArray, qs: dict[float, FloatArray], scale: FloatArray, failures: int = 0
+    actual: FloatArray,
+    point: FloatArray,
+    qs: dict[float, FloatArray],
+    scale: FloatArray,
+    step_s: int,
+    failures: int = 0,
 ) -> ModelScores:
+    edges = bucket_edges(actual.shape[1])
+    by_horizon = {
+        _span_label(int(lo) * step_s, int(hi) * step_s): {
+            lv: coverage(actual[:, lo:hi], qs[lv][:, lo:hi]) for lv in qs
+        }
+        for lo, hi in pairwise(edges)
+    }
     return ModelScores(
         mase=mase(actual, point, scale),
         smape=smape(actual, point),
@@ -88,7 +108,21 @@ def _scores(
         coverage={lv: coverage(actual, qs[lv]) for lv in qs},
         windows=int(actual.shape[0]),
         failures=failures,
+        coverage_by_horizon=by_horizon,
     )
+
+
+def _span_label(lo_s: int, hi_s: int) -> str:
+    """Steps [lo, hi) ahead as a time span, e.g. "0-5m", "20-40m", "1-2h"."""
+
+    def fmt(x: int) -> str:
+        if x % 3600 == 0 and x:
+            return f"{x // 3600}h"
+        if x % 60 == 0:
+            return f"{x // 60}m"
+        return f"{x}s"
+
+    return f"{fmt(lo_s)}-{fmt(hi_s)}"
 
 
 def _raw_quantiles(
@@ -140,7 +174,12 @@ def evaluate_series(
         if w.size == 0:
             continue
         models[rf.alias] = _scores(
-            rf.actual[w], rf.mean[w], _raw_quantiles(rf, w, levels), rf.scale[w], failures=int((~ok).sum())
+            rf.actual[w],
+            rf.mean[w],
+            _raw_quantiles(rf, w, levels),
+            rf.scale[w],
+            series.step_s,
+            failures=int((~ok).sum()),
         )
 
     # auto: re-select at every evaluation origin from the windows it could have seen by then
@@ -171,6 +210,7 @@ def evaluate_series(
             np.stack(point_rows),
             {lv: np.stack(v) for lv, v in q_rows.items()},
             np.asarray(scale_rows),
+            series.step_s,
         )
     chosen = choices.most_common(1)[0][0] if choices else ""
     last_choice = chosen

@@ -61,7 +61,7 @@ SHOCK_MIN_WINDOWS = 12
 SHOCK_SIGMAS = 2.0
 
 
-def _bucket_edges(horizon: int) -> np.ndarray:
+def bucket_edges(horizon: int) -> np.ndarray:
     """Horizon buckets [e_k, e_k+1) in steps (0-based): 0, 1, 2-3, 4-7, ... up to the horizon."""
     edges = [0]
     while edges[-1] < horizon:
@@ -93,7 +93,7 @@ class Calibrator:
     ) -> Calibrator:
         """Shifts from the given windows; a window's weight halves every `half_life_s` of age (weighted,
         non-exchangeable split conformal: recent errors matter more when the series drifts)."""
-        edges = _bucket_edges(rf.horizon)
+        edges = bucket_edges(rf.horizon)
         n_b, n_l = edges.size - 1, len(rf.levels)
         act = rf.actual[windows]  # (W, H)
         offsets = np.zeros((n_b, n_l))

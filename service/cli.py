@@ -328,6 +328,12 @@ def evaluate(
                     *[f"{sc.coverage.get(q, float('nan')):.3f}" for q in SCORE_LEVELS],
                 )
             out.print(table)
+            auto = ev.models.get("auto")
+            if auto is not None and auto.coverage_by_horizon:
+                cells = ", ".join(
+                    f"{span} {c.get(0.9, float('nan')):.2f}" for span, c in auto.coverage_by_horizon.items()
+                )
+                out.print(f"  auto's p90 coverage by horizon: {cells}", highlight=False)
             for note in ev.notes:
                 out.print(f"  - {note}", highlight=False)
         out.print(f"source: {label}", highlight=False)

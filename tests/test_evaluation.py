@@ -62,3 +62,10 @@ def test_evaluation_scores_every_model_and_auto_out_of_sample() -> None:
     assert ev.models["profile"].mase < ev.models["seasonal_naive_daily"].mase
     assert ev.models["auto"].mase < ev.models["seasonal_naive_daily"].mase
     assert set(ev.as_dict()["models"]["auto"]["coverage"]) == {"0.5", "0.9", "0.95", "0.99"}  # type: ignore[index]
+    # coverage per horizon bucket: six 10-minute steps make buckets of 1, 1, 2 and 2 steps
+    by = ev.models["auto"].coverage_by_horizon
+    assert list(by) == ["0m-10m", "10m-20m", "20m-40m", "40m-1h"]
+    act = ev.models["auto"]
+    weights = {"0m-10m": 1, "10m-20m": 1, "20m-40m": 2, "40m-1h": 2}
+    pooled = sum(by[b][0.9] * w for b, w in weights.items()) / 6
+    assert pooled == pytest.approx(act.coverage[0.9], abs=0.02)  # the buckets add up to the whole
