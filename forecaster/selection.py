@@ -10,12 +10,16 @@ counts non-negative. Quantiles stay ordered: each level's path is made non-decre
 Selection. Every candidate is scored by the mean scaled pinball loss at the planner's levels, *after*
 calibration, cross-fitted (calibrate on the even windows and score the odd ones, then the reverse), so a
 model with poor raw intervals but good shape can win, and no model is scored on the windows it was
-calibrated on. The winner, every candidate's scores and the reason are kept for the fit report.
+calibrated on; and by its point error (MASE). Calibration can repair a candidate's intervals but not its
+shape, and choosing on pinball alone picked worse points than the candidates had (a better-calibrated
+model over a sharper one), so the criterion weighs both, each relative to the best candidate on it:
+pinball / best pinball + MASE / best MASE. The winner, every candidate's scores and the reason are kept
+for the fit report.
 
 Combination. One pick from a noisy CV is fragile: two candidates a hair apart in CV can be far apart on the
 next days. So the equal-weight combinations of the best two and best three candidates (mean of means,
 mean of quantiles, then calibrated like any candidate) are scored the same cross-fitted way, and one is
-chosen only if it beats the best single candidate.
+chosen only if it scores better than every single candidate.
 
 Shocks. The calibration weights recent windows more (half-life two days), which still takes days to widen
 after a regime change (a storm, a launch). When the newest day's windows miss an upper quantile far more
@@ -323,41 +327,46 @@ def select(
     levels: Sequence[float] = SCORE_LEVELS,
 ) -> Selection:
     """Choose among rolling runs (same origins and horizon) using only `windows` (indices into them): the
-    single candidate with the lowest cross-fitted calibrated pinball loss, or the combination of the best
-    two or three when it scores lower still."""
+    candidate, or combination of the best two or three, with the lowest pinball / best pinball + MASE /
+    best MASE (module docstring)."""
     scores = [score_candidate(rf, windows, levels, step_s) for rf in runs]
-    best = min(range(len(scores)), key=lambda i: (scores[i].pinball, i))  # ties: earlier candidate
-    chosen = scores[best]
-    if not np.isfinite(chosen.pinball):
+    finite = [i for i in range(len(scores)) if np.isfinite(scores[i].pinball)]
+    if not finite:
         raise ModelError("every candidate model failed in cross-validation")
-    finite = (i for i in range(len(scores)) if np.isfinite(scores[i].pinball))
-    ranked = sorted(finite, key=lambda i: (scores[i].pinball, i))
-    rf, members = runs[best], (runs[best].alias,)  # type: tuple[RollingForecasts, tuple[str, ...]]
-    single = chosen
+    ranked = sorted(finite, key=lambda i: (_balance(scores[i], [scores[j] for j in finite]), i))
+    by_score: dict[int, RollingForecasts] = {id(scores[i]): runs[i] for i in finite}
+    members_of: dict[int, tuple[str, ...]] = {id(scores[i]): (runs[i].alias,) for i in finite}
     for k in COMBINE_TOP:
         if len(ranked) < k:
             break
         combo = combine_runs([runs[i] for i in ranked[:k]])
         sc = score_candidate(combo, windows, levels, step_s)
         scores.append(sc)
-        if sc.pinball < chosen.pinball:
-            chosen, rf, members = sc, combo, tuple(runs[i].alias for i in ranked[:k])
+        if np.isfinite(sc.pinball):
+            by_score[id(sc)], members_of[id(sc)] = combo, tuple(runs[i].alias for i in ranked[:k])
+    pool = [sc for sc in scores if id(sc) in by_score]
+    order = sorted(pool, key=lambda sc: _balance(sc, pool))
+    chosen = order[0]
+    rf, members = by_score[id(chosen)], members_of[id(chosen)]
     calib = Calibrator.fit(rf, windows[rf.ok()[windows]], step_s)
-    others = sorted(
-        (s for s in scores if s is not chosen and np.isfinite(s.pinball)), key=lambda s: s.pinball
-    )
-    runner = f"; runner-up {others[0].alias} at {others[0].pinball:.4f}" if others else ""
-    what = (
-        f"the equal-weight combination of {' and '.join(members)} beats the best single candidate "
-        f"({single.alias}, {single.pinball:.4f}) with a calibrated pinball loss of {chosen.pinball:.4f}"
-        if len(members) > 1
-        else f"{chosen.alias} has the lowest calibrated pinball loss ({chosen.pinball:.4f}"
-    )
+    runner = f"; runner-up {order[1].alias} at {_balance(order[1], pool):.3f}" if len(order) > 1 else ""
+    what = f"the equal-weight combination of {' and '.join(members)}" if len(members) > 1 else chosen.alias
     reason = (
-        f"{what}{')' if len(members) == 1 else ''} at levels {', '.join(f'{lv:g}' for lv in levels)} over "
+        f"{what} has the best balance of calibrated pinball loss ({chosen.pinball:.4f}, levels "
+        f"{', '.join(f'{lv:g}' for lv in levels)}) and point error (MASE {chosen.mase:.3f}), each relative "
+        f"to the best candidate on it: {_balance(chosen, pool):.3f} (2 = best on both), over "
         f"{chosen.windows} rolling windows{runner}"
     )
     return Selection(chosen.alias, calib, scores, reason, tuple(levels), rf.horizon, members)
+
+
+def _balance(sc: CandidateScore, pool: Sequence[CandidateScore]) -> float:
+    """pinball / best pinball + MASE / best MASE over `pool` (pinball alone where MASE is unusable)."""
+    best_p = min(c.pinball for c in pool)
+    mases = [c.mase for c in pool if np.isfinite(c.mase)]
+    best_m = min(mases) if mases else float("nan")
+    point = sc.mase / best_m if np.isfinite(sc.mase) and best_m > 0 else 1.0
+    return float(sc.pinball / best_p + point) if best_p > 0 else float(sc.pinball + point)
 
 
 def chosen_run(sel: Selection, by_alias: dict[str, RollingForecasts]) -> RollingForecasts:
