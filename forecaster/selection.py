@@ -453,17 +453,14 @@ class AutoModel:
             Combination([MODELS[m] for m in members]) if len(members) > 1 else MODELS[chosen]()
         ).fit(series)
         inner = self._model.report
-        self.report = FitReport(
+        self.report = FitReport.of(
             self.alias,
-            series.name,
-            len(series),
-            series.span_s,
-            series.step_s,
-            inner.fit_step_s,
-            inner.seasons_s,
-            inner.fallback,
-            [f"chose {chosen}: {note}", *inner.notes],
-            timer.elapsed(),
+            series,
+            fit_step_s=inner.fit_step_s,
+            seasons_s=inner.seasons_s,
+            fallback=inner.fallback,
+            notes=[f"chose {chosen}: {note}", *inner.notes],
+            fit_seconds=timer.elapsed(),
         )
         return self
 

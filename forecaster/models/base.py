@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -58,6 +58,11 @@ class FitReport:
     fallback: str | None = None
     notes: list[str] = field(default_factory=list)
     fit_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, model: str, series: TrafficSeries, **rest: Any) -> FitReport:
+        """A report on `series` (its name, length, span and step filled in)."""
+        return cls(model, series.name, len(series), series.span_s, series.step_s, **rest)
 
     def note(self, text: str) -> None:
         if text not in self.notes:

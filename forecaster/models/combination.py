@@ -31,17 +31,13 @@ class Combination:
         timer = Timer()
         self._models = [f().fit(series) for f in self._factories]
         first = self._models[0].report
-        self.report = FitReport(
+        self.report = FitReport.of(
             self.alias,
-            series.name,
-            len(series),
-            series.span_s,
-            series.step_s,
-            first.fit_step_s,
-            tuple(sorted({s for m in self._models for s in m.report.seasons_s})),
-            None,
-            [f"{m.alias}: {n}" for m in self._models for n in m.report.notes],
-            timer.elapsed(),
+            series,
+            fit_step_s=first.fit_step_s,
+            seasons_s=tuple(sorted({s for m in self._models for s in m.report.seasons_s})),
+            notes=[f"{m.alias}: {n}" for m in self._models for n in m.report.notes],
+            fit_seconds=timer.elapsed(),
         )
         return self
 

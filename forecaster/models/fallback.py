@@ -53,13 +53,10 @@ class RecentLevel:
         e = np.log1p(y[w:]) - np.log1p(prev_mean)
         self._resid = ResidualTable([1], [e[-20_000:]])
         self._origin, self._step = series.end_s, series.step_s
-        self.report = FitReport(
+        self.report = FitReport.of(
             self.alias,
-            series.name,
-            len(series),
-            series.span_s,
-            series.step_s,
-            series.step_s,
+            series,
+            fit_step_s=series.step_s,
             fit_seconds=timer.elapsed(),
         )
         self.report.note(f"flat level = mean of the last {w} steps")

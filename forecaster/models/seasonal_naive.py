@@ -55,13 +55,10 @@ class SeasonalNaive:
                 else RecentLevel()
             )
             self._fallback = fb.fit(series)
-            self.report = FitReport(
+            self.report = FitReport.of(
                 self.alias,
-                series.name,
-                len(series),
-                series.span_s,
-                series.step_s,
-                series.step_s,
+                series,
+                fit_step_s=series.step_s,
                 fallback=fb.alias,
                 fit_seconds=timer.elapsed(),
             )
@@ -77,13 +74,10 @@ class SeasonalNaive:
         e = np.log1p(tail[period:]) - np.log1p(tail[:-period])
         self._resid = ResidualTable([1], [e])
         self._origin, self._step = series.end_s, series.step_s
-        self.report = FitReport(
+        self.report = FitReport.of(
             self.alias,
-            series.name,
-            len(series),
-            series.span_s,
-            series.step_s,
-            series.step_s,
+            series,
+            fit_step_s=series.step_s,
             seasons_s=(_SEASON_S[self.season],),
             fit_seconds=timer.elapsed(),
         )
