@@ -1,4 +1,4 @@
-"""The actuator port: read the fleet, apply a decision, report cold starts.
+"""The actuator port: read a workload's replicas, apply a decision, report cold starts.
 
 Every call returns a record, never nothing: an ActuationResult says applied, skipped (and why) or failed
 (and why), so the decision log always knows what happened to each decision.
@@ -15,7 +15,7 @@ from planner.explain import Decision
 
 class Outcome(StrEnum):
     APPLIED = "applied"
-    UNCHANGED = "unchanged"  # the fleet already had what the decision asked for
+    UNCHANGED = "unchanged"  # the workload already had what the decision asked for
     SKIPPED = "skipped"  # on purpose: shadow mode, paused, kill switch, not the leader
     FAILED = "failed"
 
@@ -35,7 +35,7 @@ class Target:
 
 @dataclass(frozen=True)
 class ReplicaState:
-    """What the fleet has now: replicas asked for, replicas ready, and the floor prewarm last set."""
+    """What the workload has now: replicas asked for, replicas ready, and the floor prewarm last set."""
 
     desired: int
     ready: int
@@ -80,7 +80,7 @@ class ColdStart:
 
 class ReplicaActuator(Protocol):
     def current(self, target: Target) -> ReplicaState:
-        """The fleet now. Raises TransientError or PermanentError."""
+        """The workload's replicas now. Raises TransientError or PermanentError."""
         ...
 
     def apply(self, target: Target, decision: Decision, decision_id: str) -> ActuationResult:

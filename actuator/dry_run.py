@@ -1,5 +1,5 @@
 """A recording actuator for forecast-only use and tests of the layers above: it holds replica counts in
-memory and applies them at once (no cold start). The backtest's fleet simulator models cold starts."""
+memory and applies them at once (no cold start). The backtest's simulator models cold starts."""
 
 from __future__ import annotations
 

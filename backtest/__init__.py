@@ -1,2 +1,2 @@
-"""Backtests: replay a trace through the forecaster and planner against a simulated fleet with cold starts,
+"""Backtests: replay a trace through the forecaster and planner against simulated replicas with cold starts,
 next to the policies teams use today and an oracle."""

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backtest.fleet import Observation, by_tick
+from backtest.simulator import Observation, by_tick
 from forecaster.dropouts import DropoutWatch
 from forecaster.models import ModelError
 from forecaster.models.base import ForecastModel

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from backtest.fleet import FleetResult
 from backtest.run import SeriesBacktest, alpha_policy, compare
+from backtest.simulator import ReplayResult
 from backtest.walk_forward import TRANSIENTS_NOTE, WalkForward
 
 COLUMNS = (
@@ -25,7 +25,7 @@ COLUMNS = (
 )
 
 
-def _alpha_runs(run: SeriesBacktest) -> list[tuple[float, str, FleetResult]]:
+def _alpha_runs(run: SeriesBacktest) -> list[tuple[float, str, ReplayResult]]:
     """(alpha, result name, result) of each alpha-sweep run the backtest made."""
     named = [(a, alpha_policy(a)) for a in run.config.alpha_sweep]
     return [(a, name, run.results[name]) for a, name in named if name in run.results]
@@ -65,7 +65,7 @@ def _charts(run: SeriesBacktest) -> tuple[str, str]:
     return out
 
 
-def _sweep_curve(ax: Any, points: list[tuple[str, FleetResult]], style: str, color: str, label: str) -> None:
+def _sweep_curve(ax: Any, points: list[tuple[str, ReplayResult]], style: str, color: str, label: str) -> None:
     """One sweep (pool sizes or alphas) as a labelled curve on the cost plane."""
     hours = [r.replica_seconds / 3600 for _, r in points]
     rates = [r.slo_violation_rate for _, r in points]

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backtest.fleet import FleetResult, Policy, TLoadSampler, by_tick, simulate, spread_arrivals
 from backtest.policies import Oracle, Predictive, Reactive, Scheduled
+from backtest.simulator import Policy, ReplayResult, TLoadSampler, by_tick, simulate, spread_arrivals
 from forecaster.dropouts import DEFAULT_MAX_S, DEFAULT_MIN_COUNT, DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
 from planner import PlannerSpec
@@ -69,7 +69,7 @@ class BacktestConfig:
     def reactive(
         self, *, spare: int = 0, target_utilization: float | None = None, name: str = ""
     ) -> Reactive:
-        """The reactive autoscaler on this fleet; with `spare`, the warm pool static-<spare>."""
+        """The reactive autoscaler for this model; with `spare`, the warm pool static-<spare>."""
         return Reactive(
             self.capacity_rps,
             target_utilization=target_utilization or self.target_utilization,
@@ -82,7 +82,7 @@ class BacktestConfig:
         )
 
     def planner_spec(self, alpha: float | None = None) -> PlannerSpec:
-        """The live planner's spec for this fleet; `alpha` overrides the configured one."""
+        """The live planner's spec for this model; `alpha` overrides the configured one."""
         return PlannerSpec(
             capacity_rps_per_replica=self.capacity_rps,
             t_load_s=self.t_load_s,
@@ -101,7 +101,7 @@ class BacktestConfig:
 @dataclass
 class SeriesBacktest:
     series: str
-    results: dict[str, FleetResult]
+    results: dict[str, ReplayResult]
     config: BacktestConfig
     start_s: float  # epoch of the first simulated second
     demand_per_tick: list[float] = field(default_factory=list)  # requests/s per tick, for plots
@@ -142,7 +142,7 @@ class Replay:
     def history(self, now_s: float) -> TrafficSeries:
         return self.series.before(now_s)
 
-    def run(self, policy: Policy) -> FleetResult:
+    def run(self, policy: Policy) -> ReplayResult:
         cfg = self.cfg
         return simulate(
             self.arrivals,
@@ -201,7 +201,7 @@ def run_backtest(
             )
         ]
 
-    results: dict[str, FleetResult] = {}
+    results: dict[str, ReplayResult] = {}
     notes: list[str] = []
     for name in cfg.policies:
         for policy in make(name):
@@ -238,7 +238,7 @@ class Comparison:
         }
 
 
-def static_hours_at(results: dict[str, FleetResult], violation_rate: float) -> tuple[float | None, str]:
+def static_hours_at(results: dict[str, ReplayResult], violation_rate: float) -> tuple[float | None, str]:
     """Replica-hours the static sweep needs for `violation_rate`, interpolated between pool sizes (violation
     rate falls and hours rise with K). None when the rate is below every pool the sweep tried."""
     pts = sorted(
@@ -262,7 +262,7 @@ def alpha_policy(alpha: float) -> str:
     return f"predictive-alpha{alpha:g}"
 
 
-def compare(results: dict[str, FleetResult], policy: str = "predictive") -> Comparison:
+def compare(results: dict[str, ReplayResult], policy: str = "predictive") -> Comparison:
     """How `policy` (predictive, or one run of an alpha sweep) compares with the baselines."""
     pred = results.get(policy)
     if pred is None:

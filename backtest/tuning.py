@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from backtest.fleet import FleetResult
 from backtest.policies import ForecastFeed, Predictive
 from backtest.run import BacktestConfig, Replay
+from backtest.simulator import ReplayResult
 from forecaster.dropouts import DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner import PlannerSpec
@@ -139,7 +139,7 @@ class Candidate:
     family: str
     setting: str  # a label: "static-4", "util-0.6", "a0.95+2", "floor+4"
     value: dict[str, Any]  # the knob, as JSON
-    result: FleetResult
+    result: ReplayResult
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Stages, in order (each leaves a Step):
 4. scale-in guard: release only replicas the forecast says would idle past the re-warm break-even;
 5. stabilisation windows (HPA semantics), then max scale-up / scale-down per period;
 6. min/max bounds.
-Steps 3-4 come before 5 so that stabilisation remembers the guarded recommendation (what the fleet
+Steps 3-4 come before 5 so that stabilisation remembers the guarded recommendation (what the replicas
 should be), not the raw forecast; bounds come last so that no stage can leave them.
 """
 

@@ -268,7 +268,7 @@ def stabilize(
     value: int, current: int, state: PlannerState, spec: PlannerSpec, now: float
 ) -> tuple[int, Step]:
     """Stage 5a (HPA semantics): scale down only to the highest recommendation of the down window, scale
-    up only to the lowest of the up window, so that one noisy tick never moves the fleet."""
+    up only to the lowest of the up window, so that one noisy tick never moves the replicas."""
 
     def window(span: float) -> list[int]:
         return [n for t, n in state.recommendations if t > now - span - EPS] + [value]

@@ -428,7 +428,6 @@ def backtest(
     """
 
     def run() -> None:
-        from backtest.fleet import lognormal_t_load
         from backtest.report import alpha_comparisons, to_json, write_html
         from backtest.run import (
             BacktestConfig,
@@ -438,6 +437,7 @@ def backtest(
             sweep_alphas,
             sweep_pools,
         )
+        from backtest.simulator import lognormal_t_load
         from backtest.tuning import TuningGrid, candidate_count, check_target
         from backtest.walk_forward import run_walk_forward
 

@@ -113,7 +113,7 @@ class ModelRuntime:
     tuning_error: str = ""  # the newest tuning run failed: the previous operating point is kept
     actuation: ActuationHealth = field(default_factory=ActuationHealth)
     observed_rps: float | None = None  # the newest tick's observed rate (None: no data this tick)
-    ready_replicas: int | None = None  # the newest tick's ready replicas (None: fleet unreadable)
+    ready_replicas: int | None = None  # the newest tick's ready replicas (None: workload unreadable)
 
     def coverage_ratio(self) -> float | None:
         """Share of recent steps at or under the alpha-quantile forecast (None until enough steps)."""
@@ -245,19 +245,19 @@ class Controller:
         """One tick for one model; returns the stored decision id (None when nothing could be recorded)."""
         r = self.models[name]
         try:
-            fleet: ReplicaState | None = None
-            fleet_error = ""
+            have: ReplicaState | None = None
+            read_error = ""
             try:
-                fleet = self.actuator.inner.current(r.target)
+                have = self.actuator.inner.current(r.target)
             except ActuatorError as exc:
-                fleet_error = str(exc)
+                read_error = str(exc)
             observed, observed_at = self._observed(r, now_s)
-            r.observed_rps, r.ready_replicas = observed, fleet.ready if fleet else None
+            r.observed_rps, r.ready_replicas = observed, have.ready if have else None
             t_load_s, t_load_note = r.t_load()
             spec = r.spec if t_load_s == r.spec.t_load_s else _with_t_load(r.spec, t_load_s)
             snap = Snapshot(
-                current_replicas=fleet.desired if fleet else None,
-                ready_replicas=fleet.ready if fleet else None,
+                current_replicas=have.desired if have else None,
+                ready_replicas=have.ready if have else None,
                 forecast=r.forecast,
                 forecast_healthy=r.healthy,
                 forecast_note=r.health_note,
@@ -269,13 +269,13 @@ class Controller:
             decision, new_state = plan(snap, spec, r.state, now_s)
             record: dict[str, Any] = dict(decision.as_dict())
             record["inputs"] = {**dict(decision.inputs), "t_load_source": t_load_note}
-            record["ready_replicas"] = fleet.ready if fleet else None
-            if fleet_error:
-                record["fleet_error"] = fleet_error
+            record["ready_replicas"] = have.ready if have else None
+            if read_error:
+                record["read_error"] = read_error
             decision_id = self.store.record(name, record, None, new_state.to_dict())
             r.state = new_state
             self._reasons[(str(decision.reason), name)] += 1
-            result = self._apply(r, decision, decision_id, fleet_error)
+            result = self._apply(r, decision, decision_id, read_error)
             r.actuation.observe(result)
             self.store.set_actuation(decision_id, result.as_dict())
             record["actuation"] = result.as_dict()
@@ -295,10 +295,10 @@ class Controller:
         return [(reason, model, n) for (reason, model), n in sorted(self._reasons.items())]
 
     def _apply(
-        self, r: ModelRuntime, decision: Decision, decision_id: int, fleet_error: str
+        self, r: ModelRuntime, decision: Decision, decision_id: int, read_error: str
     ) -> ActuationResult:
-        if fleet_error:
-            return ActuationResult(Outcome.FAILED, f"fleet unreadable: {fleet_error}", retry_after_s=10.0)
+        if read_error:
+            return ActuationResult(Outcome.FAILED, f"workload unreadable: {read_error}", retry_after_s=10.0)
         return self.actuator.apply(r.target, decision, str(decision_id))
 
     def _observed(self, r: ModelRuntime, now_s: float) -> tuple[float | None, float | None]:

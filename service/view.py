@@ -37,7 +37,7 @@ class ControllerView:
         rails = self.ctl.rails(r.name)
         t_load_s, source = r.t_load()
         current: int | None = None
-        with contextlib.suppress(ActuatorError):  # unreachable fleet: shown as unknown
+        with contextlib.suppress(ActuatorError):  # unreachable workload: shown as unknown
             current = self.ctl.actuator.inner.current(r.target).desired
         last = r.last_decision or {}
         return {
@@ -200,7 +200,9 @@ class ControllerView:
                 s.append(
                     ("prewarm_desired_replicas", "Replicas after every stage", lab, d["desired_replicas"])
                 )
-                s.append(("prewarm_current_replicas", "Replicas the fleet had", lab, d["current_replicas"]))
+                s.append(
+                    ("prewarm_current_replicas", "Replicas the workload had", lab, d["current_replicas"])
+                )
             t_load_s, source = r.t_load()
             s.append(
                 (
@@ -271,7 +273,7 @@ class ControllerView:
             s.append(
                 (
                     "prewarm_actuation_failures_total",
-                    "Writes to the fleet that failed, by kind (permanent: retrying cannot fix it)",
+                    "Writes to the workload that failed, by kind (permanent: retrying cannot fix it)",
                     {**lab, "kind": kind},
                     float(r.actuation.failures[kind]),
                 )
@@ -279,7 +281,7 @@ class ControllerView:
         s.append(
             (
                 "prewarm_actuation_failing_ticks",
-                "Consecutive ticks whose write to the fleet failed (0 after one succeeds)",
+                "Consecutive ticks whose write to the workload failed (0 after one succeeds)",
                 lab,
                 float(r.actuation.failing_ticks),
             )

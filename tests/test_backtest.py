@@ -1,4 +1,4 @@
-"""The fleet simulator and the policies: the textbook scenario, cold starts, accounting, no peeking."""
+"""The replica simulator and the policies: the textbook scenario, cold starts, accounting, no peeking."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from backtest.fleet import Observation, simulate, spread_arrivals
 from backtest.policies import Oracle, Predictive, Reactive
 from backtest.run import BacktestConfig, compare, run_backtest, static_hours_at, sweep_alphas, sweep_pools
+from backtest.simulator import Observation, simulate, spread_arrivals
 from forecaster.dropouts import DropoutWatch
 from forecaster.sources.synthetic import DEMO_FLEET, generate
 from forecaster.types import TrafficSeries
@@ -119,10 +119,10 @@ def test_the_oracle_is_cheaper_than_reactive_and_violates_less() -> None:
 
 
 def test_static_sweep_interpolation_and_comparison() -> None:
-    from backtest.fleet import FleetResult
+    from backtest.simulator import ReplayResult
 
-    def fr(name: str, viol: float, hours: float) -> FleetResult:
-        return FleetResult(name, requests=1000.0, slo_violations=viol * 1000, replica_seconds=hours * 3600)
+    def fr(name: str, viol: float, hours: float) -> ReplayResult:
+        return ReplayResult(name, requests=1000.0, slo_violations=viol * 1000, replica_seconds=hours * 3600)
 
     results = {
         "static-0": fr("static-0", 0.1, 100),
@@ -262,7 +262,7 @@ def test_cli_backtest_refuses_a_trace_shorter_than_the_warm_up(tmp_path: Path) -
 
 
 def test_cold_starts_can_be_drawn_from_a_seeded_distribution() -> None:
-    from backtest.fleet import lognormal_t_load
+    from backtest.simulator import lognormal_t_load
 
     draws = lognormal_t_load(100.0, 0.5, seed=1)(2000)
     assert np.median(draws) == pytest.approx(100.0, rel=0.1)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from backtest.fleet import FleetResult
 from backtest.policies import ForecastFeed, Predictive
 from backtest.run import BacktestConfig, Replay
+from backtest.simulator import ReplayResult
 from backtest.tuning import (
     Candidate,
     CandidateRuns,
@@ -99,7 +99,7 @@ def test_daily_outcomes_add_up_to_the_run() -> None:
 
 def outcome(name: str, daily: list[tuple[float, float, float]]) -> Candidate:
     """A candidate with given (requests, violations, replica-hours) per day."""
-    r = FleetResult(name)
+    r = ReplayResult(name)
     r.daily_requests = np.array([d[0] for d in daily])
     r.daily_violations = np.array([d[1] for d in daily])
     r.daily_replica_seconds = np.array([d[2] * 3600 for d in daily])

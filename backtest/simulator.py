@@ -1,4 +1,4 @@
-"""A discrete-time (1-second) simulation of a serving fleet with cold starts, driven by a trace.
+"""A discrete-time (1-second) simulation of one model's replicas with cold starts, driven by a trace.
 
 - Arrivals: each trace interval's count is spread over its seconds with a fixed seed (multinomial), a
   fractional count rounded stochastically.
@@ -58,7 +58,7 @@ class Observation:
     arrived: Callable[[float], float]
 
 
-TOD_BIN_S = 300  # bins of FleetResult.tod_violations
+TOD_BIN_S = 300  # bins of ReplayResult.tod_violations
 
 
 class Policy(Protocol):
@@ -68,7 +68,7 @@ class Policy(Protocol):
 
 
 @dataclass
-class FleetResult:
+class ReplayResult:
     policy: str
     requests: float = 0.0
     slo_violations: float = 0.0
@@ -180,7 +180,7 @@ class _FluidQueue:
     """Capacity of at least 1 request/s per replica: each second the ready replicas serve up to
     ready x capacity requests from the FIFO; a request served t seconds after it arrived waited t seconds."""
 
-    def __init__(self, capacity_rps: float, slo_wait_s: float, score_from_s: int, res: FleetResult) -> None:
+    def __init__(self, capacity_rps: float, slo_wait_s: float, score_from_s: int, res: ReplayResult) -> None:
         self.cap, self.slo, self.score_from, self.res = capacity_rps, slo_wait_s, score_from_s, res
         self.queue: deque[list[float]] = deque()  # [arrival second, count]
         self.queued = 0.0
@@ -234,7 +234,7 @@ class _ServerQueue:
     per-second fluid would smear). FIFO: a request starts on the server that frees first; requests already
     started on a released replica are let finish (the replica drains)."""
 
-    def __init__(self, capacity_rps: float, slo_wait_s: float, score_from_s: int, res: FleetResult) -> None:
+    def __init__(self, capacity_rps: float, slo_wait_s: float, score_from_s: int, res: ReplayResult) -> None:
         self.service_s = 1.0 / capacity_rps
         self.slo, self.score_from, self.res = slo_wait_s, score_from_s, res
         self.free: list[float] = []  # heap of the times at which each ready server is next free
@@ -302,7 +302,7 @@ def simulate(
     tick_s: int = 30,
     score_from_s: int = 0,
     t_load_sampler: TLoadSampler | None = None,
-) -> FleetResult:
+) -> ReplayResult:
     """Run `policy` against per-second `arrivals` starting at epoch `start_s`. Requests arriving before
     `score_from_s` (seconds from the start) are served but not scored, nor are their replica-seconds."""
     if capacity_rps <= 0 or tick_s <= 0 or t_load_s < 0 or slo_wait_s < 0:
@@ -315,7 +315,7 @@ def simulate(
     arr = ticks.reshape(-1).tolist()
 
     n_days = max(1, math.ceil(n_sec / SECONDS_PER_DAY))
-    res = FleetResult(
+    res = ReplayResult(
         policy.name,
         daily_requests=np.zeros(n_days),
         daily_violations=np.zeros(n_days),
