@@ -1,0 +1,215 @@
+"""The fleet stage: many models sharing one GPU budget. Pure (standard library only), time passed in.
+
+After every model has planned alone, `allocate` fits the fleet's asks into the budget:
+
+1. What observed traffic needs now comes first: each model's reactive floor (capped at what it asked). If
+   even the floors exceed the budget, floors go by priority (then name, for a stable order).
+2. Every replica above a model's floor is an increment with a value: the expected late requests it would
+   prevent over the window it would serve in (from the model's forecast quantiles and its M/M/c queue,
+   `marginal_values`), times the model's priority, per GPU it takes. Increments are granted best value
+   first while GPUs remain. A model's values fall with each replica, so it is granted in order.
+3. A replica a model already holds warm is released to make room for another model's only when the other's
+   increment is worth more than HOLD_FACTOR times the held one: moving a GPU costs a cold start, during
+   which neither model has it, so a small gain does not pay for the move (the re-warm break-even).
+
+Each model gets a `FleetGrant`: what it asked, what it got and, when clipped, the value of the first
+increment it lost and the models that won the GPUs it would have needed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+from planner.queueing import EPS
+
+HOLD_FACTOR = 2.0
+MAX_VALUE_STEPS = 6  # forecast steps sampled per increment's value window (keeps 1,000 models per tick cheap)
+
+
+@dataclass(frozen=True)
+class FleetRequest:
+    """One model's ask of the fleet this tick."""
+
+    model: str
+    desired: int  # replicas its own plan wants
+    floor: int  # replicas the observed traffic needs now (its reactive floor)
+    current: int  # replicas it holds now (warm or loading)
+    gpus_per_replica: float = 1.0
+    priority: float = 1.0
+    # values[k]: expected late requests the (floor + k + 1)-th replica prevents; one per replica from the
+    # floor up to `desired`, non-increasing
+    values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class FleetGrant:
+    model: str
+    asked: int
+    granted: int
+    gpus: float
+    lost_value: float | None = None  # value of the first increment it did not get (None: not clipped)
+    lost_to: tuple[str, ...] = ()  # models granted increments worth more, per GPU and priority
+
+    @property
+    def clipped(self) -> bool:
+        return self.granted < self.asked
+
+    def describe(self, budget_gpus: float, asked_gpus: float) -> str:
+        if not self.clipped:
+            return f"fleet budget {budget_gpus:g} GPUs (asked {asked_gpus:g}): granted all {self.asked}"
+        lost = (
+            f"; its next replica would have prevented {self.lost_value:.1f} expected late requests, less "
+            f"per GPU and priority than what {', '.join(self.lost_to)} got"
+            if self.lost_value is not None and self.lost_to
+            else "; even the reactive floors exceed the budget, granted by priority"
+        )
+        return (
+            f"fleet budget {budget_gpus:g} GPUs, asked {asked_gpus:g} across the fleet: asked {self.asked} "
+            f"replicas, granted {self.granted}{lost}"
+        )
+
+
+@dataclass(frozen=True)
+class FleetAllocation:
+    budget_gpus: float
+    asked_gpus: float
+    used_gpus: float
+    grants: dict[str, FleetGrant]
+
+    @property
+    def clipped(self) -> list[str]:
+        return sorted(m for m, g in self.grants.items() if g.clipped)
+
+
+def allocate(requests: Sequence[FleetRequest], budget_gpus: float) -> FleetAllocation:
+    asked_gpus = sum(r.desired * r.gpus_per_replica for r in requests)
+    if asked_gpus <= budget_gpus + EPS:
+        return FleetAllocation(
+            budget_gpus,
+            asked_gpus,
+            asked_gpus,
+            {
+                r.model: FleetGrant(r.model, r.desired, r.desired, r.desired * r.gpus_per_replica)
+                for r in requests
+            },
+        )
+    granted = {r.model: 0 for r in requests}
+    left = budget_gpus
+    # 1. floors, by priority when even they do not fit
+    for r in sorted(requests, key=lambda r: (-r.priority, r.model)):
+        floor = min(r.floor, r.desired)
+        n = min(floor, int((left + EPS) // r.gpus_per_replica)) if r.gpus_per_replica > 0 else floor
+        granted[r.model] = n
+        left -= n * r.gpus_per_replica
+    # 2-3. increments by value per GPU x priority, best first; a held warm replica counts HOLD_FACTOR times.
+    # Each model's increments come in non-increasing order, so a heap holding each model's next increment
+    # merges them without sorting every replica of the fleet.
+    by_model = {r.model: r for r in requests}
+    heap: list[tuple[float, str]] = []
+    for r in requests:
+        if granted[r.model] >= min(r.floor, r.desired) and granted[r.model] < r.desired:
+            heap.append((-_score(r, granted[r.model]), r.model))
+    heapq.heapify(heap)
+    smallest = min((r.gpus_per_replica for r in requests), default=1.0)
+    winners: list[tuple[float, str]] = []
+    first_lost: dict[str, float] = {}
+    while heap and left + EPS >= smallest:
+        neg, model = heapq.heappop(heap)
+        r = by_model[model]
+        if left + EPS < r.gpus_per_replica:
+            first_lost[model] = -neg  # too big for what is left; smaller asks may still fit
+            continue
+        granted[model] += 1
+        left -= r.gpus_per_replica
+        winners.append((-neg, model))
+        if granted[model] < r.desired:
+            heapq.heappush(heap, (-_score(r, granted[model]), model))
+    for neg, model in heap:
+        first_lost.setdefault(model, -neg)
+    # winners come best first: the last few took the last GPUs, which is what a clipped model lost to
+    marginal: list[tuple[float, str]] = []
+    for score, model in reversed(winners):
+        if all(m != model for _, m in marginal):
+            marginal.append((score, model))
+        if len(marginal) > 3:
+            break
+    grants: dict[str, FleetGrant] = {}
+    for r in requests:
+        n = granted[r.model]
+        lost_value = None
+        lost_to: tuple[str, ...] = ()
+        if n < r.desired and r.model in first_lost:
+            k = n - min(r.floor, r.desired)
+            lost_value = r.values[k] if 0 <= k < len(r.values) else 0.0
+            bar = first_lost[r.model]
+            lost_to = tuple(m for sc, m in marginal if sc > bar and m != r.model)[:3]
+        grants[r.model] = FleetGrant(r.model, r.desired, n, n * r.gpus_per_replica, lost_value, lost_to)
+    used = sum(g.gpus for g in grants.values())
+    return FleetAllocation(budget_gpus, asked_gpus, used, grants)
+
+
+def _score(r: FleetRequest, k: int) -> float:
+    """The value per GPU and priority of a model's (k + 1)-th replica (k at or above its floor)."""
+    i = k - min(r.floor, r.desired)
+    v = r.values[i] if i < len(r.values) else 0.0
+    score = v * r.priority / max(r.gpus_per_replica, EPS)
+    return score * HOLD_FACTOR if k < r.current else score
+
+
+def _whole(r: FleetRequest) -> FleetGrant:
+    return FleetGrant(r.model, r.desired, r.desired, r.desired * r.gpus_per_replica)
+
+
+def marginal_values(
+    scenarios: Sequence[tuple[float, Sequence[float]]],
+    *,
+    step_s: float,
+    capacity_rps: float,
+    slo_wait_s: float,
+    start: int,
+    count: int,
+) -> tuple[float, ...]:
+    """values[k] = expected late requests over the steps of the value window that the (start + k + 1)-th
+    replica prevents, for k < count. `scenarios` are (weight, request rates per step) pairs, e.g. the
+    forecast's quantile paths with the weights of the probability mass each stands for. At most
+    MAX_VALUE_STEPS steps are evaluated, each standing for its share of the window."""
+    if count <= 0:
+        return ()
+    top = start + count
+    late = [0.0] * (count + 1)  # expected late requests with start + j replicas
+    for weight, path in scenarios:
+        if not path or weight <= 0:
+            continue
+        stride = max(1, math.ceil(len(path) / MAX_VALUE_STEPS))
+        sampled = path[::stride]
+        span_s = step_s * len(path) / len(sampled)
+        for rate in sampled:
+            if rate <= 0:
+                continue
+            offered = rate / capacity_rps
+            b = 1.0  # Erlang B, carried up the server counts
+            for n in range(1, top + 1):
+                b = offered * b / (n + offered * b)
+                if n < start:
+                    continue
+                if n <= offered:
+                    p = 1.0
+                else:
+                    c = n * b / (n - offered * (1.0 - b))
+                    p = min(1.0, c * math.exp(-(n - offered) * capacity_rps * slo_wait_s))
+                late[n - start] += weight * rate * span_s * p
+            if start == 0:
+                late[0] += weight * rate * span_s  # no replica: every request is late
+    return tuple(max(0.0, late[j] - late[j + 1]) for j in range(count))
+
+
+def quantile_weights(levels: Sequence[float]) -> list[float]:
+    """The probability mass each quantile level stands for (midpoints between neighbours, 0 and 1 at the
+    ends), to use a forecast's quantile paths as weighted scenarios."""
+    lv = sorted(levels)
+    edges = [0.0, *((a + b) / 2 for a, b in pairwise(lv)), 1.0]
+    return [edges[i + 1] - edges[i] for i in range(len(lv))]
