@@ -32,6 +32,7 @@ class Reason(StrEnum):
     FORECAST_UNHEALTHY = "ForecastUnhealthy"  # demoted by the self-check
     DATA_DROPOUT = "DataDropout"  # traffic reads 0 where the forecast makes 0 impossible: held as missing
     OBSERVED_RATE_MISSING = "ObservedRateMissing"  # no fresh observed rate: no reactive floor this tick
+    BUDGET_LIMITED = "BudgetLimited"  # the fleet's GPU budget granted fewer replicas than the plan asked
     INVALID_SNAPSHOT = "InvalidSnapshot"  # no decision possible (e.g. current replicas unknown)
 
 

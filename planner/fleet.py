@@ -21,9 +21,10 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
+from planner.explain import Decision, Reason, Step
 from planner.queueing import EPS
 
 HOLD_FACTOR = 2.0
@@ -213,3 +214,24 @@ def quantile_weights(levels: Sequence[float]) -> list[float]:
     lv = sorted(levels)
     edges = [0.0, *((a + b) / 2 for a, b in pairwise(lv)), 1.0]
     return [edges[i + 1] - edges[i] for i in range(len(lv))]
+
+
+def within_grant(decision: Decision, model: str, allocation: FleetAllocation) -> Decision:
+    """`model`'s decision after the fleet stage: unchanged when its grant covers it, else lowered to the
+    grant with a `BudgetLimited` step that names the budget, the ask, the grant and what it lost to."""
+    grant = allocation.grants.get(model)
+    if grant is None or not decision.valid or decision.desired_replicas <= grant.granted:
+        return decision
+    step = Step(
+        "fleet_budget",
+        decision.desired_replicas,
+        grant.granted,
+        Reason.BUDGET_LIMITED,
+        grant.describe(allocation.budget_gpus, allocation.asked_gpus),
+    )
+    return replace(
+        decision,
+        desired_replicas=grant.granted,
+        reason=Reason.BUDGET_LIMITED,
+        steps=(*decision.steps, step),
+    )

@@ -115,3 +115,21 @@ def test_one_gpu_replicas_get_the_floors_then_the_most_valuable_increments(
         best = sorted((v for r in requests for v in r.values), reverse=True)[:left]
         got = sum(sum(r.values[: a.grants[r.model].granted - r.floor]) for r in requests)
         assert got == pytest.approx(sum(best))
+
+
+def test_a_clipped_decision_carries_a_budget_limited_step_that_explains_the_clip() -> None:
+    from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan
+    from planner.fleet import within_grant
+
+    spec = PlannerSpec(capacity_rps_per_replica=5.0, t_load_s=300, tick_s=30, max_replicas=100)
+    snap = Snapshot(current_replicas=2, ready_replicas=2, forecast=None, observed_rps=40.0, observed_at_s=0.0)
+    decision, _ = plan(snap, spec, PlannerState(), 0.0)
+    asked = decision.desired_replicas
+    assert asked > 3
+    alloc = allocate([FleetRequest("llm", asked, 1, 2, values=(5.0,) * (asked - 1))], budget_gpus=3)
+    clipped = within_grant(decision, "llm", alloc)
+    assert clipped.desired_replicas == 3 and clipped.reason is Reason.BUDGET_LIMITED
+    step = clipped.steps[-1]
+    assert (step.stage, step.before, step.after) == ("fleet_budget", asked, 3)
+    assert f"asked {asked} replicas, granted 3" in clipped.explanation()
+    assert within_grant(decision, "other", alloc) is decision  # no grant: the plan stands
