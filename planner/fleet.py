@@ -26,6 +26,9 @@ from itertools import pairwise
 
 from planner.explain import Decision, Reason, Step
 from planner.queueing import EPS
+from planner.snapshot import Snapshot
+from planner.spec import PlannerSpec
+from planner.stages import reactive_floor
 
 HOLD_FACTOR = 2.0
 MAX_VALUE_STEPS = 6  # forecast steps sampled per increment's value window (keeps 1,000 models per tick cheap)
@@ -235,3 +238,44 @@ def within_grant(decision: Decision, model: str, allocation: FleetAllocation) ->
         reason=Reason.BUDGET_LIMITED,
         steps=(*decision.steps, step),
     )
+
+
+def fleet_request(
+    model: str,
+    decision: Decision,
+    snapshot: Snapshot,
+    spec: PlannerSpec,
+    now: float,
+    *,
+    gpus_per_replica: float = 1.0,
+    priority: float = 1.0,
+) -> FleetRequest:
+    """What one model asks of the fleet after planning alone. Its floor is what its observed traffic needs
+    now; without a fresh observation, or when its own plan held (invalid or missing data), the floor is its
+    whole ask, so the budget never takes replicas from a model it cannot see (missing data never scales
+    down). Increments above the floor are valued over the window a replica granted now would serve in,
+    from T_load to the look-ahead plus the re-warm break-even."""
+    desired = decision.desired_replicas
+    current = snapshot.current_replicas or 0
+    floor, _ = reactive_floor(snapshot, spec, now)
+    held = not decision.valid or floor is None or snapshot.forecast is None or not snapshot.forecast_healthy
+    floor = desired if held or floor is None else min(max(floor, spec.min_replicas), desired)
+    values: tuple[float, ...] = ()
+    fc = snapshot.forecast
+    if desired > floor and fc is not None:
+        first = max(0, int((now + spec.t_load_s - fc.origin_s) // fc.step_s))
+        last = max(first + 1, int((now + spec.lookahead_s + spec.break_even_s - fc.origin_s) // fc.step_s))
+        levels = sorted(fc.quantiles)
+        scenarios = [
+            (w, [v / fc.step_s for v in fc.quantile_values(q)[first:last]])
+            for w, q in zip(quantile_weights(levels), levels, strict=True)
+        ]
+        values = marginal_values(
+            scenarios,
+            step_s=fc.step_s,
+            capacity_rps=spec.capacity_rps_per_replica,
+            slo_wait_s=spec.slo_wait_s,
+            start=floor,
+            count=desired - floor,
+        )
+    return FleetRequest(model, desired, floor, current, gpus_per_replica, priority, values)

@@ -155,6 +155,10 @@ class ModelConfig(_Strict):
     target: TargetConfig | None = None
     mode: Literal["active", "shadow"] = "shadow"
     max_added_per_tick: int | None = Field(None, ge=1, le=100_000)
+    gpus_per_replica: float = Field(1.0, gt=0, le=64, description="GPUs one replica holds (fleet budget)")
+    priority: float = Field(
+        1.0, gt=0, le=1000, description="weight of this model's late requests when the fleet budget binds"
+    )
     dropout_min_count: float = Field(
         DEFAULT_MIN_COUNT,
         gt=0,
@@ -235,6 +239,12 @@ class RayConfig(_Strict):
     token: str | None = None
 
 
+class FleetConfig(_Strict):
+    """GPUs prewarm may hold warm across all its models; unset: no shared budget (each model alone)."""
+
+    gpu_budget: float | None = Field(None, gt=0, le=1_000_000)
+
+
 class PrewarmConfig(_Strict):
     prometheus: PrometheusConfig | None = None
     models: list[ModelConfig] = Field(default_factory=list)
@@ -243,6 +253,7 @@ class PrewarmConfig(_Strict):
     schedules: SchedulesConfig = SchedulesConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     ray: RayConfig = RayConfig()
+    fleet: FleetConfig = FleetConfig()
     kill_switch: bool = Field(False, description="true: compute and record everything, apply nothing")
 
     @model_validator(mode="after")

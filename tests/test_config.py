@@ -47,6 +47,14 @@ def test_the_bearer_token_can_come_from_a_file(tmp_path: Path) -> None:
             {"min_replicas": 5, "max_replicas": 2}, "max_replicas=2 must be >= min_replicas=5", id="bounds"
         ),
         pytest.param({"stepp_s": 60}, "models.0.stepp_s=60: Extra inputs are not permitted", id="typo"),
+        pytest.param(
+            {"gpus_per_replica": 0}, "models.0.gpus_per_replica=0: Input should be greater than 0", id="gpus"
+        ),
+        pytest.param(
+            {"priority": 5000},
+            "models.0.priority=5000: Input should be less than or equal to 1000",
+            id="priority",
+        ),
     ],
 )
 def test_a_bad_model_is_refused_naming_key_value_and_range(change: dict[str, object], words: str) -> None:
@@ -136,3 +144,9 @@ def test_a_target_mode_that_does_not_fit_its_kind_is_refused() -> None:
         ConfigError, match="actuator_mode='hpa-floor' for kind RayServe; allowed: floor, direct"
     ):
         parse_config(doc)
+
+
+def test_a_fleet_budget_outside_its_range_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"fleet.gpu_budget=0: Input should be greater than 0"):
+        parse_config({**GOOD, "fleet": {"gpu_budget": 0}})
+    assert parse_config({**GOOD, "fleet": {"gpu_budget": 24}}).fleet.gpu_budget == 24
