@@ -311,6 +311,10 @@ def create_app(view: ServiceView, *, api_token: str | None) -> FastAPI:
         model_or_404(model)
         return view.set_paused(model, False)
 
+    @app.get("/v1/fleet", summary="How the shared GPU budget was allocated across the models this tick")
+    def get_fleet() -> dict[str, Any]:
+        return view.fleet()
+
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

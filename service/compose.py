@@ -117,6 +117,8 @@ def build_from_config(
                 stale=_staleness(source, m.name, clock),
                 dropouts=DropoutWatch(m.dropout_min_count, m.dropout_max_s),
                 tune_window_s=m.slo.tune_window_days * SECONDS_PER_DAY,
+                gpus_per_replica=m.gpus_per_replica,
+                priority=m.priority,
             )
         )
         rails[t] = Rails(mode=Mode(m.mode), max_added_per_tick=m.max_added_per_tick)
@@ -151,6 +153,7 @@ def build_from_config(
         DecisionStore(cfg.store.url),
         refit_every_s=cfg.schedules.refit_s,
         forecast_horizon_s=cfg.schedules.forecast_horizon_s,
+        gpu_budget=cfg.fleet.gpu_budget,
     )
 
 

@@ -29,6 +29,7 @@ from forecaster.sources.base import SourceError
 from forecaster.types import Forecast, TrafficSeries, quantile_key
 from planner import PlannerSpec, PlannerState, Snapshot, plan
 from planner.explain import Decision
+from planner.fleet import FleetAllocation, allocate, fleet_request, within_grant
 from service.store import DecisionStore
 
 TRAILING_S = 14 * 86_400
@@ -109,6 +110,8 @@ class ModelRuntime:
     dropouts: DropoutWatch = field(default_factory=DropoutWatch)
     dropout_note: str = ""  # non-empty while the newest data reads as a telemetry dropout
     tune_window_s: float = 7 * 86_400.0  # history each tuning run replays (slo.tune_window_days)
+    gpus_per_replica: float = 1.0  # against the fleet's GPU budget
+    priority: float = 1.0  # weight of its late requests when the budget binds
     tuning: dict[str, Any] | None = None  # the applied tuning run (backtest/tuning.py TuningResult.as_dict)
     tuning_error: str = ""  # the newest tuning run failed: the previous operating point is kept
     actuation: ActuationHealth = field(default_factory=ActuationHealth)
@@ -138,6 +141,19 @@ class ModelRuntime:
         return est.t_load_s, est.note
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A model's tick between planning and recording (the fleet stage may clip the decision in between)."""
+
+    snapshot: Snapshot
+    spec: PlannerSpec
+    decision: Decision
+    new_state: PlannerState
+    have: ReplicaState | None
+    read_error: str
+    t_load_note: str
+
+
 class Controller:
     """Runs every model's refit and control tick against one actuator and one store."""
 
@@ -149,8 +165,11 @@ class Controller:
         *,
         refit_every_s: float = 300.0,
         forecast_horizon_s: float = 86_400.0,
+        gpu_budget: float | None = None,
     ) -> None:
         self.models = {r.name: r for r in runtimes}
+        self.gpu_budget = gpu_budget  # GPUs shared by every model (None: each model plans alone)
+        self.allocation: FleetAllocation | None = None  # the fleet stage's newest allocation
         self.forecast_horizon_s = forecast_horizon_s
         self.actuator = actuator
         self.store = store
@@ -242,53 +261,99 @@ class Controller:
     # -- control tick ------------------------------------------------------------------------------
 
     def tick_model(self, name: str, now_s: float) -> int | None:
-        """One tick for one model; returns the stored decision id (None when nothing could be recorded)."""
+        """One tick for one model, planned alone; returns the stored decision id (None when nothing could be
+        recorded)."""
         r = self.models[name]
         try:
-            have: ReplicaState | None = None
-            read_error = ""
-            try:
-                have = self.actuator.inner.current(r.target)
-            except ActuatorError as exc:
-                read_error = str(exc)
-            observed, observed_at = self._observed(r, now_s)
-            r.observed_rps, r.ready_replicas = observed, have.ready if have else None
-            t_load_s, t_load_note = r.t_load()
-            spec = r.spec if t_load_s == r.spec.t_load_s else _with_t_load(r.spec, t_load_s)
-            snap = Snapshot(
-                current_replicas=have.desired if have else None,
-                ready_replicas=have.ready if have else None,
-                forecast=r.forecast,
-                forecast_healthy=r.healthy,
-                forecast_note=r.health_note,
-                data_stale=r.stale() if r.stale is not None else "",
-                data_dropout=r.dropout_note,
-                observed_rps=observed,
-                observed_at_s=observed_at,
-            )
-            decision, new_state = plan(snap, spec, r.state, now_s)
-            record: dict[str, Any] = dict(decision.as_dict())
-            record["inputs"] = {**dict(decision.inputs), "t_load_source": t_load_note}
-            record["ready_replicas"] = have.ready if have else None
-            if read_error:
-                record["read_error"] = read_error
-            decision_id = self.store.record(name, record, None, new_state.to_dict())
-            r.state = new_state
-            self._reasons[(str(decision.reason), name)] += 1
-            result = self._apply(r, decision, decision_id, read_error)
-            r.actuation.observe(result)
-            self.store.set_actuation(decision_id, result.as_dict())
-            record["actuation"] = result.as_dict()
-            r.last_decision = {"id": decision_id, **record}
-            self._learn(r)
-            r.tick.last_ok_s, r.tick.last_error = now_s, None
-            return decision_id
+            planned = self._plan(r, now_s)
+            return self._commit(r, planned, planned.decision, now_s)
         except Exception as exc:  # a failing tick is logged and visible in /readyz, never fatal
-            r.tick.failures += 1
-            r.tick.last_error = f"{type(exc).__name__}: {exc}"
-            r.tick.last_error_s = now_s
-            traceback.print_exc()
+            self._failed(r, exc, now_s)
             return None
+
+    def tick_all(self, now_s: float) -> None:
+        """One tick for every model. With a fleet GPU budget, every model plans first, the fleet stage fits
+        the asks into the budget (planner/fleet.py), and then each clipped decision is recorded and applied
+        with its BudgetLimited step; without one, each model ticks alone."""
+        if self.gpu_budget is None:
+            for name in self.models:
+                self.tick_model(name, now_s)
+            return
+        planned: dict[str, _Planned] = {}
+        for name, r in self.models.items():
+            try:
+                planned[name] = self._plan(r, now_s)
+            except Exception as exc:
+                self._failed(r, exc, now_s)
+        requests = [
+            fleet_request(
+                name,
+                p.decision,
+                p.snapshot,
+                p.spec,
+                now_s,
+                gpus_per_replica=self.models[name].gpus_per_replica,
+                priority=self.models[name].priority,
+            )
+            for name, p in planned.items()
+        ]
+        self.allocation = allocate(requests, self.gpu_budget)
+        for name, p in planned.items():
+            r = self.models[name]
+            try:
+                self._commit(r, p, within_grant(p.decision, name, self.allocation), now_s)
+            except Exception as exc:
+                self._failed(r, exc, now_s)
+
+    def _plan(self, r: ModelRuntime, now_s: float) -> _Planned:
+        have: ReplicaState | None = None
+        read_error = ""
+        try:
+            have = self.actuator.inner.current(r.target)
+        except ActuatorError as exc:
+            read_error = str(exc)
+        observed, observed_at = self._observed(r, now_s)
+        r.observed_rps, r.ready_replicas = observed, have.ready if have else None
+        t_load_s, t_load_note = r.t_load()
+        spec = r.spec if t_load_s == r.spec.t_load_s else _with_t_load(r.spec, t_load_s)
+        snap = Snapshot(
+            current_replicas=have.desired if have else None,
+            ready_replicas=have.ready if have else None,
+            forecast=r.forecast,
+            forecast_healthy=r.healthy,
+            forecast_note=r.health_note,
+            data_stale=r.stale() if r.stale is not None else "",
+            data_dropout=r.dropout_note,
+            observed_rps=observed,
+            observed_at_s=observed_at,
+        )
+        decision, new_state = plan(snap, spec, r.state, now_s)
+        return _Planned(snap, spec, decision, new_state, have, read_error, t_load_note)
+
+    def _commit(self, r: ModelRuntime, p: _Planned, decision: Decision, now_s: float) -> int:
+        record: dict[str, Any] = dict(decision.as_dict())
+        record["inputs"] = {**dict(decision.inputs), "t_load_source": p.t_load_note}
+        record["ready_replicas"] = p.have.ready if p.have else None
+        if p.read_error:
+            record["read_error"] = p.read_error
+        decision_id = self.store.record(r.name, record, None, p.new_state.to_dict())
+        r.state = p.new_state
+        self._reasons[(str(decision.reason), r.name)] += 1
+        result = self._apply(r, decision, decision_id, p.read_error)
+        r.actuation.observe(result)
+        self.store.set_actuation(decision_id, result.as_dict())
+        record["actuation"] = result.as_dict()
+        r.last_decision = {"id": decision_id, **record}
+        self._learn(r)
+        r.tick.last_ok_s, r.tick.last_error = now_s, None
+        return decision_id
+
+    @staticmethod
+    def _failed(r: ModelRuntime, exc: Exception, now_s: float) -> None:
+        r.tick.failures += 1
+        r.tick.last_error = f"{type(exc).__name__}: {exc}"
+        r.tick.last_error_s = now_s
+        traceback.print_exc()
 
     def reason_counts(self) -> list[tuple[str, str, int]]:
         """(reason, model, decisions) since the process started."""

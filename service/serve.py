@@ -59,6 +59,7 @@ def build_demo(
     forecaster: str = "profile",
     slo_target: float | None = DEMO_SLO_TARGET,
     tune_window_s: float = 7 * SECONDS_PER_DAY,
+    gpu_budget: float | None = None,
 ) -> Controller:
     """The demo fleet: four models with different shapes, 14 days of history before the demo starts, each
     with an SLO target that the nightly tuning meets."""
@@ -94,7 +95,11 @@ def build_demo(
         )
         rails[target] = Rails(mode=Mode.ACTIVE)  # the demo acts on its simulated fleet
     return Controller(
-        runtimes, GuardedActuator(fleet, rails=rails), DecisionStore(store_url), refit_every_s=300.0
+        runtimes,
+        GuardedActuator(fleet, rails=rails),
+        DecisionStore(store_url),
+        refit_every_s=300.0,
+        gpu_budget=gpu_budget,
     )
 
 
@@ -168,9 +173,16 @@ class Jobs:
                 self.ctl.refit_model(name, now)
                 r.refit.last_duration_s = time.perf_counter() - t
                 self.last_refit[name] = now
+            if self.ctl.gpu_budget is None:  # each model alone: tick it right after its refit
+                t = time.perf_counter()
+                self.ctl.tick_model(name, now)
+                r.tick.last_duration_s = time.perf_counter() - t
+        if self.ctl.gpu_budget is not None:  # the fleet plans together, then the budget is shared
             t = time.perf_counter()
-            self.ctl.tick_model(name, now)
-            r.tick.last_duration_s = time.perf_counter() - t
+            self.ctl.tick_all(now)
+            each = (time.perf_counter() - t) / max(1, len(self.ctl.models))
+            for r in self.ctl.models.values():
+                r.tick.last_duration_s = each
 
 
 def serve_config(path: Any, *, host: str | None = None, port: int | None = None) -> None:

@@ -89,6 +89,36 @@ class ControllerView:
             "forecast_p90": p90,
         }
 
+    def fleet(self) -> dict[str, Any]:
+        """The fleet stage's newest allocation: the budget, what the models asked and got, who was clipped."""
+        a = self.ctl.allocation
+        if self.ctl.gpu_budget is None or a is None:
+            return {
+                "budget_gpus": self.ctl.gpu_budget,
+                "asked_gpus": None,
+                "used_gpus": None,
+                "clipped": [],
+                "models": {},
+            }
+        return {
+            "budget_gpus": a.budget_gpus,
+            "asked_gpus": round(a.asked_gpus, 3),
+            "used_gpus": round(a.used_gpus, 3),
+            "clipped": a.clipped,
+            "models": {
+                m: {
+                    "asked_replicas": g.asked,
+                    "granted_replicas": g.granted,
+                    "gpus": round(g.gpus, 3),
+                    "clipped": g.clipped,
+                    "lost_value": None if g.lost_value is None else round(g.lost_value, 3),
+                    "lost_to": list(g.lost_to),
+                    "why": g.describe(a.budget_gpus, a.asked_gpus),
+                }
+                for m, g in sorted(a.grants.items())
+            },
+        }
+
     def decisions(self, name: str, since_s: float | None, limit: int) -> list[dict[str, Any]]:
         self._rt(name)
         return [self._flat(d) for d in self.ctl.store.decisions(name, since_s, limit)]
@@ -245,6 +275,7 @@ class ControllerView:
                 )
             )
         s += _service_job_metrics(self.jobs)
+        s += _fleet_metrics(self.ctl)
         for reason, model, n in self.ctl.reason_counts():
             s.append(
                 (
@@ -364,6 +395,32 @@ def _traffic_metrics(r: ModelRuntime, lab: dict[str, str], now: float) -> list[S
             float(bool(r.dropout_note)),
         )
     )
+    return s
+
+
+def _fleet_metrics(ctl: Controller) -> list[Sample]:
+    """The shared GPU budget, what the fleet asked and uses, and each model's grant."""
+    a = ctl.allocation
+    if ctl.gpu_budget is None or a is None:
+        return []
+    s: list[Sample] = [
+        ("prewarm_fleet_gpu_budget", "GPUs prewarm may hold warm across its models", {}, a.budget_gpus),
+        ("prewarm_fleet_gpus_asked", "GPUs the models' own plans asked for", {}, a.asked_gpus),
+        ("prewarm_fleet_gpus_granted", "GPUs the fleet stage granted", {}, a.used_gpus),
+    ]
+    for m, g in sorted(a.grants.items()):
+        lab = {"model": m}
+        s.append(
+            ("prewarm_fleet_granted_replicas", "Replicas the fleet stage granted", lab, float(g.granted))
+        )
+        s.append(
+            (
+                "prewarm_fleet_clipped",
+                "1 when the budget granted fewer replicas than asked",
+                lab,
+                float(g.clipped),
+            )
+        )
     return s
 
 
