@@ -26,7 +26,7 @@ from forecaster.models import ModelError
 from forecaster.models.base import ForecastModel
 from forecaster.selection import make_forecaster
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
-from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan
+from planner import Decision, PlannerSpec, PlannerState, Reason, Snapshot, plan
 from planner.stages import reactive_floor
 
 History = Callable[[float], TrafficSeries]  # epoch seconds -> everything observed before it
@@ -261,6 +261,7 @@ class Predictive:
         )
         self.state = PlannerState()
         self.reasons: Counter[str] = Counter()
+        self.last: tuple[Decision, Snapshot] | None = None
 
     @property
     def models(self) -> Counter[str]:
@@ -279,6 +280,7 @@ class Predictive:
         )
         decision, self.state = plan(snap, self.spec, self.state, obs.now_s)
         self.reasons[str(decision.reason)] += 1
+        self.last = (decision, snap)  # what the fleet backtest's fleet stage reads
         return decision.desired_replicas
 
     def share(self, reason: Reason) -> float:

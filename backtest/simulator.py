@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -305,6 +305,40 @@ def simulate(
 ) -> ReplayResult:
     """Run `policy` against per-second `arrivals` starting at epoch `start_s`. Requests arriving before
     `score_from_s` (seconds from the start) are served but not scored, nor are their replica-seconds."""
+    steps = stepping(
+        arrivals,
+        policy.name,
+        start_s=start_s,
+        capacity_rps=capacity_rps,
+        t_load_s=t_load_s,
+        slo_wait_s=slo_wait_s,
+        tick_s=tick_s,
+        score_from_s=score_from_s,
+        t_load_sampler=t_load_sampler,
+    )
+    try:
+        obs = next(steps)
+        while True:
+            obs = steps.send(int(policy.decide(obs)))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def stepping(
+    arrivals: FloatArray,
+    name: str,
+    *,
+    start_s: float,
+    capacity_rps: float,
+    t_load_s: float,
+    slo_wait_s: float,
+    tick_s: int = 30,
+    score_from_s: int = 0,
+    t_load_sampler: TLoadSampler | None = None,
+) -> Generator[Observation, int, ReplayResult]:
+    """The simulation one tick at a time: yields each tick's Observation, takes the replica count to run
+    with (send), and returns the ReplayResult. `simulate` drives it with one policy; the fleet backtest
+    drives many in lockstep, so a shared budget can be divided before any of them applies its count."""
     if capacity_rps <= 0 or tick_s <= 0 or t_load_s < 0 or slo_wait_s < 0:
         raise ValueError("capacity_rps and tick_s must be > 0, t_load_s and slo_wait_s >= 0")
     n_sec = int(arrivals.size)
@@ -316,7 +350,7 @@ def simulate(
 
     n_days = max(1, math.ceil(n_sec / SECONDS_PER_DAY))
     res = ReplayResult(
-        policy.name,
+        name,
         daily_requests=np.zeros(n_days),
         daily_violations=np.zeros(n_days),
         daily_replica_seconds=np.zeros(n_days),
@@ -344,7 +378,8 @@ def simulate(
             _arrived_before(before_second, t0),
         )
         before = reps.ready
-        started, stopped = reps.apply(max(0, int(policy.decide(obs))), t0, first=k == 0)
+        asked = yield obs
+        started, stopped = reps.apply(max(0, int(asked)), t0, first=k == 0)
         if k == 0 and isinstance(service, _ServerQueue):
             for _ in range(reps.ready - before):
                 heapq.heappush(service.free, 0.0)

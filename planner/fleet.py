@@ -47,6 +47,9 @@ class FleetRequest:
     # values[k]: expected late requests the (floor + k + 1)-th replica prevents; one per replica from the
     # floor up to `desired`, non-increasing
     values: tuple[float, ...] = ()
+    # floor_values[k]: the same for the (k + 1)-th replica of the floor at the observed rate; used only when
+    # even the floors exceed the budget (empty: floors then go by priority and name)
+    floor_values: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,51 +95,41 @@ class FleetAllocation:
 def allocate(requests: Sequence[FleetRequest], budget_gpus: float) -> FleetAllocation:
     asked_gpus = sum(r.desired * r.gpus_per_replica for r in requests)
     if asked_gpus <= budget_gpus + EPS:
-        return FleetAllocation(
-            budget_gpus,
-            asked_gpus,
-            asked_gpus,
-            {
-                r.model: FleetGrant(r.model, r.desired, r.desired, r.desired * r.gpus_per_replica)
-                for r in requests
-            },
-        )
-    granted = {r.model: 0 for r in requests}
-    left = budget_gpus
-    # 1. floors, by priority when even they do not fit
-    for r in sorted(requests, key=lambda r: (-r.priority, r.model)):
-        floor = min(r.floor, r.desired)
-        n = min(floor, int((left + EPS) // r.gpus_per_replica)) if r.gpus_per_replica > 0 else floor
-        granted[r.model] = n
-        left -= n * r.gpus_per_replica
-    # 2-3. increments by value per GPU x priority, best first; a held warm replica counts HOLD_FACTOR times.
-    # Each model's increments come in non-increasing order, so a heap holding each model's next increment
-    # merges them without sorting every replica of the fleet.
+        return FleetAllocation(budget_gpus, asked_gpus, asked_gpus, {r.model: _whole(r) for r in requests})
     by_model = {r.model: r for r in requests}
-    heap: list[tuple[float, str]] = []
-    for r in requests:
-        if granted[r.model] >= min(r.floor, r.desired) and granted[r.model] < r.desired:
-            heap.append((-_score(r, granted[r.model]), r.model))
-    heapq.heapify(heap)
+    # 1. every model keeps the replicas it holds, up to what it asks: moving a GPU costs a cold start.
+    #    Only a budget that shrank below the holds makes it give up its least valuable ones.
+    granted = {r.model: min(r.current, r.desired) for r in requests}
+    left = budget_gpus - sum(granted[r.model] * r.gpus_per_replica for r in requests)
+    if left < -EPS:
+        left = _trim(by_model, granted, left)
+    # 2. free GPUs: unmet floors first, then increments, each by value per GPU and priority
+    wants = [(_rank(r, granted[r.model]), r.model) for r in requests if granted[r.model] < r.desired]
+    heapq.heapify(wants)
     smallest = min((r.gpus_per_replica for r in requests), default=1.0)
     winners: list[tuple[float, str]] = []
-    first_lost: dict[str, float] = {}
-    while heap and left + EPS >= smallest:
-        neg, model = heapq.heappop(heap)
+    lost: list[tuple[tuple[int, float], str]] = []
+    while wants and left + EPS >= smallest:
+        rank, model = heapq.heappop(wants)
         r = by_model[model]
         if left + EPS < r.gpus_per_replica:
-            first_lost[model] = -neg  # too big for what is left; smaller asks may still fit
+            lost.append((rank, model))  # too big for what is left; smaller asks may still fit
             continue
         granted[model] += 1
         left -= r.gpus_per_replica
-        winners.append((-neg, model))
+        winners.append((-rank[1], model))
         if granted[model] < r.desired:
-            heapq.heappush(heap, (-_score(r, granted[model]), model))
-    for neg, model in heap:
-        first_lost.setdefault(model, -neg)
-    # winners come best first: the last few took the last GPUs, which is what a clipped model lost to
+            heapq.heappush(wants, (_rank(r, granted[model]), model))
+    lost.extend(wants)
+    # 3. a held replica above its model's floor goes to another model's want only when that is worth more
+    #    than HOLD_FACTOR times what it serves where it is
+    lost.sort()
+    left, preempted = _preempt(by_model, granted, lost, left, winners)
+    first_lost: dict[str, float] = {}
+    for rank, model in lost:
+        first_lost.setdefault(model, -rank[1])
     marginal: list[tuple[float, str]] = []
-    for score, model in reversed(winners):
+    for score, model in reversed(winners):  # the last few took the last GPUs: what a clipped model lost to
         if all(m != model for _, m in marginal):
             marginal.append((score, model))
         if len(marginal) > 3:
@@ -146,22 +139,105 @@ def allocate(requests: Sequence[FleetRequest], budget_gpus: float) -> FleetAlloc
         n = granted[r.model]
         lost_value = None
         lost_to: tuple[str, ...] = ()
-        if n < r.desired and r.model in first_lost:
-            k = n - min(r.floor, r.desired)
-            lost_value = r.values[k] if 0 <= k < len(r.values) else 0.0
-            bar = first_lost[r.model]
+        if n < r.desired and math.isfinite(_value(r, n)):
+            lost_value = _value(r, n)
+            bar = first_lost.get(r.model, 0.0)
             lost_to = tuple(m for sc, m in marginal if sc > bar and m != r.model)[:3]
+            lost_to = lost_to or tuple(sorted(preempted.get(r.model, ())))[:3]
         grants[r.model] = FleetGrant(r.model, r.desired, n, n * r.gpus_per_replica, lost_value, lost_to)
     used = sum(g.gpus for g in grants.values())
     return FleetAllocation(budget_gpus, asked_gpus, used, grants)
 
 
+def _value(r: FleetRequest, k: int) -> float:
+    """Expected late requests the model's (k + 1)-th replica prevents (floor replicas at the observed rate,
+    the rest from the forecast)."""
+    floor = min(r.floor, r.desired)
+    if k < floor:
+        return r.floor_values[k] if k < len(r.floor_values) else math.inf  # unknown floor value: keep it
+    i = k - floor
+    return r.values[i] if i < len(r.values) else 0.0
+
+
 def _score(r: FleetRequest, k: int) -> float:
-    """The value per GPU and priority of a model's (k + 1)-th replica (k at or above its floor)."""
-    i = k - min(r.floor, r.desired)
-    v = r.values[i] if i < len(r.values) else 0.0
-    score = v * r.priority / max(r.gpus_per_replica, EPS)
-    return score * HOLD_FACTOR if k < r.current else score
+    """Value per GPU and priority of the model's (k + 1)-th replica."""
+    return _value(r, k) * r.priority / max(r.gpus_per_replica, EPS)
+
+
+def _rank(r: FleetRequest, k: int) -> tuple[int, float]:
+    """Heap order of a want: floors before increments, then higher value per GPU and priority first."""
+    tier = 0 if k < min(r.floor, r.desired) else 1
+    score = _score(r, k)
+    return tier, -(score if math.isfinite(score) else 1e300 * r.priority)
+
+
+def _trim(by_model: dict[str, FleetRequest], granted: dict[str, int], left: float) -> float:
+    """Release the least valuable held replicas until the holds fit the budget; returns the GPUs left."""
+    heap = [(_score(by_model[m], n - 1), m) for m, n in granted.items() if n > 0]
+    heapq.heapify(heap)
+    while heap and left < -EPS:
+        _, m = heapq.heappop(heap)
+        r = by_model[m]
+        granted[m] -= 1
+        left += r.gpus_per_replica
+        if granted[m] > 0:
+            heapq.heappush(heap, (_score(r, granted[m] - 1), m))
+    return left
+
+
+def _preempt(
+    by_model: dict[str, FleetRequest],
+    granted: dict[str, int],
+    lost: list[tuple[tuple[int, float], str]],
+    left: float,
+    winners: list[tuple[float, str]],
+) -> tuple[float, dict[str, set[str]]]:
+    """Move held replicas above their floors to wants worth more than HOLD_FACTOR times as much, best want
+    first; `lost` keeps the wants still unmet (in place). Returns the GPUs left and, per model that gave up
+    replicas, who took them."""
+    held = [
+        (_score(r, granted[m] - 1), m)
+        for m, r in by_model.items()
+        if granted[m] > min(r.floor, r.desired) and granted[m] <= r.current
+    ]
+    heapq.heapify(held)
+    taken: dict[str, set[str]] = {}
+    still: list[tuple[tuple[int, float], str]] = []
+    done_models: set[str] = set()
+    for rank, model in lost:
+        r = by_model[model]
+        if model in done_models or granted[model] >= r.desired:
+            continue
+        want = -rank[1]
+        moved = False
+        while held and granted[model] < r.desired:
+            score, victim = held[0]
+            v = by_model[victim]
+            if (
+                victim == model
+                or want <= HOLD_FACTOR * score
+                or v.gpus_per_replica + left + EPS < r.gpus_per_replica
+            ):
+                break
+            heapq.heappop(held)
+            granted[victim] -= 1
+            left += v.gpus_per_replica
+            taken.setdefault(victim, set()).add(model)
+            if granted[victim] > min(v.floor, v.desired):
+                heapq.heappush(held, (_score(v, granted[victim] - 1), victim))
+            if left + EPS >= r.gpus_per_replica:
+                granted[model] += 1
+                left -= r.gpus_per_replica
+                winners.append((want, model))
+                moved = True
+                want = _score(r, granted[model]) if granted[model] < r.desired else 0.0
+        if granted[model] < r.desired:
+            still.append(((1, -want), model))
+            done_models.add(model)
+        elif not moved:
+            done_models.add(model)
+    lost[:] = still
+    return left, taken
 
 
 def _whole(r: FleetRequest) -> FleetGrant:
@@ -278,4 +354,15 @@ def fleet_request(
             start=floor,
             count=desired - floor,
         )
-    return FleetRequest(model, desired, floor, current, gpus_per_replica, priority, values)
+    floor_values: tuple[float, ...] = ()
+    rps = snapshot.observed_rps
+    if floor > 0 and rps is not None and math.isfinite(rps) and rps > 0:
+        floor_values = marginal_values(
+            [(1.0, [rps] * MAX_VALUE_STEPS)],
+            step_s=(spec.lookahead_s + spec.break_even_s - spec.t_load_s) / MAX_VALUE_STEPS,
+            capacity_rps=spec.capacity_rps_per_replica,
+            slo_wait_s=spec.slo_wait_s,
+            start=0,
+            count=floor,
+        )
+    return FleetRequest(model, desired, floor, current, gpus_per_replica, priority, values, floor_values)
