@@ -277,6 +277,27 @@ def _request(name: str, policy: Predictive, obs: Observation, member: FleetMembe
     )
 
 
+def parse_budgets(text: str, need_gpus: float) -> list[float]:
+    """`--fleet-budget`: comma-separated GPU counts, or percentages of the fleet's p99.9 need ("70%")."""
+    out: list[float] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part[:-1]) / 100 * need_gpus if part.endswith("%") else float(part)
+        except ValueError:
+            raise FleetError(
+                f"--fleet-budget {part!r}: expected a GPU count (e.g. 120) or a share of the fleet's "
+                "p99.9 need (e.g. 70%)"
+            ) from None
+        if not math.isfinite(value) or value <= 0:
+            raise FleetError(f"--fleet-budget {part!r} gives {value:g} GPUs; allowed: more than 0")
+        out.append(round(value, 3))
+    if not out:
+        raise FleetError("--fleet-budget is empty; give a GPU count or a percentage such as 70%")
+    return out
+
+
 def p999_needs(members: Sequence[FleetMember]) -> float:
     """GPUs the fleet needs at every model's p99.9 rate (replicas at its capacity x GPUs per replica)."""
     total = 0.0
@@ -294,5 +315,6 @@ __all__ = [
     "align_week",
     "common_span",
     "p999_needs",
+    "parse_budgets",
     "run_fleet_backtest",
 ]

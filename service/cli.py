@@ -343,7 +343,10 @@ def evaluate(
 
 @app.command()
 def backtest(
-    trace: Annotated[Path | None, typer.Argument(help="CSV or CSV.gz trace.")] = None,
+    traces: Annotated[
+        list[Path] | None,
+        typer.Argument(help="CSV or CSV.gz trace (several with --fleet-budget).", show_default=False),
+    ] = None,
     series: Annotated[
         list[str] | None, typer.Option("--series", "-s", help="Series to replay (repeat or comma-separate).")
     ] = None,
@@ -419,8 +422,24 @@ def backtest(
     days: DaysOpt = 14.0,
     step: StepOpt = "1m",
     bearer_token: BearerOpt = None,
+    fleet_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--fleet-budget",
+            help="Replay every series of the TRACEs together on this GPU budget (comma-separated GPU counts "
+            "or shares of the fleet's p99.9 need, e.g. 50%,70%,90%): reactive, static and predictive first "
+            "come first served, predictive-fleet through the fleet stage.",
+        ),
+    ] = None,
+    align_week: Annotated[
+        bool,
+        typer.Option(
+            "--align-week",
+            help="With --fleet-budget: shift each series by whole weeks into the earliest's week.",
+        ),
+    ] = False,
 ) -> None:
-    """Replay traffic through every policy on a simulated fleet with cold starts, and compare.
+    """Replay traffic through every policy on simulated replicas with cold starts, and compare.
 
     With --prometheus, the history comes from Prometheus (--query for one model, or --config for all the
     models of a config file); --start/--end (or --days back from now) then say which range to load, and the
@@ -459,6 +478,33 @@ def backtest(
         if alphas and "predictive" not in pol:
             raise UsageError("--sweep-alpha runs the predictive policy: add it to --policies")
         names = _split_series(series)
+        if fleet_budget is not None:
+            _fleet_backtest(
+                traces or [],
+                names,
+                fleet_budget,
+                align_week,
+                as_json,
+                lambda s: BacktestConfig(
+                    capacity_rps=capacity_rps or capacity_for(s),
+                    t_load_s=parse_duration_s(t_load, what="--t-load") if t_load is not None else 300.0,
+                    slo_wait_s=parse_duration_s(slo_wait, what="--slo-wait"),
+                    tick_s=int(parse_duration_s(tick, what="--tick")),
+                    min_replicas=min_replicas,
+                    max_replicas=max_replicas,
+                    warmup_s=parse_duration_s(warmup, what="--warmup"),
+                    warm_pools=pools,
+                    model=model,
+                    alpha=alpha,
+                    seed=seed,
+                ),
+            )
+            return
+        if align_week:
+            raise UsageError("--align-week needs --fleet-budget")
+        if traces and len(traces) > 1:
+            raise UsageError("several TRACEs are replayed together only as a fleet: add --fleet-budget")
+        trace = traces[0] if traces else None
         chosen, label, overrides = _load_series(
             trace, demo, names, prometheus, query, config, start, end, days, step, bearer_token
         )
@@ -544,6 +590,60 @@ def backtest(
         out.print(f"source: {label}", highlight=False)
 
     _guard(run)
+
+
+def _fleet_backtest(
+    traces: list[Path],
+    names: list[str] | None,
+    budget_text: str,
+    align: bool,
+    as_json: bool,
+    config_for: Callable[[TrafficSeries], Any],
+) -> None:
+    """`backtest --fleet-budget`: load every named series from the traces, replay them as one fleet."""
+    from backtest.fleet import FleetMember, align_week, p999_needs, parse_budgets, run_fleet_backtest
+
+    if not traces:
+        raise UsageError("--fleet-budget needs one or more TRACE files")
+    loaded: list[TrafficSeries] = []
+    for path in traces:
+        source = read_trace(path, only=set(names) if names else None)
+        wanted = [n for n in source.names() if names is None or n in names]
+        if names is None and len(wanted) > MAX_SERIES_WITHOUT_FLAG:
+            raise UsageError(f"{path} has {len(wanted)} series; pick some with --series")
+        loaded += [source.load(n) for n in wanted]
+    missing = sorted(set(names or ()) - {s.name for s in loaded})
+    if missing:
+        raise UsageError(f"--series not found in any TRACE: {', '.join(missing)}")
+    if align:
+        loaded = align_week(loaded)
+    members = [FleetMember(s, config_for(s)) for s in loaded]
+    need = p999_needs(members)
+    budgets = parse_budgets(budget_text, need)
+    runs = run_fleet_backtest(members, budgets)
+    if as_json:
+        print(json.dumps({"p999_need_gpus": need, "fleet": [r.as_dict() for r in runs]}, indent=2))
+        return
+    for r in runs:
+        table = Table(
+            title=f"fleet of {len(members)} on {r.budget_gpus:g} GPUs ({r.budget_gpus / need:.0%} of the "
+            f"p99.9 need, {need:g})"
+        )
+        for col in ("policy", "violation rate", "replica-h", "peak GPUs", "worst model", "its rate"):
+            table.add_column(col, justify="left" if col in ("policy", "worst model") else "right")
+        for name, res in r.policies.items():
+            d = res.as_dict()
+            table.add_row(
+                name,
+                f"{d['violation_rate']:.5f}",
+                f"{d['replica_hours']:,.1f}",
+                f"{d['peak_gpus']:g}",
+                d["worst_model"],
+                f"{d['worst_model_violation_rate']:.5f}",
+            )
+        out.print(table)
+        for note in r.notes:
+            out.print(f"  - {note}", highlight=False)
 
 
 def _load_series(
