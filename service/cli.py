@@ -607,7 +607,7 @@ def _fleet_backtest(
         raise UsageError("--fleet-budget needs one or more TRACE files")
     loaded: list[TrafficSeries] = []
     for path in traces:
-        source = read_trace(path, only=set(names) if names else None)
+        source = read_trace(path)  # every series: a name may live in any of the files
         wanted = [n for n in source.names() if names is None or n in names]
         if names is None and len(wanted) > MAX_SERIES_WITHOUT_FLAG:
             raise UsageError(f"{path} has {len(wanted)} series; pick some with --series")
