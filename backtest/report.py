@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from backtest.fleet import FleetBacktest
 from backtest.run import SeriesBacktest, alpha_policy, compare
 from backtest.simulator import ReplayResult
 from backtest.walk_forward import TRANSIENTS_NOTE, WalkForward
@@ -215,4 +216,68 @@ def write_html(runs: list[SeriesBacktest], path: str | Path) -> None:
         parts.append(f"<img alt='violations vs replica-hours' src='data:image/png;base64,{plane}'>")
         if run.walk_forward is not None:
             parts += _walk_forward_html(run.walk_forward)
+    Path(path).write_text("\n".join(parts))
+
+
+def fleet_figure(run: FleetBacktest, policy: str) -> Any:
+    """GPUs in use per model over time, stacked, against the budget, for one policy of a fleet replay."""
+    import matplotlib.pyplot as plt
+
+    res = run.policies[policy]
+    n = len(res.gpus_per_tick)
+    stride = max(1, n // 2000)
+    t_days = np.arange(0, n, stride) * run.tick_s / 86400
+    names = sorted(res.gpus_by_model)
+    stacks = [np.asarray(res.gpus_by_model[m])[::stride] for m in names]
+    fig, ax = plt.subplots(figsize=(12, 3.6))
+    ax.stackplot(t_days, *stacks, labels=names, linewidth=0)
+    ax.axhline(run.budget_gpus, color="k", lw=1.2, ls="--", label=f"budget {run.budget_gpus:g} GPUs")
+    ax.set_xlabel("days from the shared start")
+    ax.set_ylabel("GPUs held")
+    ax.set_title(f"{policy}: GPUs per model against the budget")
+    ax.legend(loc="upper left", fontsize=7, ncol=4, bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def write_fleet_html(runs: list[FleetBacktest], path: str | Path) -> None:
+    """The fleet replay's report: per budget, each policy's fleet figures and per-model violation rates, and
+    the GPUs each model held over time, stacked against the budget."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>prewarm fleet backtest</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}</style>",
+        "<h1>prewarm fleet backtest</h1>",
+    ]
+    for run in runs:
+        parts.append(f"<h2>budget {run.budget_gpus:g} GPUs</h2>")
+        docs = {p: r.as_dict() for p, r in run.policies.items()}
+        models = sorted(next(iter(docs.values()))["models"])
+        head = ["policy", "violation rate", "replica-h", "peak GPUs", "worst model", *models]
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
+        for p, d in docs.items():
+            cells = [
+                f"{d['violation_rate']:.5f}",
+                f"{d['replica_hours']:,.1f}",
+                f"{d['peak_gpus']:g}",
+                html.escape(d["worst_model"]),
+                *[f"{d['models'][m]['violation_rate']:.5f}" for m in models],
+            ]
+            parts.append(
+                f"<tr><td style='text-align:left'>{html.escape(p)}</td>"
+                + "".join(f"<td>{c}</td>" for c in cells)
+                + "</tr>"
+            )
+        parts.append("</table>")
+        for note in run.notes:
+            parts.append(f"<p><small>{html.escape(note)}</small></p>")
+        for p in run.policies:
+            fig = fleet_figure(run, p)
+            parts.append(
+                f"<img alt='GPUs per model, {html.escape(p)}' src='data:image/png;base64,{_png(fig)}'>"
+            )
+            plt.close(fig)
     Path(path).write_text("\n".join(parts))

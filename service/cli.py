@@ -485,6 +485,7 @@ def backtest(
                 fleet_budget,
                 align_week,
                 as_json,
+                report,
                 lambda s: BacktestConfig(
                     capacity_rps=capacity_rps or capacity_for(s),
                     t_load_s=parse_duration_s(t_load, what="--t-load") if t_load is not None else 300.0,
@@ -598,6 +599,7 @@ def _fleet_backtest(
     budget_text: str,
     align: bool,
     as_json: bool,
+    report: Path | None,
     config_for: Callable[[TrafficSeries], Any],
 ) -> None:
     """`backtest --fleet-budget`: load every named series from the traces, replay them as one fleet."""
@@ -621,6 +623,10 @@ def _fleet_backtest(
     need = p999_needs(members)
     budgets = parse_budgets(budget_text, need)
     runs = run_fleet_backtest(members, budgets)
+    if report is not None:
+        from backtest.report import write_fleet_html
+
+        write_fleet_html(runs, report)
     if as_json:
         print(json.dumps({"p999_need_gpus": need, "fleet": [r.as_dict() for r in runs]}, indent=2))
         return

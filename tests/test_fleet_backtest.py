@@ -30,10 +30,22 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_three_models_on_half_their_need_stay_within_the_budget_and_the_fleet_stage_helps(
-    traces: tuple[Path, Path],
+    traces: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    report = tmp_path / "fleet.html"
     result = CliRunner().invoke(
-        app, ["backtest", *map(str, traces), "--fleet-budget", "50%,90%", "--t-load", "5m", "--json"]
+        app,
+        [
+            "backtest",
+            *map(str, traces),
+            "--fleet-budget",
+            "50%,90%",
+            "--t-load",
+            "5m",
+            "--json",
+            "--report",
+            str(report),
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
@@ -49,6 +61,8 @@ def test_three_models_on_half_their_need_stay_within_the_budget_and_the_fleet_st
     pol = half["policies"]
     assert pol["predictive-fleet"]["violation_rate"] < pol["predictive"]["violation_rate"]
     assert pol["predictive-fleet"]["violation_rate"] < pol["reactive"]["violation_rate"]
+    page = report.read_text()
+    assert page.count("<h2>budget ") == 2 and page.count("alt='GPUs per model, ") == 8  # 2 budgets x 4
 
 
 def test_series_that_do_not_overlap_are_refused_by_name_unless_aligned_by_whole_weeks() -> None:
