@@ -287,7 +287,25 @@ def marginal_values(
                 late[n - start] += weight * rate * span_s * p
             if start == 0:
                 late[0] += weight * rate * span_s  # no replica: every request is late
-    return tuple(max(0.0, late[j] - late[j + 1]) for j in range(count))
+    return _non_increasing([max(0.0, late[j] - late[j + 1]) for j in range(count)])
+
+
+def _non_increasing(marginal: list[float]) -> tuple[float, ...]:
+    """The slopes of the least concave majorant of the cumulative values (pool adjacent violators).
+
+    Below the load the queue is unstable and the M/M/c model calls every request late whatever the count,
+    so the replicas up to the stable count prevent nothing one by one and the one that makes it stable
+    prevents nearly everything. Allocated replica by replica, such a model would never get its first ones.
+    Averaging each rising run over the replicas it needs prices the block as a whole (the classic concave
+    hull of a knapsack), so the greedy fleet stage sees what the block is worth per replica."""
+    blocks: list[tuple[float, int]] = []  # (sum, count) of pooled runs, means non-increasing
+    for v in marginal:
+        total, n = v, 1
+        while blocks and blocks[-1][0] / blocks[-1][1] <= total / n:
+            t, c = blocks.pop()
+            total, n = total + t, n + c
+        blocks.append((total, n))
+    return tuple(t / c for t, c in blocks for _ in range(c))
 
 
 def quantile_weights(levels: Sequence[float]) -> list[float]:

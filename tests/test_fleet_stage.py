@@ -133,3 +133,15 @@ def test_a_clipped_decision_carries_a_budget_limited_step_that_explains_the_clip
     assert (step.stage, step.before, step.after) == ("fleet_budget", asked, 3)
     assert f"asked {asked} replicas, granted 3" in clipped.explanation()
     assert within_grant(decision, "other", alloc) is decision  # no grant: the plan stands
+
+
+def test_replicas_below_the_load_are_priced_as_the_block_they_complete() -> None:
+    """40 req/s at 5 per replica: the first 8 replicas leave the queue unstable (every request late in
+    M/M/c) and prevent nothing one by one; the hull spreads what the block prevents over its replicas, so
+    the values are non-increasing and the first replica is worth something."""
+    kw = {"step_s": 60.0, "capacity_rps": 5.0, "slo_wait_s": 2.0}
+    vals = marginal_values([(1.0, [40.0] * 10)], start=0, count=12, **kw)  # type: ignore[arg-type]
+    assert vals[0] > 0 and list(vals) == sorted(vals, reverse=True)
+    total = 40.0 * 60 * 10  # every request is late with no replica
+    late_at_12 = total - sum(vals)
+    assert late_at_12 == pytest.approx(total * wait_probability(12, 8.0, 5.0, 2.0), rel=1e-6)
