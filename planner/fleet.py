@@ -50,8 +50,8 @@ class FleetRequest:
     # values[k]: expected late requests the (floor + k + 1)-th replica prevents; one per replica from the
     # floor up to `desired`, non-increasing
     values: tuple[float, ...] = ()
-    # floor_values[k]: the same for the (k + 1)-th replica of the floor at the observed rate; used only when
-    # even the floors exceed the budget (empty: floors then go by priority and name)
+    # floor_values[k]: the same for the (k + 1)-th replica of the floor at the observed rate, which ranks the
+    # floors among themselves (empty: unknown, such floor replicas go first, by priority)
     floor_values: tuple[float, ...] = ()
 
 
