@@ -172,12 +172,13 @@ def run_fleet_backtest(
         raise FleetError("the series share no time after their warm-ups")
     arrivals = {n: r.arrivals[offsets[n] : offsets[n] + n_ticks * tick_s] for n, r in replays.items()}
     by_name = {m.series.name: m for m in members}
+    specs = {n: r.cfg.planner_spec() for n, r in replays.items()}
     feeds = {
         n: ForecastFeed(
             r.history,
-            levels=tuple(sorted({0.5, 0.9, r.cfg.planner_spec().quantile})),
-            lookahead_s=r.cfg.planner_spec().lookahead_s,
-            break_even_s=r.cfg.planner_spec().break_even_s,
+            levels=tuple(sorted({0.5, 0.9, specs[n].quantile})),  # the fleet stage values p50 and p90 paths
+            lookahead_s=specs[n].lookahead_s,
+            break_even_s=specs[n].break_even_s,
             model=r.cfg.model,
             refresh_s=r.cfg.refresh_s,
         )

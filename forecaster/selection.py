@@ -334,8 +334,10 @@ def select(
     if not finite:
         raise ModelError("every candidate model failed in cross-validation")
     ranked = sorted(finite, key=lambda i: (_balance(scores[i], [scores[j] for j in finite]), i))
-    by_score: dict[int, RollingForecasts] = {id(scores[i]): runs[i] for i in finite}
-    members_of: dict[int, tuple[str, ...]] = {id(scores[i]): (runs[i].alias,) for i in finite}
+    # (score, rolling run, members) of every usable candidate, singles first, then the combinations
+    pool: list[tuple[CandidateScore, RollingForecasts, tuple[str, ...]]] = [
+        (scores[i], runs[i], (runs[i].alias,)) for i in finite
+    ]
     for k in COMBINE_TOP:
         if len(ranked) < k:
             break
@@ -343,18 +345,21 @@ def select(
         sc = score_candidate(combo, windows, levels, step_s)
         scores.append(sc)
         if np.isfinite(sc.pinball):
-            by_score[id(sc)], members_of[id(sc)] = combo, tuple(runs[i].alias for i in ranked[:k])
-    pool = [sc for sc in scores if id(sc) in by_score]
-    order = sorted(pool, key=lambda sc: _balance(sc, pool))
-    chosen = order[0]
-    rf, members = by_score[id(chosen)], members_of[id(chosen)]
+            pool.append((sc, combo, tuple(runs[i].alias for i in ranked[:k])))
+    pool_scores = [sc for sc, _, _ in pool]
+    order = sorted(pool, key=lambda c: _balance(c[0], pool_scores))
+    chosen, rf, members = order[0]
     calib = Calibrator.fit(rf, windows[rf.ok()[windows]], step_s)
-    runner = f"; runner-up {order[1].alias} at {_balance(order[1], pool):.3f}" if len(order) > 1 else ""
+    runner = (
+        f"; runner-up {order[1][0].alias} at {_balance(order[1][0], pool_scores):.3f}"
+        if len(order) > 1
+        else ""
+    )
     what = f"the equal-weight combination of {' and '.join(members)}" if len(members) > 1 else chosen.alias
     reason = (
         f"{what} has the best balance of calibrated pinball loss ({chosen.pinball:.4f}, levels "
         f"{', '.join(f'{lv:g}' for lv in levels)}) and point error (MASE {chosen.mase:.3f}), each relative "
-        f"to the best candidate on it: {_balance(chosen, pool):.3f} (2 = best on both), over "
+        f"to the best candidate on it: {_balance(chosen, pool_scores):.3f} (2 = best on both), over "
         f"{chosen.windows} rolling windows{runner}"
     )
     return Selection(chosen.alias, calib, scores, reason, tuple(levels), rf.horizon, members)
