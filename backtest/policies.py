@@ -24,7 +24,7 @@ from backtest.simulator import Observation, by_tick
 from forecaster.dropouts import DropoutWatch
 from forecaster.models import ModelError
 from forecaster.models.base import ForecastModel
-from forecaster.selection import make_forecaster
+from forecaster.selection import make_forecaster, refit
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
 from planner import Decision, PlannerSpec, PlannerState, Reason, Snapshot, plan
 from planner.stages import reactive_floor
@@ -192,7 +192,7 @@ class ForecastFeed:
             return
         try:
             if self._model is None or now_s - self._fitted_at >= self.refit_every_s:
-                self._model = self.factory().fit(hist)
+                self._model = refit(self._model, self.factory).fit(hist)
                 self._fitted_at = now_s
             else:
                 self._model = self._model.update(hist)

@@ -4,6 +4,12 @@ This is the single piece of machinery behind model selection, conformal calibrat
 a model the way the live loop does: a full fit on the trailing history once per `refit_every_s` (a day by
 default), and a cheap `update` (re-anchor on newer data, parameters fixed) at every origin in between. The
 history at an origin is everything strictly before it; a model never sees its own targets.
+
+A `RollingCache` keeps each window's forecast once made, keyed by its origin's time, so that tomorrow's
+selection (whose CV span overlaps today's by six days of seven) forecasts only the windows that are new: a
+window's forecast is what the model said at that origin from the history it had then, which does not
+change when the history grows. Forecasts are kept as float32 whether cached or not, so a cached window and
+a fresh one read the same.
 """
 
 from __future__ import annotations
@@ -22,6 +28,33 @@ CAL_LEVELS: tuple[float, ...] = (
 )  # fmt: skip
 
 Progress = Callable[[int], None]
+
+
+@dataclass
+class RollingCache:
+    """Forecasts already made, per model alias and origin time: (quantiles (L, H), mean (H,)) or the
+    error text of a failed window. Valid for one series at one horizon, step and set of levels; any other
+    key clears it. Kept as float32 (a thousand models' caches stay in memory between nightly fits)."""
+
+    key: tuple[int, int, tuple[float, ...]] | None = None
+    rows: dict[str, dict[float, tuple[np.ndarray, np.ndarray] | str]] = field(default_factory=dict)
+
+    def for_run(
+        self, alias: str, key: tuple[int, int, tuple[float, ...]]
+    ) -> dict[float, tuple[np.ndarray, np.ndarray] | str]:
+        if key != self.key:
+            self.key, self.rows = key, {}
+        return self.rows.setdefault(alias, {})
+
+    def prune(self, before_s: float) -> None:
+        """Forget windows older than the oldest the next selection can use."""
+        for rows in self.rows.values():
+            for t in [t for t in rows if t < before_s]:
+                del rows[t]
+
+    @property
+    def windows(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
 
 
 @dataclass
@@ -85,6 +118,7 @@ def rolling_forecasts(
     levels: Sequence[float] = CAL_LEVELS,
     refit_every_s: float = SECONDS_PER_DAY,
     progress: Progress | None = None,
+    cache: RollingCache | None = None,
 ) -> RollingForecasts:
     levels = tuple(sorted(levels))
     w, n_l = origin_idx.size, len(levels)
@@ -96,26 +130,36 @@ def rolling_forecasts(
     model: ForecastModel | None = None
     fitted_at = -np.inf
     alias = factory().alias
+    kept = cache.for_run(alias, (horizon, series.step_s, levels)) if cache is not None else None
     for k, idx in enumerate(origin_idx):
         idx = int(idx)
         hi = min(len(series), idx + horizon)
         actual[k, : hi - idx] = series.values[idx:hi]
         history = series.slice(0, idx)
         t = history.end_s
-        try:
-            if model is None or t - fitted_at >= refit_every_s:
-                model = factory().fit(history)
-                fitted_at = t
+        done = kept.get(t) if kept is not None else None
+        if done is None:
+            try:
+                if model is None or t - fitted_at >= refit_every_s:
+                    model = factory().fit(history)
+                    fitted_at = t
+                else:
+                    model = model.update(history)
+                fc = model.predict(horizon, levels)
+            except (ModelError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+                done = f"{type(exc).__name__}: {exc}"
+                model = None
             else:
-                model = model.update(history)
-            fc = model.predict(horizon, levels)
-        except (ModelError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-            failures[k] = f"{type(exc).__name__}: {exc}"
-            model = None
+                done = (
+                    np.stack([fc.quantiles[lv] for lv in levels]).astype(np.float32),
+                    fc.mean.astype(np.float32),
+                )
+            if kept is not None:
+                kept[t] = done
+        if isinstance(done, str):
+            failures[k] = done
         else:
-            mean[k] = fc.mean
-            for j, lv in enumerate(levels):
-                q[k, j] = fc.quantiles[lv]
+            q[k], mean[k] = done
         if progress is not None:
             progress(1)
     return RollingForecasts(

@@ -39,7 +39,14 @@ from forecaster.evaluation import coverage, mase, scaled_pinball
 from forecaster.models import MODELS, FitReport, ForecastModel, ModelError
 from forecaster.models.base import Timer
 from forecaster.models.combination import Combination, combo_alias
-from forecaster.rolling import CAL_LEVELS, Progress, RollingForecasts, origin_grid, rolling_forecasts
+from forecaster.rolling import (
+    CAL_LEVELS,
+    Progress,
+    RollingCache,
+    RollingForecasts,
+    origin_grid,
+    rolling_forecasts,
+)
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries, interp_weights
 
 DEFAULT_CANDIDATES: tuple[str, ...] = (
@@ -415,10 +422,26 @@ class AutoModel:
         self.selection: Selection | None = None
         self._model: ForecastModel | None = None
         self._calib = Calibrator.identity()
+        self.cv_cache = RollingCache()
+
+    def carry_from(self, previous: ForecastModel | None) -> Self:
+        """Take over the CV windows a previous fit of the same series already forecast (same candidates,
+        horizon and spacing), so a daily refit forecasts only the newest day's windows."""
+        if (
+            isinstance(previous, AutoModel)
+            and previous.candidates == self.candidates
+            and previous.horizon_s == self.horizon_s
+            and previous.every_s == self.every_s
+            and previous.refit_every_s == self.refit_every_s
+        ):
+            self.cv_cache = previous.cv_cache
+        return self
 
     def cv_origins(self, series: TrafficSeries) -> np.ndarray:
         horizon = max(1, round(self.horizon_s / series.step_s))
-        last = series.end_s - horizon * series.step_s
+        # on a grid fixed in time (multiples of every_s), so that tomorrow's windows are today's plus one
+        # day's: the ones already forecast come from the CV cache
+        last = np.floor((series.end_s - horizon * series.step_s) / self.every_s) * self.every_s
         return origin_grid(
             series, first_s=last - self.cv_span_s, last_s=last, every_s=self.every_s, horizon=horizon
         )
@@ -446,9 +469,11 @@ class AutoModel:
                     horizon,
                     refit_every_s=self.refit_every_s,
                     progress=self.progress,
+                    cache=self.cv_cache,
                 )
                 for c in self.candidates
             ]
+            self.cv_cache.prune(series.start_s + int(origins[0]) * series.step_s)
             self.selection = select(runs, np.arange(origins.size), series.step_s, self.levels)
             chosen = self.selection.chosen
             self._calib = self.selection.calibrator
@@ -489,6 +514,15 @@ class AutoModel:
         return Forecast(
             cal.origin_s, cal.step_s, cal.mean, {q: cal.quantiles[q] for q in levels}, self.chosen, notes
         )
+
+
+def refit(previous: ForecastModel | None, factory: Callable[[], ForecastModel]) -> ForecastModel:
+    """A fresh model for a full fit that carries over what the previous fit of the same series may reuse
+    (auto's cross-validation windows); fit it on the new history."""
+    model = factory()
+    if isinstance(model, AutoModel):
+        model.carry_from(previous)
+    return model
 
 
 def make_forecaster(

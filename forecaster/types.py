@@ -107,7 +107,17 @@ class TrafficSeries:
     def slice(self, lo: int, hi: int) -> TrafficSeries:
         lo = max(0, lo)
         hi = min(len(self), hi)
-        return TrafficSeries(self.name, self.start_s + lo * self.step_s, self.step_s, self.values[lo:hi])
+        # a part of a checked series needs no second check: the backtest and the live loop slice a 14-day
+        # history every tick, and re-scanning it for negatives was a tenth of a predictive backtest
+        part = object.__new__(TrafficSeries)
+        for name, value in (
+            ("name", self.name),
+            ("start_s", self.start_s + lo * self.step_s),
+            ("step_s", self.step_s),
+            ("values", self.values[lo:hi]),
+        ):
+            object.__setattr__(part, name, value)
+        return part
 
     def tail(self, span_s: float) -> TrafficSeries:
         n = min(len(self), math.ceil(span_s / self.step_s))

@@ -24,7 +24,7 @@ from actuator.safety import GuardedActuator, Mode, Rails
 from forecaster.dropouts import DropoutWatch
 from forecaster.models import ModelError
 from forecaster.models.base import ForecastModel
-from forecaster.selection import make_forecaster
+from forecaster.selection import make_forecaster, refit
 from forecaster.sources.base import SourceError
 from forecaster.types import Forecast, TrafficSeries, quantile_key
 from planner import PlannerSpec, PlannerState, Snapshot, plan
@@ -199,7 +199,7 @@ class Controller:
                 raise ModelError(f"only {len(hist)} steps of history so far")
             full = r.model is None or r.refit.last_ok_s is None or self._fitted_day(r, now_s)
             factory = make_forecaster(r.forecaster, horizon_s=r.spec.lookahead_s)
-            r.model = factory().fit(hist) if full or r.model is None else r.model.update(hist)
+            r.model = refit(r.model, factory).fit(hist) if full or r.model is None else r.model.update(hist)
             # the planner needs the look-ahead and the break-even after it until the next refresh; the API
             # and the dashboard serve up to forecast_horizon_s
             span = (now_s - hist.end_s) + max(

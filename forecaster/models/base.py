@@ -270,10 +270,18 @@ class ResidualTable:
     def at(self, h: int) -> tuple[FloatArray, FloatArray]:
         """(quantiles on DENSE_LEVELS, mean factor) for steps 1..h ahead; shapes (h, levels), (h,)."""
         steps = np.arange(1, h + 1, dtype=np.float64)
-        q = np.empty((h, len(DENSE_LEVELS)))
-        for k in range(len(DENSE_LEVELS)):
-            q[:, k] = np.interp(steps, self.horizons, self.table[:, k])
-        return q, np.interp(steps, self.horizons, self.mean_factor)
+        # np.interp per level, done once for all levels: the weights of each step between stored horizons
+        # (held flat outside them)
+        hz = self.horizons
+        hi = np.clip(np.searchsorted(hz, steps, side="right"), 1, max(1, hz.size - 1))
+        lo = hi - 1 if hz.size > 1 else np.zeros_like(hi)
+        hi = np.minimum(hi, hz.size - 1)
+        width = hz[hi] - hz[lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f = np.where(width > 0, np.clip((steps - hz[lo]) / width, 0.0, 1.0), 0.0)
+        q = self.table[lo] * (1 - f)[:, None] + self.table[hi] * f[:, None]
+        mf = self.mean_factor[lo] * (1 - f) + self.mean_factor[hi] * f
+        return np.asarray(q, dtype=np.float64), np.asarray(mf, dtype=np.float64)
 
 
 def forecast_from_log(

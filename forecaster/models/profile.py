@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Self
 
 import numpy as np
@@ -86,6 +86,9 @@ class ProfileBatch:
     weekly: bool
     clip: FloatArray | None = None  # (n,) bound on one step's pull on the level (log scale)
     fine: FloatArray | None = None  # (n, steps per day) recurring per-step correction of the shape (log)
+    # the (n, week slots) table seasonal_part gathers from, kept once the fit is final (predict and
+    # with_new_data fill it) so the live loop's re-anchor and forecast every few minutes do not rebuild it
+    week: FloatArray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -98,6 +101,14 @@ class ProfileBatch:
         slots of the day plus each weekday's offset. For 1,000 series at 1-minute steps this one gather is
         most of the cost of a fit, so it is done once per pass."""
         per_day = max(1, round(SECONDS_PER_DAY / self.step_s))
+        week = self.week if self.week is not None else self.week_table()
+        slot = np.floor((times_s % SECONDS_PER_DAY) / self.step_s + 1e-9).astype(np.int64) % per_day
+        dow = (np.floor(times_s / SECONDS_PER_DAY) % 7).astype(np.int64)
+        return np.asarray(week[:, dow * per_day + slot], dtype=np.float64)
+
+    def week_table(self) -> FloatArray:
+        """(n, 7 x steps per day): the shape at each step of the day plus each weekday's offset."""
+        per_day = max(1, round(SECONDS_PER_DAY / self.step_s))
         b = self.shape.shape[1]
         slot_t = np.arange(per_day, dtype=np.float64) * self.step_s
         pos = ((slot_t + self.step_s / 2) % SECONDS_PER_DAY) / self.bin_s - 0.5
@@ -107,10 +118,16 @@ class ProfileBatch:
         day_shape = self.shape[:, i0] * (1 - f) + self.shape[:, (i0 + 1) % b] * f  # (n, per_day)
         if self.fine is not None:
             day_shape = day_shape + self.fine
-        week = (day_shape[:, None, :] + self.weekday[:, :, None]).reshape(self.n, 7 * per_day)
-        slot = np.floor((times_s % SECONDS_PER_DAY) / self.step_s + 1e-9).astype(np.int64) % per_day
-        dow = (np.floor(times_s / SECONDS_PER_DAY) % 7).astype(np.int64)
-        return np.asarray(week[:, dow * per_day + slot], dtype=np.float64)
+        return np.asarray(
+            (day_shape[:, None, :] + self.weekday[:, :, None]).reshape(self.n, 7 * per_day),
+            dtype=np.float64,
+        )
+
+    def final(self) -> ProfileBatch:
+        """This fit with its week table built (the fit is done: nothing the table reads changes again)."""
+        if self.week is None:
+            self.week = self.week_table()
+        return self
 
     def residual_table(self, i: int) -> ResidualTable:
         t = ResidualTable.__new__(ResidualTable)
@@ -128,7 +145,7 @@ class ProfileBatch:
         )
 
     def predict(self, h: int, levels: Sequence[float], alias: str = "profile") -> list[Forecast]:
-        loc = self.location(h)
+        loc = self.final().location(h)
         return [
             forecast_from_log(
                 alias=alias,
@@ -142,40 +159,35 @@ class ProfileBatch:
         ]
 
     def with_new_data(self, values: FloatArray, start_s: float) -> ProfileBatch:
-        """Re-anchor on newer observations (n, T) with the fitted shape and parameters: only d[T] moves."""
-        times = start_s + self.step_s * np.arange(values.shape[1], dtype=np.float64)
+        """Re-anchor on newer observations (n, T) with the fitted shape and parameters: only d[T] moves.
+
+        The level is carried forward over only the steps after the current origin (the live loop re-anchors
+        every few minutes on a 14-day history, so the cost is the new steps, not the window). When the new
+        data does not continue this origin (it ends before it, starts after it, or the gap is longer than
+        the window the level remembers), the level is recomputed from the last three days."""
+        self.final()
+        n_new = round((start_s + values.shape[1] * self.step_s - self.origin_s) / self.step_s)
+        first = values.shape[1] - n_new
         keep = min(values.shape[1], int(3 * SECONDS_PER_DAY / self.step_s))
-        z = np.log1p(values[:, -keep:])
-        r = z - self.seasonal_part(times[-keep:]) - self.mean_level[:, None]
-        if self.clip is not None:
-            r = np.clip(r, -self.clip[:, None], self.clip[:, None])
-        dev = np.empty(self.n)
-        for i in range(self.n):
-            dev[i] = _ewma_last(r[i], float(self.alpha[i]))
+        if 0 <= n_new <= keep and first >= 0:
+            dev = self.deviation.copy()
+            new = values[:, first:]
+        else:
+            dev = np.zeros(self.n)
+            new = values[:, -keep:]
+        t0 = start_s + (values.shape[1] - new.shape[1]) * self.step_s
+        if new.shape[1]:
+            times = t0 + self.step_s * np.arange(new.shape[1], dtype=np.float64)
+            r = np.log1p(new) - self.seasonal_part(times) - self.mean_level[:, None]
+            if self.clip is not None:
+                r = np.clip(r, -self.clip[:, None], self.clip[:, None])
+            r = np.where(np.isfinite(r), r, 0.0)  # a gap pulls the level toward its mean, as in the fit
+            for i in range(self.n):
+                a = float(self.alpha[i])
+                # d[t] = (1 - a) d[t-1] + a r[t], started from the carried level
+                dev[i] = lfilter([a], [1.0, -(1.0 - a)], r[i], zi=[(1.0 - a) * dev[i]])[0][-1]
         origin = start_s + values.shape[1] * self.step_s
-        return ProfileBatch(
-            self.step_s,
-            origin,
-            self.bin_s,
-            self.shape,
-            self.weekday,
-            self.mean_level,
-            dev,
-            self.alpha,
-            self.phi,
-            self.resid_horizons,
-            self.resid_table,
-            self.resid_mean_factor,
-            self.weekly,
-            self.clip,
-            self.fine,
-        )
-
-
-def _ewma_last(r: FloatArray, alpha: float) -> float:
-    r = np.where(np.isfinite(r), r, 0.0)
-    y = lfilter([alpha], [1.0, -(1.0 - alpha)], r)
-    return float(y[-1])
+        return replace(self, origin_s=origin, deviation=dev)
 
 
 def _nanquantile(x: FloatArray, levels: Sequence[float], axis: int) -> FloatArray:

@@ -86,7 +86,19 @@ class SeasonalNaive:
         return self
 
     def update(self, series: TrafficSeries) -> Self:
-        return self.fit(series)
+        """Re-anchor on newer data: the last season is the newest one, the error table stays as fitted
+        (the cheap update every model makes between daily fits; the CV runs one per window)."""
+        period = self._last.size
+        if (
+            self._fallback is not None
+            or series.step_s != self._step
+            or len(series) < 2 * period
+            or not np.isfinite(series.values[-2 * period :]).any()
+        ):
+            return self.fit(series)
+        self._last = fill_gaps(series.values[-2 * period :], period)[-period:].copy()
+        self._origin = series.end_s
+        return self
 
     def point(self, h: int) -> FloatArray:
         reps = int(np.ceil(h / self._last.size))
