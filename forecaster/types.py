@@ -159,7 +159,7 @@ class Forecast:
         paths: dict[float, list[float]] = self._paths  # type: ignore[attr-defined]
         path = paths.get(q)
         if path is None:
-            path = paths[q] = [float(x) for x in self.quantile(q)]
+            path = paths[q] = np.asarray(self.quantile(q), dtype=np.float64).tolist()
         return path
 
     @property

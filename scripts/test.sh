@@ -26,4 +26,4 @@ mypy
 echo "== import-linter (layer contracts of ARCHITECTURE.md)"
 lint-imports
 echo "== pytest (unit, real-trace and notebook tests)"
-python -m pytest -n 2 "$@"
+python -m pytest -n 2 --dist loadgroup "$@"

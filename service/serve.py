@@ -9,7 +9,6 @@ forecasts, pre-warming ahead of the daily peak and explained decisions within a 
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -23,10 +22,11 @@ from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
 from api.app import create_app
 from backtest.tuning import TuningGrid
+from compute.base import Compute, Outcome
 from forecaster.sources.synthetic import DEFAULT_START_S, DEMO_FLEET, SyntheticSource
 from forecaster.types import SECONDS_PER_DAY
 from planner import PlannerSpec
-from service.nightly import nightly_backtest, nightly_tune
+from service.nightly import SERIAL, run_night
 from service.runtime import Controller, JobStatus, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
 from service.view import ControllerView
@@ -108,7 +108,8 @@ def demo_start_s() -> float:
 
 
 class Jobs:
-    """The scheduled work, timed and guarded: the control tick (refits when due) and the nightly jobs."""
+    """The scheduled work, timed and guarded: the control tick (refits when due) and the nightly jobs,
+    which fan out per model on `compute` (in this process by default)."""
 
     def __init__(
         self,
@@ -119,37 +120,50 @@ class Jobs:
         nightly_hour_utc: int = 3,
         backtest_days: float = 14.0,
         grid: TuningGrid | None = None,
+        compute: Compute = SERIAL,
     ) -> None:
         self.ctl, self.view, self.clock = ctl, view, clock
         self.last_refit: dict[str, float] = {}
         self.nightly_hour_utc, self.backtest_days, self.grid = nightly_hour_utc, backtest_days, grid
+        self.compute = compute
         self._nightly_day: int | None = None
 
-    def _run(self, job: str, name: str, fn: Callable[[], object]) -> None:
+    def _record(self, job: str, outcomes: dict[str, Outcome], seconds: float) -> None:
         status = self.view.jobs.setdefault(job, JobStatus())
+        failed = [o for o in outcomes.values() if not o.ok]
+        status.failures += len(failed)
+        if failed:
+            status.last_error = "; ".join(f"{o.key}: {o.error}" for o in failed)
+            status.last_error_s = self.clock()
+        elif outcomes:
+            status.last_ok_s, status.last_error = self.clock(), None
+        status.last_duration_s = seconds
+
+    def night(self, *, tune: bool = True) -> dict[str, dict[str, Outcome]]:
+        """Every model's backtest and tuning run, fanned out; each job's status records its failures."""
         t = time.perf_counter()
         try:
-            fn()
-            status.last_ok_s, status.last_error = self.clock(), None
-        except Exception as exc:  # a failing job is recorded and shown in /readyz, never fatal
+            done = run_night(
+                self.ctl,
+                self.compute,
+                self.clock(),
+                backtest_days=self.backtest_days,
+                grid=self.grid,
+                tune=tune,
+            )
+        except Exception as exc:  # never fatal: shown in /readyz
+            status = self.view.jobs.setdefault("nightly_backtest", JobStatus())
             status.failures += 1
-            status.last_error, status.last_error_s = f"{name}: {type(exc).__name__}: {exc}", self.clock()
-        status.last_duration_s = time.perf_counter() - t
+            status.last_error, status.last_error_s = f"{type(exc).__name__}: {exc}", self.clock()
+            return {}
+        seconds = time.perf_counter() - t
+        self._record("nightly_backtest", done["backtest"], seconds)
+        if done["tuning"]:
+            self._record("nightly_tuning", done["tuning"], seconds)
+        return done
 
     def backtest_all(self) -> None:
-        for name in self.ctl.models:
-            self._run(
-                "nightly_backtest",
-                name,
-                functools.partial(nightly_backtest, self.ctl, name, self.clock(), self.backtest_days),
-            )
-
-    def tune_all(self) -> None:
-        """Tune every model that has an SLO target; each applies from its next tick."""
-        for name, r in self.ctl.models.items():
-            if r.spec.slo_target is not None:
-                tune = functools.partial(nightly_tune, self.ctl, name, self.clock(), self.grid)
-                self._run("nightly_tuning", name, tune)
+        self.night(tune=False)
 
     def nightly_if_due(self) -> bool:
         """Run the nightly jobs once per day at nightly_hour_utc of the service's clock (a simulated clock
@@ -161,8 +175,7 @@ class Jobs:
         if day <= self._nightly_day:
             return False
         self._nightly_day = day
-        self.backtest_all()
-        self.tune_all()
+        self.night()
         return True
 
     def tick_all(self) -> None:

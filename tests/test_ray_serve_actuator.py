@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COLD_START_S = 3.0
 MODEL = Target("RayServe", "llm", "Model")
 READY_TIMEOUT_S = 120.0
+# both Ray test modules start and `ray stop --force` a head on this machine: one xdist worker runs them
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 def decision(n: int) -> Decision:

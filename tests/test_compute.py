@@ -1,0 +1,168 @@
+"""The compute port: the serial, process-pool and Ray backends run the same tasks to the same results;
+a task that raises or loses its worker is retried, then recorded for its model, never failing the rest;
+and the night's backtests and tuning runs are identical whichever backend runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backtest.tuning import TuningGrid
+from compute.base import Compute, Task
+from compute.local import LocalCompute
+from service.nightly import SERIAL, backtest_task, run_night, tuning_task
+from service.serve import build_demo, demo_start_s
+from tests import compute_tasks as ct
+from tests.fakes import Clock
+from tests.prometheus_harness import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY = 86_400
+GRID = TuningGrid(alphas=(0.5, 0.9), reserves=(0, 2), pools=(0, 2), utilizations=(0.8,))
+# both Ray test modules start and `ray stop --force` a head on this machine: one xdist worker runs them
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[LocalCompute]:
+    compute = LocalCompute(workers=2, retries=1)
+    yield compute
+    compute.close()
+
+
+@pytest.fixture(scope="module")
+def ray_compute() -> Iterator[Compute]:
+    """A real Ray head on 127.0.0.1 (as a cluster would run it), reached by its address."""
+    ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "PYTHONPATH": str(ROOT),  # the workers import tests.compute_tasks
+    }
+    gcs = free_port()
+    tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={tmp}",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=ROOT,
+    )
+    from compute.ray_backend import RayCompute
+
+    compute = RayCompute(f"127.0.0.1:{gcs}", retries=1)
+    try:
+        yield compute
+    finally:
+        compute.close()
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def squares() -> list[Task]:
+    return [Task(f"m{i}", ct.square, (i,)) for i in range(6)]
+
+
+def test_the_serial_backend_runs_tasks_in_order_and_records_a_failure_after_its_retries() -> None:
+    out = LocalCompute(workers=1, retries=2).map([*squares(), Task("bad", ct.fail, ("no history",))])
+    assert [o.value for o in out[:6]] == [0, 1, 4, 9, 16, 25]
+    assert not out[6].ok and out[6].attempts == 3
+    assert "ValueError: no history" in out[6].error and "compute_tasks.py" in out[6].error
+
+
+def test_a_task_that_fails_once_succeeds_on_its_retry(tmp_path: Path, pool: LocalCompute) -> None:
+    for compute, flag in ((LocalCompute(workers=1), "serial"), (pool, "pool")):
+        (out,) = compute.map([Task("m", ct.fail_first, (str(tmp_path / flag), 7))])
+        assert out.ok and out.value == 7 and out.attempts == 2
+
+
+def test_the_pool_returns_what_serial_does(pool: LocalCompute) -> None:
+    assert pool.map(squares()) == LocalCompute(workers=1).map(squares())
+
+
+def test_a_killed_pool_worker_is_replaced_and_its_task_retried(tmp_path: Path, pool: LocalCompute) -> None:
+    out = pool.map([Task("lost", ct.die_first, (str(tmp_path / "flag"), 5)), *squares()])
+    assert out[0].ok and out[0].value == 5 and out[0].attempts == 2
+    assert [o.value for o in out[1:]] == [0, 1, 4, 9, 16, 25]  # the others were not lost with it
+
+
+def test_a_task_that_always_kills_its_worker_is_recorded_and_the_rest_complete(pool: LocalCompute) -> None:
+    out = pool.map([*squares(), Task("doomed", ct.always_die)])
+    assert not out[-1].ok and "worker lost" in out[-1].error and out[-1].attempts == 2
+    assert pool.map(squares())[5].value == 25  # the pool is usable after
+
+
+def test_ray_runs_the_same_tasks_to_the_same_results(tmp_path: Path, ray_compute: Compute) -> None:
+    assert ray_compute.map(squares()) == [
+        o.__class__(o.key, o.value) for o in LocalCompute(workers=1).map(squares())
+    ]
+    failed, retried, lost = ray_compute.map(
+        [
+            Task("bad", ct.fail, ("no history",)),
+            Task("flaky", ct.fail_first, (str(tmp_path / "ray-flag"), 3)),
+            Task("lost", ct.die_first, (str(tmp_path / "ray-die"), 4)),
+        ]
+    )
+    assert not failed.ok and "ValueError: no history" in failed.error
+    assert retried.ok and retried.value == 3
+    assert lost.ok and lost.value == 4
+
+
+@pytest.fixture(scope="module")
+def night_tasks(tmp_path_factory: pytest.TempPathFactory) -> list[Task]:
+    """Two demo models' nightly backtest and tuning tasks on the morning of their first day."""
+    clock = Clock(demo_start_s())
+    ctl = build_demo(clock, f"sqlite:///{tmp_path_factory.mktemp('night') / 's.db'}", tune_window_s=DAY)
+    names = list(ctl.models)[:2]
+    tasks = [backtest_task(ctl, n, clock(), 3) for n in names]
+    tasks += [t for n in names if (t := tuning_task(ctl, n, clock(), GRID)) is not None]
+    return tasks
+
+
+def test_the_nights_documents_are_identical_on_every_backend(
+    night_tasks: list[Task], pool: LocalCompute, ray_compute: Compute
+) -> None:
+    serial = [o.value for o in SERIAL.map(night_tasks)]
+    assert len(serial) == 4 and all(isinstance(v, dict) for v in serial)
+    assert [o.value for o in pool.map(night_tasks)] == serial
+    assert [o.value for o in ray_compute.map(night_tasks)] == serial
+
+
+def test_a_night_on_the_pool_records_every_model_and_one_models_failure_spares_the_others(
+    tmp_path: Path, pool: LocalCompute
+) -> None:
+    clock = Clock(demo_start_s())
+    ctl = build_demo(clock, f"sqlite:///{tmp_path / 's.db'}", tune_window_s=DAY)
+    for name in list(ctl.models)[2:]:
+        del ctl.models[name]
+    broken = next(iter(ctl.models.values()))
+
+    def unreadable(now_s: float) -> object:
+        raise OSError("prometheus unreachable")
+
+    broken.history = unreadable  # type: ignore[assignment]
+    done = run_night(ctl, pool, clock(), backtest_days=3, grid=GRID)
+    failed = done["backtest"][broken.name]
+    assert not failed.ok and "prometheus unreachable" in failed.error
+    assert not ctl.store.tunings(broken.name, limit=1)[0]["ok"]
+    other = list(ctl.models)[1]
+    assert done["backtest"][other].ok and ctl.store.latest_backtest(other) is not None
+    assert ctl.store.tunings(other, limit=1)[0]["ok"]
