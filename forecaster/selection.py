@@ -525,6 +525,14 @@ def refit(previous: ForecastModel | None, factory: Callable[[], ForecastModel]) 
     return model
 
 
+def full_fit(
+    name: str, horizon_s: float, history: TrafficSeries, previous: ForecastModel | None = None
+) -> ForecastModel:
+    """The daily full fit of one model (module-level: a compute worker runs it by name); `previous` is the
+    fit it replaces, whose reusable work it carries over."""
+    return refit(previous, make_forecaster(name, horizon_s=horizon_s)).fit(history)
+
+
 def make_forecaster(
     name: str, horizon_s: float, progress: Progress | None = None
 ) -> Callable[[], ForecastModel]:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from compute.base import Compute
 from forecaster.durations import parse_duration_s
 from forecaster.models import ModelError
 from forecaster.sources.base import SourceError, TrafficSource
@@ -64,6 +65,21 @@ StepOpt = Annotated[str, typer.Option("--step", help="With --prometheus --query:
 BearerOpt = Annotated[
     str | None,
     typer.Option("--bearer-token", envvar="PREWARM_PROMETHEUS_TOKEN", help="Prometheus bearer token."),
+]
+
+BackendOpt = Annotated[
+    str | None,
+    typer.Option("--backend", help="Where per-model work runs: local (process pool) or ray. [config/local]"),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, max=1024, help="Local worker processes. [backtest: 1; serve: cores]"),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", help="Ray cluster to run on (host:port, ray://..., auto: RAY_ADDRESS); implies ray."
+    ),
 ]
 
 
@@ -438,6 +454,9 @@ def backtest(
             help="With --fleet-budget: shift each series by whole weeks into the earliest's week.",
         ),
     ] = False,
+    backend: BackendOpt = None,
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Replay traffic through every policy on simulated replicas with cold starts, and compare.
 
@@ -457,8 +476,10 @@ def backtest(
             sweep_pools,
         )
         from backtest.simulator import lognormal_t_load
+        from backtest.tasks import replay_series
         from backtest.tuning import TuningGrid, candidate_count, check_target
         from backtest.walk_forward import run_walk_forward
+        from compute.base import Task
 
         window_s = parse_duration_s(tune_window, what="--tune-window")
         if slo_target is not None:
@@ -513,7 +534,9 @@ def backtest(
         per_series = len(pol) + len(alphas) - ("static" in pol) + (len(pools) if "static" in pol else 0)
         per_series += candidate_count(TuningGrid()) if slo_target is not None else 0
         total = len(chosen) * per_series
-        with _progress("backtesting", total, sys.stderr.isatty() and not as_json) as tickbar:
+        fan_out = (workers or 1) > 1 or backend == "ray" or ray_address is not None
+        tasks: list[Task] = []
+        with _progress("backtesting", total, sys.stderr.isatty() and not as_json and not fan_out) as tickbar:
             for s in chosen:
                 fixed = overrides.get(s.name, {})
                 if fixed:  # the range came from Prometheus: all of it is history + replay
@@ -546,10 +569,22 @@ def backtest(
                     alpha_sweep=alphas,
                     seed=seed,
                 )
+                if fan_out:  # one task per series on the compute backend
+                    tasks.append(Task(s.name, replay_series, (s, cfg, slo_target, window_s)))
+                    continue
                 bt = run_backtest(s, cfg, progress=tickbar)
                 if slo_target is not None:
                     bt.walk_forward = run_walk_forward(s, cfg, slo_target, window_s, progress=tickbar)
                 runs.append(bt)
+        if tasks:
+            compute = _compute(backend, workers, ray_address)
+            try:
+                for outcome in compute.map(tasks):
+                    if not outcome.ok:
+                        raise UsageError(f"backtest of {outcome.key} failed: {outcome.error}")
+                    runs.append(outcome.value)
+            finally:
+                compute.close()
         if report is not None:
             write_html(runs, report)
         if as_json:
@@ -963,16 +998,39 @@ def serve_command(
         str | None,
         typer.Option("--api-token", envvar="PREWARM_API_TOKEN", help="Bearer token for POSTs."),
     ] = None,
+    backend: BackendOpt = None,
+    workers: WorkersOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run the service (API, dashboard, scheduler) for a config, or the embedded demo in accelerated time."""
     from service.serve import serve, serve_config
 
     if config is not None:
-        _guard(lambda: serve_config(config, host=host, port=port))
+        compute: dict[str, Any] = {"backend": backend, "workers": workers, "ray_address": ray_address}
+        if ray_address is not None and backend is None:
+            compute["backend"] = "ray"
+        _guard(
+            lambda: serve_config(
+                config, host=host, port=port, compute={k: v for k, v in compute.items() if v is not None}
+            )
+        )
         return
+    if backend or workers or ray_address:
+        _fail("--backend, --workers and --ray-address apply to a --config service (the demo runs in-process)")
     h, p = host or "127.0.0.1", port or 8080
     out.print(f"prewarm demo on http://{h}:{p}/ ({speed:g}x time)", highlight=False)
     serve(host=h, port=p, speed=speed, store_url=store, api_token=api_token)
+
+
+def _compute(backend: str | None, workers: int | None, ray_address: str | None) -> Compute:
+    from service.compose import build_compute
+
+    if ray_address is not None and backend not in (None, "ray"):
+        raise UsageError(f"--ray-address needs --backend ray, not {backend!r}")
+    kind = "ray" if ray_address is not None else backend or "local"
+    if kind not in ("local", "ray"):
+        raise UsageError(f"--backend {backend!r}: expected local or ray")
+    return build_compute(kind, workers=workers, ray_address=ray_address)
 
 
 def main() -> None:

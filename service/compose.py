@@ -15,6 +15,8 @@ from actuator.base import ActuationResult, ColdStart, ReplicaActuator, ReplicaSt
 from actuator.errors import PermanentError
 from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
+from compute.base import Compute
+from compute.local import LocalCompute
 from forecaster.dropouts import DropoutWatch
 from forecaster.sources.prometheus import PrometheusSource
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
@@ -82,6 +84,7 @@ def build_from_config(
     clock: Callable[[], float],
     *,
     kubernetes_api_client: Any | None = None,
+    compute: Compute | None = None,
 ) -> Controller:
     """The controller for every configured model. `kubernetes_api_client` replaces the in-cluster or
     kubeconfig client (tests point it at a fake API server)."""
@@ -154,7 +157,32 @@ def build_from_config(
         refit_every_s=cfg.schedules.refit_s,
         forecast_horizon_s=cfg.schedules.forecast_horizon_s,
         gpu_budget=cfg.fleet.gpu_budget,
+        compute=compute,
     )
+
+
+def build_compute(
+    backend: str = "local", *, workers: int | None = None, ray_address: str | None = None, retries: int = 2
+) -> Compute:
+    """The compute backend (compute/): the one place that chooses it. `ray` is imported only here and only
+    when asked for; `ray_address` "auto" reads RAY_ADDRESS."""
+    if backend == "local":
+        return LocalCompute(workers, retries=retries)
+    if backend == "ray":
+        try:
+            from compute.ray_backend import RayCompute
+        except ImportError as exc:
+            raise ConfigError(
+                f"compute.backend='ray' needs the ray extra: pip install 'prewarm[ray]' ({exc})"
+            ) from exc
+        address = os.environ.get("RAY_ADDRESS") if ray_address == "auto" else ray_address
+        return RayCompute(address, retries=retries)
+    raise ConfigError(f"compute.backend={backend!r} is not one of: local, ray")
+
+
+def compute_from_config(cfg: PrewarmConfig) -> Compute:
+    c = cfg.compute
+    return build_compute(c.backend, workers=c.workers, ray_address=c.ray_address, retries=c.retries)
 
 
 def _history(source: PrometheusSource, name: str) -> Callable[[float], TrafficSeries]:

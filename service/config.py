@@ -239,6 +239,29 @@ class RayConfig(_Strict):
     token: str | None = None
 
 
+class ComputeConfig(_Strict):
+    """Where nightly backtests, tuning runs and daily full refits run, fanned out per model."""
+
+    backend: Literal["local", "ray"] = Field(
+        "local", description="local: this machine's cores; ray: a Ray cluster (pip install 'prewarm[ray]')"
+    )
+    workers: int | None = Field(
+        None, ge=1, le=1024, description="local worker processes; null: one per core (1: in the service)"
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster address (host:port or ray://...); auto: RAY_ADDRESS; null: start one"
+    )
+    retries: int = Field(2, ge=0, le=10, description="attempts after the first for a failed or lost task")
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> ComputeConfig:
+        if self.ray_address is not None and self.backend != "ray":
+            raise ValueError(
+                f"ray_address={self.ray_address!r} needs backend: ray (backend is {self.backend!r})"
+            )
+        return self
+
+
 class FleetConfig(_Strict):
     """GPUs prewarm may hold warm across all its models; unset: no shared budget (each model alone)."""
 
@@ -254,6 +277,7 @@ class PrewarmConfig(_Strict):
     kubernetes: KubernetesConfig = KubernetesConfig()
     ray: RayConfig = RayConfig()
     fleet: FleetConfig = FleetConfig()
+    compute: ComputeConfig = ComputeConfig()
     kill_switch: bool = Field(False, description="true: compute and record everything, apply nothing")
 
     @model_validator(mode="after")
@@ -310,6 +334,17 @@ def parse_config(doc: Any, where: str = "config", env: Mapping[str, str] | None 
         return PrewarmConfig.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where)) from None
+
+
+def with_compute(
+    cfg: PrewarmConfig, overrides: Mapping[str, Any], where: str = "command line"
+) -> PrewarmConfig:
+    """The config with its compute section overridden (the CLI's --backend, --workers, --ray-address)."""
+    try:
+        section = ComputeConfig.model_validate({**cfg.compute.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, f"{where} compute")) from None
+    return cfg.model_copy(update={"compute": section})
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> PrewarmConfig:

@@ -3,7 +3,7 @@ forecaster + planner against the baselines, store the result, and demote a model
 self-check), and the tuning of each model that has an SLO target (the operating point applied from the
 next tick; a failed run is recorded and the previous point kept).
 
-The work itself is backtest/nightly.py's pure functions, fanned out per model through the compute port
+The work itself is backtest/tasks.py's pure functions, fanned out per model through the compute port
 (compute/): this module builds each model's task from its live state, and applies each outcome. One
 model's failure is recorded for that model and never stops the others."""
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from backtest.nightly import NIGHTLY_POLICIES, POOLS, backtest_model, tune_model
 from backtest.run import BacktestConfig
+from backtest.tasks import NIGHTLY_POLICIES, POOLS, backtest_model, tune_model
 from backtest.tuning import TuningGrid
 from compute.base import Compute, Outcome, Task
 from compute.local import LocalCompute

@@ -20,11 +20,13 @@ import numpy as np
 from actuator.base import ActuationResult, ColdStart, Outcome, ReplicaState, Target
 from actuator.errors import ActuatorError
 from actuator.lead_time import LeadTimeEstimator
-from actuator.safety import GuardedActuator, Mode, Rails
+from actuator.safety import GuardedActuator, Rails
+from compute.base import Compute, Pending, Task
+from compute.local import LocalCompute
 from forecaster.dropouts import DropoutWatch
 from forecaster.models import ModelError
 from forecaster.models.base import ForecastModel
-from forecaster.selection import make_forecaster, refit
+from forecaster.selection import full_fit
 from forecaster.sources.base import SourceError
 from forecaster.types import Forecast, TrafficSeries, quantile_key
 from planner import PlannerSpec, PlannerState, Snapshot, plan
@@ -39,6 +41,8 @@ COVERAGE_MIN_STEPS = 120
 COVERAGE_DEMOTE_GAP = 0.2  # demote when live coverage of the alpha-quantile falls this far below alpha
 COVERAGE_RESTORE_GAP = 0.1  # and restore once it is back within this
 PAST_BAND_STEPS = 2 * 1440  # steps of "what was forecast for the steps that arrived" kept for charts
+# a daily full fit still running (or not yet started) this long after it fell due is overdue: /readyz says so
+FULL_FIT_GRACE_S = 3600.0
 
 
 # traffic that had fully arrived by now_s (a Prometheus refresh, or a replayed trace)
@@ -117,6 +121,12 @@ class ModelRuntime:
     actuation: ActuationHealth = field(default_factory=ActuationHealth)
     observed_rps: float | None = None  # the newest tick's observed rate (None: no data this tick)
     ready_replicas: int | None = None  # the newest tick's ready replicas (None: workload unreadable)
+    fitting: Pending | None = None  # the daily full fit running on the compute backend
+    fit_started_s: float | None = None  # when it was submitted
+    full_fit_s: float | None = None  # when the fit in use was submitted (its history ends then)
+    fit_error: str = ""  # the newest full fit failed: the previous fit is kept, re-anchored
+    fit_history_end_s: float | None = None  # the end of the history the running fit was given
+    anchored_s: float | None = None  # the end of the history the model in use is anchored on
 
     def coverage_ratio(self) -> float | None:
         """Share of recent steps at or under the alpha-quantile forecast (None until enough steps)."""
@@ -133,6 +143,19 @@ class ModelRuntime:
             self.spec, slo_target=self.spec.slo_target, unreachable=bool(doc.get("slo_unreachable"))
         )
         self.tuning, self.tuning_error = doc, ""
+
+    def fit_overdue(self, now_s: float) -> str:
+        """Why this model's daily full fit is overdue, or "" (the tick goes on with the newest fit)."""
+        if self.fitting is not None and self.fit_started_s is not None:
+            running = now_s - self.fit_started_s
+            if running > FULL_FIT_GRACE_S:
+                return f"the daily full fit has been running for {running / 3600:.1f} h"
+        if self.full_fit_s is not None:
+            due = (math.floor(self.full_fit_s / 86_400) + 1) * 86_400.0
+            if now_s - due > FULL_FIT_GRACE_S:
+                why = f" ({self.fit_error})" if self.fit_error else ""
+                return f"the newest full fit is from {(now_s - self.full_fit_s) / 3600:.1f} h ago{why}"
+        return ""
 
     def t_load(self) -> tuple[float, str]:
         if self.lead_time is None:
@@ -166,8 +189,11 @@ class Controller:
         refit_every_s: float = 300.0,
         forecast_horizon_s: float = 86_400.0,
         gpu_budget: float | None = None,
+        compute: Compute | None = None,
     ) -> None:
         self.models = {r.name: r for r in runtimes}
+        # where the daily full fits run; in this process (serial) unless the composition root says otherwise
+        self.compute: Compute = compute or LocalCompute(workers=1)
         self.gpu_budget = gpu_budget  # GPUs shared by every model (None: each model plans alone)
         self.allocation: FleetAllocation | None = None  # the fleet stage's newest allocation
         self.forecast_horizon_s = forecast_horizon_s
@@ -187,19 +213,29 @@ class Controller:
     def rails(self, name: str) -> Rails:
         return self.actuator.rails_for(self.models[name].target)
 
-    # -- refit: fit daily, re-anchor and forecast every call ---------------------------------------
+    # -- refit: fit daily (on the compute backend), re-anchor and forecast every call --------------------
 
     def refit_model(self, name: str, now_s: float) -> None:
+        """Re-anchor the model on the newest data and forecast. The daily full fit is submitted to the
+        compute backend and installed once it has finished: until then the previous fit goes on re-anchoring,
+        so a slow fit never holds up the tick (with the serial backend it finishes before this returns)."""
         r = self.models[name]
         try:
             hist = r.history(now_s).tail(TRAILING_S)
             r.dropouts.check(hist, r.forecast)  # judged by the forecast made before the zeros came
-            hist = r.dropouts.clean(hist)  # dropouts are gaps to the forecaster, not idle traffic
+            hist = r.dropouts.clean(hist)
             if len(hist) < 2:
                 raise ModelError(f"only {len(hist)} steps of history so far")
-            full = r.model is None or r.refit.last_ok_s is None or self._fitted_day(r, now_s)
-            factory = make_forecaster(r.forecaster, horizon_s=r.spec.lookahead_s)
-            r.model = refit(r.model, factory).fit(hist) if full or r.model is None else r.model.update(hist)
+            self._install_fit(r)
+            if r.fitting is None and self._fit_due(r, now_s):
+                task = Task(name, full_fit, (r.forecaster, r.spec.lookahead_s, hist, r.model))
+                r.fitting, r.fit_started_s, r.fit_history_end_s = self.compute.submit(task), now_s, hist.end_s
+                self._install_fit(r)
+            if r.model is None:
+                raise ModelError(r.fit_error or "the first full fit is still running")
+            if r.anchored_s != hist.end_s:  # a fit on this very history needs no re-anchoring
+                r.model = r.model.update(hist)
+                r.anchored_s = hist.end_s
             # the planner needs the look-ahead and the break-even after it until the next refresh; the API
             # and the dashboard serve up to forecast_horizon_s
             span = (now_s - hist.end_s) + max(
@@ -213,12 +249,31 @@ class Controller:
             if r.stored_forecast_s is None or now_s - r.stored_forecast_s >= STORE_FORECAST_EVERY_S:
                 self.store.put_forecast(name, r.forecast.origin_s, r.forecast_doc)
                 r.stored_forecast_s = now_s
-            if self.rails(name).mode is Mode.SHADOW and r.refit.last_ok_s is None:
-                pass  # a new model stays in shadow until an operator (or config) makes it active
             r.refit.last_ok_s, r.refit.last_error = now_s, None
         except (ModelError, SourceError, ValueError) as exc:
             r.refit.failures += 1
             r.refit.last_error, r.refit.last_error_s = f"{type(exc).__name__}: {exc}", now_s
+
+    @staticmethod
+    def _fit_due(r: ModelRuntime, now_s: float) -> bool:
+        return (
+            r.model is None
+            or r.full_fit_s is None
+            or math.floor(now_s / 86_400) != math.floor(r.full_fit_s / 86_400)
+        )
+
+    @staticmethod
+    def _install_fit(r: ModelRuntime) -> bool:
+        """Take a finished full fit into use; True when one was installed."""
+        if r.fitting is None or not r.fitting.done():
+            return False
+        outcome, r.fitting = r.fitting.outcome(), None
+        if not outcome.ok:  # retried at the next refresh; meanwhile the previous fit (if any) goes on
+            r.fit_error = f"the full fit failed: {outcome.error}"
+            return False
+        r.model, r.full_fit_s, r.fit_error = outcome.value, r.fit_started_s, ""
+        r.anchored_s = r.fit_history_end_s
+        return True
 
     def _score_coverage(self, r: ModelRuntime, hist: TrafficSeries) -> None:
         """Live calibration: did the steps that arrived since the last forecast stay under its alpha-quantile?
@@ -252,11 +307,6 @@ class Controller:
                 )
         r.healthy = not notes
         r.health_note = "; ".join(notes)
-
-    def _fitted_day(self, r: ModelRuntime, now_s: float) -> bool:
-        return r.refit.last_ok_s is not None and math.floor(now_s / 86_400) != math.floor(
-            r.refit.last_ok_s / 86_400
-        )
 
     # -- control tick ------------------------------------------------------------------------------
 

@@ -198,19 +198,25 @@ class Jobs:
                 r.tick.last_duration_s = each
 
 
-def serve_config(path: Any, *, host: str | None = None, port: int | None = None) -> None:
-    """Run the configured fleet on the wall clock until interrupted."""
+def serve_config(
+    path: Any, *, host: str | None = None, port: int | None = None, compute: dict[str, Any] | None = None
+) -> None:
+    """Run the configured fleet on the wall clock until interrupted; `compute` overrides the config's
+    compute section (the CLI's --backend, --workers, --ray-address)."""
     import os
 
     import uvicorn
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from service.compose import build_from_config
-    from service.config import load_config
+    from service.compose import build_from_config, compute_from_config
+    from service.config import load_config, with_compute
 
     cfg = load_config(path, os.environ)
+    if compute:
+        cfg = with_compute(cfg, compute)
     clock = time.time
-    ctl = build_from_config(cfg, clock)
+    backend = compute_from_config(cfg)  # refits, nightly backtests and tuning run there, not in the tick
+    ctl = build_from_config(cfg, clock, compute=backend)
     view = ControllerView(ctl, clock)
     jobs = Jobs(
         ctl,
@@ -218,6 +224,7 @@ def serve_config(path: Any, *, host: str | None = None, port: int | None = None)
         clock,
         nightly_hour_utc=cfg.schedules.backtest_hour_utc,
         backtest_days=cfg.schedules.backtest_days,
+        compute=backend,
     )
     view.jobs.setdefault("nightly_backtest", JobStatus())
     purge = view.jobs.setdefault("retention", JobStatus())
@@ -246,6 +253,7 @@ def serve_config(path: Any, *, host: str | None = None, port: int | None = None)
         )
     finally:
         scheduler.shutdown(wait=False)
+        backend.close()
 
 
 def serve(

@@ -195,6 +195,9 @@ class ControllerView:
                 reachable = False
                 problems.append(f"actuator unreachable: {exc}")
             warnings = [r.tuning["why"]] if r.tuning and r.spec.slo_unreachable else []
+            overdue = r.fit_overdue(now)
+            if overdue:  # the tick goes on with the newest fit, re-anchored: a warning, not unready
+                warnings.append(f"refit overdue: {overdue}")
             if r.tuning_error:
                 warnings.append(
                     f"the last tuning run failed, the previous operating point is kept: {r.tuning_error}"

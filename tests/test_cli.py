@@ -143,3 +143,15 @@ def test_models_lists_every_alias() -> None:
     assert r.exit_code == 0
     for alias in ("profile", "holt_winters", "mstl", "prophet", "seasonal_naive_weekly", "auto"):
         assert alias in r.stdout
+
+
+def test_a_backtest_of_several_series_fanned_out_on_two_workers_prints_what_serial_does(
+    demo_trace: Path,
+) -> None:
+    args = ["backtest", str(demo_trace), "-s", "chat-large,embed-batch", "--policies", "reactive,predictive",
+            "--model", "profile", "--json"]  # fmt: skip
+    serial = runner.invoke(app, args)
+    fanned = runner.invoke(app, [*args, "--workers", "2"])
+    assert serial.exit_code == 0 and fanned.exit_code == 0, fanned.output
+    assert json.loads(fanned.output) == json.loads(serial.output)
+    assert len(json.loads(serial.output)["series"]) == 2

@@ -90,6 +90,7 @@ def test_unreadable_and_malformed_files_say_so(tmp_path: Path) -> None:
 def test_the_shipped_example_config_parses_and_documents_every_option() -> None:
     from service.config import (
         ApiConfig,
+        ComputeConfig,
         KubernetesConfig,
         ModelConfig,
         PrometheusConfig,
@@ -112,6 +113,7 @@ def test_the_shipped_example_config_parses_and_documents_every_option() -> None:
         SchedulesConfig,
         KubernetesConfig,
         RayConfig,
+        ComputeConfig,
     ):
         for key in section.model_fields:
             assert f"{key}:" in text, f"{section.__name__}.{key} is not documented in config.example.yaml"
@@ -150,3 +152,39 @@ def test_a_fleet_budget_outside_its_range_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"fleet.gpu_budget=0: Input should be greater than 0"):
         parse_config({**GOOD, "fleet": {"gpu_budget": 0}})
     assert parse_config({**GOOD, "fleet": {"gpu_budget": 24}}).fleet.gpu_budget == 24
+
+
+@pytest.mark.parametrize(
+    ("compute", "words"),
+    [
+        pytest.param(
+            {"workers": 0}, "compute.workers=0: Input should be greater than or equal to 1", id="workers"
+        ),
+        pytest.param(
+            {"backend": "dask"}, "compute.backend='dask': Input should be 'local' or 'ray'", id="backend"
+        ),
+        pytest.param(
+            {"retries": 11}, "compute.retries=11: Input should be less than or equal to 10", id="retries"
+        ),
+        pytest.param(
+            {"ray_address": "10.0.0.1:6379"},
+            "ray_address='10.0.0.1:6379' needs backend: ray (backend is 'local')",
+            id="address-without-ray",
+        ),
+    ],
+)
+def test_a_bad_compute_section_is_refused_naming_key_value_and_range(
+    compute: dict[str, object], words: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({**GOOD, "compute": compute})
+    assert words in str(err.value)
+
+
+def test_the_command_line_overrides_the_compute_section_and_is_checked_the_same_way() -> None:
+    from service.config import with_compute
+
+    cfg = parse_config({**GOOD, "compute": {"workers": 4}})
+    assert with_compute(cfg, {"backend": "ray", "ray_address": "auto"}).compute.workers == 4
+    with pytest.raises(ConfigError, match=r"command line compute: workers=-1"):
+        with_compute(cfg, {"workers": -1})

@@ -1,13 +1,15 @@
-"""The nightly work for one model, as pure functions of its history and settings: what a compute worker
-runs (compute/), and what the service records (service/nightly.py). No store, no clock, no live state:
-the same arguments give the same document on any backend."""
+"""The per-model work a compute worker runs (compute/), as pure functions of a history and settings: the
+nightly backtest and tuning run the service records (service/nightly.py), and one series' replay for
+`prewarm backtest`. No store, no clock, no live state: the same arguments give the same result on any
+backend."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from backtest.run import BacktestConfig, compare, run_backtest
+from backtest.run import BacktestConfig, SeriesBacktest, compare, run_backtest
 from backtest.tuning import TuningGrid, tune
+from backtest.walk_forward import run_walk_forward
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 
 NIGHTLY_POLICIES = ("reactive", "static", "predictive", "oracle")
@@ -51,3 +53,13 @@ def tune_model(
 ) -> dict[str, Any]:
     """The tuning run's document (backtest/tuning.py TuningResult.as_dict)."""
     return tune(history, cfg, target, window_s=window_s, grid=grid).as_dict()
+
+
+def replay_series(
+    series: TrafficSeries, cfg: BacktestConfig, slo_target: float | None = None, window_s: float = 0.0
+) -> SeriesBacktest:
+    """One series through every policy (and, with an SLO target, the walk-forward at it)."""
+    bt = run_backtest(series, cfg)
+    if slo_target is not None:
+        bt.walk_forward = run_walk_forward(series, cfg, slo_target, window_s)
+    return bt
