@@ -7,7 +7,7 @@ ScaleUpLimit, ScaleDownLimit, TooFewReplicas, TooManyReplicas, DesiredWithinRang
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -36,19 +36,64 @@ class Reason(StrEnum):
     INVALID_SNAPSHOT = "InvalidSnapshot"  # no decision possible (e.g. current replicas unknown)
 
 
-@dataclass(frozen=True)
-class Step:
-    """One stage of a decision: the replica count before and after it, and why."""
+# A step's sentence, or how to write it. Replays and tuning plan millions of ticks and read only the counts:
+# formatting every sentence was a quarter of a plan, so a stage may hand over a zero-argument function and
+# the sentence is written the first time anyone reads it (the API, the store, Events, a test).
+Message = str | Callable[[], str]
 
+
+def text(message: Message) -> str:
+    return message if isinstance(message, str) else message()
+
+
+class Step:
+    """One stage of a decision: the replica count before and after it, and why. Immutable."""
+
+    __slots__ = ("_message", "after", "before", "reason", "stage")
+    _message: Message
     stage: str
     before: int | None
     after: int
     reason: Reason
-    message: str
+
+    def __init__(self, stage: str, before: int | None, after: int, reason: Reason, message: Message) -> None:
+        put = object.__setattr__  # past the immutability guard below, once
+        put(self, "stage", stage)
+        put(self, "before", before)
+        put(self, "after", after)
+        put(self, "reason", reason)
+        put(self, "_message", message)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Step is immutable: cannot set {name}")
+
+    @property
+    def message(self) -> str:
+        m = self._message
+        if isinstance(m, str):
+            return m
+        written: str = m()
+        object.__setattr__(self, "_message", written)  # written once
+        return written
 
     @property
     def changed(self) -> bool:
         return self.before is not None and self.before != self.after
+
+    def _key(self) -> tuple[str, int | None, int, Reason, str]:
+        return (self.stage, self.before, self.after, self.reason, self.message)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Step) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Step(stage={self.stage!r}, before={self.before!r}, after={self.after!r}, "
+            f"reason={self.reason!r}, message={self.message!r})"
+        )
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -17,7 +17,7 @@ should be), not the raw forecast; bounds come last so that no stage can leave th
 
 from __future__ import annotations
 
-from planner.explain import Decision, InputValue, Reason, Step
+from planner.explain import Decision, InputValue, Reason, Step, text
 from planner.snapshot import Snapshot
 from planner.spec import PlannerSpec
 from planner.stages import (
@@ -86,7 +86,10 @@ def plan(
     floor, floor_msg = reactive_floor(snapshot, spec, now)
     problem = forecast_problem(snapshot, spec, now)
     if problem is None and not spec.use_forecast and floor is None:
-        problem = Reason.OBSERVED_RATE_MISSING, f"{floor_msg}, and this operating point plans from it alone"
+        problem = (
+            Reason.OBSERVED_RATE_MISSING,
+            f"{text(floor_msg)}, and this operating point plans from it alone",
+        )
     fc = snapshot.forecast
     if problem is not None or (fc is None and spec.use_forecast):
         reason, why = problem or (Reason.FORECAST_MISSING, "no forecast is available")

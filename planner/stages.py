@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime
 
 from forecaster.types import Forecast
-from planner.explain import Reason, Step
+from planner.explain import Message, Reason, Step, text
 from planner.queueing import servers_for_marginal_wait, servers_for_wait
 from planner.snapshot import Snapshot
 from planner.spec import PlannerSpec
@@ -115,19 +115,23 @@ def demand(fc: Forecast, spec: PlannerSpec, now: float) -> tuple[float, float, S
     alpha = spec.quantile
     rate, at = _peak(fc, alpha, now, now + spec.lookahead_s)
     n = staffed_replicas(rate, spec)
-    msg = (
-        f"forecast p{alpha * 100:g} of {rate:.3g} req/s at {fmt_time(at)} (the peak of the next "
-        f"{fmt_duration(spec.lookahead_s)}: T_load {fmt_duration(spec.t_load_s)} + tick "
-        f"{fmt_duration(spec.tick_s)}), at {spec.capacity_rps_per_replica:g} req/s per replica and "
-        f"{spec.target_utilization:.0%} target utilisation"
-    )
-    by_utilisation = replicas_for(rate, spec.usable_rps_per_replica)
-    if n > by_utilisation:
-        msg += (
-            f"; queueing needs {n} rather than {by_utilisation}: fewer would let too many requests wait past "
-            f"{fmt_duration(spec.slo_wait_s)} (a replica is kept while it saves {spec.min_averted_rps:.3g} "
-            f"late req/s)"
+
+    def msg() -> str:
+        out = (
+            f"forecast p{alpha * 100:g} of {rate:.3g} req/s at {fmt_time(at)} (the peak of the next "
+            f"{fmt_duration(spec.lookahead_s)}: T_load {fmt_duration(spec.t_load_s)} + tick "
+            f"{fmt_duration(spec.tick_s)}), at {spec.capacity_rps_per_replica:g} req/s per replica and "
+            f"{spec.target_utilization:.0%} target utilisation"
         )
+        by_utilisation = replicas_for(rate, spec.usable_rps_per_replica)
+        if n > by_utilisation:
+            out += (
+                f"; queueing needs {n} rather than {by_utilisation}: fewer would let too many requests wait "
+                f"past {fmt_duration(spec.slo_wait_s)} (a replica is kept while it saves "
+                f"{spec.min_averted_rps:.3g} late req/s)"
+            )
+        return out
+
     return rate, at, Step("demand", None, n, Reason.FORECAST_DEMAND, msg)
 
 
@@ -176,7 +180,7 @@ def burst_reserve(value: int, spec: PlannerSpec) -> tuple[int, Step]:
     )
 
 
-def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[int | None, str]:
+def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[int | None, Message]:
     """Stage 3 input: replicas the observed rate and queue need right now (None when there is no fresh
     observation), and a sentence saying so."""
     rps, at = snapshot.observed_rps, snapshot.observed_at_s
@@ -189,18 +193,24 @@ def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[i
     # time, or a queue built during one cold start would ask for a flood of replicas that arrive too late
     need = rps + queue / (spec.t_load_s + spec.queue_drain_s)
     n = replicas_for(need, spec.capacity_rps_per_replica * spec.floor_utilization)
-    extra = f" + {queue:.0f} queued over {fmt_duration(spec.t_load_s + spec.queue_drain_s)}" if queue else ""
-    return n, f"observed {rps:.3g} req/s{extra} needs {n} at {spec.floor_utilization:.0%} utilisation"
+
+    def msg() -> str:
+        extra = (
+            f" + {queue:.0f} queued over {fmt_duration(spec.t_load_s + spec.queue_drain_s)}" if queue else ""
+        )
+        return f"observed {rps:.3g} req/s{extra} needs {n} at {spec.floor_utilization:.0%} utilisation"
+
+    return n, msg
 
 
-def apply_floor(value: int, floor: int | None, floor_msg: str) -> tuple[int, Step]:
+def apply_floor(value: int, floor: int | None, floor_msg: Message) -> tuple[int, Step]:
     if floor is None:
         return value, Step(
             "reactive_floor",
             value,
             value,
             Reason.OBSERVED_RATE_MISSING,
-            f"{floor_msg}: no reactive floor this tick",
+            lambda: f"{text(floor_msg)}: no reactive floor this tick",
         )
     if floor > value:
         return floor, Step(
@@ -208,10 +218,14 @@ def apply_floor(value: int, floor: int | None, floor_msg: str) -> tuple[int, Ste
             value,
             floor,
             Reason.REACTIVE_FLOOR,
-            f"raised to the reactive floor: {floor_msg}",
+            lambda: f"raised to the reactive floor: {text(floor_msg)}",
         )
     return value, Step(
-        "reactive_floor", value, value, Reason.FORECAST_DEMAND, f"above the reactive floor ({floor_msg})"
+        "reactive_floor",
+        value,
+        value,
+        Reason.FORECAST_DEMAND,
+        lambda: f"above the reactive floor ({text(floor_msg)})",
     )
 
 
@@ -257,7 +271,7 @@ def scale_in_guard(fc: Forecast, spec: PlannerSpec, now: float, current: int, va
         value,
         value,
         Reason.FORECAST_DEMAND,
-        (
+        lambda: (
             f"releasing {current - value}: not needed within {fmt_duration(spec.break_even_s)} "
             "after the look-ahead"
         ),
@@ -364,5 +378,5 @@ def bounds(value: int, spec: PlannerSpec) -> tuple[int, Step]:
         value,
         value,
         Reason.DESIRED_WITHIN_RANGE,
-        f"within [{spec.min_replicas}, {spec.max_replicas}]",
+        lambda: f"within [{spec.min_replicas}, {spec.max_replicas}]",
     )
