@@ -11,12 +11,15 @@ per second, which is what the planner reasons in.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
+
+T = TypeVar("T")
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -152,6 +155,16 @@ class Forecast:
             if arr.shape != (n,):
                 raise ValueError(f"quantile {q} has shape {arr.shape}, expected ({n},)")
         object.__setattr__(self, "_paths", {})  # quantile_values' cache; not a field, so not compared
+        object.__setattr__(self, "_derived", {})  # derived()'s cache
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value derived from this forecast alone, computed once per key: a forecast serves several ticks
+        and, in tuning, dozens of candidates, which ask the same questions of it (the peak over the same
+        window at the same level)."""
+        memo: dict[Hashable, Any] = self._derived  # type: ignore[attr-defined]
+        if key not in memo:
+            memo[key] = compute()
+        return cast(T, memo[key])
 
     def quantile_values(self, q: float) -> list[float]:
         """The q-quantile path as Python floats, computed once per forecast and level: the planner reads a

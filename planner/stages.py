@@ -93,6 +93,10 @@ def forecast_problem(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple
 
 def _peak(fc: Forecast, alpha: float, start: float, end: float) -> tuple[float, float]:
     """(max alpha-quantile rate in requests/s, time of that step) over steps overlapping [start, end)."""
+    return fc.derived(("peak", alpha, start, end), lambda: _find_peak(fc, alpha, start, end))
+
+
+def _find_peak(fc: Forecast, alpha: float, start: float, end: float) -> tuple[float, float]:
     path = fc.quantile_values(alpha)
     best, at = 0.0, start
     # only the steps near the window: a published forecast runs a day ahead, the window minutes

@@ -23,7 +23,7 @@ from actuator.safety import GuardedActuator, Mode, Rails
 from api.app import create_app
 from backtest.tuning import TuningGrid
 from compute.base import Compute, Outcome
-from forecaster.sources.synthetic import DEFAULT_START_S, DEMO_FLEET, SyntheticSource
+from forecaster.sources.synthetic import DEFAULT_START_S, DEMO_FLEET, SyntheticSource, TrafficShape
 from forecaster.types import SECONDS_PER_DAY
 from planner import PlannerSpec
 from service.nightly import SERIAL, run_night
@@ -60,14 +60,18 @@ def build_demo(
     slo_target: float | None = DEMO_SLO_TARGET,
     tune_window_s: float = 7 * SECONDS_PER_DAY,
     gpu_budget: float | None = None,
+    shapes: tuple[TrafficShape, ...] = DEMO_FLEET,
+    days_after: float = 30.0,
+    compute: Compute | None = None,
 ) -> Controller:
-    """The demo fleet: four models with different shapes, 14 days of history before the demo starts, each
-    with an SLO target that the nightly tuning meets."""
-    source = SyntheticSource(days=DEMO_HISTORY_DAYS + 30, step_s=60, start_s=DEFAULT_START_S)
+    """The demo fleet: four models with different shapes (or `shapes`, e.g. synthetic_fleet(1000) for scale
+    runs), 14 days of history before the demo starts and `days_after` to replay, each with an SLO target
+    that the nightly tuning meets; full fits run on `compute` (in this process by default)."""
+    source = SyntheticSource(shapes, days=DEMO_HISTORY_DAYS + days_after, step_s=60, start_s=DEFAULT_START_S)
     fleet = SimulatedFleet(clock, DEMO_T_LOAD_S)
     runtimes: list[ModelRuntime] = []
     rails: dict[Target, Rails] = {}
-    for shape in DEMO_FLEET:
+    for shape in shapes:
         series = source.load(shape.name)
         cap = float(np.quantile(series.values[: DEMO_HISTORY_DAYS * 1440] / 60, 0.999)) / 15
         target = Target("Simulated", "demo", shape.name)
@@ -100,6 +104,7 @@ def build_demo(
         DecisionStore(store_url),
         refit_every_s=300.0,
         gpu_budget=gpu_budget,
+        compute=compute,
     )
 
 
@@ -180,12 +185,16 @@ class Jobs:
 
     def tick_all(self) -> None:
         now = self.clock()
-        for name, r in self.ctl.models.items():
+        n = len(self.ctl.models)
+        for i, (name, r) in enumerate(self.ctl.models.items()):
             if name not in self.last_refit or now - self.last_refit[name] >= self.ctl.refit_every_s:
                 t = time.perf_counter()
                 self.ctl.refit_model(name, now)
                 r.refit.last_duration_s = time.perf_counter() - t
-                self.last_refit[name] = now
+                # after the first, each model's refreshes keep their own phase in the interval, so that a
+                # thousand models refresh a few at a time on every tick rather than all on one
+                first = name not in self.last_refit
+                self.last_refit[name] = now - (i / n) * self.ctl.refit_every_s if first else now
             if self.ctl.gpu_budget is None:  # each model alone: tick it right after its refit
                 t = time.perf_counter()
                 self.ctl.tick_model(name, now)

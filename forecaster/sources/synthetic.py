@@ -18,7 +18,7 @@ not change when other models are added to the fleet.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -149,6 +149,28 @@ def rate_rps(shape: TrafficShape, start_s: float, n: int, step_s: int, seed: int
 
     # normalise to the requested mean before noise
     return np.asarray(rate * (shape.mean_rps / float(np.mean(rate))), dtype=np.float64)
+
+
+
+def synthetic_fleet(models: int) -> tuple[TrafficShape, ...]:
+    """`models` shapes for scale tests: the demo fleet's shapes in turn, each copy named `<shape>-<i>` (so
+    its noise and events differ), its mean rate and peak hour moved a little so that peaks do not all
+    coincide."""
+    if models < 1:
+        raise ValueError(f"models={models} must be >= 1")
+    out = []
+    for i in range(models):
+        base = DEMO_FLEET[i % len(DEMO_FLEET)]
+        k = i // len(DEMO_FLEET)
+        out.append(
+            replace(
+                base,
+                name=f"{base.name}-{i:04d}",
+                mean_rps=base.mean_rps * (0.5 + (k * 0.618034) % 1.0),
+                peak_hour=(base.peak_hour + (k * 0.381966 % 1.0) * 4.0 - 2.0) % 24.0,
+            )
+        )
+    return tuple(out)
 
 
 def generate(
