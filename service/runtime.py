@@ -313,47 +313,77 @@ class Controller:
     def tick_model(self, name: str, now_s: float) -> int | None:
         """One tick for one model, planned alone; returns the stored decision id (None when nothing could be
         recorded)."""
-        r = self.models[name]
-        try:
-            planned = self._plan(r, now_s)
-            return self._commit(r, planned, planned.decision, now_s)
-        except Exception as exc:  # a failing tick is logged and visible in /readyz, never fatal
-            self._failed(r, exc, now_s)
-            return None
+        return self._tick([name], now_s, budget=None).get(name)
 
     def tick_all(self, now_s: float) -> None:
         """One tick for every model. With a fleet GPU budget, every model plans first, the fleet stage fits
-        the asks into the budget (planner/fleet.py), and then each clipped decision is recorded and applied
-        with its BudgetLimited step; without one, each model ticks alone."""
-        if self.gpu_budget is None:
-            for name in self.models:
-                self.tick_model(name, now_s)
-            return
+        the asks into the budget (planner/fleet.py), and each clipped decision carries its BudgetLimited
+        step; without one, each model's plan stands alone."""
+        self._tick(list(self.models), now_s, budget=self.gpu_budget)
+
+    def _tick(self, names: list[str], now_s: float, *, budget: float | None) -> dict[str, int]:
+        """Plan each model, then record every decision (with its planner state) in one transaction before
+        any is applied, apply each, and record the actuations in one more: two commits per tick whatever
+        the number of models, and a crash between them leaves committed decisions, never applied ones
+        without a record. One model's failure is that model's alone."""
         planned: dict[str, _Planned] = {}
-        for name, r in self.models.items():
-            try:
-                planned[name] = self._plan(r, now_s)
-            except Exception as exc:
-                self._failed(r, exc, now_s)
-        requests = [
-            fleet_request(
-                name,
-                p.decision,
-                p.snapshot,
-                p.spec,
-                now_s,
-                gpus_per_replica=self.models[name].gpus_per_replica,
-                priority=self.models[name].priority,
-            )
-            for name, p in planned.items()
-        ]
-        self.allocation = allocate(requests, self.gpu_budget)
-        for name, p in planned.items():
+        for name in names:
             r = self.models[name]
             try:
-                self._commit(r, p, within_grant(p.decision, name, self.allocation), now_s)
+                planned[name] = self._plan(r, now_s)
+            except Exception as exc:  # a failing tick is logged and visible in /readyz, never fatal
+                self._failed(r, exc, now_s)
+        decisions = {name: p.decision for name, p in planned.items()}
+        if budget is not None:
+            requests = [
+                fleet_request(
+                    name,
+                    p.decision,
+                    p.snapshot,
+                    p.spec,
+                    now_s,
+                    gpus_per_replica=self.models[name].gpus_per_replica,
+                    priority=self.models[name].priority,
+                )
+                for name, p in planned.items()
+            ]
+            self.allocation = allocate(requests, budget)
+            decisions = {name: within_grant(d, name, self.allocation) for name, d in decisions.items()}
+        records: dict[str, dict[str, Any]] = {}
+        for name, decision in decisions.items():
+            p = planned[name]
+            record: dict[str, Any] = dict(decision.as_dict())
+            record["inputs"] = {**dict(decision.inputs), "t_load_source": p.t_load_note}
+            record["ready_replicas"] = p.have.ready if p.have else None
+            if p.read_error:
+                record["read_error"] = p.read_error
+            records[name] = record
+        try:
+            ids = self.store.record_many(
+                [(name, records[name], planned[name].new_state.to_dict()) for name in records]
+            )
+        except Exception as exc:  # nothing recorded: nothing is applied (a decision is written first)
+            for name in records:
+                self._failed(self.models[name], exc, now_s)
+            return {}
+        done = dict(zip(records, ids, strict=True))
+        results: list[tuple[int, dict[str, Any]]] = []
+        for name, decision_id in done.items():
+            r, p, decision, record = self.models[name], planned[name], decisions[name], records[name]
+            try:
+                r.state = p.new_state
+                self._reasons[(str(decision.reason), r.name)] += 1
+                result = self._apply(r, decision, decision_id, p.read_error)
+                r.actuation.observe(result)
+                record["actuation"] = result.as_dict()
+                results.append((decision_id, record["actuation"]))
+                r.last_decision = {"id": decision_id, **record}
+                self._learn(r)
+                r.tick.last_ok_s, r.tick.last_error = now_s, None
             except Exception as exc:
                 self._failed(r, exc, now_s)
+        self.store.set_actuations(results)
+        return done
 
     def _plan(self, r: ModelRuntime, now_s: float) -> _Planned:
         have: ReplicaState | None = None
@@ -379,24 +409,6 @@ class Controller:
         )
         decision, new_state = plan(snap, spec, r.state, now_s)
         return _Planned(snap, spec, decision, new_state, have, read_error, t_load_note)
-
-    def _commit(self, r: ModelRuntime, p: _Planned, decision: Decision, now_s: float) -> int:
-        record: dict[str, Any] = dict(decision.as_dict())
-        record["inputs"] = {**dict(decision.inputs), "t_load_source": p.t_load_note}
-        record["ready_replicas"] = p.have.ready if p.have else None
-        if p.read_error:
-            record["read_error"] = p.read_error
-        decision_id = self.store.record(r.name, record, None, p.new_state.to_dict())
-        r.state = p.new_state
-        self._reasons[(str(decision.reason), r.name)] += 1
-        result = self._apply(r, decision, decision_id, p.read_error)
-        r.actuation.observe(result)
-        self.store.set_actuation(decision_id, result.as_dict())
-        record["actuation"] = result.as_dict()
-        r.last_decision = {"id": decision_id, **record}
-        self._learn(r)
-        r.tick.last_ok_s, r.tick.last_error = now_s, None
-        return decision_id
 
     @staticmethod
     def _failed(r: ModelRuntime, exc: Exception, now_s: float) -> None:
@@ -454,8 +466,8 @@ def forecast_doc(fc: Forecast) -> dict[str, Any]:
         "origin_s": fc.origin_s,
         "step_s": fc.step_s,
         "model": fc.model,
-        "mean": [round(float(x), 4) for x in fc.mean],
-        "quantiles": {quantile_key(q): [round(float(x), 4) for x in fc.quantiles[q]] for q in fc.levels},
+        "mean": np.round(fc.mean, 4).tolist(),
+        "quantiles": {quantile_key(q): np.round(fc.quantiles[q], 4).tolist() for q in fc.levels},
     }
 
 

@@ -184,6 +184,8 @@ class Jobs:
         return True
 
     def tick_all(self) -> None:
+        """Refresh the models whose forecasts are due, then one control tick for every model (recorded in
+        one transaction, applied, each actuation recorded: service/runtime.py)."""
         now = self.clock()
         n = len(self.ctl.models)
         for i, (name, r) in enumerate(self.ctl.models.items()):
@@ -195,16 +197,11 @@ class Jobs:
                 # thousand models refresh a few at a time on every tick rather than all on one
                 first = name not in self.last_refit
                 self.last_refit[name] = now - (i / n) * self.ctl.refit_every_s if first else now
-            if self.ctl.gpu_budget is None:  # each model alone: tick it right after its refit
-                t = time.perf_counter()
-                self.ctl.tick_model(name, now)
-                r.tick.last_duration_s = time.perf_counter() - t
-        if self.ctl.gpu_budget is not None:  # the fleet plans together, then the budget is shared
-            t = time.perf_counter()
-            self.ctl.tick_all(now)
-            each = (time.perf_counter() - t) / max(1, len(self.ctl.models))
-            for r in self.ctl.models.values():
-                r.tick.last_duration_s = each
+        t = time.perf_counter()
+        self.ctl.tick_all(now)
+        each = (time.perf_counter() - t) / max(1, n)
+        for r in self.ctl.models.values():
+            r.tick.last_duration_s = each
 
 
 def serve_config(

@@ -2,15 +2,15 @@
 planner state (restart-safe); the latest forecasts and backtests.
 
 SQLAlchemy Core on SQLite by default (any SQLAlchemy URL works), WAL mode so the API reads while the control
-tick writes. Each decision is committed in its own transaction together with the planner state it
-produced, so a crash at any point loses no committed decision and never leaves a state that no decision
-explains.
+tick writes. Each decision is committed together with the planner state it produced (one tick's decisions
+of every model in one transaction, before any of them is applied), so a crash at any point loses no
+committed decision and never leaves a state that no decision explains.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -152,6 +153,63 @@ class DecisionStore:
             decision_id = int(key[0])
             self._put_state(conn, model, state, float(decision["at_s"]))
             return decision_id
+
+    def record_many(self, items: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]) -> list[int]:
+        """Store one tick's decisions of many models, each with the planner state it produced, in one
+        transaction (one commit for a thousand models, not a thousand); returns their ids in order."""
+        if not items:
+            return []
+        rows = [
+            {
+                "model": model,
+                "at_s": float(d["at_s"]),
+                "valid": bool(d["valid"]),
+                "current_replicas": int(d["current_replicas"]),
+                "raw_replicas": int(d["raw_replicas"]),
+                "desired_replicas": int(d["desired_replicas"]),
+                "reason": str(d["reason"]),
+                "record": dict(d),
+                "actuation": None,
+            }
+            for model, d, _ in items
+        ]
+        with self.engine.begin() as conn:
+            ids = [
+                int(row[0])
+                for row in conn.execute(
+                    insert(decisions).returning(decisions.c.id, sort_by_parameter_order=True), rows
+                )
+            ]
+            known = set(conn.execute(select(planner_states.c.model)).scalars())
+            states = [{"m": model, "st": dict(state), "at": float(d["at_s"])} for model, d, state in items]
+            old = [st for st in states if st["m"] in known]
+            if old:
+                conn.execute(
+                    update(planner_states)
+                    .where(planner_states.c.model == bindparam("m"))
+                    .values(state=bindparam("st"), updated_at_s=bindparam("at")),
+                    old,
+                )
+            new = [
+                {"model": st["m"], "state": st["st"], "updated_at_s": st["at"]}
+                for st in states
+                if st["m"] not in known
+            ]
+            if new:
+                conn.execute(insert(planner_states), new)
+        return ids
+
+    def set_actuations(self, results: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+        """Each decision's actuation result, in one transaction."""
+        if not results:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(decisions)
+                .where(decisions.c.id == bindparam("decision_id"))
+                .values(actuation=bindparam("result")),
+                [{"decision_id": i, "result": dict(a)} for i, a in results],
+            )
 
     def set_actuation(self, decision_id: int, actuation: Mapping[str, Any]) -> None:
         with self.engine.begin() as conn:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from service.store import DecisionStore
 
 WRITER = """
@@ -87,3 +89,31 @@ def test_a_database_from_before_an_index_existed_gets_it_and_keeps_its_rows(tmp_
     assert "ix_decisions_model_at" in names
     assert "ix_decisions_model_at" in str(plan) and "TEMP B-TREE" not in str(plan)  # no sort per request
     assert [d.at_s for d in again.decisions("m")] == [5.0]
+
+
+def test_a_ticks_decisions_of_many_models_are_stored_in_order_with_their_states(tmp_path: Path) -> None:
+    store = DecisionStore(f"sqlite:///{tmp_path / 'p.db'}")
+    store.record("b", decision(0.0), None, {"recommendations": [[0.0, 1]], "scale_events": []})
+    items = [(m, decision(30.0), {"recommendations": [[30.0, i]], "scale_events": []}) for i, m in
+             enumerate(["a", "b", "c"])]  # fmt: skip
+    ids = store.record_many(items)
+    assert len(ids) == 3 and ids == sorted(ids)
+    for (model, _, state), decision_id in zip(items, ids, strict=True):
+        stored = store.decision(decision_id)
+        assert stored is not None and stored.model == model and stored.actuation is None
+        assert store.state(model) == state  # "b" updated, "a" and "c" inserted
+    store.set_actuations([(ids[0], {"outcome": "applied"}), (ids[2], {"outcome": "failed"})])
+    assert [store.decision(i).actuation for i in ids] == [  # type: ignore[union-attr]
+        {"outcome": "applied"},
+        None,
+        {"outcome": "failed"},
+    ]
+    assert store.record_many([]) == []
+
+
+def test_a_failed_batch_stores_none_of_its_decisions(tmp_path: Path) -> None:
+    store = DecisionStore(f"sqlite:///{tmp_path / 'p.db'}")
+    unstorable = {"recommendations": object()}  # fails inside the transaction, after the decisions' insert
+    with pytest.raises(Exception, match="JSON serializable"):
+        store.record_many([("a", decision(30.0), {}), ("b", decision(30.0), unstorable)])
+    assert store.decisions("a") == [] and store.decisions("b") == [] and store.state("a") is None
