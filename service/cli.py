@@ -764,7 +764,7 @@ def _prometheus_series(
         missing = sorted(set(names or ()) - {m.name for m in cfg.models})
         if missing or not models:
             raise UsageError(f"{config}: no model named {', '.join(missing) or '(none configured)'}")
-        queries = [m.query_spec() for m in models]
+        queries = cfg.query_specs([m.name for m in models])
         overrides = {
             m.name: {
                 "capacity_rps": m.capacity_rps,

@@ -92,7 +92,7 @@ def build_from_config(
         raise ConfigError("models: at least one model is required to serve")
     if cfg.prometheus is None:
         raise ConfigError("prometheus: a Prometheus connection is required to serve the configured models")
-    source = PrometheusSource(cfg.prometheus.settings(), [m.query_spec() for m in cfg.models], clock=clock)
+    source = PrometheusSource(cfg.prometheus.settings(), cfg.query_specs(), clock=clock)
     kinds = {m.target.kind for m in cfg.models if m.target is not None}
     by_kind: dict[str, ReplicaActuator] = {}
     modes_k8s: dict[Target, str] = {}

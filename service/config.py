@@ -18,7 +18,7 @@ and what is allowed, so a bad file stops with one actionable line.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,9 +132,30 @@ class SloConfig(_Strict):
             raise ValueError(str(exc).removeprefix(f"target={v!r} ")) from None
 
 
+class QueryGroupConfig(_Strict):
+    """One PromQL expression for many models, split by a label: read in one query per refresh instead of
+    one per model (e.g. sum by (model) (rate(vllm:request_success_total[1m])))."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    query: str = Field(min_length=1, description="PromQL returning one request-rate series per model")
+    label: str = Field("model", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="the label naming the model")
+    step_s: int = Field(60, ge=1, le=3600)
+    history_days: float = Field(14.0, gt=0, le=400)
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-    query: str = Field(min_length=1, description="PromQL whose value is the request rate in requests/s")
+    query: str | None = Field(
+        None, min_length=1, description="PromQL whose value is the request rate in requests/s"
+    )
+    query_group: str | None = Field(
+        None, description="instead of query: the query group that reads this model"
+    )
+    label_value: str | None = Field(
+        None,
+        min_length=1,
+        description="with query_group: this model's value of the group's label (default: name)",
+    )
     step_s: int = Field(60, ge=1, le=3600)
     history_days: float = Field(14.0, gt=0, le=400)
     max_staleness_s: float = Field(300.0, gt=0, le=86_400)
@@ -179,15 +200,33 @@ class ModelConfig(_Strict):
     def _bounds(self) -> ModelConfig:
         if self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas={self.max_replicas} must be >= min_replicas={self.min_replicas}")
+        if (self.query is None) == (self.query_group is None):
+            raise ValueError(
+                "give query (this model's own PromQL) or query_group (a shared one), exactly one"
+            )
+        if self.label_value is not None and self.query_group is None:
+            raise ValueError(f"label_value={self.label_value!r} needs query_group")
         return self
 
-    def query_spec(self) -> ModelQuery:
+    def query_spec(self, groups: Sequence[QueryGroupConfig] = ()) -> ModelQuery:
+        if self.query is not None:
+            return ModelQuery(
+                name=self.name,
+                query=self.query,
+                step_s=self.step_s,
+                history_s=self.history_days * SECONDS_PER_DAY,
+                max_staleness_s=self.max_staleness_s,
+            )
+        g = next(g for g in groups if g.name == self.query_group)
         return ModelQuery(
             name=self.name,
-            query=self.query,
-            step_s=self.step_s,
-            history_s=self.history_days * SECONDS_PER_DAY,
+            query=g.query,
+            step_s=g.step_s,
+            history_s=g.history_days * SECONDS_PER_DAY,
             max_staleness_s=self.max_staleness_s,
+            group=g.name,
+            label=g.label,
+            label_value=self.label_value or self.name,
         )
 
 
@@ -278,6 +317,7 @@ class PrewarmConfig(_Strict):
     ray: RayConfig = RayConfig()
     fleet: FleetConfig = FleetConfig()
     compute: ComputeConfig = ComputeConfig()
+    query_groups: list[QueryGroupConfig] = Field(default_factory=list)
     kill_switch: bool = Field(False, description="true: compute and record everything, apply nothing")
 
     @model_validator(mode="after")
@@ -286,7 +326,21 @@ class PrewarmConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
+        groups = [g.name for g in self.query_groups]
+        dup = sorted({n for n in groups if groups.count(n) > 1})
+        if dup:
+            raise ValueError(f"query group names must be unique; repeated: {', '.join(dup)}")
+        for i, m in enumerate(self.models):
+            if m.query_group is not None and m.query_group not in groups:
+                raise ValueError(
+                    f"models.{i}.query_group={m.query_group!r} names no query group; defined: "
+                    f"{', '.join(groups) or '(none)'}"
+                )
         return self
+
+    def query_specs(self, names: Sequence[str] | None = None) -> list[ModelQuery]:
+        """The Prometheus query of each model (of `names`, or all)."""
+        return [m.query_spec(self.query_groups) for m in self.models if names is None or m.name in names]
 
 
 def _describe(exc: ValidationError, where: str) -> str:

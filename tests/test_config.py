@@ -94,6 +94,7 @@ def test_the_shipped_example_config_parses_and_documents_every_option() -> None:
         KubernetesConfig,
         ModelConfig,
         PrometheusConfig,
+        QueryGroupConfig,
         RayConfig,
         SchedulesConfig,
         StoreConfig,
@@ -114,6 +115,7 @@ def test_the_shipped_example_config_parses_and_documents_every_option() -> None:
         KubernetesConfig,
         RayConfig,
         ComputeConfig,
+        QueryGroupConfig,
     ):
         for key in section.model_fields:
             assert f"{key}:" in text, f"{section.__name__}.{key} is not documented in config.example.yaml"
@@ -188,3 +190,39 @@ def test_the_command_line_overrides_the_compute_section_and_is_checked_the_same_
     assert with_compute(cfg, {"backend": "ray", "ray_address": "auto"}).compute.workers == 4
     with pytest.raises(ConfigError, match=r"command line compute: workers=-1"):
         with_compute(cfg, {"workers": -1})
+
+
+def test_a_query_group_gives_its_models_one_shared_query_split_by_its_label() -> None:
+    doc = {
+        **GOOD,
+        "models": [
+            *GOOD["models"],  # type: ignore[list-item]
+            {"name": "b", "query_group": "vllm"},
+            {"name": "c", "query_group": "vllm", "label_value": "c-7b"},
+        ],
+        "query_groups": [{"name": "vllm", "query": "sum by (model) (rate(x[1m]))", "step_s": 30}],
+    }
+    specs = {q.name: q for q in parse_config(doc).query_specs()}
+    assert specs["b"].group == specs["c"].group == "vllm" and specs["b"].step_s == 30
+    assert (specs["b"].label, specs["b"].label_value, specs["c"].label_value) == ("model", "b", "c-7b")
+    assert specs[GOOD["models"][0]["name"]].group is None  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("models", "words"),
+    [
+        pytest.param([{"name": "b", "query_group": "nope"}],
+                     "models.1.query_group='nope' names no query group", id="unknown-group"),
+        pytest.param([{"name": "b"}], "give query (this model's own PromQL) or query_group", id="neither"),
+        pytest.param([{"name": "b", "query": "x", "query_group": "vllm"}], "exactly one", id="both"),
+        pytest.param([{"name": "b", "query": "x", "label_value": "y"}], "label_value='y' needs query_group",
+                     id="label-without-group"),
+    ],
+)  # fmt: skip
+def test_a_model_must_name_one_query_or_an_existing_group(
+    models: list[dict[str, object]], words: str
+) -> None:
+    doc = {**GOOD, "models": [*GOOD["models"], *models], "query_groups": [{"name": "vllm", "query": "q"}]}  # type: ignore[list-item]
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert words in str(err.value)

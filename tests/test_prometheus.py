@@ -310,3 +310,94 @@ def test_a_config_file_with_an_unreachable_prometheus_fails_in_one_line(tmp_path
     assert result.exit_code == 2
     assert f"Prometheus at {url} is unreachable" in result.output
     assert "Traceback" not in result.output
+
+
+GROUP_QUERY = "sum by (model) (rate(prewarm_requests_total[1m]))"
+
+
+def grouped(url: str, *models: str, max_staleness_s: float = 300.0) -> PrometheusSource:
+    return PrometheusSource(
+        PrometheusSettings(url),
+        [
+            ModelQuery(
+                m,
+                GROUP_QUERY,
+                step_s=STEP,
+                max_staleness_s=max_staleness_s,
+                group="all",
+                label="model",
+                label_value=m,
+            )
+            for m in models
+        ],
+        clock=lambda: END_S,
+    )
+
+
+def test_a_query_group_reads_every_model_in_one_query_and_equals_their_own_queries(
+    prometheus: PrometheusProcess,
+) -> None:
+    src = grouped(prometheus.url, "steady", "gappy", "stale")
+    loaded = src.fetch("steady", END_S)
+    assert loaded.queries == 3  # the 14 days in three chunks, for all three models at once
+    for name in ("steady", "gappy", "stale"):
+        own = source(prometheus.url, name).fetch(name, END_S).series
+        np.testing.assert_array_equal(src.cached(name).values, own.values)  # type: ignore[union-attr]
+    # per-model staleness stays per model
+    assert not loaded.freshness.stale
+    stale = src.freshness(src.model("stale"), src.cached("stale"), END_S)  # type: ignore[arg-type]
+    assert stale.stale and "7200 s old" in stale.reason
+
+
+def test_a_group_refresh_is_one_query_for_all_and_matches_a_full_load(prometheus: PrometheusProcess) -> None:
+    src = grouped(prometheus.url, "steady", "gappy")
+    src.fetch("steady", END_S - 3600)
+    refreshed = src.refresh("gappy", END_S)
+    assert refreshed.queries == 1
+    full = grouped(prometheus.url, "steady", "gappy")
+    full.fetch("steady", END_S)
+    for name in ("steady", "gappy"):
+        np.testing.assert_array_equal(src.cached(name).values, full.cached(name).values)  # type: ignore[union-attr]
+
+
+def test_a_model_missing_from_the_groups_answer_has_gaps_and_is_stale_alone(
+    prometheus: PrometheusProcess,
+) -> None:
+    src = grouped(prometheus.url, "steady", "nobody")
+    src.fetch("steady", END_S)
+    missing = src.refresh("nobody", END_S)
+    assert np.isnan(missing.series.values).all() and missing.freshness.stale
+    assert "no samples for 'nobody'" in missing.freshness.reason
+    assert not src.refresh("steady", END_S).freshness.stale
+
+
+def test_a_group_query_that_does_not_aggregate_by_its_label_is_refused(prometheus: PrometheusProcess) -> None:
+    src = PrometheusSource(
+        PrometheusSettings(prometheus.url),
+        [
+            ModelQuery(
+                "steady",
+                # every series renamed model="steady", told apart only by a pod label
+                'label_replace(label_replace(rate(prewarm_requests_total[1m]), "pod", "$1", "model", '
+                '"(.*)"), "model", "steady", "", "")',
+                step_s=STEP,
+                group="g",
+                label="model",
+                label_value="steady",
+            )
+        ],
+        clock=lambda: END_S,
+    )
+    with pytest.raises(PrometheusError, match=r"two series with model=.*aggregate it by \(model\)"):
+        src.fetch("steady", END_S)
+
+
+def test_models_of_one_group_must_share_its_query_and_label_values_must_differ() -> None:
+    settings = PrometheusSettings("http://127.0.0.1:9")
+    a = ModelQuery("a", GROUP_QUERY, group="g", label="model", label_value="x")
+    with pytest.raises(ValueError, match="differ from a in query or step"):
+        PrometheusSource(settings, [a, ModelQuery("b", GROUP_QUERY, step_s=30, group="g", label="model",
+                                                  label_value="y")], clock=lambda: END_S)  # fmt: skip
+    with pytest.raises(ValueError, match="model='x' names two models"):
+        PrometheusSource(settings, [a, ModelQuery("b", GROUP_QUERY, group="g", label="model",
+                                                  label_value="x")], clock=lambda: END_S)  # fmt: skip

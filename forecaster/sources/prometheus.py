@@ -100,10 +100,17 @@ class ModelQuery:
     step_s: int = 60
     history_s: float = 14 * SECONDS_PER_DAY
     max_staleness_s: float = 300.0
+    # a query group: `query` is shared by every model of `group` and returns one series per model, told
+    # apart by `label` (e.g. sum by (model) (rate(...))); this model's series has label=label_value
+    group: str | None = None
+    label: str = ""
+    label_value: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or not self.query.strip():
             raise ValueError(f"model {self.name!r}: name and query are required")
+        if self.group is not None and not (self.label and self.label_value):
+            raise ValueError(f"model {self.name!r}: a grouped query needs its label and label value")
         if not (isinstance(self.step_s, int) and 1 <= self.step_s <= 3600):
             raise ValueError(
                 f"model {self.name!r}: step_s={self.step_s!r} is out of range; allowed [1, 3600]"
@@ -233,6 +240,26 @@ class PrometheusSource:
         if dup:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dup)}")
         self._by_name = {m.name: m for m in self.models}
+        self._groups: dict[str, list[ModelQuery]] = {}
+        for m in self.models:
+            if m.group is not None:
+                self._groups.setdefault(m.group, []).append(m)
+        for group, members in self._groups.items():
+            first = members[0]
+            odd = [
+                m.name
+                for m in members
+                if (m.query, m.step_s, m.history_s, m.label)
+                != (first.query, first.step_s, first.history_s, first.label)
+            ]
+            if odd:
+                raise ValueError(
+                    f"query group {group!r}: {', '.join(odd)} differ from {first.name} in query or step"
+                )
+            values = [m.label_value for m in members]
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                raise ValueError(f"query group {group!r}: {first.label}={dup[0]!r} names two models")
 
     # -- the TrafficSource port ------------------------------------------------------------------------
 
@@ -256,8 +283,11 @@ class PrometheusSource:
             raise SourceError(f"no model {name!r} in the Prometheus config; known: {known}") from None
 
     def fetch(self, name: str, now_s: float, *, start_s: float | None = None) -> Loaded:
-        """A full load of `name`'s history up to `now_s` (from `start_s` when given, else history_s back)."""
+        """A full load of `name`'s history up to `now_s` (from `start_s` when given, else history_s back).
+        A grouped model loads its whole group (one query for all of them)."""
         m = self.model(name)
+        if m.group is not None:
+            return self._load_group(m.group, now_s, full=True, start_s=start_s)[name]
         if start_s is None:  # the grid of step multiples, as a live loop reads it
             end = float(math.floor(now_s / m.step_s) * m.step_s)
             first = float(end - math.floor(m.history_s / m.step_s) * m.step_s)
@@ -272,8 +302,12 @@ class PrometheusSource:
         return Loaded(series, self.freshness(m, series, now_s), queries, tuple(notes))
 
     def refresh(self, name: str, now_s: float) -> Loaded:
-        """The cached series brought up to `now_s`, reading only the new range (a full load at first)."""
+        """The cached series brought up to `now_s`, reading only the new range (a full load at first). A
+        grouped model refreshes its whole group with one query, so the group's other models find their
+        series current and read nothing."""
         m = self.model(name)
+        if m.group is not None:
+            return self._load_group(m.group, now_s, full=False)[name]
         old = self._cache.get(name)
         if old is None:
             return self.fetch(name, now_s)
@@ -291,6 +325,59 @@ class PrometheusSource:
         series = TrafficSeries(name, old.start_s, m.step_s, merged).tail(m.history_s)
         self._cache[name] = series
         return Loaded(series, self.freshness(m, series, now_s), queries, tuple(notes))
+
+    def _load_group(
+        self, group: str, now_s: float, *, full: bool, start_s: float | None = None
+    ) -> dict[str, Loaded]:
+        """Bring every model of a query group up to `now_s` with one range query (chunked), split by the
+        group's label. Each model's staleness is still its own: a model missing from the answer gets gaps
+        and is judged stale alone. The caches change only when the whole read succeeded."""
+        members = self._groups[group]
+        g = members[0]
+        step = g.step_s
+        olds = [self._cache.get(m.name) for m in members]
+        if start_s is None:
+            end = float(math.floor(now_s / step) * step)
+            history_first = float(end - math.floor(g.history_s / step) * step)
+        else:
+            history_first = float(start_s)
+            end = history_first + math.floor((now_s - history_first) / step) * step
+        reread = max(2, math.ceil(300 / step))
+        first = history_first
+        if not full and all(
+            o is not None and (o.start_s - history_first) % step == 0 and end - o.end_s <= g.history_s
+            for o in olds
+        ):
+            # re-read the newest steps too: their samples may have been incomplete when last read
+            first = max(history_first, min(o.end_s for o in olds if o is not None) - reread * step)
+        else:
+            full = True
+        if first >= end:
+            if full:
+                raise SourceError(f"query group {group!r}: the range {_iso(first)}..{_iso(end)} is empty")
+            return {
+                m.name: Loaded(o, self.freshness(m, o, now_s), 0)
+                for m, o in zip(members, olds, strict=True)
+                if o
+            }
+        by_value, queries, notes = self._range_by(g, first + step, end, label=g.label)
+        n = round((end - first) / step)
+        out: dict[str, Loaded] = {}
+        for m, old in zip(members, olds, strict=True):
+            values = by_value.get(m.label_value)
+            if values is None:
+                values = np.full(n, np.nan)  # absent from the answer: gaps, and stale on its own
+            if full or old is None or first < old.start_s:
+                series = TrafficSeries(m.name, first, step, values)
+            else:
+                keep = old.index_at(first)
+                pad = np.full(max(0, round((first - old.start_s) / step) - keep), np.nan)
+                merged = np.concatenate([old.values[:keep], pad, values])
+                series = TrafficSeries(m.name, old.start_s, step, merged).tail(g.history_s)
+            out[m.name] = Loaded(series, self.freshness(m, series, now_s), queries, tuple(notes))
+        for name, loaded in out.items():
+            self._cache[name] = loaded.series
+        return out
 
     @staticmethod
     def freshness(m: ModelQuery, series: TrafficSeries, now_s: float) -> Freshness:
@@ -357,12 +444,37 @@ class PrometheusSource:
     def _range(
         self, m: ModelQuery, first_eval_s: float, last_eval_s: float
     ) -> tuple[FloatArray, int, list[str]]:
-        """Values at every evaluation time first..last (inclusive, on the step grid), counts per step."""
+        """Values at every evaluation time first..last (inclusive, on the step grid), counts per step: the
+        one series the model's query must return."""
+        by_series, queries, notes = self._range_by(m, first_eval_s, last_eval_s, label=None)
+        if len(by_series) > 1:
+            labels = sorted(by_series)
+            raise PrometheusError(
+                "not_one_series",
+                f"the query for {m.name!r} returned {len(labels)} series ({', '.join(labels[:3])}"
+                f"{', ...' if len(labels) > 3 else ''}); aggregate it to one, e.g. sum(...)",
+                transient=False,
+            )
+        if not by_series:
+            raise PrometheusError(
+                "empty",
+                f"the query for {m.name!r} returned no data between {_iso(first_eval_s)} and "
+                f"{_iso(last_eval_s)}: check the metric name and labels in {m.query!r}",
+                transient=False,
+            )
+        return next(iter(by_series.values())), queries, notes
+
+    def _range_by(
+        self, m: ModelQuery, first_eval_s: float, last_eval_s: float, *, label: str | None
+    ) -> tuple[dict[str, FloatArray], int, list[str]]:
+        """Counts per step of every series the query returns, keyed by the value of `label` (None: by the
+        whole label set). Two series with the same value of `label` are refused: the group's query must
+        aggregate by it."""
         step = m.step_s
         n = round((last_eval_s - first_eval_s) / step) + 1
-        rates = np.full(n, np.nan)
+        out: dict[str, FloatArray] = {}
+        label_sets: dict[str, str] = {}
         per_chunk = self.settings.max_points_per_query
-        labels: set[str] = set()
         queries = 0
         off_grid = bad = 0
         for lo in range(0, n, per_chunk):
@@ -370,7 +482,16 @@ class PrometheusSource:
             result = self._query(m, first_eval_s + lo * step, first_eval_s + hi * step)
             queries += 1
             for series in result:
-                labels.add(json.dumps(series.get("metric", {}), sort_keys=True))
+                metric = series.get("metric", {})
+                whole = json.dumps(metric, sort_keys=True)
+                key = whole if label is None else str(metric.get(label, ""))
+                if label_sets.setdefault(key, whole) != whole:
+                    raise PrometheusError(
+                        "not_one_series",
+                        f"the query of group {m.group!r} returned two series with {label}={key!r} "
+                        f"({label_sets[key]}, {whole}); aggregate it by ({label})",
+                        transient=False,
+                    )
                 pts = series.get("values")
                 if pts is None:
                     raise PrometheusError(
@@ -378,6 +499,7 @@ class PrometheusSource:
                         f"query for {m.name!r} returned a series without values",
                         transient=False,
                     )
+                rates = out.setdefault(key, np.full(n, np.nan))
                 if not pts:
                     continue
                 ts = np.array([float(p[0]) for p in pts])
@@ -390,26 +512,12 @@ class PrometheusSource:
                 bad += int(np.count_nonzero(inside & ~ok))
                 # a later chunk overwrites an overlapping earlier one; gaps stay NaN
                 rates[idx[inside]] = np.where(ok[inside], vals[inside], np.nan)
-        if len(labels) > 1:
-            raise PrometheusError(
-                "not_one_series",
-                f"the query for {m.name!r} returned {len(labels)} series ({', '.join(sorted(labels)[:3])}"
-                f"{', ...' if len(labels) > 3 else ''}); aggregate it to one, e.g. sum(...)",
-                transient=False,
-            )
-        if not labels:
-            raise PrometheusError(
-                "empty",
-                f"the query for {m.name!r} returned no data between {_iso(first_eval_s)} and "
-                f"{_iso(last_eval_s)}: check the metric name and labels in {m.query!r}",
-                transient=False,
-            )
         notes = []
         if bad:
             notes.append(f"{bad} NaN, infinite or negative samples kept as gaps")
         if off_grid:
             notes.append(f"{off_grid} samples off the {step} s grid placed on the nearest step")
-        return rates * step, queries, notes
+        return {k: v * step for k, v in out.items()}, queries, notes
 
 
 def _number(text: object) -> float:
