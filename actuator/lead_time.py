@@ -18,6 +18,8 @@ class LeadTime:
     note: str
     phases_p50_s: dict[str, float]
 
+SEEN_KEPT = 4096  # cold starts remembered as counted
+
 
 class LeadTimeEstimator:
     """Keeps the last `window` cold starts; T_load is their `quantile` (nearest-rank) once there are at least
@@ -36,7 +38,10 @@ class LeadTimeEstimator:
         self.quantile = quantile
         self.min_samples = min_samples
         self._window: deque[ColdStart] = deque(maxlen=window)
+        # starts already counted; bounded (a long-running service sees thousands of cold starts, and an
+        # actuator reports only its recent ones, so a key this old cannot come back)
         self._seen: set[tuple[str, float]] = set()
+        self._seen_order: deque[tuple[str, float]] = deque()
 
     def observe(self, starts: Iterable[ColdStart]) -> int:
         """Add cold starts not seen before; returns how many were new."""
@@ -46,6 +51,9 @@ class LeadTimeEstimator:
             if key in self._seen or c.t_load_s < 0:
                 continue
             self._seen.add(key)
+            self._seen_order.append(key)
+            if len(self._seen_order) > SEEN_KEPT:
+                self._seen.discard(self._seen_order.popleft())
             self._window.append(c)
             new += 1
         return new

@@ -247,6 +247,8 @@ class CandidateRuns:
     replay: Replay
     families: dict[str, list[Candidate]] = field(default_factory=dict)
     models: dict[str, int] = field(default_factory=dict)  # forecasts by model, from the shared feed
+    # settings not simulated because a cheaper setting of the same knob already met the target
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def days(self) -> int:
@@ -261,9 +263,26 @@ def simulate_candidates(
     *,
     families: Sequence[str] = FAMILIES,
     progress: Callable[[int], None] | None = None,
+    stop_at: float | None = None,
 ) -> CandidateRuns:
-    """Simulate every candidate of `families` over the replay of `series` (after cfg's warm-up)."""
+    """Simulate every candidate of `families` over the replay of `series` (after cfg's warm-up).
+
+    With `stop_at` (an SLO target, for one selection over the whole replay), each knob is walked from its
+    cheapest setting up (fewer spares, higher utilisation, a smaller reserve at each alpha) and stops at the
+    first setting that meets the target: a dearer setting of the same knob keeps at least as many replicas
+    on every tick, so it cannot be the cheapest that meets it. The walk-forward, which selects on every
+    day's window, simulates them all."""
     grid = grid or TuningGrid()
+
+    def met(result: ReplayResult) -> bool:
+        if stop_at is None:
+            return False
+        c = Candidate("", "", {}, result)
+        return score_window(c, range(0, int(result.daily_requests.size)), stop_at).met
+
+    def skip(family: str, settings: list[str]) -> None:
+        if settings:
+            runs.skipped.setdefault(family, []).extend(settings)
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise TuningError(f"unknown policy family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
@@ -276,20 +295,28 @@ def simulate_candidates(
 
     pools: list[Candidate] = []
     if "static" in families or "predictive" in families:
-        for k in grid.pools:
+        ks = sorted(grid.pools)
+        for i, k in enumerate(ks):
             res = replay.run(cfg.reactive(spare=k, name=f"static-{k}"))
             pools.append(Candidate("static", f"static-{k}", {"spare_replicas": k}, res))
             done()
+            if met(res):
+                skip("static", [f"static-{x}" for x in ks[i + 1 :]])
+                break
     if "static" in families:
         runs.families["static"] = pools
     if "reactive" in families:
         runs.families["reactive"] = []
-        for u in grid.utilizations:
+        us = sorted(grid.utilizations, reverse=True)  # the cheapest first
+        for i, u in enumerate(us):
             res = replay.run(cfg.reactive(target_utilization=u, name=f"reactive-u{u:g}"))
             runs.families["reactive"].append(
                 Candidate("reactive", f"util-{u:g}", {"target_utilization": u}, res)
             )
             done()
+            if met(res):
+                skip("reactive", [f"util-{x:g}" for x in us[i + 1 :]])
+                break
     if "predictive" in families:
         points = grid.points()
         base = cfg.planner_spec()  # each point sets its own alpha and reserve on it
@@ -303,10 +330,17 @@ def simulate_candidates(
             dropouts=DropoutWatch(cfg.dropout_min_count, cfg.dropout_max_s),
         )
         cands = []
-        for p in points:
+        enough: set[tuple[float | None, float]] = set()  # (alpha, share) whose reserve already met it
+        for p in sorted(points, key=lambda p: (p.alpha or 0.0, p.reserve_share, p.reserve_replicas)):
+            knob = (p.alpha, p.reserve_share)
+            if knob in enough:
+                skip("predictive", [p.label])
+                continue
             res = replay.run(Predictive(p.spec(base), replay.history, name=p.label, feed=feed))
             cands.append(Candidate("predictive", p.label, p.as_dict(), res))
             done()
+            if met(res) and p.reserve_share == 0:
+                enough.add(knob)
         # the forecast-free points are the pools: the same plan, simulated once (tests hold them equal)
         for c in pools:
             p = OperatingPoint(None, c.value["spare_replicas"])
@@ -336,6 +370,7 @@ class TuningResult:
     end_s: float
     selections: dict[str, Selection]
     models: dict[str, int]
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def point(self) -> OperatingPoint:
@@ -374,6 +409,8 @@ class TuningResult:
             "hours_ratio_vs_warm_pool": None if not pred or not pool else round(pred / pool, 4),
             "forecasts_by_model": self.models,
             "families": {f: s.as_dict() for f, s in self.selections.items()},
+            # dearer settings of a knob whose cheaper setting already met the target (not simulated)
+            "not_simulated": self.skipped,
         }
 
 
@@ -401,9 +438,11 @@ def tune(
             f"{window_s / SECONDS_PER_DAY:g}-day window needs at least a day of history before it"
         )
     runs = simulate_candidates(
-        series, replace(cfg, warmup_s=warmup), grid, families=families, progress=progress
+        series, replace(cfg, warmup_s=warmup), grid, families=families, progress=progress, stop_at=target
     )
     days = range(0, runs.days)
     selections = {f: select(f, cands, target, days) for f, cands in runs.families.items()}
     sim = runs.replay.sim
-    return TuningResult(series.name, target, cfg.slo_wait_s, sim.start_s, sim.end_s, selections, runs.models)
+    return TuningResult(
+        series.name, target, cfg.slo_wait_s, sim.start_s, sim.end_s, selections, runs.models, runs.skipped
+    )

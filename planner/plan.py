@@ -121,7 +121,7 @@ def plan(
             primary = Reason.FORECAST_DEMAND
         steps.append(step)
         raw = step.after
-        value, step = apply_floor(raw, floor, floor_msg)
+        value, step = apply_floor(raw, floor, floor_msg, current)
         steps.append(step)
         value, step = burst_reserve(value, spec)
         steps.append(step)

@@ -207,14 +207,22 @@ def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[i
     return n, msg
 
 
-def apply_floor(value: int, floor: int | None, floor_msg: Message) -> tuple[int, Step]:
+def apply_floor(
+    value: int, floor: int | None, floor_msg: Message, current: int | None = None
+) -> tuple[int, Step]:
+    """Stage 3: at least the reactive floor. Without a fresh observed rate there is no floor, and missing
+    data never scales down: the plan may rise on the forecast but not fall below `current`."""
     if floor is None:
-        return value, Step(
+        held = value if current is None or value >= current else current
+        return held, Step(
             "reactive_floor",
             value,
-            value,
+            held,
             Reason.OBSERVED_RATE_MISSING,
-            lambda: f"{text(floor_msg)}: no reactive floor this tick",
+            lambda: (
+                f"{text(floor_msg)}: no reactive floor this tick"
+                + (f", and no scale-down without it (holding {held})" if held > value else "")
+            ),
         )
     if floor > value:
         return floor, Step(

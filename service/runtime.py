@@ -11,7 +11,7 @@ import contextlib
 import math
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +41,37 @@ COVERAGE_MIN_STEPS = 120
 COVERAGE_DEMOTE_GAP = 0.2  # demote when live coverage of the alpha-quantile falls this far below alpha
 COVERAGE_RESTORE_GAP = 0.1  # and restore once it is back within this
 PAST_BAND_STEPS = 2 * 1440  # steps of "what was forecast for the steps that arrived" kept for charts
+STARTS_KEPT = 256  # cold starts the simulated fleet reports per workload
 # a daily full fit still running (or not yet started) this long after it fell due is overdue: /readyz says so
 FULL_FIT_GRACE_S = 3600.0
 
 
 # traffic that had fully arrived by now_s (a Prometheus refresh, or a replayed trace)
 History = Callable[[float], TrafficSeries]
+
+
+class Ring:
+    """The newest `capacity` rows of `width` floats, in a buffer allocated once: memory a model holds for
+    its charts is the same on day 3 as on day 1 (a deque of tuples grew by its Python objects)."""
+
+    def __init__(self, capacity: int, width: int) -> None:
+        self._rows = np.empty((capacity, width))
+        self._next = 0
+        self._size = 0
+
+    def append(self, row: tuple[float, ...]) -> None:
+        self._rows[self._next] = row
+        self._next = (self._next + 1) % self._rows.shape[0]
+        self._size = min(self._size + 1, self._rows.shape[0])
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[tuple[float, ...]]:
+        cap = self._rows.shape[0]
+        first = (self._next - self._size) % cap
+        for i in range(self._size):
+            yield tuple(self._rows[(first + i) % cap].tolist())
 
 
 @dataclass
@@ -107,9 +132,7 @@ class ModelRuntime:
     stale: Callable[[], str] | None = None  # the source's staleness verdict ("" when fresh)
     coverage: deque[bool] = field(default_factory=lambda: deque(maxlen=COVERAGE_WINDOW))
     # (step start, p50, p90) the newest forecast before each step arrived said: the band over the past
-    past_band: deque[tuple[float, float, float]] = field(
-        default_factory=lambda: deque(maxlen=PAST_BAND_STEPS)
-    )
+    past_band: Ring = field(default_factory=lambda: Ring(PAST_BAND_STEPS, 3))
     backtest_note: str = ""  # set by the nightly backtest's self-check when predictive lost
     dropouts: DropoutWatch = field(default_factory=DropoutWatch)
     dropout_note: str = ""  # non-empty while the newest data reads as a telemetry dropout
@@ -514,6 +537,9 @@ class SimulatedFleet:
         elif want < before:
             fleet.sort()
             del fleet[want:]  # the newest (possibly still loading) go first
+        starts = self.starts.get(target)
+        if starts is not None and len(starts) > STARTS_KEPT:
+            del starts[: len(starts) - STARTS_KEPT]  # an API reports recent pods, not every one since start
         outcome = Outcome.UNCHANGED if want == before else Outcome.APPLIED
         return ActuationResult(outcome, f"simulated fleet {before} -> {want}", before, want)
 

@@ -49,10 +49,12 @@ def run(
     fc: Forecast,
     ticks: int,
     current: int = 2,
-    observed: float | None = None,
+    observed: float | None = 0.0,
     state: PlannerState | None = None,
 ) -> list[Decision]:
-    """Tick the planner, feeding each decision back as the current count (a perfect actuator)."""
+    """Tick the planner, feeding each decision back as the current count (a perfect actuator); the
+    observed rate is fresh at every tick (0 by default: the forecast alone decides; None: no observation,
+    so no scale-down)."""
     state = state or PlannerState()
     out = []
     for k in range(ticks):
@@ -106,7 +108,12 @@ def test_a_dip_shorter_than_t_load_plus_break_even_does_not_release_replicas() -
 
 def test_scale_in_holds_when_the_forecast_is_too_short_to_prove_idleness() -> None:
     fc = forecast(np.full(7, 40.0))  # covers the look-ahead but not the break-even after it
-    d, _ = plan(Snapshot(current_replicas=5, forecast=fc), SPEC, PlannerState(), 0.0)
+    d, _ = plan(
+        Snapshot(current_replicas=5, forecast=fc, observed_rps=0.0, observed_at_s=0.0),
+        SPEC,
+        PlannerState(),
+        0.0,
+    )
     assert d.desired_replicas == 5
     assert d.reason == Reason.SCALE_IN_HELD
 
@@ -202,6 +209,15 @@ def test_a_stale_observation_gives_no_floor_and_says_so() -> None:
     assert Reason.OBSERVED_RATE_MISSING in d.reasons
 
 
+def test_without_an_observed_rate_the_forecast_may_raise_the_count_but_never_lower_it() -> None:
+    low, high = forecast(np.full(600, 10.0)), forecast(np.full(600, 3000.0))
+    down, _ = plan(Snapshot(current_replicas=8, forecast=low), SPEC, PlannerState(), 0.0)
+    assert down.desired_replicas == 8 and down.reason == Reason.OBSERVED_RATE_MISSING
+    assert "no scale-down without it (holding 8)" in down.explanation()
+    up, _ = plan(Snapshot(current_replicas=8, forecast=high), SPEC, PlannerState(), 0.0)
+    assert up.desired_replicas > 8
+
+
 def test_scale_up_is_rate_limited_per_period() -> None:
     spec = PlannerSpec(**{**SPEC.__dict__, "scale_up_limit_replicas": 2, "scale_up_period_s": 60.0})
     ds = run(spec, forecast(np.full(600, 300.0)), ticks=6, current=2)
@@ -215,7 +231,7 @@ def test_bounds_are_applied_last() -> None:
     )
     assert (d.desired_replicas, d.reason) == (50, Reason.TOO_MANY_REPLICAS)
     d, _ = plan(
-        Snapshot(current_replicas=3, forecast=forecast(np.zeros(600))),
+        Snapshot(current_replicas=3, forecast=forecast(np.zeros(600)), observed_rps=0.0, observed_at_s=0.0),
         PlannerSpec(**{**SPEC.__dict__, "min_replicas": 2, "scale_down_stabilization_s": 0.0}),
         PlannerState(),
         0.0,
@@ -239,8 +255,9 @@ def test_state_survives_a_restart_through_json() -> None:
     )
     restored = PlannerState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert restored == state
-    d2, _ = plan(Snapshot(current_replicas=7, forecast=fc), SPEC, restored, 30.0)
-    d3, _ = plan(Snapshot(current_replicas=7, forecast=fc), SPEC, PlannerState(), 30.0)
+    idle = {"observed_rps": 0.0, "observed_at_s": 30.0}
+    d2, _ = plan(Snapshot(current_replicas=7, forecast=fc, **idle), SPEC, restored, 30.0)  # type: ignore[arg-type]
+    d3, _ = plan(Snapshot(current_replicas=7, forecast=fc, **idle), SPEC, PlannerState(), 30.0)  # type: ignore[arg-type]
     assert d2.desired_replicas == 7  # the remembered recommendation of 7 keeps the down-stabilisation
     assert d3.desired_replicas < 7  # a planner that forgot would scale in at once
     with pytest.raises(ValueError, match="malformed"):

@@ -158,7 +158,10 @@ def test_tuning_a_synthetic_model_chooses_a_point_and_prices_the_warm_pool() -> 
     grid = TuningGrid(alphas=(0.5, 0.9, 0.99), reserves=(0, 2), pools=(0, 2, 4, 8), utilizations=(0.5, 0.8))
     result = tune(s, config(s), 0.99, window_s=2 * DAY, grid=grid)
     doc = json.loads(json.dumps(result.as_dict()))
-    assert len(doc["families"]["predictive"]["candidates"]) == 3 * 2 + 4  # the pools are points too
+    skipped = doc["not_simulated"]
+    simulated = len(doc["families"]["predictive"]["candidates"])
+    assert simulated + len(skipped.get("predictive", [])) + len(skipped.get("static", [])) == 3 * 2 + 4
+    assert simulated < 3 * 2 + 4  # dearer settings of a knob that already met the target are not run
     assert doc["families"]["static"]["chosen"]["setting"] in {"static-0", "static-2", "static-4", "static-8"}
     assert doc["why"] and doc["rule"].startswith("cheapest candidate")
     chosen = doc["families"]["predictive"]["chosen"]
@@ -207,7 +210,8 @@ def test_cli_tune_prints_the_chosen_point_and_the_warm_pool_it_saves_against(sma
     doc = json.loads(r.output)["series"][DEMO_FLEET[1].name]
     assert doc["target"] == 0.99 and doc["chosen"]["setting"]
     assert set(doc["families"]) == {"static", "reactive", "predictive"}
-    assert len(doc["families"]["predictive"]["candidates"]) >= 30  # at least 6 alphas x 5 reserves
+    tried = len(doc["families"]["predictive"]["candidates"]) + len(doc["not_simulated"].get("predictive", []))
+    assert tried >= 30  # at least 6 alphas x 5 reserves, simulated or passed over as dearer than a met one
 
 
 @pytest.mark.parametrize(
@@ -253,3 +257,25 @@ def test_cli_backtest_walks_forward_at_a_target(small_trace: Path, tmp_path: Pat
         assert 0 <= fam["days_on_target"] <= fam["days"]
     assert "switching transients" in wf["note"]
     assert "walk-forward at SLO target 0.99" in report.read_text()
+
+
+def test_walking_each_knob_up_from_its_cheapest_setting_chooses_what_simulating_them_all_does() -> None:
+    from dataclasses import replace as with_
+
+    from backtest.tuning import select, simulate_candidates
+
+    s = series(days=4.0)
+    grid = TuningGrid(
+        alphas=(0.5, 0.9, 0.99), reserves=(0, 1, 2, 4), pools=(0, 1, 2, 4, 8), utilizations=(0.5, 0.8)
+    )
+    cfg = with_(config(s), warmup_s=s.span_s - 2 * DAY)
+    walked = simulate_candidates(s, cfg, grid, stop_at=0.99)
+    every = simulate_candidates(s, cfg, grid)
+    assert sum(map(len, walked.skipped.values())) > 0
+    for family in ("static", "reactive", "predictive"):
+        days = range(0, every.days)
+        a, b = (
+            select(family, walked.families[family], 0.99, days),
+            select(family, every.families[family], 0.99, days),
+        )
+        assert a.chosen.candidate.setting == b.chosen.candidate.setting, family
