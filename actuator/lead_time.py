@@ -18,6 +18,7 @@ class LeadTime:
     note: str
     phases_p50_s: dict[str, float]
 
+
 SEEN_KEPT = 4096  # cold starts remembered as counted
 
 

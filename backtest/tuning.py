@@ -283,6 +283,7 @@ def simulate_candidates(
     def skip(family: str, settings: list[str]) -> None:
         if settings:
             runs.skipped.setdefault(family, []).extend(settings)
+
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise TuningError(f"unknown policy family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")

@@ -4,11 +4,6 @@ and the night's backtests and tuning runs are identical whichever backend runs t
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +16,7 @@ from service.nightly import SERIAL, backtest_task, run_night, tuning_task
 from service.serve import build_demo, demo_start_s
 from tests import compute_tasks as ct
 from tests.fakes import Clock
-from tests.prometheus_harness import free_port
+from tests.ray_harness import ray_head
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400
@@ -40,41 +35,14 @@ def pool() -> Iterator[LocalCompute]:
 @pytest.fixture(scope="module")
 def ray_compute() -> Iterator[Compute]:
     """A real Ray head on 127.0.0.1 (as a cluster would run it), reached by its address."""
-    ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "disabled",
-        "PYTHONPATH": str(ROOT),  # the workers import tests.compute_tasks
-    }
-    gcs = free_port()
-    tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    subprocess.run(
-        [
-            ray,
-            "start",
-            "--head",
-            "--node-ip-address=127.0.0.1",
-            f"--port={gcs}",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--temp-dir={tmp}",
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-        cwd=ROOT,
-    )
-    from compute.ray_backend import RayCompute
+    with ray_head() as head:
+        from compute.ray_backend import RayCompute
 
-    compute = RayCompute(f"127.0.0.1:{gcs}", retries=1)
-    try:
-        yield compute
-    finally:
-        compute.close()
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)
-        shutil.rmtree(tmp, ignore_errors=True)
+        compute = RayCompute(head.address, retries=1)
+        try:
+            yield compute
+        finally:
+            compute.close()
 
 
 def squares() -> list[Task]:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +14,7 @@ from actuator.lead_time import LeadTimeEstimator
 from actuator.ray_serve import RayServeActuator
 from planner.explain import Decision, Reason, Step
 from tests.prometheus_harness import free_port
+from tests.ray_harness import ray_head
 
 ROOT = Path(__file__).resolve().parent.parent
 COLD_START_S = 3.0
@@ -46,37 +42,9 @@ def wait_for(check: object, what: str, timeout_s: float = READY_TIMEOUT_S) -> No
 
 @pytest.fixture(scope="module")
 def serve() -> Iterator[str]:
-    ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "disabled",
-        "PYTHONPATH": str(ROOT),  # the replicas import tests.ray_app
-        "PREWARM_TEST_COLD_START_S": str(COLD_START_S),
-    }
-    dash, gcs = free_port(), free_port()
-    tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets live under it
-    subprocess.run(
-        [
-            ray,
-            "start",
-            "--head",
-            "--node-ip-address=127.0.0.1",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash}",
-            f"--port={gcs}",
-            "--num-cpus=2",
-            "--include-dashboard=true",
-            "--disable-usage-stats",
-            f"--temp-dir={tmp}",
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{dash}"
-    try:
+    with ray_head(dashboard=True, extra_env={"PREWARM_TEST_COLD_START_S": str(COLD_START_S)}) as head:
+        url = head.dashboard_url
+        assert url is not None
         config = {
             "http_options": {"host": "127.0.0.1", "port": free_port()},
             "applications": [
@@ -112,9 +80,6 @@ def serve() -> Iterator[str]:
 
         wait_for(running, "both applications to run")
         yield url
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_raising_the_floor_starts_warm_replicas_and_t_load_is_learned(serve: str) -> None:

@@ -151,7 +151,6 @@ def rate_rps(shape: TrafficShape, start_s: float, n: int, step_s: int, seed: int
     return np.asarray(rate * (shape.mean_rps / float(np.mean(rate))), dtype=np.float64)
 
 
-
 def synthetic_fleet(models: int) -> tuple[TrafficShape, ...]:
     """`models` shapes for scale tests: the demo fleet's shapes in turn, each copy named `<shape>-<i>` (so
     its noise and events differ), its mean rate and peak hour moved a little so that peaks do not all

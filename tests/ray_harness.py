@@ -1,0 +1,59 @@
+"""A real Ray head on 127.0.0.1 for the tests that need one (the Ray Serve actuator, the Ray compute
+backend): started with `ray start --head`, stopped with `ray stop --force`, which stops every Ray process on
+the machine, so the modules that use it share one xdist group."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.prometheus_harness import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RayHead:
+    address: str  # host:port of the GCS, for ray.init
+    dashboard_url: str | None  # the REST API Ray Serve is driven through, when started with one
+
+
+@contextmanager
+def ray_head(*, dashboard: bool = False, extra_env: dict[str, str] | None = None) -> Iterator[RayHead]:
+    ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "PYTHONPATH": str(ROOT),  # workers and replicas import test modules
+        **(extra_env or {}),
+    }
+    gcs, dash = free_port(), free_port()
+    tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets live under it
+    args = [
+        ray,
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--num-cpus=2",
+        "--disable-usage-stats",
+        f"--temp-dir={tmp}",
+    ]
+    if dashboard:
+        args += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true"]
+    else:
+        args.append("--include-dashboard=false")
+    subprocess.run(args, check=True, capture_output=True, env=env, cwd=ROOT)
+    try:
+        yield RayHead(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}" if dashboard else None)
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)
+        shutil.rmtree(tmp, ignore_errors=True)
