@@ -41,8 +41,7 @@ class LeadTimeEstimator:
         self._window: deque[ColdStart] = deque(maxlen=window)
         # starts already counted; bounded (a long-running service sees thousands of cold starts, and an
         # actuator reports only its recent ones, so a key this old cannot come back)
-        self._seen: set[tuple[str, float]] = set()
-        self._seen_order: deque[tuple[str, float]] = deque()
+        self._seen: dict[tuple[str, float], None] = {}  # insertion-ordered: the oldest go first
 
     def observe(self, starts: Iterable[ColdStart]) -> int:
         """Add cold starts not seen before; returns how many were new."""
@@ -51,10 +50,9 @@ class LeadTimeEstimator:
             key = (c.replica, c.created_s)
             if key in self._seen or c.t_load_s < 0:
                 continue
-            self._seen.add(key)
-            self._seen_order.append(key)
-            if len(self._seen_order) > SEEN_KEPT:
-                self._seen.discard(self._seen_order.popleft())
+            self._seen[key] = None
+            if len(self._seen) > SEEN_KEPT:
+                del self._seen[next(iter(self._seen))]
             self._window.append(c)
             new += 1
         return new

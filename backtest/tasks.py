@@ -5,6 +5,7 @@ backend."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from backtest.run import BacktestConfig, SeriesBacktest, compare, run_backtest
@@ -56,10 +57,14 @@ def tune_model(
 
 
 def replay_series(
-    series: TrafficSeries, cfg: BacktestConfig, slo_target: float | None = None, window_s: float = 0.0
+    series: TrafficSeries,
+    cfg: BacktestConfig,
+    slo_target: float | None = None,
+    window_s: float = 0.0,
+    progress: Callable[[int], None] | None = None,
 ) -> SeriesBacktest:
     """One series through every policy (and, with an SLO target, the walk-forward at it)."""
-    bt = run_backtest(series, cfg)
+    bt = run_backtest(series, cfg, progress=progress)
     if slo_target is not None:
-        bt.walk_forward = run_walk_forward(series, cfg, slo_target, window_s)
+        bt.walk_forward = run_walk_forward(series, cfg, slo_target, window_s, progress=progress)
     return bt

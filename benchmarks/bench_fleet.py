@@ -34,16 +34,9 @@ from service.nightly import backtest_task, tuning_task
 from service.runtime import Controller
 from service.serve import Jobs, build_demo, demo_start_s
 from service.view import ControllerView
+from tests.fakes import Clock
 
 TICK_S = 30.0
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def peak_rss_mb() -> float:

@@ -154,8 +154,7 @@ class Forecast:
         for q, arr in self.quantiles.items():
             if arr.shape != (n,):
                 raise ValueError(f"quantile {q} has shape {arr.shape}, expected ({n},)")
-        object.__setattr__(self, "_paths", {})  # quantile_values' cache; not a field, so not compared
-        object.__setattr__(self, "_derived", {})  # derived()'s cache
+        object.__setattr__(self, "_derived", {})  # derived()'s cache; not a field, so not compared
 
     def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
         """A value derived from this forecast alone, computed once per key: a forecast serves several ticks
@@ -169,11 +168,7 @@ class Forecast:
     def quantile_values(self, q: float) -> list[float]:
         """The q-quantile path as Python floats, computed once per forecast and level: the planner reads a
         few steps of it every tick, and indexing a NumPy array element by element costs more than the plan."""
-        paths: dict[float, list[float]] = self._paths  # type: ignore[attr-defined]
-        path = paths.get(q)
-        if path is None:
-            path = paths[q] = np.asarray(self.quantile(q), dtype=np.float64).tolist()
-        return path
+        return self.derived(("path", q), lambda: np.asarray(self.quantile(q), dtype=np.float64).tolist())
 
     @property
     def horizon(self) -> int:

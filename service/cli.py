@@ -471,14 +471,12 @@ def backtest(
             BacktestConfig,
             capacity_for,
             compare,
-            run_backtest,
             sweep_alphas,
             sweep_pools,
         )
         from backtest.simulator import lognormal_t_load
         from backtest.tasks import replay_series
         from backtest.tuning import TuningGrid, candidate_count, check_target
-        from backtest.walk_forward import run_walk_forward
         from compute.base import Task
 
         window_s = parse_duration_s(tune_window, what="--tune-window")
@@ -572,10 +570,7 @@ def backtest(
                 if fan_out:  # one task per series on the compute backend
                     tasks.append(Task(s.name, replay_series, (s, cfg, slo_target, window_s)))
                     continue
-                bt = run_backtest(s, cfg, progress=tickbar)
-                if slo_target is not None:
-                    bt.walk_forward = run_walk_forward(s, cfg, slo_target, window_s, progress=tickbar)
-                runs.append(bt)
+                runs.append(replay_series(s, cfg, slo_target, window_s, progress=tickbar))
         if tasks:
             compute = _compute(backend, workers, ray_address)
             try:

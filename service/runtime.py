@@ -286,17 +286,16 @@ class Controller:
         )
 
     @staticmethod
-    def _install_fit(r: ModelRuntime) -> bool:
-        """Take a finished full fit into use; True when one was installed."""
+    def _install_fit(r: ModelRuntime) -> None:
+        """Take a finished full fit into use (it is anchored on the history it was given)."""
         if r.fitting is None or not r.fitting.done():
-            return False
+            return
         outcome, r.fitting = r.fitting.outcome(), None
         if not outcome.ok:  # retried at the next refresh; meanwhile the previous fit (if any) goes on
             r.fit_error = f"the full fit failed: {outcome.error}"
-            return False
+            return
         r.model, r.full_fit_s, r.fit_error = outcome.value, r.fit_started_s, ""
         r.anchored_s = r.fit_history_end_s
-        return True
 
     def _score_coverage(self, r: ModelRuntime, hist: TrafficSeries) -> None:
         """Live calibration: did the steps that arrived since the last forecast stay under its alpha-quantile?
@@ -405,7 +404,11 @@ class Controller:
                 r.tick.last_ok_s, r.tick.last_error = now_s, None
             except Exception as exc:
                 self._failed(r, exc, now_s)
-        self.store.set_actuations(results)
+        try:
+            self.store.set_actuations(results)
+        except Exception as exc:  # the decisions stand (recorded first); their outcomes could not be noted
+            for name in done:
+                self._failed(self.models[name], exc, now_s)
         return done
 
     def _plan(self, r: ModelRuntime, now_s: float) -> _Planned:
@@ -501,7 +504,8 @@ class SimulatedFleet:
     clock: Callable[[], float]
     t_load_s: float
     replicas: dict[Target, list[tuple[float, int]]] = field(default_factory=dict)  # (ready at, replica id)
-    starts: dict[Target, list[ColdStart]] = field(default_factory=dict)
+    starts: dict[Target, list[ColdStart]] = field(default_factory=dict)  # the newest STARTS_KEPT
+    promoted: dict[Target, set[int]] = field(default_factory=dict)  # live replicas already counted ready
     _next_id: int = 0
 
     def _fleet(self, target: Target) -> list[tuple[float, int]]:
@@ -520,13 +524,24 @@ class SimulatedFleet:
         return ReplicaState(desired=len(fleet), ready=sum(1 for t, _ in fleet if t <= now))
 
     def _promote(self, target: Target, now: float) -> None:
-        done = {c.replica for c in self.starts.get(target, [])}
-        for ready_at, rid in self._fleet(target):
-            name = f"{target.name}-{rid}"
-            if rid > 0 and ready_at <= now and name not in done:
-                self.starts.setdefault(target, []).append(
-                    ColdStart(name, ready_at - self.t_load_s, ready_at, {"loading_and_warmup": self.t_load_s})
+        fleet = self._fleet(target)
+        seen = self.promoted.setdefault(target, set())
+        starts = self.starts.setdefault(target, [])
+        for ready_at, rid in fleet:
+            if rid > 0 and ready_at <= now and rid not in seen:
+                seen.add(rid)
+                starts.append(
+                    ColdStart(
+                        f"{target.name}-{rid}",
+                        ready_at - self.t_load_s,
+                        ready_at,
+                        {"loading_and_warmup": self.t_load_s},
+                    )
                 )
+        if len(starts) > STARTS_KEPT:
+            del starts[: len(starts) - STARTS_KEPT]  # an API reports recent pods, not every one since start
+        if len(seen) > len(fleet):  # ids are never reused: a released replica's can be forgotten
+            seen.intersection_update(rid for _, rid in fleet)
 
     def apply(self, target: Target, decision: Decision, decision_id: str) -> ActuationResult:
         now = self.clock()
@@ -537,9 +552,6 @@ class SimulatedFleet:
         elif want < before:
             fleet.sort()
             del fleet[want:]  # the newest (possibly still loading) go first
-        starts = self.starts.get(target)
-        if starts is not None and len(starts) > STARTS_KEPT:
-            del starts[: len(starts) - STARTS_KEPT]  # an API reports recent pods, not every one since start
         outcome = Outcome.UNCHANGED if want == before else Outcome.APPLIED
         return ActuationResult(outcome, f"simulated fleet {before} -> {want}", before, want)
 

@@ -167,9 +167,6 @@ class Jobs:
             self._record("nightly_tuning", done["tuning"], seconds)
         return done
 
-    def backtest_all(self) -> None:
-        self.night(tune=False)
-
     def nightly_if_due(self) -> bool:
         """Run the nightly jobs once per day at nightly_hour_utc of the service's clock (a simulated clock
         in the demo runs them at its simulated night). Returns whether they ran."""

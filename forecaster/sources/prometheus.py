@@ -369,10 +369,8 @@ class PrometheusSource:
                 values = np.full(n, np.nan)  # absent from the answer: gaps, and stale on its own
             if full or old is None or first < old.start_s:
                 series = TrafficSeries(m.name, first, step, values)
-            else:
-                keep = old.index_at(first)
-                pad = np.full(max(0, round((first - old.start_s) / step) - keep), np.nan)
-                merged = np.concatenate([old.values[:keep], pad, values])
+            else:  # first is on old's grid and not past its end (the re-read starts inside it)
+                merged = np.concatenate([old.values[: old.index_at(first)], values])
                 series = TrafficSeries(m.name, old.start_s, step, merged).tail(g.history_s)
             out[m.name] = Loaded(series, self.freshness(m, series, now_s), queries, tuple(notes))
         for name, loaded in out.items():
