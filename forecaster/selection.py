@@ -39,6 +39,7 @@ from forecaster.evaluation import coverage, mase, scaled_pinball
 from forecaster.models import MODELS, FitReport, ForecastModel, ModelError
 from forecaster.models.base import Timer
 from forecaster.models.combination import Combination, combo_alias
+from forecaster.models.profile import SeasonalProfile
 from forecaster.rolling import (
     CAL_LEVELS,
     Progress,
@@ -47,6 +48,7 @@ from forecaster.rolling import (
     origin_grid,
     rolling_forecasts,
 )
+from forecaster.shape import DailyShape
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries, interp_weights
 
 DEFAULT_CANDIDATES: tuple[str, ...] = (
@@ -407,6 +409,7 @@ class AutoModel:
         every_s: float = CV_EVERY_S,
         refit_every_s: float = SECONDS_PER_DAY,
         progress: Progress | None = None,
+        priors: Sequence[DailyShape] = (),
     ) -> None:
         unknown = [c for c in candidates if c not in MODELS]
         if unknown:
@@ -418,6 +421,7 @@ class AutoModel:
         self.every_s = every_s
         self.refit_every_s = refit_every_s
         self.progress = progress
+        self.priors = tuple(priors)  # daily shapes to borrow while the history is under two days
         self.report = FitReport(self.alias)
         self.selection: Selection | None = None
         self._model: ForecastModel | None = None
@@ -479,9 +483,12 @@ class AutoModel:
             self._calib = self.selection.calibrator
             note = self.selection.reason
         members = self.selection.members if self.selection else ()
-        self._model = (
-            Combination([MODELS[m] for m in members]) if len(members) > 1 else MODELS[chosen]()
-        ).fit(series)
+        if len(members) > 1:
+            self._model = Combination([MODELS[m] for m in members]).fit(series)
+        elif chosen == "profile":  # a short history: the profile borrows a shape where it may
+            self._model = SeasonalProfile(self.priors).fit(series)
+        else:
+            self._model = MODELS[chosen]().fit(series)
         inner = self._model.report
         self.report = FitReport.of(
             self.alias,
@@ -526,21 +533,34 @@ def refit(previous: ForecastModel | None, factory: Callable[[], ForecastModel]) 
 
 
 def full_fit(
-    name: str, horizon_s: float, history: TrafficSeries, previous: ForecastModel | None = None
+    name: str,
+    horizon_s: float,
+    history: TrafficSeries,
+    previous: ForecastModel | None = None,
+    priors: Sequence[DailyShape] = (),
 ) -> ForecastModel:
     """The daily full fit of one model (module-level: a compute worker runs it by name); `previous` is the
-    fit it replaces, whose reusable work it carries over."""
-    return refit(previous, make_forecaster(name, horizon_s=horizon_s)).fit(history)
+    fit it replaces, whose reusable work it carries over; `priors` the daily shapes it may borrow while
+    its history is under two days."""
+    return refit(previous, make_forecaster(name, horizon_s=horizon_s, priors=priors)).fit(history)
 
 
 def make_forecaster(
-    name: str, horizon_s: float, progress: Progress | None = None
+    name: str,
+    horizon_s: float,
+    progress: Progress | None = None,
+    priors: Sequence[DailyShape] = (),
 ) -> Callable[[], ForecastModel]:
-    """A factory for `auto`, `auto-fast` (vectorised candidates only) or a single model alias."""
+    """A factory for `auto`, `auto-fast` (vectorised candidates only) or a single model alias; `priors`:
+    daily shapes that `auto` and `profile` borrow while the history is under two days."""
     if name == "auto":
-        return lambda: AutoModel(horizon_s=horizon_s, progress=progress)
+        return lambda: AutoModel(horizon_s=horizon_s, progress=progress, priors=priors)
     if name == "auto-fast":
-        return lambda: AutoModel(horizon_s=horizon_s, candidates=FAST_CANDIDATES, progress=progress)
+        return lambda: AutoModel(
+            horizon_s=horizon_s, candidates=FAST_CANDIDATES, progress=progress, priors=priors
+        )
+    if name == "profile":
+        return lambda: SeasonalProfile(priors)
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose one of: auto, auto-fast, {', '.join(MODELS)}")
     return MODELS[name]

@@ -122,6 +122,7 @@ def build_from_config(
                 tune_window_s=m.slo.tune_window_days * SECONDS_PER_DAY,
                 gpus_per_replica=m.gpus_per_replica,
                 priority=m.priority,
+                prior=m.prior,
             )
         )
         rails[t] = Rails(mode=Mode(m.mode), max_added_per_tick=m.max_added_per_tick)

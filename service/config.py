@@ -180,6 +180,10 @@ class ModelConfig(_Strict):
     priority: float = Field(
         1.0, gt=0, le=1000, description="weight of this model's late requests when the fleet budget binds"
     )
+    prior: str | None = Field(
+        None,
+        description="under two days of history: borrow this model's daily shape (default: the fleet's)",
+    )
     dropout_min_count: float = Field(
         DEFAULT_MIN_COUNT,
         gt=0,
@@ -331,6 +335,9 @@ class PrewarmConfig(_Strict):
         if dup:
             raise ValueError(f"query group names must be unique; repeated: {', '.join(dup)}")
         for i, m in enumerate(self.models):
+            if m.prior is not None and (m.prior == m.name or m.prior not in names):
+                others = ", ".join(n for n in names if n != m.name) or "(none)"
+                raise ValueError(f"models.{i}.prior={m.prior!r} must name another model; allowed: {others}")
             if m.query_group is not None and m.query_group not in groups:
                 raise ValueError(
                     f"models.{i}.query_group={m.query_group!r} names no query group; defined: "

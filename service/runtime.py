@@ -27,6 +27,7 @@ from forecaster.dropouts import DropoutWatch
 from forecaster.models import ModelError
 from forecaster.models.base import ForecastModel
 from forecaster.selection import full_fit
+from forecaster.shape import MIN_SHAPE_DAYS, SHAPE_DAYS, DailyShape, daily_shape
 from forecaster.sources.base import SourceError
 from forecaster.types import Forecast, TrafficSeries, quantile_key
 from planner import PlannerSpec, PlannerState, Snapshot, plan
@@ -139,6 +140,7 @@ class ModelRuntime:
     tune_window_s: float = 7 * 86_400.0  # history each tuning run replays (slo.tune_window_days)
     gpus_per_replica: float = 1.0  # against the fleet's GPU budget
     priority: float = 1.0  # weight of its late requests when the budget binds
+    prior: str | None = None  # the model whose daily shape it borrows while young (None: the fleet's)
     tuning: dict[str, Any] | None = None  # the applied tuning run (backtest/tuning.py TuningResult.as_dict)
     tuning_error: str = ""  # the newest tuning run failed: the previous operating point is kept
     actuation: ActuationHealth = field(default_factory=ActuationHealth)
@@ -224,6 +226,8 @@ class Controller:
         self.store = store
         self.refit_every_s = refit_every_s
         self._reasons: Counter[tuple[str, str]] = Counter()
+        self._shapes: dict[str, DailyShape] = {}  # each model's own daily shape, read once a day
+        self._shapes_day = -1
         for r in runtimes:
             saved = store.state(r.name)
             if saved is not None:  # a restart resumes its stabilisation windows and rate limits
@@ -251,7 +255,8 @@ class Controller:
                 raise ModelError(f"only {len(hist)} steps of history so far")
             self._install_fit(r)
             if r.fitting is None and self._fit_due(r, now_s):
-                task = Task(name, full_fit, (r.forecaster, r.spec.lookahead_s, hist, r.model))
+                priors = self.priors_for(name, now_s) if hist.span_s < MIN_SHAPE_DAYS * 86_400 else ()
+                task = Task(name, full_fit, (r.forecaster, r.spec.lookahead_s, hist, r.model, priors))
                 r.fitting, r.fit_started_s, r.fit_history_end_s = self.compute.submit(task), now_s, hist.end_s
                 self._install_fit(r)
             if r.model is None:
@@ -276,6 +281,24 @@ class Controller:
         except (ModelError, SourceError, ValueError) as exc:
             r.refit.failures += 1
             r.refit.last_error, r.refit.last_error_s = f"{type(exc).__name__}: {exc}", now_s
+
+    def priors_for(self, name: str, now_s: float) -> tuple[DailyShape, ...]:
+        """The daily shapes a model under two days old may borrow: its configured prior's, else every
+        other model's that has a shape of its own (read once a UTC day: shapes move slowly)."""
+        day = math.floor(now_s / 86_400)
+        if day != self._shapes_day:
+            self._shapes, self._shapes_day = {}, day
+            for other, r in self.models.items():
+                try:
+                    shape = daily_shape(r.history(now_s).tail(SHAPE_DAYS * 86_400), f"{other}'s daily shape")
+                except (SourceError, ValueError):
+                    continue  # an unreadable history lends nothing today
+                if shape is not None:
+                    self._shapes[other] = shape
+        prior = self.models[name].prior
+        if prior is not None:
+            return (self._shapes[prior],) if prior in self._shapes else ()
+        return tuple(s for other, s in self._shapes.items() if other != name)
 
     @staticmethod
     def _fit_due(r: ModelRuntime, now_s: float) -> bool:

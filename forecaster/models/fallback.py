@@ -15,12 +15,15 @@ import numpy as np
 from forecaster.models.base import (
     MIN_DAILY_HISTORY_S,
     FitReport,
+    ForecastModel,
     ResidualTable,
     Timer,
     fill_gaps,
     forecast_from_log,
     require_history,
 )
+from forecaster.models.borrowed import BorrowedShape
+from forecaster.shape import DailyShape
 from forecaster.types import Forecast, TrafficSeries
 
 
@@ -84,8 +87,10 @@ def fall_back_if_short(
     *,
     need_s: float = MIN_DAILY_HISTORY_S,
     what: str = "a daily season",
-) -> RecentLevel | None:
-    """A fitted RecentLevel (and a note in `report`) when `series` is shorter than `need_s`, else None."""
+    priors: Sequence[DailyShape] = (),
+) -> ForecastModel | None:
+    """A fitted fallback (and a note in `report`) when `series` is shorter than `need_s`, else None: with
+    daily shapes to borrow (`priors`, a fleet's) a BorrowedShape, else a RecentLevel."""
     if series.span_s >= need_s:
         return None
     return fall_back(
@@ -93,12 +98,17 @@ def fall_back_if_short(
         report,
         f"{series.span_s / 86400:.2f} days of history is less than the {need_s / 86400:.0f} days "
         f"{what} needs",
+        priors,
     )
 
 
-def fall_back(series: TrafficSeries, report: FitReport, why: str) -> RecentLevel:
-    """A fitted RecentLevel, recorded in `report` as the fallback with `why`."""
-    fallback = RecentLevel().fit(series)
+def fall_back(
+    series: TrafficSeries, report: FitReport, why: str, priors: Sequence[DailyShape] = ()
+) -> ForecastModel:
+    """A fitted fallback, recorded in `report` as the fallback with `why`."""
+    fallback: ForecastModel = BorrowedShape(priors) if priors else RecentLevel()
+    fallback.fit(series)
+    report.notes.extend(n for n in fallback.report.notes if n not in report.notes)
     report.fallback = fallback.alias
     report.note(f"{why}; forecasting with {fallback.alias}")
     return fallback

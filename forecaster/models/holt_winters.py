@@ -16,13 +16,14 @@ import numpy as np
 
 from forecaster.models.base import (
     FitReport,
+    ForecastModel,
     ResidualTable,
     Timer,
     horizon_grid,
     require_history,
 )
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare
-from forecaster.models.fallback import RecentLevel, fall_back_if_short, relabel
+from forecaster.models.fallback import fall_back_if_short, relabel
 from forecaster.models.smoothing import estimated_params, fit_smoother, widened_errors
 from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
 
@@ -35,7 +36,7 @@ class HoltWinters:
 
     def __init__(self) -> None:
         self.report = FitReport(self.alias)
-        self._fallback: RecentLevel | None = None
+        self._fallback: ForecastModel | None = None
         self._res: Any = None
         self._data: CoarseData | None = None
         self._params: dict[str, float] | None = None

@@ -42,6 +42,7 @@ from forecaster.models.base import (
     MIN_DAILY_HISTORY_S,
     MIN_WEEKLY_HISTORY_S,
     FitReport,
+    ForecastModel,
     ModelError,
     ResidualTable,
     Timer,
@@ -49,7 +50,8 @@ from forecaster.models.base import (
     forecast_from_log,
     horizon_grid,
 )
-from forecaster.models.fallback import RecentLevel, fall_back_if_short, relabel
+from forecaster.models.fallback import fall_back_if_short, relabel
+from forecaster.shape import DailyShape
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
 
 MAX_HISTORY_S = 28 * SECONDS_PER_DAY
@@ -537,12 +539,16 @@ def _fit_level(
 
 
 class SeasonalProfile:
+    """The daily (and weekly) profile of one series; under two days of history it borrows a daily shape
+    from `priors` (a fleet's, forecaster/shape.py) where given, else forecasts the recent level."""
+
     alias = "profile"
 
-    def __init__(self) -> None:
+    def __init__(self, priors: Sequence[DailyShape] = ()) -> None:
+        self.priors = tuple(priors)
         self.report = FitReport(self.alias)
         self._batch: ProfileBatch | None = None
-        self._fallback: RecentLevel | None = None
+        self._fallback: ForecastModel | None = None
 
     def fit(self, series: TrafficSeries) -> Self:
         timer = Timer()
@@ -550,7 +556,7 @@ class SeasonalProfile:
         self.report = FitReport(
             self.alias, series.name, len(series), series.span_s, series.step_s, series.step_s
         )
-        self._fallback = fall_back_if_short(series, self.report, what="a daily profile")
+        self._fallback = fall_back_if_short(series, self.report, what="a daily profile", priors=self.priors)
         if self._fallback is None:
             self._batch = fit_batch(series.values[None, :], series.start_s, series.step_s)
             b = self._batch

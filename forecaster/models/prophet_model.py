@@ -24,6 +24,7 @@ from forecaster.models.base import (
     DENSE_LEVELS,
     MIN_WEEKLY_HISTORY_S,
     FitReport,
+    ForecastModel,
     ModelError,
     ResidualTable,
     Timer,
@@ -31,7 +32,7 @@ from forecaster.models.base import (
     require_history,
 )
 from forecaster.models.coarse import CoarseData, coarse_horizon, prepare, to_fine
-from forecaster.models.fallback import RecentLevel, fall_back_if_short, relabel
+from forecaster.models.fallback import fall_back_if_short, relabel
 from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 96
@@ -54,7 +55,7 @@ class ProphetModel:
 
     def __init__(self) -> None:
         self.report = FitReport(self.alias)
-        self._fallback: RecentLevel | None = None
+        self._fallback: ForecastModel | None = None
         self._model: Any = None
         self._data: CoarseData | None = None
 

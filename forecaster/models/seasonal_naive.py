@@ -17,6 +17,7 @@ from forecaster.models.base import (
     MIN_DAILY_HISTORY_S,
     MIN_WEEKLY_HISTORY_S,
     FitReport,
+    ForecastModel,
     ResidualTable,
     Timer,
     fill_gaps,
@@ -37,7 +38,7 @@ class SeasonalNaive:
         self.season: Season = season
         self.alias = f"seasonal_naive_{season}"
         self.report = FitReport(self.alias)
-        self._fallback: SeasonalNaive | RecentLevel | None = None
+        self._fallback: ForecastModel | None = None
         self._last: FloatArray = np.zeros(1)
         self._resid = ResidualTable([1], [np.zeros(1)])
         self._origin = 0.0
