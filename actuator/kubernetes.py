@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
-from kubernetes import client
+from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 
 from actuator.base import ActuationResult, ColdStart, Outcome, ReplicaState, Target
@@ -36,6 +36,7 @@ ANNOTATION_DECISION = "prewarm.io/decision-id"
 ANNOTATION_DESIRED = "prewarm.io/desired-replicas"
 ANNOTATION_ORIGINAL_FLOOR = "prewarm.io/original-floor"
 KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
+GPU_QUOTA_RESOURCE = "requests.nvidia.com/gpu"
 EVENT_MESSAGE_MAX = 1024
 
 
@@ -104,6 +105,26 @@ class KubernetesActuator:
         self._seen: dict[str, ColdStart] = {}
 
     # -- reading -------------------------------------------------------------------------------------
+
+    def gpu_quota(self, namespace: str, name: str, resource: str = GPU_QUOTA_RESOURCE) -> float:
+        """The hard limit a namespace ResourceQuota sets on `resource` (the fleet's GPU budget)."""
+        what = f"read ResourceQuota {namespace}/{name}"
+        try:
+            quota = self.core.read_namespaced_resource_quota(name, namespace)
+        except Exception as exc:
+            raise api_error(exc, what) from None
+        hard = (quota.status.hard if quota.status is not None else None) or (
+            quota.spec.hard if quota.spec is not None else None
+        )
+        if not hard or resource not in hard:
+            raise PermanentError(
+                f"{what}: it sets no hard limit on {resource}; it limits "
+                f"{', '.join(sorted(hard or {})) or 'nothing'}"
+            )
+        try:
+            return float(utils.parse_quantity(hard[resource]))  # type: ignore[no-untyped-call]
+        except ValueError:
+            raise PermanentError(f"{what}: {resource}={hard[resource]!r} is not a quantity") from None
 
     def _workload(self, t: Target) -> Any:
         try:

@@ -22,6 +22,7 @@ from forecaster.sources.prometheus import PrometheusSource
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner import PlannerSpec
 from planner.explain import Decision
+from service.budget import BudgetSource, QuotaBudget
 from service.config import ConfigError, ModelConfig, PrewarmConfig
 from service.runtime import Controller, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
@@ -127,12 +128,23 @@ def build_from_config(
         )
         rails[t] = Rails(mode=Mode(m.mode), max_added_per_tick=m.max_added_per_tick)
     is_leader: Callable[[], bool] = lambda: True  # noqa: E731
-    if kinds & {"Deployment", "StatefulSet"}:
+    budget: float | BudgetSource | None = cfg.fleet.gpu_budget
+    quota = cfg.fleet.gpu_quota
+    if kinds & {"Deployment", "StatefulSet"} or quota is not None:
         from actuator.kubernetes import KubernetesActuator
-        from actuator.leader import LeaseElector
 
         api = kubernetes_api_client if kubernetes_api_client is not None else kubernetes_api(cfg)
-        by_kind["kubernetes"] = KubernetesActuator(api, modes=modes_k8s)
+        k8s = KubernetesActuator(api, modes=modes_k8s)
+        if quota is not None:
+            budget = QuotaBudget(
+                lambda: k8s.gpu_quota(quota.namespace, quota.name, quota.resource),
+                f"ResourceQuota {quota.namespace}/{quota.name} {quota.resource}",
+                refresh_s=quota.refresh_s,
+            )
+    if kinds & {"Deployment", "StatefulSet"}:
+        from actuator.leader import LeaseElector
+
+        by_kind["kubernetes"] = k8s
         identity = os.environ.get("POD_NAME") or socket.gethostname()
         elector = LeaseElector(
             api,
@@ -157,7 +169,7 @@ def build_from_config(
         DecisionStore(cfg.store.url),
         refit_every_s=cfg.schedules.refit_s,
         forecast_horizon_s=cfg.schedules.forecast_horizon_s,
-        gpu_budget=cfg.fleet.gpu_budget,
+        gpu_budget=budget,
         compute=compute,
     )
 

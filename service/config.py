@@ -305,10 +305,27 @@ class ComputeConfig(_Strict):
         return self
 
 
+class GpuQuotaConfig(_Strict):
+    """A namespace ResourceQuota whose hard limit is the fleet's GPU budget."""
+
+    namespace: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    resource: str = Field("requests.nvidia.com/gpu", min_length=1)
+    refresh_s: float = Field(60.0, ge=1, le=86_400, description="re-read the quota this often")
+
+
 class FleetConfig(_Strict):
-    """GPUs prewarm may hold warm across all its models; unset: no shared budget (each model alone)."""
+    """GPUs prewarm may hold warm across all its models: a number (gpu_budget) or a ResourceQuota's hard
+    limit (gpu_quota); neither: no shared budget (each model alone)."""
 
     gpu_budget: float | None = Field(None, gt=0, le=1_000_000)
+    gpu_quota: GpuQuotaConfig | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> FleetConfig:
+        if self.gpu_budget is not None and self.gpu_quota is not None:
+            raise ValueError("give gpu_budget (a number) or gpu_quota (a ResourceQuota), not both")
+        return self
 
 
 class PrewarmConfig(_Strict):

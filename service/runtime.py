@@ -33,6 +33,7 @@ from forecaster.types import Forecast, TrafficSeries, quantile_key
 from planner import PlannerSpec, PlannerState, Snapshot, plan
 from planner.explain import Decision
 from planner.fleet import FleetAllocation, allocate, fleet_request, within_grant
+from service.budget import BudgetSource, FixedBudget
 from service.store import DecisionStore
 
 TRAILING_S = 14 * 86_400
@@ -213,13 +214,17 @@ class Controller:
         *,
         refit_every_s: float = 300.0,
         forecast_horizon_s: float = 86_400.0,
-        gpu_budget: float | None = None,
+        gpu_budget: float | BudgetSource | None = None,
         compute: Compute | None = None,
     ) -> None:
         self.models = {r.name: r for r in runtimes}
         # where the daily full fits run; in this process (serial) unless the composition root says otherwise
         self.compute: Compute = compute or LocalCompute(workers=1)
-        self.gpu_budget = gpu_budget  # GPUs shared by every model (None: each model plans alone)
+        # GPUs shared by every model: a number, or a ResourceQuota read now and then (None: each model
+        # plans alone)
+        self.budget: BudgetSource | None = (
+            FixedBudget(float(gpu_budget)) if isinstance(gpu_budget, int | float) else gpu_budget
+        )
         self.allocation: FleetAllocation | None = None  # the fleet stage's newest allocation
         self.forecast_horizon_s = forecast_horizon_s
         self.actuator = actuator
@@ -364,7 +369,13 @@ class Controller:
         """One tick for every model. With a fleet GPU budget, every model plans first, the fleet stage fits
         the asks into the budget (planner/fleet.py), and each clipped decision carries its BudgetLimited
         step; without one, each model's plan stands alone."""
-        self._tick(list(self.models), now_s, budget=self.gpu_budget)
+        budget = self.budget.read(now_s) if self.budget is not None else None
+        self._tick(list(self.models), now_s, budget=budget)
+
+    @property
+    def gpu_budget(self) -> float | None:
+        """The budget in force (the newest read of a quota); None: each model plans alone."""
+        return self.budget.gpus if self.budget is not None else None
 
     def _tick(self, names: list[str], now_s: float, *, budget: float | None) -> dict[str, int]:
         """Plan each model, then record every decision (with its planner state) in one transaction before

@@ -26,6 +26,7 @@ from compute.base import Compute, Outcome
 from forecaster.sources.synthetic import DEFAULT_START_S, DEMO_FLEET, SyntheticSource, TrafficShape
 from forecaster.types import SECONDS_PER_DAY
 from planner import PlannerSpec
+from service.budget import BudgetSource
 from service.nightly import SERIAL, run_night
 from service.runtime import Controller, JobStatus, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
@@ -59,7 +60,7 @@ def build_demo(
     forecaster: str = "profile",
     slo_target: float | None = DEMO_SLO_TARGET,
     tune_window_s: float = 7 * SECONDS_PER_DAY,
-    gpu_budget: float | None = None,
+    gpu_budget: float | BudgetSource | None = None,
     shapes: tuple[TrafficShape, ...] = DEMO_FLEET,
     days_after: float = 30.0,
     compute: Compute | None = None,

@@ -92,8 +92,10 @@ class ControllerView:
     def fleet(self) -> dict[str, Any]:
         """The fleet stage's newest allocation: the budget, what the models asked and got, who was clipped."""
         a = self.ctl.allocation
+        source = self.ctl.budget.as_dict() if self.ctl.budget is not None else {}
         if self.ctl.gpu_budget is None or a is None:
             return {
+                **source,
                 "budget_gpus": self.ctl.gpu_budget,
                 "asked_gpus": None,
                 "used_gpus": None,
@@ -101,6 +103,7 @@ class ControllerView:
                 "models": {},
             }
         return {
+            **source,
             "budget_gpus": a.budget_gpus,
             "asked_gpus": round(a.asked_gpus, 3),
             "used_gpus": round(a.used_gpus, 3),
@@ -213,7 +216,17 @@ class ControllerView:
                 "actuator_reachable": reachable,
             }
             ok = ok and not problems
-        return ok, {"models": out, "jobs": {k: v.as_dict() for k, v in self.jobs.items()}}
+        body: dict[str, Any] = {"models": out, "jobs": {k: v.as_dict() for k, v in self.jobs.items()}}
+        budget = self.ctl.budget
+        if budget is not None:  # a budget that cannot be read is a warning: each model plans alone meanwhile
+            fleet = budget.as_dict()
+            fleet["warnings"] = (
+                [f"no GPU budget yet, each model plans alone: {budget.error or 'not read yet'}"]
+                if budget.gpus is None
+                else ([budget.error] if budget.error else [])
+            )
+            body["fleet"] = fleet
+        return ok, body
 
     def metrics(self) -> list[tuple[str, str, dict[str, str], float]]:
         s: list[tuple[str, str, dict[str, str], float]] = []

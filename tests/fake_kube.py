@@ -43,6 +43,7 @@ KINDS = {
     "events": "Event",
     "pods": "Pod",
     "leases": "Lease",
+    "resourcequotas": "ResourceQuota",
 }
 
 
