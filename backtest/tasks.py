@@ -1,29 +1,45 @@
-"""The per-model work a compute worker runs (compute/), as pure functions of a history and settings: the
-nightly backtest and tuning run the service records (service/nightly.py), and one series' replay for
-`prewarm backtest`. No store, no clock, no live state: the same arguments give the same result on any
-backend."""
+"""The per-model work a compute worker runs (compute/), as pure functions of a history and settings: one
+model's night (its backtest and tuning run on the day ledger, backtest/ledger.py) that the service records
+(service/nightly.py), and one series' replay for `prewarm backtest`. No store, no clock, no live state:
+the same arguments give the same result on any backend."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from backtest.run import BacktestConfig, SeriesBacktest, compare, run_backtest
-from backtest.tuning import TuningGrid, tune
+from backtest.ledger import DayOutcome, Ledger, Make, complete_days
+from backtest.policies import ForecastFeed, Oracle
+from backtest.run import BacktestConfig, Comparison, Replay, SeriesBacktest, compare, run_backtest
+from backtest.simulator import Policy, ReplayResult
+from backtest.tuning import (
+    OperatingPoint,
+    TuningError,
+    TuningGrid,
+    TuningResult,
+    candidate_levels,
+    check_target,
+    point_policy,
+    pool_policy,
+    reactive_policy,
+    select,
+    simulate_candidates,
+)
 from backtest.walk_forward import run_walk_forward
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 
-NIGHTLY_POLICIES = ("reactive", "static", "predictive", "oracle")
 POOLS = (0, 1, 2, 3, 4, 6, 8)
 
 
-def backtest_model(history: TrafficSeries, cfg: BacktestConfig) -> dict[str, Any]:
-    """Replay the history through every nightly policy and say whether prediction lost: violated the SLO
-    more than reactive, or used more replica-hours than reactive + a warm pool at the same violation rate
-    (`lost_because`, empty when it did not)."""
-    bt = run_backtest(history, cfg)
-    cmp = compare(bt.results)
-    pred, react = bt.results["predictive"], bt.results["reactive"]
+def _backtest_doc(
+    days: float, results: dict[str, ReplayResult], cmp: Comparison, notes: list[str]
+) -> dict[str, Any]:
+    """The nightly backtest's document, and whether prediction lost: violated the SLO more than reactive,
+    or used more replica-hours than reactive + a warm pool at the same violation rate (`lost_because`,
+    empty when it did not)."""
+    pred, react = results["predictive"], results["reactive"]
     reasons = []
     if pred.slo_violation_rate > react.slo_violation_rate:
         reasons.append(
@@ -36,24 +52,13 @@ def backtest_model(history: TrafficSeries, cfg: BacktestConfig) -> dict[str, Any
             "at the same violation rate"
         )
     return {
-        "days": round(history.span_s / SECONDS_PER_DAY, 3),
-        "policies": bt.as_dict(),
+        "days": days,
+        "policies": {name: r.as_dict() for name, r in results.items()},
         "comparison": cmp.as_dict(),
         "predictive_lost": bool(reasons),
         "lost_because": reasons,
-        "notes": bt.notes,
+        "notes": notes,
     }
-
-
-def tune_model(
-    history: TrafficSeries,
-    cfg: BacktestConfig,
-    target: float,
-    window_s: float,
-    grid: TuningGrid | None = None,
-) -> dict[str, Any]:
-    """The tuning run's document (backtest/tuning.py TuningResult.as_dict)."""
-    return tune(history, cfg, target, window_s=window_s, grid=grid).as_dict()
 
 
 def replay_series(
@@ -68,3 +73,139 @@ def replay_series(
     if slo_target is not None:
         bt.walk_forward = run_walk_forward(series, cfg, slo_target, window_s, progress=progress)
     return bt
+
+
+# -- one model's night on the ledger ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NightSpec:
+    """What one model's night runs: the backtest of its last `backtest_days` whole days (at the operating
+    point in force, against reactive, the warm pools and the oracle) and, with an SLO target, the tuning
+    run over its last `tune_days`. Both read and extend one ledger of day outcomes (backtest/ledger.py)."""
+
+    point: OperatingPoint  # the operating point in force: the backtest's predictive policy
+    backtest_days: float | None = None  # None: no backtest tonight
+    target: float | None = None  # None: no tuning run
+    tune_days: int = 7
+    grid: TuningGrid | None = None
+    pools: tuple[int, ...] = POOLS
+
+    def levels(self) -> tuple[float, ...]:
+        """Every forecast quantile the night plans at (part of the ledger's fingerprint)."""
+        out = set(candidate_levels(self.grid or TuningGrid())) if self.target is not None else set()
+        if self.point.alpha is not None:
+            out.add(self.point.alpha)
+        return tuple(sorted(out)) or (0.5,)
+
+
+def night_model(
+    history: TrafficSeries,
+    cfg: BacktestConfig,
+    spec: NightSpec,
+    known: dict[tuple[str, float], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One model's nightly backtest and tuning run from its history and the day outcomes already known;
+    returns both documents (or each one's error) and the day outcomes replayed tonight, for the store."""
+    ledger = Ledger(
+        history, cfg, spec.levels(), {k: DayOutcome.from_dict(v) for k, v in (known or {}).items()}
+    )
+    out: dict[str, Any] = {"fingerprint": ledger.fingerprint, "backtest": None, "tuning": None}
+    if spec.backtest_days is not None:
+        try:
+            out["backtest"] = _ledger_backtest(ledger, history, cfg, spec)
+        except (ValueError, TuningError) as exc:
+            out["backtest_error"] = f"{type(exc).__name__}: {exc}"
+    if spec.target is not None:
+        try:
+            out["tuning"] = _ledger_tuning(ledger, history, cfg, spec)
+        except (ValueError, TuningError) as exc:
+            out["tuning_error"] = f"{type(exc).__name__}: {exc}"
+    out["replayed"] = ledger.new_rows()
+    out["known_used"] = len(ledger.known)
+    return out
+
+
+def _canonical(cfg: BacktestConfig, label: str) -> str:
+    """One label per distinct policy: static-0 is the reactive autoscaler at its own utilisation."""
+    return f"util-{cfg.target_utilization:g}" if label == "static-0" else label
+
+
+def _ledger_backtest(
+    ledger: Ledger, history: TrafficSeries, cfg: BacktestConfig, spec: NightSpec
+) -> dict[str, Any]:
+    assert spec.backtest_days is not None
+    days = complete_days(history, math.ceil(spec.backtest_days))
+    if not days:
+        raise ValueError(f"{history.name!r}: no whole UTC day with 2 days of history before it to replay")
+    base = cfg.planner_spec()
+    p = spec.point
+    forecast_free = p.alpha is None and not p.reserve_share
+    settings: dict[str, tuple[str, Make]] = {
+        "reactive": (f"util-{cfg.target_utilization:g}", reactive_policy(cfg, cfg.target_utilization)),
+        **{f"static-{k}": (_canonical(cfg, f"static-{k}"), pool_policy(cfg, k)) for k in spec.pools},
+        "predictive": (
+            (_canonical(cfg, f"static-{p.reserve_replicas}"), pool_policy(cfg, p.reserve_replicas))
+            if forecast_free
+            else (p.label, point_policy(p, base))
+        ),
+        "oracle": ("oracle", _oracle(cfg)),
+    }
+    results = {name: ledger.result(label, make, days) for name, (label, make) in settings.items()}
+    for name, r in results.items():
+        r.policy = name
+    pred_label = settings["predictive"][0]
+    top = ", ".join(f"{k} {v}" for k, v in ledger.reasons(pred_label, days).most_common(4))
+    notes = [f"{len(days)} whole UTC days, each replayed once the night after it (the ledger)"]
+    if top:
+        notes.append(
+            f"predictive decisions by reason: {top}; forecasts by model: "
+            f"{dict(ledger.models(pred_label, days))}"
+        )
+    return _backtest_doc(float(len(days)), results, compare(results), notes)
+
+
+def _oracle(cfg: BacktestConfig) -> Make:
+    def make(replay: Replay, feed: ForecastFeed) -> Policy:
+        return Oracle(
+            replay.arrivals,
+            cfg.capacity_rps,
+            t_load_s=cfg.t_load_s,
+            tick_s=cfg.tick_s,
+            slo_wait_s=cfg.slo_wait_s,
+            min_replicas=cfg.min_replicas,
+            max_replicas=cfg.max_replicas,
+        )
+
+    return make
+
+
+def _ledger_tuning(
+    ledger: Ledger, history: TrafficSeries, cfg: BacktestConfig, spec: NightSpec
+) -> dict[str, Any]:
+    assert spec.target is not None
+    target = check_target(spec.target)
+    if spec.tune_days < 1:
+        raise TuningError(f"tune window {spec.tune_days} days is too short; allowed >= 1 day")
+    days = complete_days(history, spec.tune_days)
+    if not days:
+        raise TuningError(
+            f"{history.name!r} spans {history.span_s / SECONDS_PER_DAY:.2f} days: tuning needs a whole UTC "
+            "day with 2 days of history before it"
+        )
+
+    def run(label: str, make: Make) -> ReplayResult:
+        return ledger.result(_canonical(cfg, label), make, days)
+
+    def models() -> dict[str, int]:
+        return dict(ledger.day_models(days))
+
+    grid = spec.grid or TuningGrid()
+    runs = simulate_candidates(
+        history, cfg, grid, stop_at=target, runner=(run, days[0], days[-1] + SECONDS_PER_DAY, models)
+    )
+    window = range(0, len(days))
+    selections = {f: select(f, cands, target, window) for f, cands in runs.families.items()}
+    return TuningResult(
+        history.name, target, cfg.slo_wait_s, runs.start_s, runs.end_s, selections, runs.models, runs.skipped
+    ).as_dict()

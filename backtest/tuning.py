@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from backtest.ledger import Make
 from backtest.policies import ForecastFeed, Predictive
 from backtest.run import BacktestConfig, Replay
-from backtest.simulator import ReplayResult
+from backtest.simulator import Policy, ReplayResult
 from forecaster.dropouts import DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner import PlannerSpec
@@ -244,7 +245,8 @@ class CandidateRuns:
     """Every family's candidates simulated once over one replay, with per-day outcomes."""
 
     series: str
-    replay: Replay
+    start_s: float  # the replay's first and last simulated second (epoch)
+    end_s: float
     families: dict[str, list[Candidate]] = field(default_factory=dict)
     models: dict[str, int] = field(default_factory=dict)  # forecasts by model, from the shared feed
     # settings not simulated because a cheaper setting of the same knob already met the target
@@ -256,6 +258,15 @@ class CandidateRuns:
         return int(first[0].result.daily_requests.size)
 
 
+# runs one setting (its label, and its policy made for a replay and its forecast feed) to a result
+Runner = Callable[[str, Make], ReplayResult]
+
+
+def candidate_levels(grid: TuningGrid) -> tuple[float, ...]:
+    """The forecast quantiles the predictive candidates plan at."""
+    return tuple(sorted({p.alpha for p in grid.points() if p.alpha is not None}))
+
+
 def simulate_candidates(
     series: TrafficSeries,
     cfg: BacktestConfig,
@@ -264,6 +275,7 @@ def simulate_candidates(
     families: Sequence[str] = FAMILIES,
     progress: Callable[[int], None] | None = None,
     stop_at: float | None = None,
+    runner: tuple[Runner, float, float, Callable[[], dict[str, int]]] | None = None,
 ) -> CandidateRuns:
     """Simulate every candidate of `families` over the replay of `series` (after cfg's warm-up).
 
@@ -271,7 +283,10 @@ def simulate_candidates(
     cheapest setting up (fewer spares, higher utilisation, a smaller reserve at each alpha) and stops at the
     first setting that meets the target: a dearer setting of the same knob keeps at least as many replicas
     on every tick, so it cannot be the cheapest that meets it. The walk-forward, which selects on every
-    day's window, simulates them all."""
+    day's window, simulates them all.
+
+    `runner` (run, start_s, end_s, models) replaces the one continuous replay with another way to run a
+    setting: the nightly ledger's day-by-day replays (backtest/ledger.py)."""
     grid = grid or TuningGrid()
 
     def met(result: ReplayResult) -> bool:
@@ -287,8 +302,11 @@ def simulate_candidates(
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise TuningError(f"unknown policy family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
-    replay = Replay.of(series, cfg)
-    runs = CandidateRuns(series.name, replay)
+    if runner is None:
+        run, start_s, end_s, models = _continuous(series, cfg, candidate_levels(grid))
+    else:
+        run, start_s, end_s, models = runner
+    runs = CandidateRuns(series.name, start_s, end_s)
 
     def done() -> None:
         if progress is not None:
@@ -298,7 +316,7 @@ def simulate_candidates(
     if "static" in families or "predictive" in families:
         ks = sorted(grid.pools)
         for i, k in enumerate(ks):
-            res = replay.run(cfg.reactive(spare=k, name=f"static-{k}"))
+            res = run(f"static-{k}", pool_policy(cfg, k))
             pools.append(Candidate("static", f"static-{k}", {"spare_replicas": k}, res))
             done()
             if met(res):
@@ -310,7 +328,7 @@ def simulate_candidates(
         runs.families["reactive"] = []
         us = sorted(grid.utilizations, reverse=True)  # the cheapest first
         for i, u in enumerate(us):
-            res = replay.run(cfg.reactive(target_utilization=u, name=f"reactive-u{u:g}"))
+            res = run(f"util-{u:g}", reactive_policy(cfg, u))
             runs.families["reactive"].append(
                 Candidate("reactive", f"util-{u:g}", {"target_utilization": u}, res)
             )
@@ -319,36 +337,72 @@ def simulate_candidates(
                 skip("reactive", [f"util-{x:g}" for x in us[i + 1 :]])
                 break
     if "predictive" in families:
-        points = grid.points()
         base = cfg.planner_spec()  # each point sets its own alpha and reserve on it
-        feed = ForecastFeed(
-            replay.history,
-            levels=tuple(p.alpha for p in points if p.alpha is not None),
-            lookahead_s=base.lookahead_s,
-            break_even_s=base.break_even_s,
-            model=cfg.model,
-            refresh_s=max(cfg.refresh_s, float(series.step_s)),
-            dropouts=DropoutWatch(cfg.dropout_min_count, cfg.dropout_max_s),
-        )
         cands = []
         enough: set[tuple[float | None, float]] = set()  # (alpha, share) whose reserve already met it
-        for p in sorted(points, key=lambda p: (p.alpha or 0.0, p.reserve_share, p.reserve_replicas)):
+        for p in sorted(grid.points(), key=lambda p: (p.alpha or 0.0, p.reserve_share, p.reserve_replicas)):
             knob = (p.alpha, p.reserve_share)
             if knob in enough:
                 skip("predictive", [p.label])
                 continue
-            res = replay.run(Predictive(p.spec(base), replay.history, name=p.label, feed=feed))
+            res = run(p.label, point_policy(p, base))
             cands.append(Candidate("predictive", p.label, p.as_dict(), res))
             done()
             if met(res) and p.reserve_share == 0:
                 enough.add(knob)
         # the forecast-free points are the pools: the same plan, simulated once (tests hold them equal)
         for c in pools:
-            p = OperatingPoint(None, c.value["spare_replicas"])
-            cands.append(Candidate("predictive", p.label, p.as_dict(), c.result))
+            fp = OperatingPoint(None, c.value["spare_replicas"])
+            cands.append(Candidate("predictive", fp.label, fp.as_dict(), c.result))
         runs.families["predictive"] = cands
-        runs.models = dict(feed.models)
+        runs.models = models()
     return runs
+
+
+def pool_policy(cfg: BacktestConfig, spare: int) -> Make:
+    """The warm pool static-<spare>: the reactive autoscaler with `spare` replicas on top."""
+
+    def make(replay: Replay, feed: ForecastFeed) -> Policy:
+        return cfg.reactive(spare=spare, name=f"static-{spare}")
+
+    return make
+
+
+def reactive_policy(cfg: BacktestConfig, utilization: float) -> Make:
+    """The reactive autoscaler at a target utilisation."""
+
+    def make(replay: Replay, feed: ForecastFeed) -> Policy:
+        return cfg.reactive(target_utilization=utilization, name=f"reactive-u{utilization:g}")
+
+    return make
+
+
+def point_policy(p: OperatingPoint, base: PlannerSpec) -> Make:
+    """The planner at operating point `p`, on a day's (or the whole replay's) shared forecast feed."""
+    return lambda rp, fd: Predictive(p.spec(base), rp.history, name=p.label, feed=fd)
+
+
+def _continuous(
+    series: TrafficSeries, cfg: BacktestConfig, levels: Sequence[float]
+) -> tuple[Runner, float, float, Callable[[], dict[str, int]]]:
+    """One replay of the whole series after cfg's warm-up, with one forecast feed for every candidate."""
+    replay = Replay.of(series, cfg)
+    base = cfg.planner_spec()
+    feed = ForecastFeed(
+        replay.history,
+        levels=tuple(levels) or (base.quantile,),
+        lookahead_s=base.lookahead_s,
+        break_even_s=base.break_even_s,
+        model=cfg.model,
+        refresh_s=max(cfg.refresh_s, float(series.step_s)),
+        dropouts=DropoutWatch(cfg.dropout_min_count, cfg.dropout_max_s),
+    )
+    return (
+        lambda label, make: replay.run(make(replay, feed)),
+        replay.sim.start_s,
+        replay.sim.end_s,
+        lambda: dict(feed.models),
+    )
 
 
 def candidate_count(grid: TuningGrid, families: Sequence[str] = FAMILIES) -> int:
@@ -443,7 +497,6 @@ def tune(
     )
     days = range(0, runs.days)
     selections = {f: select(f, cands, target, days) for f, cands in runs.families.items()}
-    sim = runs.replay.sim
     return TuningResult(
-        series.name, target, cfg.slo_wait_s, sim.start_s, sim.end_s, selections, runs.models, runs.skipped
+        series.name, target, cfg.slo_wait_s, runs.start_s, runs.end_s, selections, runs.models, runs.skipped
     )

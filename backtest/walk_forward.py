@@ -133,7 +133,7 @@ def walk_forward(runs: CandidateRuns, target: float, tune_window_s: float) -> Wa
             tuple(rates),
             tuple(day_hours),
         )
-    first = runs.replay.sim.start_s + window * SECONDS_PER_DAY
+    first = runs.start_s + window * SECONDS_PER_DAY
     return WalkForward(runs.series, target, float(window * SECONDS_PER_DAY), first, policies)
 
 

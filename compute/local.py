@@ -75,8 +75,12 @@ class LocalCompute:
     def _pool_submit(self, task: Task) -> Future[Outcome]:
         try:
             return self._executor().submit(_attempt, task)
-        except BrokenProcessPool:  # a worker died: start a new pool for what is left
-            self._pool = None
+        except (BrokenProcessPool, OSError):
+            # a worker died: start a new pool for what is left. A submit that races the pool's own
+            # discovery of the death fails while starting a replacement worker (OSError: handle is closed)
+            broken, self._pool = self._pool, None
+            if broken is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
             return self._executor().submit(_attempt, task)
 
     def submit(self, task: Task) -> Pending:

@@ -89,6 +89,17 @@ tuning_runs = Table(
     Index("ix_tuning_runs_model_at", "model", "at_s"),
 )
 
+# the nightly ledger (backtest/ledger.py): each whole day's outcome under each policy setting, replayed once
+replay_days = Table(
+    "replay_days",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("fingerprint", String(32), primary_key=True),
+    Column("setting", String(64), primary_key=True),
+    Column("day_s", Float, primary_key=True),
+    Column("outcome", JSON, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class StoredDecision:
@@ -283,6 +294,40 @@ class DecisionStore:
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(t.at_s.desc()).limit(limit)).all()
         return [{"at_s": float(r[1]), "ok": bool(r[2]), **dict(r[0])} for r in rows]
+
+    def replay_days(self, model: str, fingerprint: str, since_s: float) -> dict[tuple[str, float], Any]:
+        """The ledger's day outcomes of a model under one configuration, from day `since_s` on."""
+        t = replay_days.c
+        q = select(t.setting, t.day_s, t.outcome).where(
+            t.model == model, t.fingerprint == fingerprint, t.day_s >= since_s
+        )
+        with self.engine.connect() as conn:
+            return {(str(r[0]), float(r[1])): dict(r[2]) for r in conn.execute(q)}
+
+    def put_replay_days(
+        self,
+        model: str,
+        fingerprint: str,
+        rows: Sequence[tuple[str, float, Mapping[str, Any]]],
+        keep_s: float,
+    ) -> None:
+        """Add a night's day outcomes (replacing any with the same key) and drop this model's days older
+        than `keep_s`, whatever their configuration: an old fingerprint's days are never read again."""
+        t = replay_days.c
+        with self.engine.begin() as conn:
+            for setting, day_s, _ in rows:
+                conn.execute(
+                    delete(replay_days).where(
+                        t.model == model, t.fingerprint == fingerprint, t.setting == setting, t.day_s == day_s
+                    )
+                )
+            if rows:
+                values = [
+                    {"model": model, "fingerprint": fingerprint, "setting": s, "day_s": d, "outcome": dict(o)}
+                    for s, d, o in rows
+                ]
+                conn.execute(insert(replay_days), values)
+            conn.execute(delete(replay_days).where(t.model == model, t.day_s < keep_s))
 
     def purge(self, older_than_s: float) -> int:
         """Drop decisions, forecasts and backtests older than the retention horizon; returns rows removed."""

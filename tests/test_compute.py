@@ -12,7 +12,7 @@ import pytest
 from backtest.tuning import TuningGrid
 from compute.base import Compute, Task
 from compute.local import LocalCompute
-from service.nightly import SERIAL, backtest_task, run_night, tuning_task
+from service.nightly import SERIAL, night_task, run_night
 from service.serve import build_demo, demo_start_s
 from tests import compute_tasks as ct
 from tests.fakes import Clock
@@ -96,20 +96,19 @@ def test_ray_runs_the_same_tasks_to_the_same_results(tmp_path: Path, ray_compute
 
 @pytest.fixture(scope="module")
 def night_tasks(tmp_path_factory: pytest.TempPathFactory) -> list[Task]:
-    """Two demo models' nightly backtest and tuning tasks on the morning of their first day."""
+    """Two demo models' nights (backtest and tuning) on the morning of their first day."""
     clock = Clock(demo_start_s())
     ctl = build_demo(clock, f"sqlite:///{tmp_path_factory.mktemp('night') / 's.db'}", tune_window_s=DAY)
     names = list(ctl.models)[:2]
-    tasks = [backtest_task(ctl, n, clock(), 3) for n in names]
-    tasks += [t for n in names if (t := tuning_task(ctl, n, clock(), GRID)) is not None]
-    return tasks
+    tasks = [night_task(ctl, n, clock(), backtest_days=3, grid=GRID) for n in names]
+    return [t for t in tasks if t is not None]
 
 
 def test_the_nights_documents_are_identical_on_every_backend(
     night_tasks: list[Task], pool: LocalCompute, ray_compute: Compute
 ) -> None:
     serial = [o.value for o in SERIAL.map(night_tasks)]
-    assert len(serial) == 4 and all(isinstance(v, dict) for v in serial)
+    assert len(serial) == 2 and all(v["backtest"] and v["tuning"] for v in serial)
     assert [o.value for o in pool.map(night_tasks)] == serial
     assert [o.value for o in ray_compute.map(night_tasks)] == serial
 

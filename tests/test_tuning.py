@@ -142,7 +142,8 @@ def test_the_walk_forward_chooses_each_day_from_the_days_before_it_only() -> Non
     early = outcome("early", [(1000, 0, 20)] * 6)
     late = outcome("late", [(1000, 0, 10)] * 3 + [(1000, 500, 10)] * 3)
     short = series(days=3.0)
-    fake = CandidateRuns("s", Replay.of(short, config(short)))
+    sim = Replay.of(short, config(short)).sim
+    fake = CandidateRuns("s", sim.start_s, sim.end_s)
     fake.families["static"] = [early, late]
     wf = walk_forward(fake, 0.99, 2 * DAY)
     walk = wf.policies["static"]
