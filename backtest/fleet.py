@@ -30,7 +30,7 @@ from backtest.policies import ForecastFeed, Predictive, Reactive
 from backtest.run import BacktestConfig, Replay
 from backtest.simulator import Observation, ReplayResult, stepping
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
-from planner.fleet import FleetRequest, allocate, fleet_request
+from planner.fleet import VALUE_LEVELS, FleetRequest, allocate, fleet_request
 
 FLEET_POLICIES = ("reactive", "static", "predictive", "predictive-fleet")
 WEEK_S = 7 * SECONDS_PER_DAY
@@ -176,7 +176,7 @@ def run_fleet_backtest(
     feeds = {
         n: ForecastFeed(
             r.history,
-            levels=tuple(sorted({0.5, 0.9, specs[n].quantile})),  # the fleet stage values p50 and p90 paths
+            levels=tuple(sorted({*VALUE_LEVELS, specs[n].quantile})),  # the paths the fleet stage values
             lookahead_s=specs[n].lookahead_s,
             break_even_s=specs[n].break_even_s,
             model=r.cfg.model,

@@ -10,8 +10,8 @@ After every model has planned alone, `allocate` fits the fleet's asks into the b
 2. Free GPUs go first to unmet reactive floors (what observed traffic needs now), then to increments above
    the floors, each by value: the expected late requests the replica would prevent over the window it would
    serve in (the model's forecast quantile paths through its M/M/c queue, `marginal_values`; the observed
-   rate for floor replicas), times the model's priority, per GPU it takes. A model's values fall with each
-   replica, so a heap of each model's next want merges them without sorting the fleet's replicas.
+   rate where there is no forecast), times the model's priority, per GPU it takes. A model's values fall
+   with each replica, so a heap of each model's next want merges them without sorting the fleet's replicas.
 3. A replica a model holds above its floor goes to another model's want only when that want is worth more
    than HOLD_FACTOR times the held one (the re-warm break-even, with margin for noisy values).
 
@@ -34,6 +34,9 @@ from planner.spec import PlannerSpec
 from planner.stages import reactive_floor
 
 HOLD_FACTOR = 2.0
+# the forecast quantiles whose paths value a replica (with the probability mass each stands for): the upper
+# tail matters, since a big model's headroom is worth nothing at its median and much at its p99
+VALUE_LEVELS = (0.5, 0.9, 0.99)
 MAX_VALUE_STEPS = 6  # forecast steps sampled per increment's value window (keeps 1,000 models per tick cheap)
 
 
@@ -358,8 +361,12 @@ def fleet_request(
     held = not decision.valid or floor is None or snapshot.forecast is None or not snapshot.forecast_healthy
     floor = desired if held or floor is None else min(max(floor, spec.min_replicas), desired)
     values: tuple[float, ...] = ()
+    floor_values: tuple[float, ...] = ()
     fc = snapshot.forecast
-    if desired > floor and fc is not None:
+    if fc is not None and desired > 0:
+        # every replica, floor or increment, valued over the window a replica granted now would serve in:
+        # valuing the floor at the observed rate alone called every replica past the offered load
+        # worthless, so a big model's headroom was handed to a small model's spike just before its rise
         first = max(0, int((now + spec.t_load_s - fc.origin_s) // fc.step_s))
         last = max(first + 1, int((now + spec.lookahead_s + spec.break_even_s - fc.origin_s) // fc.step_s))
         levels = sorted(fc.quantiles)
@@ -367,18 +374,18 @@ def fleet_request(
             (w, [v / fc.step_s for v in fc.quantile_values(q)[first:last]])
             for w, q in zip(quantile_weights(levels), levels, strict=True)
         ]
-        values = marginal_values(
+        every = marginal_values(
             scenarios,
             step_s=fc.step_s,
             capacity_rps=spec.capacity_rps_per_replica,
             slo_wait_s=spec.slo_wait_s,
-            start=floor,
-            count=desired - floor,
+            start=0,
+            count=desired,
         )
-    floor_values: tuple[float, ...] = ()
+        floor_values, values = every[:floor], every[floor:]
     rps = snapshot.observed_rps
-    if floor > 0 and rps is not None and math.isfinite(rps) and rps > 0:
-        floor_values = marginal_values(
+    if not floor_values and floor > 0 and rps is not None and math.isfinite(rps) and rps > 0:
+        floor_values = marginal_values(  # no forecast: the floor at the observed rate
             [(1.0, [rps] * MAX_VALUE_STEPS)],
             step_s=(spec.lookahead_s + spec.break_even_s - spec.t_load_s) / MAX_VALUE_STEPS,
             capacity_rps=spec.capacity_rps_per_replica,

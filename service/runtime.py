@@ -32,7 +32,7 @@ from forecaster.sources.base import SourceError
 from forecaster.types import Forecast, TrafficSeries, quantile_key
 from planner import PlannerSpec, PlannerState, Snapshot, plan
 from planner.explain import Decision
-from planner.fleet import FleetAllocation, allocate, fleet_request, within_grant
+from planner.fleet import VALUE_LEVELS, FleetAllocation, allocate, fleet_request, within_grant
 from service.budget import BudgetSource, FixedBudget
 from service.store import DecisionStore
 
@@ -275,7 +275,7 @@ class Controller:
                 r.spec.lookahead_s + r.spec.break_even_s + self.refit_every_s, self.forecast_horizon_s
             )
             h = max(1, math.ceil(span / hist.step_s) + 1)
-            levels = tuple(sorted({0.5, 0.9, r.spec.quantile}))
+            levels = tuple(sorted({*VALUE_LEVELS, r.spec.quantile}))  # the fleet stage values 0.99 too
             self._score_coverage(r, hist)
             r.forecast = r.model.predict(h, levels)
             r.forecast_doc = forecast_doc(r.forecast)  # served by the API from memory

@@ -3,14 +3,18 @@ held warm replicas released only for a gain worth a cold start, and every clippe
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from forecaster.types import Forecast
+from planner import Decision, PlannerSpec, Reason, Snapshot
 from planner.fleet import (
     HOLD_FACTOR,
     FleetRequest,
     allocate,
+    fleet_request,
     marginal_values,
     quantile_weights,
 )
@@ -145,3 +149,45 @@ def test_replicas_below_the_load_are_priced_as_the_block_they_complete() -> None
     total = 40.0 * 60 * 10  # every request is late with no replica
     late_at_12 = total - sum(vals)
     assert late_at_12 == pytest.approx(total * wait_probability(12, 8.0, 5.0, 2.0), rel=1e-6)
+
+
+def _ask(
+    name: str, *, cap: float, observed: float, paths: dict[float, float], desired: int, current: int
+) -> tuple[FleetRequest, PlannerSpec]:
+    """A model's fleet request from a flat forecast (requests/s per quantile) and an observed rate."""
+    now, step = 1_000_000.0, 60
+    spec = PlannerSpec(capacity_rps_per_replica=cap, t_load_s=300.0, tick_s=30.0, slo_wait_s=2.0)
+    fc = Forecast(
+        now,
+        step,
+        np.full(60, paths[0.5] * step),
+        {q: np.full(60, r * step) for q, r in paths.items()},
+        "profile",
+    )
+    snap = Snapshot(current, ready_replicas=current, forecast=fc, observed_rps=observed, observed_at_s=now)
+    decision = Decision(now, True, current, desired, desired, Reason.FORECAST_DEMAND, ())
+    return fleet_request(name, decision, snap, spec, now), spec
+
+
+def test_a_spike_the_forecast_does_not_carry_ahead_cannot_take_a_big_models_headroom() -> None:
+    # big: its forecast's upper tail needs 10 replicas over the window a replica granted now would serve;
+    # spiky: observed at 90 req/s right now, but its forecast (re-anchored) says 10-20 req/s by the time a
+    # replica asked for now is ready
+    big, _ = _ask("big", cap=10.0, observed=60.0, paths={0.5: 70, 0.9: 85, 0.99: 98}, desired=10, current=10)
+    spiky, spec = _ask(
+        "spiky", cap=10.0, observed=90.0, paths={0.5: 10, 0.9: 15, 0.99: 20}, desired=12, current=3
+    )
+    assert spiky.floor > 3  # the observed spike puts its floor above what it holds
+    a = allocate([big, spiky], budget_gpus=13)
+    assert a.grants["big"].granted == 10 and a.grants["spiky"].granted == 3
+    # valued at the observed rate alone, the spike's floor would have been worth more than twice the big
+    # model's last held replica and taken it
+    at_observed = marginal_values(
+        [(1.0, [90.0] * 6)],
+        step_s=(spec.lookahead_s + spec.break_even_s - spec.t_load_s) / 6,
+        capacity_rps=20.0,
+        slo_wait_s=2.0,
+        start=0,
+        count=spiky.floor,
+    )
+    assert at_observed[3] > HOLD_FACTOR * big.values[-1]
