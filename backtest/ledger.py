@@ -159,7 +159,7 @@ class Ledger:
         """The setting's outcome over `days`, one entry per day in the daily arrays (as a continuous
         replay's), replaying only the days not known."""
         outs = [self.outcome(label, make, d) for d in days]
-        res = ReplayResult(
+        return ReplayResult(
             label,
             requests=sum(o.requests for o in outs),
             slo_violations=sum(o.violations for o in outs),
@@ -171,22 +171,14 @@ class Ledger:
             daily_violations=np.array([o.violations for o in outs]),
             daily_replica_seconds=np.array([o.replica_seconds for o in outs]),
         )
-        return res
 
     def reasons(self, label: str, days: Sequence[float]) -> Counter[str]:
+        """The planner's decisions by reason of one (predictive) setting over `days`."""
         out: Counter[str] = Counter()
         for d in days:
             o = self.known.get((label, d)) or self.new.get((label, d))
             if o is not None:
                 out.update(o.reasons)
-        return out
-
-    def models(self, label: str, days: Sequence[float]) -> Counter[str]:
-        out: Counter[str] = Counter()
-        for d in days:
-            o = self.known.get((label, d)) or self.new.get((label, d))
-            if o is not None:
-                out.update(o.models)
         return out
 
     def day_models(self, days: Sequence[float]) -> Counter[str]:

@@ -159,8 +159,7 @@ def _ledger_backtest(
     notes = [f"{len(days)} whole UTC days, each replayed once the night after it (the ledger)"]
     if top:
         notes.append(
-            f"predictive decisions by reason: {top}; forecasts by model: "
-            f"{dict(ledger.models(pred_label, days))}"
+            f"predictive decisions by reason: {top}; forecasts by model: {dict(ledger.day_models(days))}"
         )
     return _backtest_doc(float(len(days)), results, compare(results), notes)
 
