@@ -7,11 +7,13 @@ After every model has planned alone, `allocate` fits the fleet's asks into the b
    valuable held replicas back.) Without this, noise in the observed rates reshuffles GPUs every tick: in
    the fleet backtest that churn multiplied cold starts by seven and made the stage worse than first come,
    first served.
-2. Free GPUs go first to unmet reactive floors (what observed traffic needs now), then to increments above
-   the floors, each by value: the expected late requests the replica would prevent over the window it would
-   serve in (the model's forecast quantile paths through its M/M/c queue, `marginal_values`; the observed
-   rate where there is no forecast), times the model's priority, per GPU it takes. A model's values fall
-   with each replica, so a heap of each model's next want merges them without sorting the fleet's replicas.
+2. Free GPUs go first to unmet reactive floors (what observed traffic needs now; when even they exceed the
+   budget, by priority and then shared: each to the model with the least share of its floor met), then to
+   increments above the floors, each by value: the expected late requests the replica would prevent over
+   the window it would serve in (the model's forecast quantile paths through its M/M/c queue,
+   `marginal_values`; the observed rate where there is no forecast), times the model's priority, per GPU
+   it takes. A model's values fall with each replica, so a heap of each model's next want merges them
+   without sorting the fleet's replicas.
 3. A replica a model holds above its floor goes to another model's want only when that want is worth more
    than HOLD_FACTOR times the held one (the re-warm break-even, with margin for noisy values).
 
@@ -34,6 +36,7 @@ from planner.spec import PlannerSpec
 from planner.stages import reactive_floor
 
 HOLD_FACTOR = 2.0
+FLOOR_PRIORITY_SCALE = 1e3  # floors' heap key: priority first (priorities are at least 0.001 apart)
 # the forecast quantiles whose paths value a replica (with the probability mass each stands for): the upper
 # tail matters, since a big model's headroom is worth nothing at its median and much at its p99
 VALUE_LEVELS = (0.5, 0.9, 0.99)
@@ -123,7 +126,7 @@ def allocate(requests: Sequence[FleetRequest], budget_gpus: float) -> FleetAlloc
             continue
         granted[model] += 1
         left -= r.gpus_per_replica
-        winners.append((-rank[1], model))
+        winners.append((_score(r, granted[model] - 1), model))
         if granted[model] < r.desired:
             heapq.heappush(wants, (_rank(r, granted[model]), model))
     lost.extend(wants)
@@ -132,8 +135,8 @@ def allocate(requests: Sequence[FleetRequest], budget_gpus: float) -> FleetAlloc
     lost.sort()
     left, preempted = _preempt(by_model, granted, lost, left, winners)
     first_lost: dict[str, float] = {}
-    for rank, model in lost:
-        first_lost.setdefault(model, -rank[1])
+    for _, model in lost:
+        first_lost.setdefault(model, _score(by_model[model], granted[model]))
     marginal: list[tuple[float, str]] = []
     for score, model in reversed(winners):  # the last few took the last GPUs: what a clipped model lost to
         if all(m != model for _, m in marginal):
@@ -171,10 +174,15 @@ def _score(r: FleetRequest, k: int) -> float:
 
 
 def _rank(r: FleetRequest, k: int) -> tuple[int, float]:
-    """Heap order of a want: floors before increments, then higher value per GPU and priority first."""
-    tier = 0 if k < min(r.floor, r.desired) else 1
+    """Heap order of a want: floors before increments. Floors go by priority and then share the budget
+    (the next floor replica to the model with the least share of its floor met): what observed traffic
+    needs now is not ranked by how many requests a model serves, or a busy model's floor would starve a
+    small one's. Increments go by value per GPU and priority."""
+    floor = min(r.floor, r.desired)
+    if k < floor:  # floors by priority, then to whoever has the least share of its floor (water-filling)
+        return 0, -r.priority * FLOOR_PRIORITY_SCALE + k / floor
     score = _score(r, k)
-    return tier, -(score if math.isfinite(score) else 1e300 * r.priority)
+    return 1, -(score if math.isfinite(score) else 1e300 * r.priority)
 
 
 def _trim(by_model: dict[str, FleetRequest], granted: dict[str, int], left: float) -> float:
@@ -210,11 +218,11 @@ def _preempt(
     taken: dict[str, set[str]] = {}
     still: list[tuple[tuple[int, float], str]] = []
     done_models: set[str] = set()
-    for rank, model in lost:
+    for _, model in lost:
         r = by_model[model]
         if model in done_models or granted[model] >= r.desired:
             continue
-        want = -rank[1]
+        want = _score(r, granted[model])  # its value, whatever its place in the queue
         moved = False
         while held and granted[model] < r.desired:
             score, victim = held[0]

@@ -3,6 +3,8 @@ held warm replicas released only for a gain worth a cold start, and every clippe
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -191,3 +193,15 @@ def test_a_spike_the_forecast_does_not_carry_ahead_cannot_take_a_big_models_head
         count=spiky.floor,
     )
     assert at_observed[3] > HOLD_FACTOR * big.values[-1]
+
+
+def test_floors_that_exceed_the_budget_are_shared_not_won_by_the_busiest_model() -> None:
+    # at one priority, a busy model's floor (worth far more late requests per replica) does not starve a
+    # quiet model's: each next floor replica goes to the model with the least share of its floor met
+    busy = req("busy", 8, 8, (), floor_values=(900.0,) * 8)
+    quiet = req("quiet", 4, 4, (), floor_values=(3.0,) * 4)
+    a = allocate([busy, quiet], budget_gpus=6)
+    assert {m: g.granted for m, g in a.grants.items()} == {"busy": 4, "quiet": 2}
+    # a higher priority still goes first
+    a = allocate([busy, replace(quiet, priority=2.0)], budget_gpus=6)
+    assert {m: g.granted for m, g in a.grants.items()} == {"busy": 2, "quiet": 4}
