@@ -4,9 +4,10 @@
 
 Prints the time of `allocate` per tick (target: under 50 ms for 1,000 models) against the baseline every
 autoscaler can do, first come first served within the budget, measured in the same run on the same asks;
-and the per-model cost of `marginal_values` (each model's values are computed with its own plan). Asks are
-seeded: per model a p50/p90 forecast path over a 10-minute window, a capacity, floors and desired counts
-such that the fleet asks about 1.4x the budget.
+and the per-model cost of `marginal_values` (each model's values are computed with its own plan: every
+replica, floors and increments, from its p50/p90/p99 paths). Asks are seeded: per model the forecast paths
+over a 10-minute window, a capacity, floors and desired counts such that the fleet asks about 1.4x the
+budget.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 import statistics
 import time
 
-from planner.fleet import FleetRequest, allocate, marginal_values, quantile_weights
+from planner.fleet import VALUE_LEVELS, FleetRequest, allocate, marginal_values, quantile_weights
 from planner.queueing import servers_for_wait
 
 
@@ -24,21 +25,22 @@ def asks(n: int, seed: int = 0) -> tuple[list[FleetRequest], float, float]:
     rng = random.Random(seed)
     out: list[FleetRequest] = []
     t = time.perf_counter()
-    weights = quantile_weights([0.5, 0.9])
+    weights = quantile_weights(VALUE_LEVELS)
     for i in range(n):
         cap = rng.uniform(1.0, 20.0)
         level = rng.uniform(2.0, 300.0)
         p50 = [level * (1 + 0.2 * rng.random()) for _ in range(20)]
         p90 = [v * rng.uniform(1.2, 1.8) for v in p50]
+        p99 = [v * rng.uniform(1.1, 1.4) for v in p90]
         floor = servers_for_wait(level, cap, 2.0, 0.01)
         desired = servers_for_wait(max(p90), cap, 2.0, 0.01) + rng.randint(0, 3)
         values = marginal_values(
-            list(zip(weights, (p50, p90), strict=True)),
+            list(zip(weights, (p50, p90, p99), strict=True)),
             step_s=30.0,
             capacity_rps=cap,
             slo_wait_s=2.0,
-            start=floor,
-            count=max(0, desired - floor),
+            start=0,
+            count=desired,
         )
         out.append(
             FleetRequest(
@@ -48,7 +50,8 @@ def asks(n: int, seed: int = 0) -> tuple[list[FleetRequest], float, float]:
                 current=rng.randint(floor, desired),
                 gpus_per_replica=rng.choice((1, 1, 1, 2, 4)),
                 priority=rng.choice((1.0, 1.0, 2.0)),
-                values=values,
+                values=values[floor:],
+                floor_values=values[:floor],
             )
         )
     values_s = (time.perf_counter() - t) / n
