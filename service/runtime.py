@@ -275,7 +275,10 @@ class Controller:
                 r.spec.lookahead_s + r.spec.break_even_s + self.refit_every_s, self.forecast_horizon_s
             )
             h = max(1, math.ceil(span / hist.step_s) + 1)
-            levels = tuple(sorted({*VALUE_LEVELS, r.spec.quantile}))  # the fleet stage values 0.99 too
+            # with a fleet budget, the fleet stage values replicas from the p99 path too (one more quantile
+            # per forecast costs a thousand models' tick about a tenth, so only when it is read)
+            value = VALUE_LEVELS if self.budget is not None else ()
+            levels = tuple(sorted({0.5, 0.9, r.spec.quantile, *value}))
             self._score_coverage(r, hist)
             r.forecast = r.model.predict(h, levels)
             r.forecast_doc = forecast_doc(r.forecast)  # served by the API from memory
