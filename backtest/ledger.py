@@ -31,7 +31,6 @@ import numpy as np
 from backtest.policies import ForecastFeed, Predictive
 from backtest.run import BacktestConfig, Replay
 from backtest.simulator import Policy, ReplayResult
-from forecaster.dropouts import DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 
 MIN_HISTORY_DAYS = 2.0  # days of history before the first day a ledger replays (the seasonal models' bar)
@@ -131,16 +130,7 @@ class Ledger:
             # every day's own arrivals: seeded by the day, so a day replays the same tonight and a year on
             cfg = replace(self.cfg, warmup_s=day_s - s.start_s, seed=self.cfg.seed + int(day_s // 86_400))
             replay = Replay.of(upto, cfg)
-            base = cfg.planner_spec()
-            feed = ForecastFeed(
-                replay.history,
-                levels=self.levels,
-                lookahead_s=base.lookahead_s,
-                break_even_s=base.break_even_s,
-                model=cfg.model,
-                refresh_s=max(cfg.refresh_s, float(s.step_s)),
-                dropouts=DropoutWatch(cfg.dropout_min_count, cfg.dropout_max_s),
-            )
+            feed = replay.feed(self.levels)
             self._days[day_s] = (replay, feed)
         return self._days[day_s]
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backtest.policies import Oracle, Predictive, Reactive, Scheduled
+from backtest.policies import ForecastFeed, Oracle, Predictive, Reactive, Scheduled
 from backtest.simulator import Policy, ReplayResult, TLoadSampler, by_tick, simulate, spread_arrivals
 from forecaster.dropouts import DEFAULT_MAX_S, DEFAULT_MIN_COUNT, DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
@@ -141,6 +141,21 @@ class Replay:
 
     def history(self, now_s: float) -> TrafficSeries:
         return self.series.before(now_s)
+
+    def feed(self, levels: Sequence[float]) -> ForecastFeed:
+        """One forecast feed over this replay for every predictive policy planning at `levels` (forecast
+        once, plan many), re-anchored as often as the service re-anchors."""
+        cfg = self.cfg
+        base = cfg.planner_spec()
+        return ForecastFeed(
+            self.history,
+            levels=tuple(levels),
+            lookahead_s=base.lookahead_s,
+            break_even_s=base.break_even_s,
+            model=cfg.model,
+            refresh_s=max(cfg.refresh_s, float(self.series.step_s)),
+            dropouts=DropoutWatch(cfg.dropout_min_count, cfg.dropout_max_s),
+        )
 
     def run(self, policy: Policy) -> ReplayResult:
         cfg = self.cfg

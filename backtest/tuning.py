@@ -32,7 +32,6 @@ from backtest.ledger import Make
 from backtest.policies import ForecastFeed, Predictive
 from backtest.run import BacktestConfig, Replay
 from backtest.simulator import Policy, ReplayResult
-from forecaster.dropouts import DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner import PlannerSpec
 
@@ -387,16 +386,7 @@ def _continuous(
 ) -> tuple[Runner, float, float, Callable[[], dict[str, int]]]:
     """One replay of the whole series after cfg's warm-up, with one forecast feed for every candidate."""
     replay = Replay.of(series, cfg)
-    base = cfg.planner_spec()
-    feed = ForecastFeed(
-        replay.history,
-        levels=tuple(levels) or (base.quantile,),
-        lookahead_s=base.lookahead_s,
-        break_even_s=base.break_even_s,
-        model=cfg.model,
-        refresh_s=max(cfg.refresh_s, float(series.step_s)),
-        dropouts=DropoutWatch(cfg.dropout_min_count, cfg.dropout_max_s),
-    )
+    feed = replay.feed(tuple(levels) or (cfg.planner_spec().quantile,))
     return (
         lambda label, make: replay.run(make(replay, feed)),
         replay.sim.start_s,

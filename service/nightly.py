@@ -98,17 +98,11 @@ def apply_night(
     for job in jobs:
         error = doc.get(f"{job}_error")
         try:
-            if job == "backtest":
-                if error:
-                    done[job] = Outcome(name, error=error)
-                    continue
-                _record_backtest(ctl, name, now_s, doc["backtest"])
-            else:
+            if job == "tuning":  # a failed run is recorded too: the previous point is kept and says why
                 _record_tuning(ctl, name, now_s, doc["tuning"], error)
-                if error:
-                    done[job] = Outcome(name, error=error)
-                    continue
-            done[job] = Outcome(name, value=doc[job])
+            elif not error:
+                _record_backtest(ctl, name, now_s, doc["backtest"])
+            done[job] = Outcome(name, error=error) if error else Outcome(name, value=doc[job])
         except Exception as exc:  # recording failed (the store): this model's job failed, the rest go on
             done[job] = Outcome(name, error=f"recording: {type(exc).__name__}: {exc}")
     return done

@@ -146,13 +146,10 @@ def _centred_mean(x: FloatArray, k: int) -> FloatArray:
 def _errors(y: FloatArray, shape: FloatArray, w: int) -> ResidualTable:
     """Log errors of forecasting y[o + h - 1] as (level over y[o - w:o]) x shape, at a few horizons h."""
     n = y.size
-    cy = np.concatenate([[0.0], np.cumsum(y)])
-    cs = np.concatenate([[0.0], np.cumsum(shape)])
     origins = np.arange(w, n)
     if origins.size == 0:
         return ResidualTable([1], [np.zeros(1)])
-    den = cs[origins] - cs[origins - w]
-    level = np.where(den > 0, (cy[origins] - cy[origins - w]) / np.maximum(den, 1e-12), 0.0)
+    level = _levels(y, shape, w, origins)
     horizons = horizon_grid(max(1, n - w))
     errors = []
     for hz in horizons:
@@ -184,11 +181,18 @@ def _error(y: FloatArray, m: FloatArray, w: int, h: int) -> float:
     origins = np.arange(w, n - h + 1) if n - h + 1 > w else np.zeros(0, dtype=np.int64)
     if origins.size == 0:
         return float("inf")
+    ahead = origins[:, None] + np.arange(h)[None, :]
+    level = _levels(y, m, w, origins)
+    return float(np.mean(np.abs(y[ahead] - level[:, None] * m[ahead])))
+
+
+def _levels(y: FloatArray, m: FloatArray, w: int, origins: np.ndarray) -> FloatArray:
+    """The level (requests per step per unit of m) over the w steps before each origin: a ratio estimator,
+    as the fit's own level."""
     cy = np.concatenate([[0.0], np.cumsum(y)])
     cm = np.concatenate([[0.0], np.cumsum(m)])
-    ahead = origins[:, None] + np.arange(h)[None, :]
-    level = (cy[origins] - cy[origins - w]) / (cm[origins] - cm[origins - w])
-    return float(np.mean(np.abs(y[ahead] - level[:, None] * m[ahead])))
+    den = cm[origins] - cm[origins - w]
+    return np.asarray(np.where(den > 0, (cy[origins] - cy[origins - w]) / np.maximum(den, 1e-12), 0.0))
 
 
 def _trust(y: FloatArray, prior: FloatArray, w: int, h: int) -> float:
