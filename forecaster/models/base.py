@@ -115,9 +115,17 @@ def fill_gaps(values: FloatArray, period: int | None = None) -> FloatArray:
     if not bad.any():
         return y
     if period and period < y.size:
-        for i in np.flatnonzero(bad):
-            if i >= period and np.isfinite(y[i - period]):
-                y[i] = y[i - period]
+        # each pass fills the gaps whose value a season earlier is known (possibly filled by the pass
+        # before): the same as walking the gaps in time order, one array operation per chain link
+        todo = np.flatnonzero(bad)
+        todo = todo[todo >= period]
+        while todo.size:
+            src = y[todo - period]
+            ok = np.isfinite(src)
+            if not ok.any():
+                break
+            y[todo[ok]] = src[ok]
+            todo = todo[~ok]
         bad = ~np.isfinite(y)
     if bad.all():
         raise ModelError("series has no finite observations")
@@ -141,12 +149,15 @@ def despike(z: FloatArray, start_s: float, step_s: int, sigmas: float = 5.0) -> 
     if z.size < 20:
         return z, 0
     if z.size >= 2 * per_day:
-        slot = (np.round(start_s / step_s).astype(np.int64) + np.arange(z.size)) % per_day
+        first = int(np.round(start_s / step_s)) % per_day
+        slot = (first + np.arange(z.size)) % per_day
+        # one row per day (padded with NaN to whole days): each slot's median across days in one call
+        days = -(-(first + z.size) // per_day)
+        grid = np.full(days * per_day, np.nan)
+        grid[first : first + z.size] = z
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            shape = np.array(
-                [np.nanmedian(z[slot == k]) if np.any(slot == k) else 0.0 for k in range(per_day)]
-            )
+            shape = np.nanmedian(grid.reshape(days, per_day), axis=0)
         x = z - np.where(np.isfinite(shape), shape, 0.0)[slot]
         window = per_day + 1
     else:

@@ -10,21 +10,22 @@ variance growth); split-conformal calibration in `selection` corrects whatever t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 
 from forecaster.models.base import (
     FitReport,
     ForecastModel,
+    ModelError,
     ResidualTable,
     Timer,
     horizon_grid,
     require_history,
 )
-from forecaster.models.coarse import CoarseData, predict_coarse, prepare
+from forecaster.models.coarse import CoarseData, predict_coarse, prepare, update_history_s
 from forecaster.models.fallback import fall_back_if_short, relabel
-from forecaster.models.smoothing import estimated_params, fit_smoother, widened_errors
+from forecaster.models.smoothing import SmootherState, estimated_params, fit_smoother, widened_errors
 from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 96
@@ -37,7 +38,7 @@ class HoltWinters:
     def __init__(self) -> None:
         self.report = FitReport(self.alias)
         self._fallback: ForecastModel | None = None
-        self._res: Any = None
+        self._state: SmootherState | None = None
         self._data: CoarseData | None = None
         self._params: dict[str, float] | None = None
         self._resid = ResidualTable([1], [np.zeros(1)])
@@ -57,18 +58,26 @@ class HoltWinters:
         self._fallback = fall_back_if_short(series, self.report)
         if self._fallback is not None:
             return self
-        data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="Holt-Winters")
+        state = self._state if params is not None else None
+        history_s = update_history_s(series, state.end_s if state else None)
+        data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="Holt-Winters", history_s=history_s)
         period = SECONDS_PER_DAY // data.step_s
+        self._data = data
+        seen = state.steps_after(data.start_s, data.z.size) if state is not None else None
+        if state is not None and seen is not None and state.step_s == data.step_s:
+            self._state = state.advance(data.z[seen:])  # only the steps it has not absorbed
+            self.report.fit_seconds = timer.elapsed()
+            return self
         res = fit_smoother(data.z, params, what=f"{self.alias} on {series.name!r}", seasonal_period=period)
-        self._res, self._data = res, data
         if params is None:
-            self._params = estimated_params(res, seasonal=True)
+            params = self._params = estimated_params(res, seasonal=True)
             hs = horizon_grid(int(SECONDS_PER_DAY // data.step_s))
             self._resid = widened_errors(
                 res, self._params["smoothing_level"], hs, int(RESIDUAL_WINDOW_S // data.step_s)
             )
             self.report.seasons_s = (SECONDS_PER_DAY,)
             self.report.note(", ".join(f"{k}={v:.3f}" for k, v in self._params.items()))
+        self._state = SmootherState.of(res, params, data.end_s, data.step_s, period)
         self.report.fit_seconds = timer.elapsed()
         return self
 
@@ -81,5 +90,10 @@ class HoltWinters:
             levels,
             self.alias,
             self._resid,
-            lambda hc, _times: np.asarray(self._res.forecast(hc), dtype=np.float64),
+            self._location,
         )
+
+    def _location(self, hc: int, _times: object) -> np.ndarray:
+        if self._state is None:
+            raise ModelError(f"{self.alias}: predict() before fit()")
+        return self._state.forecast(hc)

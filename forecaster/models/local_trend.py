@@ -10,7 +10,7 @@ widened with horizon, as for Holt-Winters.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from forecaster.models.base import (
     require_history,
 )
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare
-from forecaster.models.smoothing import estimated_params, fit_smoother, widened_errors
+from forecaster.models.smoothing import SmootherState, estimated_params, fit_smoother, widened_errors
 from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 1440
@@ -36,7 +36,7 @@ class LocalTrend:
 
     def __init__(self) -> None:
         self.report = FitReport(self.alias)
-        self._res: Any = None
+        self._state: SmootherState | None = None
         self._data: CoarseData | None = None
         self._params: dict[str, float] | None = None
         self._resid = ResidualTable([1], [np.zeros(1)])
@@ -54,13 +54,20 @@ class LocalTrend:
         data = prepare(series.tail(HISTORY_S), MAX_PERIODS_PER_DAY, self.report, what="a local trend")
         if data.z.size < MIN_STEPS:
             raise ModelError(f"{self.alias}: needs {MIN_STEPS} steps of history, got {data.z.size}")
+        self._data = data
+        state = self._state if params is not None else None
+        seen = state.steps_after(data.start_s, data.z.size) if state is not None else None
+        if state is not None and seen is not None and state.step_s == data.step_s:
+            self._state = state.advance(data.z[seen:])  # only the steps it has not absorbed
+            self.report.fit_seconds = timer.elapsed()
+            return self
         res = fit_smoother(data.z, params, what=f"{self.alias} on {series.name!r}")
-        self._res, self._data = res, data
         if params is None:
-            self._params = estimated_params(res)
+            params = self._params = estimated_params(res)
             hs = horizon_grid(max(1, data.z.size // 4))
             self._resid = widened_errors(res, self._params["smoothing_level"], hs)
             self.report.note(", ".join(f"{k}={v:.3f}" for k, v in self._params.items()))
+        self._state = SmootherState.of(res, params, data.end_s, data.step_s)
         self.report.fit_seconds = timer.elapsed()
         return self
 
@@ -71,5 +78,10 @@ class LocalTrend:
             levels,
             self.alias,
             self._resid,
-            lambda hc, _times: np.asarray(self._res.forecast(hc), dtype=np.float64),
+            self._location,
         )
+
+    def _location(self, hc: int, _times: object) -> np.ndarray:
+        if self._state is None:
+            raise ModelError(f"{self.alias}: predict() before fit()")
+        return self._state.forecast(hc)

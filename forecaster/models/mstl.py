@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 
 from forecaster.models.base import (
     FitReport,
     ForecastModel,
+    ModelError,
     ResidualTable,
     Timer,
     horizon_grid,
     require_history,
 )
-from forecaster.models.coarse import CoarseData, predict_coarse, prepare
+from forecaster.models.coarse import CoarseData, predict_coarse, prepare, update_history_s
 from forecaster.models.fallback import fall_back, fall_back_if_short, relabel
-from forecaster.models.smoothing import estimated_params, fit_smoother, widened_errors
+from forecaster.models.smoothing import SmootherState, estimated_params, fit_smoother, widened_errors
 from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 48
@@ -41,7 +42,7 @@ class MSTLModel:
         self._fallback: ForecastModel | None = None
         self._data: CoarseData | None = None
         self._cycles: list[tuple[int, FloatArray, float]] = []  # (period, one cycle, epoch of its start)
-        self._holt: Any = None
+        self._level: SmootherState | None = None  # the smoother of the deseasonalised series
         self._params: dict[str, float] | None = None
         self._resid = ResidualTable([1], [np.zeros(1)])
 
@@ -101,20 +102,26 @@ class MSTLModel:
 
     def _fit_level(self, data: CoarseData, params: dict[str, float] | None) -> None:
         d = data.z - self._seasonal(data.times_s())
+        state = self._level if params is not None else None
+        seen = state.steps_after(data.start_s, d.size) if state is not None else None
+        if state is not None and seen is not None and state.step_s == data.step_s:
+            self._level = state.advance(d[seen:])  # only the steps it has not absorbed
+            return
         res = fit_smoother(d, params, what=f"{self.alias} level")
-        self._holt = res
         if params is None:
-            self._params = estimated_params(res)
+            params = self._params = estimated_params(res)
             hs = horizon_grid(int(SECONDS_PER_DAY // data.step_s))
             self._resid = widened_errors(
                 res, self._params["smoothing_level"], hs, int(RESIDUAL_WINDOW_S // data.step_s)
             )
+        self._level = SmootherState.of(res, params, data.end_s, data.step_s)
 
     def update(self, series: TrafficSeries) -> Self:
         if self._params is None or self._fallback is not None:
             return self.fit(series)
         report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s)
-        data = prepare(series, MAX_PERIODS_PER_DAY, report, what="MSTL")
+        history_s = update_history_s(series, self._level.end_s if self._level else None)
+        data = prepare(series, MAX_PERIODS_PER_DAY, report, what="MSTL", history_s=history_s)
         self._data = data
         self._fit_level(data, params=self._params)
         return self
@@ -128,5 +135,10 @@ class MSTLModel:
             levels,
             self.alias,
             self._resid,
-            lambda hc, times: np.asarray(self._holt.forecast(hc), dtype=np.float64) + self._seasonal(times),
+            self._location,
         )
+
+    def _location(self, hc: int, times: FloatArray) -> FloatArray:
+        if self._level is None:
+            raise ModelError(f"{self.alias}: predict() before fit()")
+        return self._level.forecast(hc) + self._seasonal(times)

@@ -89,10 +89,14 @@ class SeasonalNaive:
     def update(self, series: TrafficSeries) -> Self:
         """Re-anchor on newer data: the last season is the newest one, the error table stays as fitted
         (the cheap update every model makes between daily fits; the CV runs one per window)."""
+        if self._fallback is not None:
+            if series.span_s < _MIN_HISTORY_S[self.season]:  # still too short: the fallback moves on
+                self._fallback = self._fallback.update(series)
+                return self
+            return self.fit(series)
         period = self._last.size
         if (
-            self._fallback is not None
-            or series.step_s != self._step
+            series.step_s != self._step
             or len(series) < 2 * period
             or not np.isfinite(series.values[-2 * period :]).any()
         ):
