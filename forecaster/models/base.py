@@ -214,6 +214,17 @@ def resample(series: TrafficSeries, step_s: int) -> Resampled:
     n = int((last - first) // step_s)
     if n <= 0:
         raise ModelError(f"series {series.name!r} is shorter than one {step_s} s step")
+    ratio = step_s / series.step_s
+    lead = (first - series.start_s) / series.step_s
+    if ratio == int(ratio) and lead == int(lead):
+        # whole fine steps per coarse one, from a fine boundary: one reshape instead of binning by time
+        k, lo = int(ratio), int(lead)
+        block = series.values[lo : lo + n * k].reshape(n, k)
+        finite = np.isfinite(block)
+        observed = finite.sum(axis=1).astype(np.float64)
+        sums = np.where(finite, block, 0.0).sum(axis=1)
+        out = np.where(observed > 0, sums * k / np.maximum(observed, 1), np.nan)
+        return Resampled(out, float(first), step_s, ratio)
     times = series.times_s()
     sel = (times >= first) & (times < last)
     bins = ((times[sel] - first) // step_s).astype(np.int64)
@@ -232,10 +243,16 @@ def to_fine_grid(
     coarse_origin_s: float, coarse_step_s: int, coarse: FloatArray, origin_s: float, step_s: int, h: int
 ) -> FloatArray:
     """Spread counts per coarse step onto h fine steps from `origin_s`, interpolating the rate linearly
-    between coarse bin centres (so daily ramps stay smooth instead of turning into stairs)."""
-    centres = coarse_origin_s + coarse_step_s * (np.arange(coarse.size) + 0.5)
+    between coarse bin centres (so daily ramps stay smooth instead of turning into stairs), held flat
+    beyond the first and last centres. `coarse` is one path (n,) or several (k, n), each spread alike."""
+    n = coarse.shape[-1]
     fine_centres = origin_s + step_s * (np.arange(h) + 0.5)
-    return np.asarray(np.interp(fine_centres, centres, coarse) * (step_s / coarse_step_s), dtype=np.float64)
+    pos = (fine_centres - (coarse_origin_s + 0.5 * coarse_step_s)) / coarse_step_s
+    lo = np.clip(np.floor(pos), 0, n - 1).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    f = np.clip(pos - lo, 0.0, 1.0)
+    out = coarse[..., lo] * (1 - f) + coarse[..., hi] * f
+    return np.asarray(out * (step_s / coarse_step_s), dtype=np.float64)
 
 
 class ResidualTable:

@@ -94,12 +94,13 @@ def coarse_horizon(data: CoarseData, h: int) -> int:
 
 
 def to_fine(data: CoarseData, coarse: Forecast, h: int, alias: str) -> Forecast:
-    def conv(a: FloatArray) -> FloatArray:
-        return np.maximum(to_fine_grid(data.end_s, data.step_s, a, data.origin_s, data.fine_step_s, h), 0.0)
-
-    quantiles = {q: conv(a) for q, a in coarse.quantiles.items()}
+    levels = list(coarse.quantiles)
+    paths = np.stack([coarse.mean, *(coarse.quantiles[q] for q in levels)])
+    # every path (mean and each level) through the same interpolation weights at once
+    fine = np.maximum(to_fine_grid(data.end_s, data.step_s, paths, data.origin_s, data.fine_step_s, h), 0.0)
+    quantiles = {q: fine[i + 1] for i, q in enumerate(levels)}
     # interpolation keeps quantiles ordered: each fine value is the same convex combination for every level
-    return Forecast(data.origin_s, data.fine_step_s, conv(coarse.mean), quantiles, alias, coarse.notes)
+    return Forecast(data.origin_s, data.fine_step_s, fine[0], quantiles, alias, coarse.notes)
 
 
 def predict_coarse(
