@@ -17,7 +17,6 @@ import numpy as np
 from forecaster.models.base import (
     FitReport,
     ForecastModel,
-    ModelError,
     ResidualTable,
     Timer,
     horizon_grid,
@@ -25,7 +24,13 @@ from forecaster.models.base import (
 )
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare, update_history_s
 from forecaster.models.fallback import fall_back_if_short, relabel
-from forecaster.models.smoothing import SmootherState, estimated_params, fit_smoother, widened_errors
+from forecaster.models.smoothing import (
+    SmootherState,
+    estimated_params,
+    fit_smoother,
+    fitted_state,
+    widened_errors,
+)
 from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 96
@@ -63,9 +68,9 @@ class HoltWinters:
         data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="Holt-Winters", history_s=history_s)
         period = SECONDS_PER_DAY // data.step_s
         self._data = data
-        seen = state.steps_after(data.start_s, data.z.size) if state is not None else None
-        if state is not None and seen is not None and state.step_s == data.step_s:
-            self._state = state.advance(data.z[seen:])  # only the steps it has not absorbed
+        moved = state.carried(data.z, data.start_s, data.step_s) if state is not None else None
+        if moved is not None:  # only the steps it has not absorbed
+            self._state = moved
             self.report.fit_seconds = timer.elapsed()
             return self
         res = fit_smoother(data.z, params, what=f"{self.alias} on {series.name!r}", seasonal_period=period)
@@ -90,10 +95,5 @@ class HoltWinters:
             levels,
             self.alias,
             self._resid,
-            self._location,
+            lambda hc, _times: fitted_state(self._state, self.alias).forecast(hc),
         )
-
-    def _location(self, hc: int, _times: object) -> np.ndarray:
-        if self._state is None:
-            raise ModelError(f"{self.alias}: predict() before fit()")
-        return self._state.forecast(hc)

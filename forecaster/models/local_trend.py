@@ -23,7 +23,13 @@ from forecaster.models.base import (
     require_history,
 )
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare
-from forecaster.models.smoothing import SmootherState, estimated_params, fit_smoother, widened_errors
+from forecaster.models.smoothing import (
+    SmootherState,
+    estimated_params,
+    fit_smoother,
+    fitted_state,
+    widened_errors,
+)
 from forecaster.types import SECONDS_PER_DAY, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 1440
@@ -55,10 +61,11 @@ class LocalTrend:
         if data.z.size < MIN_STEPS:
             raise ModelError(f"{self.alias}: needs {MIN_STEPS} steps of history, got {data.z.size}")
         self._data = data
+        self._data = data
         state = self._state if params is not None else None
-        seen = state.steps_after(data.start_s, data.z.size) if state is not None else None
-        if state is not None and seen is not None and state.step_s == data.step_s:
-            self._state = state.advance(data.z[seen:])  # only the steps it has not absorbed
+        moved = state.carried(data.z, data.start_s, data.step_s) if state is not None else None
+        if moved is not None:  # only the steps it has not absorbed
+            self._state = moved
             self.report.fit_seconds = timer.elapsed()
             return self
         res = fit_smoother(data.z, params, what=f"{self.alias} on {series.name!r}")
@@ -78,10 +85,5 @@ class LocalTrend:
             levels,
             self.alias,
             self._resid,
-            self._location,
+            lambda hc, _times: fitted_state(self._state, self.alias).forecast(hc),
         )
-
-    def _location(self, hc: int, _times: object) -> np.ndarray:
-        if self._state is None:
-            raise ModelError(f"{self.alias}: predict() before fit()")
-        return self._state.forecast(hc)

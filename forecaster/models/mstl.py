@@ -19,7 +19,6 @@ import numpy as np
 from forecaster.models.base import (
     FitReport,
     ForecastModel,
-    ModelError,
     ResidualTable,
     Timer,
     horizon_grid,
@@ -27,7 +26,13 @@ from forecaster.models.base import (
 )
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare, update_history_s
 from forecaster.models.fallback import fall_back, fall_back_if_short, relabel
-from forecaster.models.smoothing import SmootherState, estimated_params, fit_smoother, widened_errors
+from forecaster.models.smoothing import (
+    SmootherState,
+    estimated_params,
+    fit_smoother,
+    fitted_state,
+    widened_errors,
+)
 from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
 
 MAX_PERIODS_PER_DAY = 48
@@ -103,9 +108,9 @@ class MSTLModel:
     def _fit_level(self, data: CoarseData, params: dict[str, float] | None) -> None:
         d = data.z - self._seasonal(data.times_s())
         state = self._level if params is not None else None
-        seen = state.steps_after(data.start_s, d.size) if state is not None else None
-        if state is not None and seen is not None and state.step_s == data.step_s:
-            self._level = state.advance(d[seen:])  # only the steps it has not absorbed
+        moved = state.carried(d, data.start_s, data.step_s) if state is not None else None
+        if moved is not None:  # only the steps it has not absorbed
+            self._level = moved
             return
         res = fit_smoother(d, params, what=f"{self.alias} level")
         if params is None:
@@ -135,10 +140,5 @@ class MSTLModel:
             levels,
             self.alias,
             self._resid,
-            self._location,
+            lambda hc, times: fitted_state(self._level, self.alias).forecast(hc) + self._seasonal(times),
         )
-
-    def _location(self, hc: int, times: FloatArray) -> FloatArray:
-        if self._level is None:
-            raise ModelError(f"{self.alias}: predict() before fit()")
-        return self._level.forecast(hc) + self._seasonal(times)

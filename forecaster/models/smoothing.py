@@ -128,6 +128,12 @@ class SmootherState:
             end_s=self.end_s + z.size * self.step_s,
         )
 
+    def carried(self, z: FloatArray, start_s: float, step_s: int) -> Self | None:
+        """This state carried over the steps of z (a grid from start_s) that it has not absorbed; None when
+        it cannot be (another step, or its end outside the grid): the caller re-runs the smoother."""
+        seen = self.steps_after(start_s, z.size) if step_s == self.step_s else None
+        return None if seen is None else self.advance(z[seen:])
+
     def forecast(self, h: int) -> FloatArray:
         """Log-scale location of the next h steps: level + damped trend (+ the season, repeated)."""
         damping = np.cumsum(self.phi ** np.arange(1, h + 1))
@@ -136,3 +142,9 @@ class SmootherState:
             s = np.asarray(self.season)
             out = out + s[np.arange(h) % s.size]
         return np.asarray(out, dtype=np.float64)
+
+
+def fitted_state(state: SmootherState | None, alias: str) -> SmootherState:
+    if state is None:
+        raise ModelError(f"{alias}: predict() before fit()")
+    return state
