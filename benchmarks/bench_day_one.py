@@ -57,7 +57,9 @@ def score(
             cover[name].append(float(np.mean(actual[ok] <= fc.quantiles[LEVEL][ok])))
     out = {f"mase_{k}": float(np.mean(v)) for k, v in err.items()}
     out |= {f"p90_cov_{k}": float(np.mean(v)) for k, v in cover.items()}
-    out["ratio"] = out["mase_borrowed_shape"] / out["mase_recent_level"]
+    # a series silent over every cut scores 0 for both: a tie, not a win
+    rl, bs = out["mase_recent_level"], out["mase_borrowed_shape"]
+    out["ratio"] = bs / rl if rl > 0 else (1.0 if bs == 0 else float("inf"))
     out["cuts"] = len(points)
     return out
 
