@@ -12,6 +12,7 @@ zeros finite for sparse series, and back-transforming guarantees non-negative co
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -334,13 +335,21 @@ def forecast_from_log(
     counts = np.maximum(np.expm1(logq), 0.0) * scale
     counts = np.maximum.accumulate(counts, axis=1)
     mean = np.maximum(np.exp(location) * mean_factor - 1.0, 0.0) * scale
-    quantiles: dict[float, FloatArray] = {}
-    for q in levels:
-        lo, hi, f = interp_weights(DENSE_LEVELS, q)
-        quantiles[float(q)] = np.asarray(counts[:, lo] * (1 - f) + counts[:, hi] * f, dtype=np.float64)
+    lo, hi, f = _dense_weights(tuple(float(q) for q in levels))
+    paths = np.ascontiguousarray((counts[:, lo] * (1 - f) + counts[:, hi] * f).T)  # (levels, h), at once
+    quantiles = {float(q): paths[i] for i, q in enumerate(levels)}
     return Forecast(
         origin_s=origin_s, step_s=step_s, mean=mean, quantiles=quantiles, model=alias, notes=notes
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _dense_weights(levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, FloatArray]:
+    """Each level's interpolation between its DENSE_LEVELS neighbours, as arrays (levels repeat: the
+    rolling evaluation asks for the same few sets at every origin)."""
+    rows = [interp_weights(DENSE_LEVELS, q) for q in levels]
+    lo, hi, f = (np.array(col) for col in zip(*rows, strict=True)) if rows else (np.zeros(0),) * 3
+    return lo.astype(np.int64), hi.astype(np.int64), f.astype(np.float64)
 
 
 def horizon_grid(max_steps: int) -> list[int]:
