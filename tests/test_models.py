@@ -215,3 +215,18 @@ def test_extend_prepares_only_the_new_steps_as_prepare_does(chat_15d: TrafficSer
     assert np.all(np.expm1(broken.z[-3:-1]) > 0.3 * np.expm1(full.z[-3:-1]))
     # another step, or a series that does not reach past the data, cannot be extended
     assert extend(data, early.slice(0, len(early) - 12)) is None
+
+
+def test_prophet_forecasts_the_same_quantiles_from_the_same_fit_and_leaves_numpys_stream_alone(
+    chat_15d: TrafficSeries,
+) -> None:
+    # the legacy global generator on purpose: it is the one Prophet draws from
+    np.random.seed(7)  # noqa: NPY002
+    expected_next = np.random.random()  # noqa: NPY002
+    np.random.seed(7)  # noqa: NPY002
+    a = make_model("prophet").fit(chat_15d).predict(12, (0.1, 0.9))
+    assert np.random.random() == expected_next  # noqa: NPY002 (the caller's global stream did not move)
+    b = make_model("prophet").fit(chat_15d).predict(12, (0.1, 0.9))
+    assert np.array_equal(a.quantiles[0.9], b.quantiles[0.9]) and np.array_equal(
+        a.quantiles[0.1], b.quantiles[0.1]
+    )

@@ -39,6 +39,7 @@ from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Fore
 
 MAX_PERIODS_PER_DAY = 96
 UNCERTAINTY_SAMPLES = 300
+SAMPLE_SEED = 0
 SAMPLE_SPAN_S = SECONDS_PER_DAY  # steps ahead whose samples are drawn at once (beyond the horizon asked)
 
 
@@ -142,10 +143,17 @@ class ProphetModel:
         import pandas as pd
 
         times = start_s + step_s * np.arange(n + int(SAMPLE_SPAN_S // step_s), dtype=np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            drawn = np.asarray(
-                self._model.predictive_samples(pd.DataFrame({"ds": _ds(times)}))["yhat"], dtype=np.float64
-            )
+        # Prophet samples from numpy's global generator: seed it for this draw and put it back, so that the
+        # same fit forecasts the same quantiles (a rerun, a backtest, a worker) and no caller's stream moves
+        saved = np.random.get_state()  # noqa: NPY002 (Prophet draws from the legacy global generator)
+        np.random.seed(SAMPLE_SEED)  # noqa: NPY002
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                drawn = np.asarray(
+                    self._model.predictive_samples(pd.DataFrame({"ds": _ds(times)}))["yhat"], dtype=np.float64
+                )
+        finally:
+            np.random.set_state(saved)  # noqa: NPY002
         self._samples = (start_s, drawn)
         return drawn[:n]
