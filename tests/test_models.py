@@ -215,6 +215,12 @@ def test_extend_prepares_only_the_new_steps_as_prepare_does(chat_15d: TrafficSer
     assert np.all(np.expm1(broken.z[-3:-1]) > 0.3 * np.expm1(full.z[-3:-1]))
     # another step, or a series that does not reach past the data, cannot be extended
     assert extend(data, early.slice(0, len(early) - 12)) is None
+    # a fine grid off the coarse one (a trace starting at 00:02:53): each fine step in the bin it starts in
+    off = TrafficSeries(chat_15d.name, chat_15d.start_s + 173, chat_15d.step_s, chat_15d.values)
+    base = prepare(off.slice(0, len(off) - 24), 96, FitReport("t"), what="t")
+    moved, whole = extend(base, off), prepare(off, 96, FitReport("t"), what="t")
+    assert moved is not None and moved.end_s == whole.end_s
+    assert np.allclose(moved.z[-8:], whole.z[-8:])
 
 
 def test_prophet_forecasts_the_same_quantiles_from_the_same_fit_and_leaves_numpys_stream_alone(

@@ -96,8 +96,13 @@ def extend(data: CoarseData, series: TrafficSeries) -> CoarseData | None:
     origin = replace(data, origin_s=series.end_s)
     if end == data.end_s:
         return origin
-    part = series.slice(series.index_at(data.end_s), series.index_at(end))
-    rs = resample(part, step)
+    # from the fine step the data's end falls in to the series' end: a fine grid off the coarse one (a
+    # trace that starts at 00:02:53) puts each fine step in the coarse bin it starts in, as `prepare` does
+    part = series.slice(series.index_at(data.end_s), len(series))
+    try:
+        rs = resample(part, step)
+    except ModelError:
+        return None
     if rs.start_s != data.end_s or rs.values.size != round((end - data.end_s) / step):
         return None
     rule, period = data.rule, periods_per_day(step)
