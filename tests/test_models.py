@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 
 from forecaster.models import MODELS, ModelError, make_model
-from forecaster.models.base import FitReport
-from forecaster.models.coarse import extend, prepare
 from forecaster.models.holt_winters import HoltWinters
 from forecaster.models.mstl import MSTLModel
 from forecaster.models.profile import SeasonalProfile, fit_batch
@@ -196,31 +194,6 @@ def test_prophet_samples_are_drawn_once_and_sliced_at_later_origins(chat_15d: Tr
     # forecast are held at its first coarse bin's centre, so compare from the second coarse bin on
     for q in (0.1, 0.5, 0.9):
         assert np.allclose(later.quantiles[q][3:], first.quantiles[q][15:], rtol=1e-9)
-
-
-def test_extend_prepares_only_the_new_steps_as_prepare_does(chat_15d: TrafficSeries) -> None:
-    early = chat_15d.slice(0, len(chat_15d) - 24)
-    data = prepare(early, 96, FitReport("t"), what="t")
-    grown = extend(data, chat_15d)
-    full = prepare(chat_15d, 96, FitReport("t"), what="t")
-    assert grown is not None and grown.end_s == full.end_s and grown.origin_s == chat_15d.end_s
-    # the new steps of a series without outliers there are what a full preparation makes of them
-    new = round((grown.end_s - data.end_s) / grown.step_s)
-    assert new == 8 and np.allclose(grown.z[-new:], full.z[-new:])
-    # an outage in the new steps is judged by the rule the last preparation measured: a gap, filled
-    out = chat_15d.values.copy()
-    out[-9:-3] = 0.0  # half an hour of zeros in a busy series
-    broken = extend(data, TrafficSeries(chat_15d.name, chat_15d.start_s, chat_15d.step_s, out))
-    assert broken is not None
-    assert np.all(np.expm1(broken.z[-3:-1]) > 0.3 * np.expm1(full.z[-3:-1]))
-    # another step, or a series that does not reach past the data, cannot be extended
-    assert extend(data, early.slice(0, len(early) - 12)) is None
-    # a fine grid off the coarse one (a trace starting at 00:02:53): each fine step in the bin it starts in
-    off = TrafficSeries(chat_15d.name, chat_15d.start_s + 173, chat_15d.step_s, chat_15d.values)
-    base = prepare(off.slice(0, len(off) - 24), 96, FitReport("t"), what="t")
-    moved, whole = extend(base, off), prepare(off, 96, FitReport("t"), what="t")
-    assert moved is not None and moved.end_s == whole.end_s
-    assert np.allclose(moved.z[-8:], whole.z[-8:])
 
 
 def test_prophet_forecasts_the_same_quantiles_from_the_same_fit_and_leaves_numpys_stream_alone(

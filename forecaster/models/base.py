@@ -136,63 +136,22 @@ def fill_gaps(values: FloatArray, period: int | None = None) -> FloatArray:
     return y
 
 
-@dataclass(frozen=True)
-class SpikeRule:
-    """What `despike` measured on a window, kept so that newer steps are judged the same way without
-    re-reading the window: the time-of-day shape (empty under two days: each step is judged against the
-    steps around it alone), the rolling median's window, and the centre and robust spread of deviations."""
-
-    shape: FloatArray
-    window: int
-    centre: float
-    scale: float
-    sigmas: float
-
-    def deviations(self, z: FloatArray, start_s: float, step_s: int) -> FloatArray:
-        """z less the shape at each step's time of day (z itself without a shape)."""
-        if self.shape.size == 0:
-            return z
-        slot = (int(np.round(start_s / step_s)) + np.arange(z.size)) % self.shape.size
-        return np.asarray(z - np.where(np.isfinite(self.shape), self.shape, 0.0)[slot], dtype=np.float64)
-
-    def outliers(self, x: FloatArray, first: int) -> np.ndarray:
-        """Which of x[first:] lie outside the rule, each against the rolling median of x around it
-        (centred, cut at the end of x): the same test as `despike`'s, on the newest steps only."""
-        half = self.window // 2
-        bad = np.zeros(x.size - first, dtype=bool)
-        for k, i in enumerate(range(first, x.size)):
-            near = x[max(0, i - half) : i + half + 1]
-            near = near[np.isfinite(near)]
-            if near.size >= 3 and np.isfinite(x[i]):
-                dev = x[i] - float(np.median(near))
-                bad[k] = abs(dev - self.centre) > self.sigmas * self.scale
-        return bad
-
-
 def despike(z: FloatArray, start_s: float, step_s: int, sigmas: float = 5.0) -> tuple[FloatArray, int]:
     """NaN out steps far outside what the series' daily shape and local level explain (a zero in a series
     of thousands per step is a collector outage, not demand; a four-hour run of zeros is one too).
-    Returns the cleaned copy and how many steps it masked; see `despike_rule`."""
-    out, n, _ = despike_rule(z, start_s, step_s, sigmas)
-    return out, n
-
-
-def despike_rule(
-    z: FloatArray, start_s: float, step_s: int, sigmas: float = 5.0
-) -> tuple[FloatArray, int, SpikeRule | None]:
-    """`despike`, also returning the rule it applied (None when the window was too short to judge).
 
     The daily shape is the median across days of each time-of-day slot; the local level is a centred
     one-day rolling median of what is left; a step is masked when it sits more than `sigmas` robust standard
     deviations from both. A change that lasts more than about half a day moves the rolling median and is
-    kept as real."""
+    kept as real. Returns the cleaned copy and how many steps it masked."""
     import pandas as pd
 
     per_day = periods_per_day(step_s)
     if z.size < 20:
-        return z, 0, None
+        return z, 0
     if z.size >= 2 * per_day:
         first = int(np.round(start_s / step_s)) % per_day
+        slot = (first + np.arange(z.size)) % per_day
         # one row per day (padded with NaN to whole days): each slot's median across days in one call
         days = -(-(first + z.size) // per_day)
         grid = np.full(days * per_day, np.nan)
@@ -200,24 +159,23 @@ def despike_rule(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             shape = np.nanmedian(grid.reshape(days, per_day), axis=0)
+        x = z - np.where(np.isfinite(shape), shape, 0.0)[slot]
         window = per_day + 1
     else:
         # under two days there is no shape to learn: judge each step against its few hours around it
-        shape = np.zeros(0)
+        x = z
         window = max(5, min(per_day // 8, z.size // 4)) | 1
-    rule = SpikeRule(shape, window, 0.0, 1.0, sigmas)
-    x = rule.deviations(z, start_s, step_s)
     med = pd.Series(x).rolling(window, center=True, min_periods=3).median().to_numpy()
     dev = x - med
     ok = np.isfinite(dev)
     if ok.sum() < 10:
-        return z, 0, None
+        return z, 0
     centre = float(np.median(dev[ok]))
     scale = max(1.4826 * float(np.median(np.abs(dev[ok] - centre))), 0.05)
     bad = ok & (np.abs(dev - centre) > sigmas * scale)
     out = z.copy()
     out[bad] = np.nan
-    return out, int(bad.sum()), SpikeRule(shape, window, centre, scale, sigmas)
+    return out, int(bad.sum())
 
 
 def periods_per_day(step_s: int) -> int:

@@ -8,9 +8,8 @@ series' own step (`to_fine_grid`), which the fit report states.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,9 +17,8 @@ from forecaster.models.base import (
     FitReport,
     ModelError,
     ResidualTable,
-    SpikeRule,
     coarse_step,
-    despike_rule,
+    despike,
     fill_gaps,
     forecast_from_log,
     periods_per_day,
@@ -30,6 +28,10 @@ from forecaster.models.base import (
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
 
 MAX_HISTORY_S = 28 * SECONDS_PER_DAY
+# what an update that carries a model's state prepares: only its new steps are read, and a week is enough
+# for the despike judgement of them (the daily shape as a median of seven days); preparing the whole 28 days
+# at every update was a fifth of `auto`'s cross-validation time
+UPDATE_HISTORY_S = 7 * SECONDS_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,6 @@ class CoarseData:
     step_s: int  # the coarse step
     fine_step_s: int
     origin_s: float  # end of the fine series (where forecasts start)
-    rule: SpikeRule | None = None  # how its steps were judged for outliers (None: too short to judge)
 
     @property
     def end_s(self) -> float:
@@ -70,49 +71,19 @@ def prepare(
     rs = resample(tail, fit_step)
     if rs.values.size < 2:
         raise ModelError(f"{what}: fewer than two {fit_step} s steps of history")
-    clean, n_spikes, rule = despike_rule(np.log1p(rs.values), rs.start_s, fit_step)
+    clean, n_spikes = despike(np.log1p(rs.values), rs.start_s, fit_step)
     if n_spikes:
         report.note(f"{n_spikes} outlying steps (e.g. outage zeros) treated as gaps")
     z = fill_gaps(clean, periods_per_day(fit_step))
-    return CoarseData(z, rs.start_s, fit_step, series.step_s, series.end_s, rule)
+    return CoarseData(z, rs.start_s, fit_step, series.step_s, series.end_s)
 
 
-def extend(data: CoarseData, series: TrafficSeries) -> CoarseData | None:
-    """`data` followed by the coarse steps `series` (the same series, grown) has completed since: each new
-    step judged for outliers by the rule the last full preparation measured (time-of-day shape, spread)
-    against the rolling median of the steps before it, its gaps filled as `prepare` fills them. The steps
-    already prepared are not revised, as a model carried over them is not. An update needs only its new
-    steps: preparing the whole 28 days at each was a fifth of `auto`'s cross-validation time. None when it
-    cannot (no rule, another step, a series that does not reach past `data`): prepare afresh."""
-    step = data.step_s
-    end = math.floor(series.end_s / step) * step
-    if (
-        data.rule is None
-        or series.step_s != data.fine_step_s
-        or end < data.end_s
-        or series.start_s > data.end_s
-    ):
-        return None
-    origin = replace(data, origin_s=series.end_s)
-    if end == data.end_s:
-        return origin
-    # from the fine step the data's end falls in to the series' end: a fine grid off the coarse one (a
-    # trace that starts at 00:02:53) puts each fine step in the coarse bin it starts in, as `prepare` does
-    part = series.slice(series.index_at(data.end_s), len(series))
-    try:
-        rs = resample(part, step)
-    except ModelError:
-        return None
-    if rs.start_s != data.end_s or rs.values.size != round((end - data.end_s) / step):
-        return None
-    rule, period = data.rule, periods_per_day(step)
-    keep = min(data.z.size, max(period, rule.window // 2))  # what the new steps are judged and filled from
-    z = np.concatenate([data.z[-keep:], np.log1p(rs.values)])
-    first_s = data.end_s - keep * step
-    z[keep:][rule.outliers(rule.deviations(z, first_s, step), keep)] = np.nan
-    new = fill_gaps(z, period)[keep:]
-    grown = np.concatenate([data.z, new])[-round(MAX_HISTORY_S / step) :]
-    return replace(origin, z=grown, start_s=end - grown.size * step)
+def update_history_s(series: TrafficSeries, carried_end_s: float | None) -> float:
+    """The history an update prepares: a week when a state carried to `carried_end_s` lies inside it (with
+    a day to spare), else all of it (the state cannot be carried and the model re-runs)."""
+    if carried_end_s is not None and series.end_s - carried_end_s < UPDATE_HISTORY_S - SECONDS_PER_DAY:
+        return UPDATE_HISTORY_S
+    return MAX_HISTORY_S
 
 
 def coarse_horizon(data: CoarseData, h: int) -> int:

@@ -22,11 +22,10 @@ from forecaster.models.base import (
     horizon_grid,
     require_history,
 )
-from forecaster.models.coarse import CoarseData, predict_coarse, prepare
+from forecaster.models.coarse import CoarseData, predict_coarse, prepare, update_history_s
 from forecaster.models.fallback import fall_back_if_short, relabel
 from forecaster.models.smoothing import (
     SmootherState,
-    carry,
     estimated_params,
     fit_smoother,
     fitted_state,
@@ -55,10 +54,6 @@ class HoltWinters:
     def update(self, series: TrafficSeries) -> Self:
         if self._params is None:
             return self.fit(series)
-        carried = carry(self._data, self._state, series) if self._fallback is None else None
-        if carried is not None:  # only the steps it has not absorbed
-            self._data, self._state = carried
-            return self
         return self._fit(series, params=self._params)
 
     def _fit(self, series: TrafficSeries, params: dict[str, float] | None) -> Self:
@@ -68,9 +63,16 @@ class HoltWinters:
         self._fallback = fall_back_if_short(series, self.report)
         if self._fallback is not None:
             return self
-        data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="Holt-Winters")
+        state = self._state if params is not None else None
+        history_s = update_history_s(series, state.end_s if state else None)
+        data = prepare(series, MAX_PERIODS_PER_DAY, self.report, what="Holt-Winters", history_s=history_s)
         period = SECONDS_PER_DAY // data.step_s
         self._data = data
+        moved = state.carried(data.z, data.start_s, data.step_s) if state is not None else None
+        if moved is not None:  # only the steps it has not absorbed
+            self._state = moved
+            self.report.fit_seconds = timer.elapsed()
+            return self
         res = fit_smoother(data.z, params, what=f"{self.alias} on {series.name!r}", seasonal_period=period)
         if params is None:
             params = self._params = estimated_params(res, seasonal=True)

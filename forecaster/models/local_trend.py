@@ -25,7 +25,6 @@ from forecaster.models.base import (
 from forecaster.models.coarse import CoarseData, predict_coarse, prepare
 from forecaster.models.smoothing import (
     SmootherState,
-    carry,
     estimated_params,
     fit_smoother,
     fitted_state,
@@ -52,13 +51,7 @@ class LocalTrend:
         return self._fit(series, None)
 
     def update(self, series: TrafficSeries) -> Self:
-        if not self._params:
-            return self.fit(series)
-        carried = carry(self._data, self._state, series)
-        if carried is not None:  # only the steps it has not absorbed
-            self._data, self._state = carried
-            return self
-        return self._fit(series, self._params)
+        return self._fit(series, self._params) if self._params else self.fit(series)
 
     def _fit(self, series: TrafficSeries, params: dict[str, float] | None) -> Self:
         timer = Timer()
@@ -69,6 +62,12 @@ class LocalTrend:
             raise ModelError(f"{self.alias}: needs {MIN_STEPS} steps of history, got {data.z.size}")
         self._data = data
         self._data = data
+        state = self._state if params is not None else None
+        moved = state.carried(data.z, data.start_s, data.step_s) if state is not None else None
+        if moved is not None:  # only the steps it has not absorbed
+            self._state = moved
+            self.report.fit_seconds = timer.elapsed()
+            return self
         res = fit_smoother(data.z, params, what=f"{self.alias} on {series.name!r}")
         if params is None:
             params = self._params = estimated_params(res)

@@ -24,7 +24,7 @@ from forecaster.models.base import (
     horizon_grid,
     require_history,
 )
-from forecaster.models.coarse import CoarseData, extend, predict_coarse, prepare
+from forecaster.models.coarse import CoarseData, predict_coarse, prepare, update_history_s
 from forecaster.models.fallback import fall_back, fall_back_if_short, relabel
 from forecaster.models.smoothing import (
     SmootherState,
@@ -107,6 +107,11 @@ class MSTLModel:
 
     def _fit_level(self, data: CoarseData, params: dict[str, float] | None) -> None:
         d = data.z - self._seasonal(data.times_s())
+        state = self._level if params is not None else None
+        moved = state.carried(d, data.start_s, data.step_s) if state is not None else None
+        if moved is not None:  # only the steps it has not absorbed
+            self._level = moved
+            return
         res = fit_smoother(d, params, what=f"{self.alias} level")
         if params is None:
             params = self._params = estimated_params(res)
@@ -119,15 +124,9 @@ class MSTLModel:
     def update(self, series: TrafficSeries) -> Self:
         if self._params is None or self._fallback is not None:
             return self.fit(series)
-        extended = extend(self._data, series) if self._data is not None else None
-        if extended is not None and self._level is not None:
-            d = extended.z - self._seasonal(extended.times_s())  # deseasonalised, as the level was fitted
-            moved = self._level.carried(d, extended.start_s, extended.step_s)
-            if moved is not None:  # only the steps it has not absorbed
-                self._data, self._level = extended, moved
-                return self
         report = FitReport(self.alias, series.name, len(series), series.span_s, series.step_s)
-        data = prepare(series, MAX_PERIODS_PER_DAY, report, what="MSTL")
+        history_s = update_history_s(series, self._level.end_s if self._level else None)
+        data = prepare(series, MAX_PERIODS_PER_DAY, report, what="MSTL", history_s=history_s)
         self._data = data
         self._fit_level(data, params=self._params)
         return self

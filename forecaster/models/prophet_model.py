@@ -33,7 +33,7 @@ from forecaster.models.base import (
     forecast_from_log,
     require_history,
 )
-from forecaster.models.coarse import CoarseData, coarse_horizon, extend, prepare, to_fine
+from forecaster.models.coarse import CoarseData, coarse_horizon, prepare, to_fine
 from forecaster.models.fallback import fall_back_if_short, relabel
 from forecaster.types import SECONDS_PER_DAY, SECONDS_PER_WEEK, FloatArray, Forecast, TrafficSeries
 
@@ -102,9 +102,8 @@ class ProphetModel:
             return self.fit(series)
         # keep the fitted model; only the origin (and the coarse grid the forecast is spread from) moves, for
         # which the last day is enough
-        self._data = extend(self._data, series) or prepare(
-            series, MAX_PERIODS_PER_DAY, FitReport(self.alias), what="Prophet", history_s=SECONDS_PER_DAY
-        )
+        report = FitReport(self.alias)
+        self._data = prepare(series, MAX_PERIODS_PER_DAY, report, what="Prophet", history_s=SECONDS_PER_DAY)
         return self
 
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:

@@ -13,8 +13,7 @@ from typing import Any, Self
 import numpy as np
 
 from forecaster.models.base import ModelError, ResidualTable
-from forecaster.models.coarse import CoarseData, extend
-from forecaster.types import FloatArray, TrafficSeries
+from forecaster.types import FloatArray
 
 
 def fit_smoother(
@@ -149,15 +148,3 @@ def fitted_state(state: SmootherState | None, alias: str) -> SmootherState:
     if state is None:
         raise ModelError(f"{alias}: predict() before fit()")
     return state
-
-
-def carry(
-    data: CoarseData | None, state: SmootherState | None, series: TrafficSeries
-) -> tuple[CoarseData, SmootherState] | None:
-    """An update of a smoother fitted on `data`: the steps `series` completed since, prepared alone
-    (`extend`), and the state carried over them; None when either cannot be (prepare and re-run)."""
-    if data is None or state is None:
-        return None
-    grown = extend(data, series)
-    moved = state.carried(grown.z, grown.start_s, grown.step_s) if grown is not None else None
-    return None if grown is None or moved is None else (grown, moved)
