@@ -1,10 +1,11 @@
 """statsmodels Holt-Winters: damped additive trend + additive daily season, on log1p counts.
 
 Fitted at a step of at least 15 minutes (a daily season of at most 96 states). Parameters are estimated at
-fit; `update` re-runs the smoother over newer data with those parameters fixed (milliseconds), which is what
-the live loop does between refits. Quantiles: the empirical one-step residuals of the last week, widened
-with horizon as the level's error accumulates (sqrt(1 + (h-1) alpha^2), the simple-exponential-smoothing
-variance growth); split-conformal calibration in `selection` corrects whatever this approximation misses.
+fit; `update` carries the smoother's state over only the newer steps with those parameters fixed
+(microseconds; `smoothing.SmootherState`), which is what the live loop does between refits. Quantiles: the
+empirical one-step residuals of the last week, widened with horizon as the level's error accumulates
+(sqrt(1 + (h-1) alpha^2), the simple-exponential-smoothing variance growth); split-conformal calibration in
+`selection` corrects whatever this approximation misses.
 """
 
 from __future__ import annotations

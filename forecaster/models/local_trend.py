@@ -61,7 +61,6 @@ class LocalTrend:
         if data.z.size < MIN_STEPS:
             raise ModelError(f"{self.alias}: needs {MIN_STEPS} steps of history, got {data.z.size}")
         self._data = data
-        self._data = data
         state = self._state if params is not None else None
         moved = state.carried(data.z, data.start_s, data.step_s) if state is not None else None
         if moved is not None:  # only the steps it has not absorbed

@@ -5,7 +5,7 @@ length, and at 5-minute steps one fit takes 10-15 s. statsmodels silently drops 
 twice in the data, so the weekly season is asked for only with more than two weeks of history, and the fit
 report says when it was left out. Forecast = last cycle of each seasonal component, repeated in phase, plus a
 damped-trend exponential smoothing of the deseasonalised series. `update` deseasonalises newer data with the
-fitted components and re-runs the smoother with its parameters fixed.
+fitted components and carries the smoother's state over the new steps with its parameters fixed.
 """
 
 from __future__ import annotations
