@@ -17,7 +17,7 @@ import numpy as np
 
 from forecaster.models import MODELS
 from forecaster.models.profile import fit_batch
-from forecaster.selection import CV_EVERY_S, FAST_CANDIDATES, AutoModel
+from forecaster.selection import FAST_CANDIDATES, AutoModel, cv_every_s
 from forecaster.sources.synthetic import TrafficShape, generate
 from forecaster.types import TrafficSeries
 
@@ -89,7 +89,7 @@ def main() -> None:
         print(f"{alias:24s} {per:8.3f} s/series  fit step {fit_step:5d} s  ({per / base:8.1f}x naive)")
 
     print(
-        f"\n== auto (rolling-origin CV over 7 days, windows every {CV_EVERY_S / 60:g} min, horizon 1 h, "
+        f"\n== auto (rolling-origin CV over 7 days, windows every {cv_every_s(3600) / 60:g} min, horizon 1 h, "
         "then calibrated fit)"
     )
     for label, cands, n in (

@@ -29,6 +29,7 @@ from forecaster.selection import (
     Calibrator,
     bucket_edges,
     chosen_run,
+    cv_every_s,
     select,
 )
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
@@ -188,8 +189,11 @@ def evaluate_series(
     act_rows, point_rows, scale_rows = [], [], []
     q_rows: dict[float, list[FloatArray]] = {lv: [] for lv in levels}
     choices: Counter[str] = Counter()
+    # auto's CV windows are spaced as live (cv_every_s: no closer than the horizon), back from each
+    # evaluation origin: every stride-th window of the grid (of a short series' shrunken grid, in proportion)
+    stride = max(1, round(cv_every_s(horizon_s) / every_s))
     for e in eval_pos:
-        seen = np.flatnonzero((grid + horizon <= grid[e]) & (origin_t >= origin_t[e] - cv_span_s))
+        seen = _cv_windows(grid, e, horizon, origin_t, cv_span_s, stride)
         if seen.size >= MIN_WINDOWS:
             sel = select(runs, seen, series.step_s, levels)
             rf, calib = chosen_run(sel, by_alias), sel.calibrator
@@ -217,13 +221,23 @@ def evaluate_series(
     if act_rows:
         # what auto picked at the last origin
         for e in eval_pos[::-1]:
-            seen = np.flatnonzero((grid + horizon <= grid[e]) & (origin_t >= origin_t[e] - cv_span_s))
+            seen = _cv_windows(grid, e, horizon, origin_t, cv_span_s, stride)
             if seen.size >= MIN_WINDOWS:
                 last_choice = select(runs, seen, series.step_s, levels).chosen
             break
     return SeriesEvaluation(
         series.name, series.step_s, horizon, int(eval_pos.size), models, last_choice, dict(choices), notes
     )
+
+
+def _cv_windows(
+    grid: np.ndarray, e: int, horizon: int, origin_t: np.ndarray, cv_span_s: float, stride: int
+) -> np.ndarray:
+    """The windows auto could have cross-validated on at evaluation window e: fully observed by its origin,
+    within the CV span, every `stride`-th grid window back from e."""
+    pos = np.arange(grid.size)
+    ok = (grid + horizon <= grid[e]) & (origin_t >= origin_t[e] - cv_span_s) & ((e - pos) % stride == 0)
+    return np.flatnonzero(ok)
 
 
 def evaluation_cost(

@@ -59,11 +59,13 @@ FAST_CANDIDATES: tuple[str, ...] = ("profile", "seasonal_naive_daily", "seasonal
 CAL_HALF_LIFE_S = 2 * SECONDS_PER_DAY
 SCORE_LEVELS: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
 CV_SPAN_S = 7 * SECONDS_PER_DAY
-# CV windows every 30 minutes: 336 over the 7-day span, 168 per cross-fitting half. Every 2 hours gave 42
-# per half, where the conformal shift at the upper scored levels (0.95, 0.99) is the largest residual or
-# near it, and rare failures (a seasonal naive echoing yesterday's one-off spike) were seldom sampled, so a
-# candidate could win selection by luck. Costs about 3x the CV time of 2-hourly windows
-# (benchmarks/bench_fit: auto-fast 0.78 s per 14-day 1-minute series, was 0.25).
+# CV windows at least every 30 minutes, and no closer than the horizon: windows then tile the 7-day span, so
+# every step is scored once. Every 2 hours at a 1-hour horizon left half the week unscored (42 windows per
+# cross-fitting half), where the conformal shift at the upper scored levels (0.95, 0.99) is the largest
+# residual or near it, and rare failures (a seasonal naive echoing yesterday's one-off spike) were seldom
+# sampled, so a candidate could win selection by luck. Windows closer than the horizon score each step twice
+# or more at other lead times, for as many forecasts again: at a 1-hour horizon, 30-minute windows cost a
+# quarter of `auto`'s time (benchmarks/bench_fit) for steps it had already scored.
 CV_EVERY_S = 1800.0
 MIN_WINDOWS = 6
 MIN_BUCKET = 30
@@ -72,6 +74,11 @@ COMBINE_TOP = (2, 3)  # combinations of the best k candidates that are tried
 SHOCK_WINDOW_S = SECONDS_PER_DAY  # the newest windows a shock is judged on
 SHOCK_MIN_WINDOWS = 12
 SHOCK_SIGMAS = 2.0
+
+
+def cv_every_s(horizon_s: float) -> float:
+    """Spacing of `auto`'s cross-validation windows for a horizon: CV_EVERY_S, or the horizon when longer."""
+    return max(CV_EVERY_S, float(horizon_s))
 
 
 def bucket_edges(horizon: int) -> np.ndarray:
@@ -394,7 +401,7 @@ class AutoModel:
     """Choose the best candidate for this series by rolling-origin CV, then forecast with it, calibrated.
 
     `horizon_s` is the look-ahead the forecasts will be used for (the planner's T_load + tick); CV windows
-    are spaced `every_s` over the last `cv_span_s` of history. With too little history for `MIN_WINDOWS`
+    are spaced `every_s` (by default `cv_every_s(horizon_s)`) over the last `cv_span_s` of history. With too little history for `MIN_WINDOWS`
     windows it uses the profile model (itself falling back below two days), uncalibrated, and says so.
     """
 
@@ -406,7 +413,7 @@ class AutoModel:
         candidates: Sequence[str] = DEFAULT_CANDIDATES,
         levels: Sequence[float] = SCORE_LEVELS,
         cv_span_s: float = CV_SPAN_S,
-        every_s: float = CV_EVERY_S,
+        every_s: float | None = None,
         refit_every_s: float = SECONDS_PER_DAY,
         progress: Progress | None = None,
         priors: Sequence[DailyShape] = (),
@@ -418,7 +425,7 @@ class AutoModel:
         self.candidates = tuple(candidates)
         self.levels = tuple(levels)
         self.cv_span_s = cv_span_s
-        self.every_s = every_s
+        self.every_s = cv_every_s(horizon_s) if every_s is None else every_s
         self.refit_every_s = refit_every_s
         self.progress = progress
         self.priors = tuple(priors)  # daily shapes to borrow while the history is under two days

@@ -78,6 +78,15 @@ def prepare(
     return CoarseData(z, rs.start_s, fit_step, series.step_s, series.end_s)
 
 
+def coarse_grid(series: TrafficSeries, max_periods_per_day: int, history_s: float) -> CoarseData:
+    """The coarse grid of the last `history_s`, its values resampled but not cleaned: for a model that moves
+    only its forecast origin on an update (Prophet), which reads the grid's end and never its values, so
+    that an update does not pay for an outlier judgement nothing reads."""
+    fit_step = coarse_step(series.step_s, max_periods_per_day)
+    rs = resample(series.tail(history_s + fit_step), fit_step)
+    return CoarseData(np.log1p(rs.values), rs.start_s, fit_step, series.step_s, series.end_s)
+
+
 def update_history_s(series: TrafficSeries, carried_end_s: float | None) -> float:
     """The history an update prepares: a week when a state carried to `carried_end_s` lies inside it (with
     a day to spare), else all of it (the state cannot be carried and the model re-runs)."""
