@@ -179,3 +179,31 @@ def test_calibration_widens_within_a_day_of_a_shock(noisy: TrafficSeries) -> Non
     # the same calibration without the shock rule
     slow = Calibrator.fit(rf, windows, 600, shock_sigmas=np.inf).apply_rolling(rf, newest, [0.9])[0.9]
     assert coverage(act, slow) < coverage(act, q90) - 0.1
+
+
+@pytest.mark.parametrize(
+    ("horizon_s", "every_s"),
+    [pytest.param(600, 1800, id="10-min-horizon"), pytest.param(3600, 3600, id="1-h-horizon")],
+)
+def test_cv_windows_tile_the_span_no_closer_than_the_horizon(
+    noisy: TrafficSeries, horizon_s: int, every_s: int
+) -> None:
+    origins = AutoModel(horizon_s=horizon_s).cv_origins(noisy)
+    gaps = np.diff(origins) * noisy.step_s
+    assert np.all(gaps == every_s)
+    # seven days of windows, each step of the span scored (at a 1-hour horizon) once
+    assert origins.size == pytest.approx(7 * 86400 / every_s, abs=1)
+
+
+def test_evaluations_auto_cross_validates_on_the_live_spacing() -> None:
+    from forecaster.rolling_evaluation import _cv_windows
+
+    grid = np.arange(0, 2000, 3)  # windows every 3 steps (30 min at 10-minute steps)
+    t = grid * 600.0
+    e = grid.size - 1
+    every_other = _cv_windows(grid, e, 6, t, 7 * 86400.0, 2)
+    assert np.all(np.diff(every_other) == 2) and (e - every_other[-1]) % 2 == 0
+    # only windows fully observed by the origin, within the CV span
+    assert np.all(grid[every_other] + 6 <= grid[e])
+    assert t[e] - t[every_other[0]] <= 7 * 86400.0
+    assert every_other.size == pytest.approx(_cv_windows(grid, e, 6, t, 7 * 86400.0, 1).size / 2, abs=1)
