@@ -89,8 +89,8 @@ def main() -> None:
         print(f"{alias:24s} {per:8.3f} s/series  fit step {fit_step:5d} s  ({per / base:8.1f}x naive)")
 
     print(
-        f"\n== auto (rolling-origin CV over 7 days, windows every {cv_every_s(3600) / 60:g} min, horizon 1 h, "
-        "then calibrated fit)"
+        f"\n== auto (rolling-origin CV over 7 days, windows every {cv_every_s(3600) / 60:g} min, "
+        "horizon 1 h, then calibrated fit)"
     )
     for label, cands, n in (
         ("auto", None, args.auto_series),

@@ -30,6 +30,7 @@ from forecaster.selection import (
     bucket_edges,
     chosen_run,
     cv_every_s,
+    point_run,
     select,
 )
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
@@ -196,15 +197,16 @@ def evaluate_series(
         seen = _cv_windows(grid, e, horizon, origin_t, cv_span_s, stride)
         if seen.size >= MIN_WINDOWS:
             sel = select(runs, seen, series.step_s, levels)
-            rf, calib = chosen_run(sel, by_alias), sel.calibrator
+            rf, calib, prf = chosen_run(sel, by_alias), sel.calibrator, point_run(sel, by_alias)
         else:
-            rf, calib = by_alias.get("profile", runs[0]), Calibrator.identity()
-        if not rf.ok()[e]:
+            rf = prf = by_alias.get("profile", runs[0])
+            calib = Calibrator.identity()
+        if not (rf.ok()[e] and prf.ok()[e]):
             continue
         choices[rf.alias] += 1
         qs = calib.apply_rolling(rf, np.array([e]), levels)
         act_rows.append(rf.actual[e])
-        point_rows.append(rf.mean[e])
+        point_rows.append(prf.mean[e])
         scale_rows.append(rf.scale[e])
         for lv in levels:
             q_rows[lv].append(qs[lv][0])
@@ -231,7 +233,7 @@ def evaluate_series(
 
 
 def _cv_windows(
-    grid: np.ndarray, e: int, horizon: int, origin_t: np.ndarray, cv_span_s: float, stride: int
+    grid: np.ndarray, e: int | np.integer, horizon: int, origin_t: np.ndarray, cv_span_s: float, stride: int
 ) -> np.ndarray:
     """The windows auto could have cross-validated on at evaluation window e: fully observed by its origin,
     within the CV span, every `stride`-th grid window back from e."""

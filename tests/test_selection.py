@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.evaluation import coverage
-from forecaster.models.base import FitReport
+from forecaster.models.base import FitReport, ModelError
 from forecaster.models.profile import SeasonalProfile
-from forecaster.rolling import CAL_LEVELS, origin_grid, rolling_forecasts
-from forecaster.selection import AutoModel, Calibrator, _conformal_shift, select
+from forecaster.rolling import CAL_LEVELS, RollingForecasts, origin_grid, rolling_forecasts
+from forecaster.selection import AutoModel, Calibrator, _conformal_shift, chosen_run, point_run, select
 from forecaster.types import Forecast, TrafficSeries
 from tests.conftest import periodic_series
 
@@ -207,3 +207,51 @@ def test_evaluations_auto_cross_validates_on_the_live_spacing() -> None:
     assert np.all(grid[every_other] + 6 <= grid[e])
     assert t[e] - t[every_other[0]] <= 7 * 86400.0
     assert every_other.size == pytest.approx(_cv_windows(grid, e, 6, t, 7 * 86400.0, 1).size / 2, abs=1)
+
+
+def _run(alias: str, mean: np.ndarray, q: np.ndarray, actual: np.ndarray) -> RollingForecasts:
+    w, h = actual.shape
+    return RollingForecasts(alias, np.arange(w) * h + 1000, h, CAL_LEVELS, q, mean, actual, np.ones(w), {})
+
+
+def test_the_point_forecast_is_chosen_on_point_error_and_the_quantiles_on_both() -> None:
+    # the level swings tenfold between windows; "sharp" knows the level (its quantiles are exact) but its
+    # mean runs 60% high, "blunt" has the exact mean but quantiles that ignore the level
+    rng = np.random.default_rng(3)
+    w, h, sigma = 240, 6, 0.3
+    level = np.exp(rng.uniform(np.log(10), np.log(100), size=(w, 1))) * np.ones((1, h))
+    actual = level * np.exp(sigma * rng.standard_normal((w, h)))
+    from scipy.stats import norm
+
+    z = norm.ppf(np.asarray(CAL_LEVELS))
+    exact_q = level[:, None, :] * np.exp(sigma * z[None, :, None])
+    flat_q = np.broadcast_to(np.quantile(actual, CAL_LEVELS)[None, :, None], exact_q.shape).copy()
+    true_mean = level * np.exp(sigma**2 / 2)
+    runs = [_run("sharp", 1.6 * true_mean, exact_q, actual), _run("blunt", true_mean, flat_q, actual)]
+    sel = select(runs, np.arange(w), 600.0)
+    # the quantiles need the sharp model (alone or averaged); the point is the blunt model's mean alone (an
+    # average with the sharp one runs 30% high)
+    assert "sharp" in (sel.members or (sel.chosen,))
+    assert sel.point == ("blunt",)
+    assert "its mean (the point forecast) is blunt's" in sel.reason
+    assert sel.as_dict()["point_members"] == ["blunt"]
+    by_alias = {rf.alias: rf for rf in runs}
+    assert point_run(sel, by_alias) is by_alias["blunt"]
+    assert chosen_run(sel, by_alias).alias == sel.chosen
+
+
+def test_a_combination_forecasts_its_point_and_quantiles_from_its_chosen_members(
+    noisy: TrafficSeries,
+) -> None:
+    from forecaster.models import MODELS
+    from forecaster.models.combination import Combination
+
+    pair = [MODELS["profile"], MODELS["seasonal_naive_daily"]]
+    both = Combination(pair, quantiles=[0], point=[1]).fit(noisy)
+    fc = both.predict(12, (0.5, 0.9))
+    alone_q = MODELS["profile"]().fit(noisy).predict(12, (0.5, 0.9))
+    alone_p = MODELS["seasonal_naive_daily"]().fit(noisy).predict(12, (0.5, 0.9))
+    assert np.allclose(fc.mean, alone_p.mean) and np.allclose(fc.quantiles[0.9], alone_q.quantiles[0.9])
+    assert both.alias == "profile (mean: seasonal_naive_daily)"
+    with pytest.raises(ModelError, match="quantile and point members"):
+        Combination(pair, quantiles=[2])

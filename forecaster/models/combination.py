@@ -19,13 +19,31 @@ def combo_alias(members: Sequence[str]) -> str:
 
 
 class Combination:
-    def __init__(self, factories: Sequence[Callable[[], ForecastModel]]) -> None:
+    """`quantiles` and `point`: which models (indices into `factories`) make the quantiles and the mean;
+    both default to all of them. `auto` chooses the two on different losses (forecaster/selection.py), and
+    fits a model both use once."""
+
+    def __init__(
+        self,
+        factories: Sequence[Callable[[], ForecastModel]],
+        *,
+        quantiles: Sequence[int] | None = None,
+        point: Sequence[int] | None = None,
+    ) -> None:
         if len(factories) < 2:
             raise ModelError("a combination needs at least two models")
         self._factories = tuple(factories)
-        self._models: list[ForecastModel] = []
-        self.alias = combo_alias([f().alias for f in factories])
+        everyone = tuple(range(len(factories)))
+        self._q = tuple(quantiles) if quantiles is not None else everyone
+        self._p = tuple(point) if point is not None else everyone
+        if not self._q or not self._p or not set(self._q) | set(self._p) <= set(everyone):
+            raise ModelError("a combination's quantile and point members must be some of its models")
+        aliases = [f().alias for f in factories]
+        self.alias = combo_alias([aliases[i] for i in self._q])
+        if self._p != self._q:
+            self.alias += f" (mean: {combo_alias([aliases[i] for i in self._p])})"
         self.report = FitReport(self.alias)
+        self._models: list[ForecastModel] = []
 
     def fit(self, series: TrafficSeries) -> Self:
         timer = Timer()
@@ -51,7 +69,7 @@ class Combination:
         if not self._models:
             raise ModelError(f"{self.alias}: predict() before fit()")
         fcs = [m.predict(h, levels) for m in self._models]
-        mean = np.mean([f.mean for f in fcs], axis=0)
-        qs = {lv: np.mean([f.quantile(lv) for f in fcs], axis=0) for lv in levels}
+        mean = np.mean([fcs[i].mean for i in self._p], axis=0)
+        qs = {lv: np.mean([fcs[i].quantile(lv) for i in self._q], axis=0) for lv in levels}
         notes = tuple(n for f in fcs for n in f.notes)
         return Forecast(fcs[0].origin_s, fcs[0].step_s, mean, qs, self.alias, notes)

@@ -2,10 +2,10 @@
 
 Fitted on log1p counts at a step of at least an hour: a 14-day series at 1-minute steps takes 6-10 s per
 fit, 28 days at 15 minutes 0.17-0.25 s, at an hour 0.05 s. Its daily season is four Fourier terms (a
-6-hour wave at the finest), which hourly points resolve as well as 15-minute ones. Weekly seasonality only from two weeks of history
-(Prophet's day-of-week terms come from the timestamps' weekday, which for relative-time traces is just a
-position mod 7, the same grouping the other models use). No holidays: request traffic calendars are
-tenant-specific and several traces have no real dates.
+6-hour wave at the finest), which hourly points resolve as well as 15-minute ones. Weekly seasonality only
+from two weeks of history (Prophet's day-of-week terms come from the timestamps' weekday, which for
+relative-time traces is just a position mod 7, the same grouping the other models use). No holidays:
+request traffic calendars are tenant-specific and several traces have no real dates.
 
 Quantiles are Prophet's own predictive samples (trend and observation noise). Prophet does not condition
 on data newer than its fit: `update` keeps the fitted model and only moves the forecast origin, so its
