@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from forecaster.models.borrowed import BorrowedShape
+from forecaster.models.borrowed import STRENGTHS, BorrowedShape
 from forecaster.models.fallback import RecentLevel
 from forecaster.shape import DailyShape, daily_shape
 from forecaster.sources.trace import read_trace
@@ -37,7 +37,12 @@ def naive_scale(s: TrafficSeries) -> float:
 
 
 def score(
-    s: TrafficSeries, priors: list[DailyShape], hours: float, horizon_s: float, cuts: int
+    s: TrafficSeries,
+    priors: list[DailyShape],
+    hours: float,
+    horizon_s: float,
+    cuts: int,
+    strengths: tuple[float, ...] = STRENGTHS,
 ) -> dict[str, float]:
     h = max(1, round(horizon_s / s.step_s))
     need = round(hours * 3600 / s.step_s)
@@ -51,7 +56,10 @@ def score(
         hist = s.slice(cut - need, cut)
         actual = s.values[cut : cut + h]
         ok = np.isfinite(actual)
-        for name, model in (("recent_level", RecentLevel()), ("borrowed_shape", BorrowedShape(priors))):
+        for name, model in (
+            ("recent_level", RecentLevel()),
+            ("borrowed_shape", BorrowedShape(priors, strengths=strengths)),
+        ):
             fc = model.fit(hist).predict(h, (LEVEL,))
             err[name].append(float(np.mean(np.abs(actual[ok] - fc.mean[ok])) / scale))
             cover[name].append(float(np.mean(actual[ok] <= fc.quantiles[LEVEL][ok])))
@@ -72,6 +80,12 @@ def main() -> None:
     ap.add_argument("--horizon-h", type=float, default=1.0)
     ap.add_argument("--cuts", type=int, default=56)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--in-hindsight",
+        action="store_true",
+        help="also score each strength fixed, and count the series on which the one that scored best on "
+        "these very cuts beats the recent level: a bound on what choosing the strength could reach",
+    )
     args = ap.parse_args()
     series: dict[str, TrafficSeries] = {}
     for path in args.traces:
@@ -87,8 +101,26 @@ def main() -> None:
             continue
         table[name] = {f"{hr:g}h": score(s, others, hr, args.horizon_h * 3600, args.cuts) for hr in hours}
     wins = {f"{hr:g}h": sum(1 for r in table.values() if r[f"{hr:g}h"]["ratio"] < 1.0) for hr in hours}
+    hindsight: dict[str, int] = {}
+    if args.in_hindsight:
+        for hr in hours:
+            k = f"{hr:g}h"
+            for name, s in series.items():
+                if name not in table:
+                    continue
+                others = [sh for other, sh in shapes.items() if other != name and sh is not None]
+                fixed = {
+                    b: score(s, others, hr, args.horizon_h * 3600, args.cuts, (b,))["ratio"]
+                    for b in STRENGTHS
+                    if b > 0
+                }
+                best = min(fixed, key=lambda b: fixed[b])
+                table[name][k]["hindsight_strength"] = best
+                table[name][k]["hindsight_ratio"] = fixed[best]
+            hindsight[k] = sum(1 for r in table.values() if r[k]["hindsight_ratio"] < 1.0)
     if args.json:
-        print(json.dumps({"series": table, "wins": wins, "of": len(table)}, indent=2))
+        out = {"series": table, "wins": wins, "of": len(table)}
+        print(json.dumps(out | ({"wins_in_hindsight": hindsight} if hindsight else {}), indent=2))
         return
     print(f"{'series':<16}" + "".join(f"{f'{hr:g}h rl / bs (ratio)':>32}" for hr in hours))
     for name, r in table.items():
@@ -102,6 +134,11 @@ def main() -> None:
     print(
         "borrowed beats recent level on: " + ", ".join(f"{k}: {v} of {len(table)}" for k, v in wins.items())
     )
+    if hindsight:
+        print(
+            "with the strength that scored best on these cuts (hindsight): "
+            + ", ".join(f"{k}: {v} of {len(table)}" for k, v in hindsight.items())
+        )
 
 
 if __name__ == "__main__":

@@ -202,3 +202,14 @@ def test_the_service_gives_a_young_model_the_fleets_shapes_or_its_named_prior(tm
     report = ctl.models["m3"].model.report  # type: ignore[union-attr]
     assert report.fallback == "borrowed_shape"
     assert any("borrowed m1's daily shape" in n for n in report.notes)
+
+
+def test_a_borrowed_shape_at_a_fixed_strength_follows_it_and_bad_strengths_are_refused() -> None:
+    ramp = DailyShape(np.linspace(0.5, 1.5, 1440), "a ramp")
+    series = TrafficSeries("young", 0.0, 300, np.full(144, 100.0))
+    flat = BorrowedShape([ramp], strengths=(0.0,)).fit(series)
+    full = BorrowedShape([ramp], strengths=(1.0,)).fit(series)
+    assert np.allclose(flat.predict(12, (0.5,)).mean, flat.predict(12, (0.5,)).mean[0])
+    assert full.predict(12, (0.5,)).mean[-1] > full.predict(12, (0.5,)).mean[0]
+    with pytest.raises(ValueError, match=r"strengths must be in \[0, 1\]"):
+        BorrowedShape([ramp], strengths=(1.5,))

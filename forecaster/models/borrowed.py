@@ -49,12 +49,22 @@ NEAREST = 3  # fleet shapes whose median is borrowed
 class BorrowedShape:
     alias = "borrowed_shape"
 
-    def __init__(self, priors: Sequence[DailyShape], level_window_s: float = LEVEL_WINDOW_S) -> None:
+    def __init__(
+        self,
+        priors: Sequence[DailyShape],
+        level_window_s: float = LEVEL_WINDOW_S,
+        strengths: Sequence[float] = STRENGTHS,
+    ) -> None:
         if not priors:
             raise ValueError("a borrowed shape needs at least one shape to borrow")
         self.priors = tuple(priors)
         self.prior = self.priors[0]
         self.level_window_s = level_window_s
+        if not strengths or any(not 0.0 <= b <= 1.0 for b in strengths):
+            raise ValueError(f"borrowed shape strengths must be in [0, 1], got {list(strengths)}")
+        self.strengths = tuple(
+            sorted(strengths)
+        )  # one strength: fixed (a benchmark scores each in hindsight)
         self.report = FitReport(self.alias)
         self._level = 0.0  # requests per step per unit of the shape
         self._origin, self._step = 0.0, 1
@@ -73,7 +83,7 @@ class BorrowedShape:
         horizon = max(1, round(TRUST_HORIZON_S / step))
         self.prior = _nearest(self.priors, y, series.start_s, step, w, horizon)
         prior = self.prior.over(series.start_s, step, n)
-        self._beta = _trust(y, prior, w, horizon)
+        self._beta = _trust(y, prior, w, horizon, self.strengths)
         shape = prior**self._beta
         # its own day, measured against the borrowed shape at the history's overall level
         k = max(1, round(OWN_SMOOTH_S / step))
@@ -195,12 +205,12 @@ def _levels(y: FloatArray, m: FloatArray, w: int, origins: np.ndarray) -> FloatA
     return np.asarray(np.where(den > 0, (cy[origins] - cy[origins - w]) / np.maximum(den, 1e-12), 0.0))
 
 
-def _trust(y: FloatArray, prior: FloatArray, w: int, h: int) -> float:
+def _trust(y: FloatArray, prior: FloatArray, w: int, h: int, strengths: Sequence[float] = STRENGTHS) -> float:
     """The strength of the borrowed shape whose forecasts (level over the w steps before each origin,
     times the shape's relative change, 1..h steps ahead) erred least over the history; ties go to the
     weaker shape."""
-    best, best_err = 1.0, np.inf
-    for beta in STRENGTHS:
+    best, best_err = strengths[-1], np.inf
+    for beta in strengths:
         err = _error(y, prior**beta, w, h)
         if err < best_err * (1 - 1e-9):
             best, best_err = beta, err
