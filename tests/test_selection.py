@@ -255,3 +255,22 @@ def test_a_combination_forecasts_its_point_and_quantiles_from_its_chosen_members
     assert both.alias == "profile (mean: seasonal_naive_daily)"
     with pytest.raises(ModelError, match="quantile and point members"):
         Combination(pair, quantiles=[2])
+
+
+def test_a_light_lead_time_bucket_borrows_its_neighbours_for_the_upper_levels() -> None:
+    # 60 windows: the first lead time alone holds 60 residuals, too few to place a 0.99 shift anywhere but
+    # on its largest residual (one freak miss); with the later lead times it lies below that
+    rng = np.random.default_rng(11)
+    w, h = 60, 4
+    actual = np.exp(rng.normal(4.0, 0.2, size=(w, h)))
+    actual[7, 0] *= 50.0  # one freak miss at the first lead time
+    q = np.broadcast_to(np.exp(4.0) * np.ones((1, len(CAL_LEVELS), 1)), (w, len(CAL_LEVELS), h)).copy()
+    rf = _run("flat", np.exp(4.0) * np.ones((w, h)), q, actual)
+    calib = Calibrator.fit(rf, np.arange(w), 600.0, half_life_s=1e12)
+    j = CAL_LEVELS.index(0.99)
+    freak = float(np.log1p(actual[7, 0]) - np.log1p(np.exp(4.0)))
+    assert calib.offsets[0, j] < 0.5 * freak
+    # the median needs no neighbours: the first bucket's own residuals
+    own = np.log1p(actual[:, 0]) - np.log1p(np.exp(4.0))
+    m = CAL_LEVELS.index(0.5)
+    assert calib.offsets[0, m] == pytest.approx(np.quantile(own, 0.5), abs=0.05)
