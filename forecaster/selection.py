@@ -144,19 +144,33 @@ class Calibrator:
             ok = np.isfinite(block)
             return block[ok], wts[ok]
 
-        pooled = [finite(s_all[:, j, :], w_all) for j in range(n_l)]
-        for b in range(n_b):
-            for j, lv in enumerate(rf.levels):
-                # too little weight past the level: take in the next lead times (then the previous ones)
-                # until there is enough
-                need = TAIL_WEIGHT / max(min(lv, 1.0 - lv), 1e-9)
-                lo, hi = b, b + 1
-                s, w = finite(s_all[:, j, edges[lo] : edges[hi]], w_all[:, edges[lo] : edges[hi]])
-                while w.sum() < need and (lo > 0 or hi < n_b):
-                    lo, hi = (lo, hi + 1) if hi < n_b else (lo - 1, hi)
-                    s, w = finite(s_all[:, j, edges[lo] : edges[hi]], w_all[:, edges[lo] : edges[hi]])
+        for j, lv in enumerate(rf.levels):
+            per_bucket = [
+                finite(s_all[:, j, edges[b] : edges[b + 1]], w_all[:, edges[b] : edges[b + 1]])
+                for b in range(n_b)
+            ]
+            weight = [float(w.sum()) for _, w in per_bucket]
+            pooled = (
+                np.concatenate([s for s, _ in per_bucket]),
+                np.concatenate([w for _, w in per_bucket]),
+            )
+            # too little weight past the level: take in the next lead times (then the previous ones) until
+            # there is enough
+            need = TAIL_WEIGHT / max(min(lv, 1.0 - lv), 1e-9)
+            for b in range(n_b):
+                lo, hi, total = b, b + 1, weight[b]
+                while total < need and (lo > 0 or hi < n_b):
+                    if hi < n_b:
+                        total, hi = total + weight[hi], hi + 1
+                    else:
+                        lo -= 1
+                        total += weight[lo]
+                s, w = per_bucket[b]
+                if hi - lo > 1:
+                    s = np.concatenate([x for x, _ in per_bucket[lo:hi]])
+                    w = np.concatenate([x for _, x in per_bucket[lo:hi]])
                 if s.size < MIN_BUCKET:
-                    s, w = pooled[j]  # too few windows for this bucket: use every horizon
+                    s, w = pooled  # too few windows for this bucket: use every horizon
                 samples[b] = s.size
                 offsets[b, j] = _conformal_shift(s, w, lv) if s.size else 0.0
         recent = age_s <= SHOCK_WINDOW_S

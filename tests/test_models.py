@@ -211,3 +211,18 @@ def test_prophet_forecasts_the_same_quantiles_from_the_same_fit_and_leaves_numpy
     assert np.array_equal(a.quantiles[0.9], b.quantiles[0.9]) and np.array_equal(
         a.quantiles[0.1], b.quantiles[0.1]
     )
+
+
+def test_the_outlier_judgements_rolling_median_is_pandas_centred_rolling_median() -> None:
+    import pandas as pd
+
+    from forecaster.models.base import _centred_rolling_median
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(5, 2000))
+        window = int(rng.integers(3, 500)) | 1
+        x = rng.normal(size=n)
+        x[rng.random(n) < rng.uniform(0, 0.6)] = np.nan
+        want = pd.Series(x).rolling(window, center=True, min_periods=3).median().to_numpy()
+        assert np.allclose(_centred_rolling_median(x, window, 3), want, equal_nan=True)
