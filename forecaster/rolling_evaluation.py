@@ -198,12 +198,13 @@ def evaluate_series(
         if seen.size >= MIN_WINDOWS:
             sel = select(runs, seen, series.step_s, levels)
             rf, calib, prf = chosen_run(sel, by_alias), sel.calibrator, point_run(sel, by_alias)
+            label = sel.label
         else:
             rf = prf = by_alias.get("profile", runs[0])
-            calib = Calibrator.identity()
+            calib, label = Calibrator.identity(), rf.alias
         if not (rf.ok()[e] and prf.ok()[e]):
             continue
-        choices[rf.alias] += 1
+        choices[label] += 1
         qs = calib.apply_rolling(rf, np.array([e]), levels)
         act_rows.append(rf.actual[e])
         point_rows.append(prf.mean[e])
@@ -225,7 +226,7 @@ def evaluate_series(
         for e in eval_pos[::-1]:
             seen = _cv_windows(grid, e, horizon, origin_t, cv_span_s, stride)
             if seen.size >= MIN_WINDOWS:
-                last_choice = select(runs, seen, series.step_s, levels).chosen
+                last_choice = select(runs, seen, series.step_s, levels).label
             break
     return SeriesEvaluation(
         series.name, series.step_s, horizon, int(eval_pos.size), models, last_choice, dict(choices), notes

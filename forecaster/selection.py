@@ -73,7 +73,7 @@ CV_SPAN_S = 7 * SECONDS_PER_DAY
 # or more at other lead times, for as many forecasts again: at a 1-hour horizon, 30-minute windows cost a
 # quarter of `auto`'s time (benchmarks/bench_fit). Each lead-time bucket of the calibration then sees half
 # the residuals, which at 0.99 put the conformal shift on the largest one (tweets/UPS, 1-hour horizon:
-# pinball 0.0685 -> 0.0807) until thin buckets borrowed their neighbours' lead times (TAIL_WEIGHT: 0.0614).
+# pinball 0.0685 -> 0.0807) until thin buckets borrowed their neighbours' lead times (TAIL_WEIGHT: 0.0616).
 # The planner's horizons (T_load + tick, minutes) keep 30-minute windows.
 CV_EVERY_S = 1800.0
 MIN_WINDOWS = 6
@@ -81,7 +81,7 @@ MIN_BUCKET = 30
 # a level's conformal shift needs residuals whose weight past the level is at least this (about five
 # residuals beyond it, the usual bar for estimating a tail share): a lighter bucket's 0.99 shift is its
 # largest residual or near it, noise that the pinball loss pays for (tweets/UPS at a 1-hour horizon with
-# hourly windows: 0.0807, 0.0614 with lead-time buckets pooled to this weight)
+# hourly windows: 0.0807, 0.0616 with lead-time buckets pooled to this weight)
 TAIL_WEIGHT = 5.0
 MAX_FAILURE_SHARE = 0.1
 COMBINE_TOP = (2, 3)  # combinations of the best k candidates that are tried
@@ -308,6 +308,11 @@ class Selection:
     @property
     def point(self) -> tuple[str, ...]:
         return self.point_members or self.members or (self.chosen,)
+
+    @property
+    def label(self) -> str:
+        """What was chosen, as the fitted model is named: the quantiles' choice, and the mean's when other."""
+        return f"{self.chosen} (mean: {combo_alias(self.point)})" if self.point_members else self.chosen
 
     def as_dict(self) -> dict[str, object]:
         return {

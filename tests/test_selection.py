@@ -235,6 +235,7 @@ def test_the_point_forecast_is_chosen_on_point_error_and_the_quantiles_on_both()
     assert sel.point == ("blunt",)
     assert "its mean (the point forecast) is blunt's" in sel.reason
     assert sel.as_dict()["point_members"] == ["blunt"]
+    assert sel.label == f"{sel.chosen} (mean: blunt)"
     by_alias = {rf.alias: rf for rf in runs}
     assert point_run(sel, by_alias) is by_alias["blunt"]
     assert chosen_run(sel, by_alias).alias == sel.chosen
