@@ -150,10 +150,6 @@ class Calibrator:
                 for b in range(n_b)
             ]
             weight = [float(w.sum()) for _, w in per_bucket]
-            pooled = (
-                np.concatenate([s for s, _ in per_bucket]),
-                np.concatenate([w for _, w in per_bucket]),
-            )
             # too little weight past the level: take in the next lead times (then the previous ones) until
             # there is enough
             need = TAIL_WEIGHT / max(min(lv, 1.0 - lv), 1e-9)
@@ -169,8 +165,9 @@ class Calibrator:
                 if hi - lo > 1:
                     s = np.concatenate([x for x, _ in per_bucket[lo:hi]])
                     w = np.concatenate([x for _, x in per_bucket[lo:hi]])
-                if s.size < MIN_BUCKET:
-                    s, w = pooled  # too few windows for this bucket: use every horizon
+                if s.size < MIN_BUCKET:  # too few windows for this bucket: use every horizon
+                    s = np.concatenate([x for x, _ in per_bucket])
+                    w = np.concatenate([x for _, x in per_bucket])
                 samples[b] = s.size
                 offsets[b, j] = _conformal_shift(s, w, lv) if s.size else 0.0
         recent = age_s <= SHOCK_WINDOW_S
@@ -306,8 +303,12 @@ class Selection:
     point_members: tuple[str, ...] = ()
 
     @property
+    def quantile_members(self) -> tuple[str, ...]:
+        return self.members or (self.chosen,)
+
+    @property
     def point(self) -> tuple[str, ...]:
-        return self.point_members or self.members or (self.chosen,)
+        return self.point_members or self.quantile_members
 
     @property
     def label(self) -> str:
@@ -317,7 +318,7 @@ class Selection:
     def as_dict(self) -> dict[str, object]:
         return {
             "chosen": self.chosen,
-            "members": list(self.members or (self.chosen,)),
+            "members": list(self.quantile_members),
             "point_members": list(self.point),
             "reason": self.reason,
             "horizon_steps": self.horizon,
@@ -578,14 +579,14 @@ class AutoModel:
             chosen = self.selection.chosen
             self._calib = self.selection.calibrator
             note = self.selection.reason
-        members = self.selection.members if self.selection else ()
-        point = self.selection.point if self.selection else ()
-        if point and point != (members or (chosen,)):
-            both = list(dict.fromkeys((*(members or (chosen,)), *point)))  # each model fitted once
+        sel = self.selection
+        members = sel.members if sel else ()
+        if sel is not None and sel.point_members:  # the mean from other models than the quantiles
+            both = list(dict.fromkeys((*sel.quantile_members, *sel.point_members)))  # each fitted once
             self._model = Combination(
                 [MODELS[m] for m in both],
-                quantiles=[both.index(m) for m in members or (chosen,)],
-                point=[both.index(m) for m in point],
+                quantiles=[both.index(m) for m in sel.quantile_members],
+                point=[both.index(m) for m in sel.point_members],
             ).fit(series)
         elif len(members) > 1:
             self._model = Combination([MODELS[m] for m in members]).fit(series)

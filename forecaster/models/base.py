@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
+import bottleneck as bn
 import numpy as np
 
 from forecaster.types import (
@@ -144,8 +145,6 @@ def despike(z: FloatArray, start_s: float, step_s: int, sigmas: float = 5.0) -> 
     one-day rolling median of what is left; a step is masked when it sits more than `sigmas` robust standard
     deviations from both. A change that lasts more than about half a day moves the rolling median and is
     kept as real. Returns the cleaned copy and how many steps it masked."""
-    import bottleneck as bn
-
     per_day = periods_per_day(step_s)
     if z.size < 20:
         return z, 0
@@ -181,8 +180,6 @@ def despike(z: FloatArray, start_s: float, step_s: int, sigmas: float = 5.0) -> 
 def _centred_rolling_median(x: FloatArray, window: int, min_count: int) -> FloatArray:
     """Median of the non-NaN values in the odd `window` centred on each step (NaN where fewer than
     `min_count`): pandas' rolling(center=True).median(), from bottleneck's trailing window (9x faster)."""
-    import bottleneck as bn
-
     k = window // 2
     padded = np.concatenate([x, np.full(max(k, window - x.size), np.nan)])
     return np.asarray(bn.move_median(padded, window, min_count=min_count)[k : k + x.size], dtype=np.float64)

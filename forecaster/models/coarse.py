@@ -16,6 +16,7 @@ import numpy as np
 from forecaster.models.base import (
     FitReport,
     ModelError,
+    Resampled,
     ResidualTable,
     coarse_step,
     despike,
@@ -60,15 +61,14 @@ def prepare(
 ) -> CoarseData:
     """Resample (when the daily season would be too long), cut to the last `history_s` (28 days), fill
     gaps, log1p."""
-    fit_step = coarse_step(series.step_s, max_periods_per_day)
+    rs = _coarse_tail(series, max_periods_per_day, history_s)
+    fit_step = rs.step_s
     report.fit_step_s = fit_step
     if fit_step != series.step_s:
         report.note(
             f"fitted at {fit_step} s steps (resampled from {series.step_s} s: a "
             f"{periods_per_day(series.step_s)}-step daily season is too long for {what})"
         )
-    tail = series.tail(history_s + fit_step)
-    rs = resample(tail, fit_step)
     if rs.values.size < 2:
         raise ModelError(f"{what}: fewer than two {fit_step} s steps of history")
     clean, n_spikes = despike(np.log1p(rs.values), rs.start_s, fit_step)
@@ -82,9 +82,15 @@ def coarse_grid(series: TrafficSeries, max_periods_per_day: int, history_s: floa
     """The coarse grid of the last `history_s`, its values resampled but not cleaned: for a model that moves
     only its forecast origin on an update (Prophet), which reads the grid's end and never its values, so
     that an update does not pay for an outlier judgement nothing reads."""
+    rs = _coarse_tail(series, max_periods_per_day, history_s)
+    return CoarseData(np.log1p(rs.values), rs.start_s, rs.step_s, series.step_s, series.end_s)
+
+
+def _coarse_tail(series: TrafficSeries, max_periods_per_day: int, history_s: float) -> Resampled:
+    """The last `history_s` on the coarse grid: the one cut that a fit and an update share, so that their
+    grids end at the same step."""
     fit_step = coarse_step(series.step_s, max_periods_per_day)
-    rs = resample(series.tail(history_s + fit_step), fit_step)
-    return CoarseData(np.log1p(rs.values), rs.start_s, fit_step, series.step_s, series.end_s)
+    return resample(series.tail(history_s + fit_step), fit_step)
 
 
 def update_history_s(series: TrafficSeries, carried_end_s: float | None) -> float:
