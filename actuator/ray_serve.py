@@ -32,6 +32,7 @@ from actuator.errors import ActuatorError, PermanentError, TransientError
 from planner.explain import Decision
 
 RAY_DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+CONNECTION_RETRIES = 2  # further attempts of an idempotent request whose connection failed (see _call)
 
 
 def ray_token(explicit: str | None = None) -> str | None:
@@ -85,12 +86,28 @@ class RayServeActuator:
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, *, idempotent: bool | None = None) -> Any:
+        """One request to the dashboard. An idempotent one (a GET, or a request whose body sets absolute
+        values, so that sending it twice leaves what sending it once does) is sent again, at most
+        CONNECTION_RETRIES times, when the connection fails before an answer: the dashboard closes
+        kept-alive connections when idle, and the session's next request on one fails with "Remote end
+        closed connection without response" although the dashboard is up. A timeout is not retried."""
         what = f"{method} {self.url}{path}"
-        try:
-            r = self.session.request(method, self.url + path, json=body, timeout=self.timeout_s)
-        except requests.RequestException as exc:
-            raise TransientError(f"{what}: the Ray dashboard is unreachable ({exc})", delay_s=10.0) from exc
+        retries = CONNECTION_RETRIES if (method == "GET" if idempotent is None else idempotent) else 0
+        attempt = 0
+        while True:
+            try:
+                r = self.session.request(method, self.url + path, json=body, timeout=self.timeout_s)
+                break
+            except requests.RequestException as exc:
+                # dropped before an answer; a timeout is a dashboard that may still act on it: not sent again
+                dropped = isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout)
+                if dropped and attempt < retries:
+                    attempt += 1  # the pool discarded the failed connection: this one is new
+                    continue
+                raise TransientError(
+                    f"{what}: the Ray dashboard is unreachable ({exc})", delay_s=10.0
+                ) from exc
         if r.status_code >= 400:
             text = r.text.strip()[:500]
             if r.status_code in (401, 403):
@@ -162,10 +179,12 @@ class RayServeActuator:
                         Outcome.UNCHANGED, f"{t} already targets {want} (external scale)", want, want
                     )
                 app_name, dep_name = split_target(t)
+                # an absolute target: sending it twice scales to it once
                 self._call(
                     "POST",
                     f"/api/v1/applications/{app_name}/deployments/{dep_name}/scale",
                     {"target_num_replicas": want},
+                    idempotent=True,
                 )
                 return ActuationResult(
                     Outcome.APPLIED, f"{t}: external scale {before} -> {want}", before, want
@@ -206,7 +225,8 @@ class RayServeActuator:
                 return ActuationResult(
                     Outcome.UNCHANGED, f"{t} already at {target} ({mode}){note}", before, target
                 )
-            self._call("PUT", "/api/serve/applications/", config)
+            # the whole declarative config, as deployed but for one field: sending it twice deploys it once
+            self._call("PUT", "/api/serve/applications/", config, idempotent=True)
             return ActuationResult(Outcome.APPLIED, f"{t}: {mode} {before} -> {target}{note}", before, target)
         except ActuatorError as exc:
             permanent = isinstance(exc, PermanentError)

@@ -22,20 +22,20 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from backtest.policies import ForecastFeed, Predictive
-from backtest.run import BacktestConfig, Replay
+from backtest.run import BacktestConfig, Make, Replay
 from backtest.simulator import Policy, ReplayResult
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 
 MIN_HISTORY_DAYS = 2.0  # days of history before the first day a ledger replays (the seasonal models' bar)
 
-Make = Callable[[Replay, ForecastFeed], Policy]  # a setting's policy for one day's replay and feed
+__all__ = ["DayOutcome", "Ledger", "Make", "complete_days", "fingerprint"]  # Make: defined with the replay
 
 
 @dataclass(frozen=True)

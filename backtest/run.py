@@ -11,18 +11,16 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from backtest.policies import ForecastFeed, Oracle, Predictive, Reactive, Scheduled
+from backtest.records import WalkForward
 from backtest.simulator import Policy, ReplayResult, TLoadSampler, by_tick, simulate, spread_arrivals
 from forecaster.dropouts import DEFAULT_MAX_S, DEFAULT_MIN_COUNT, DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
 from planner import PlannerSpec
-
-if TYPE_CHECKING:
-    from backtest.walk_forward import WalkForward
 
 POLICIES = ("reactive", "static", "scheduled", "predictive", "oracle")
 
@@ -169,6 +167,11 @@ class Replay:
             tick_s=cfg.tick_s,
             t_load_sampler=cfg.t_load_sampler,
         )
+
+
+# a setting's policy made for one replay and its forecast feed: how tuning and the nightly ledger name the
+# settings they run (here, with the replay, so that both sit above it)
+Make = Callable[[Replay, ForecastFeed], Policy]
 
 
 def run_backtest(

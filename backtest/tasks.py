@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backtest.ledger import DayOutcome, Ledger, Make, complete_days
+from backtest.ledger import DayOutcome, Ledger, complete_days
 from backtest.policies import ForecastFeed, Oracle
-from backtest.run import BacktestConfig, Comparison, Replay, SeriesBacktest, compare, run_backtest
+from backtest.run import BacktestConfig, Comparison, Make, Replay, SeriesBacktest, compare, run_backtest
 from backtest.simulator import Policy, ReplayResult
 from backtest.tuning import (
     OperatingPoint,

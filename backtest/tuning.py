@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from backtest.ledger import Make
 from backtest.policies import ForecastFeed, Predictive
-from backtest.run import BacktestConfig, Replay
+from backtest.run import BacktestConfig, Make, Replay
 from backtest.simulator import Policy, ReplayResult
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner import PlannerSpec

@@ -1,4 +1,5 @@
-"""`python -m service` runs the service (`prewarm serve`); with arguments it is the `prewarm` CLI."""
+"""`python -m service` is the `prewarm` command line; without arguments it is `prewarm serve` (the embedded
+demo; `python -m service serve --config FILE` runs a configured service)."""
 
 import sys
 

@@ -33,6 +33,11 @@ def ray_head(*, dashboard: bool = False, extra_env: dict[str, str] | None = None
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "disabled",
         "PYTHONPATH": str(ROOT),  # workers and replicas import test modules
+        # a 2-core machine running the whole suite (and a Kubernetes control plane) beside Ray can starve
+        # a raylet for seconds; the default health check (5 misses of 10 s) then declares the node dead and
+        # the head's dashboard goes with it. Tests wait on state, so a slow node is fine; a dead one is not
+        "RAY_health_check_failure_threshold": "30",
+        "RAY_health_check_timeout_ms": "30000",
         **(extra_env or {}),
     }
     gcs, dash = free_port(), free_port()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import requests
 
 from actuator.base import Outcome, Target
+from actuator.errors import TransientError
 from actuator.lead_time import LeadTimeEstimator
-from actuator.ray_serve import RayServeActuator
+from actuator.ray_serve import CONNECTION_RETRIES, RayServeActuator
 from planner.explain import Decision, Reason, Step
+from tests.loopback import LoopbackServer
 from tests.prometheus_harness import free_port
 from tests.ray_harness import ray_head
 
@@ -31,13 +35,20 @@ def decision(n: int) -> Decision:
 
 
 def wait_for(check: object, what: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Poll a real system until check() is true (the system's own time, not a stand-in for a clock)."""
+    """Poll a real system until check() is true (the system's own time, not a stand-in for a clock). A
+    transient error (the dashboard dropping a connection, busy while it deploys) means "not yet"."""
     deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except (TransientError, requests.ConnectionError) as exc:
+            last = exc
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+    raise AssertionError(
+        f"timed out after {timeout_s:g} s waiting for {what}" + (f" (last error: {last})" if last else "")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +151,124 @@ def test_an_unreachable_dashboard_is_transient() -> None:
     result = RayServeActuator(f"http://127.0.0.1:{free_port()}").apply(MODEL, decision(2), "d-6")
     assert (result.outcome, result.permanent) == (Outcome.FAILED, False)
     assert "the Ray dashboard is unreachable" in result.message
+
+
+# -- a dashboard that closes kept-alive connections (a fake speaking real HTTP/1.1, no Ray) ----------------
+
+APPS = {
+    "applications": {
+        "llm": {
+            "deployed_app_config": {
+                "name": "llm",
+                "import_path": "app:app",
+                "deployments": [{"name": "Model"}],
+            },
+            "deployments": {
+                "Model": {
+                    "target_num_replicas": 2,
+                    "replicas": [
+                        {"replica_id": "a", "state": "RUNNING"},
+                        {"replica_id": "b", "state": "RUNNING"},
+                    ],
+                    "deployment_config": {"autoscaling_config": {"min_replicas": 2, "max_replicas": 4}},
+                }
+            },
+        }
+    }
+}
+
+
+class ClosingDashboard(LoopbackServer):
+    """Answers the Serve REST API's GET and PUT of the applications with HTTP/1.1 keep-alive, and closes a
+    kept-alive connection without an answer on the next `drops` requests that arrive on one (with
+    `every_request`, on every request, a fresh connection's first too): what the Ray dashboard does to a
+    connection it has timed out."""
+
+    def __init__(self, drops: int = 1, *, every_request: bool = False) -> None:
+        self.drops, self.every_request = drops, every_request
+        self.requests: list[str] = []  # each request's method, dropped ones included
+        self.dropped = 0
+        self.puts: list[object] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the dashboard's server
+
+            def setup(self) -> None:
+                super().setup()
+                self.served = 0  # requests answered on this connection
+
+            def do_GET(self) -> None:
+                self._answer(APPS)
+
+            def do_PUT(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if not self._drop():
+                    fake.puts.append(json.loads(body))
+                    self._send(b"")
+
+            def _answer(self, doc: object) -> None:
+                if not self._drop():
+                    self._send(json.dumps(doc).encode())
+
+            def _drop(self) -> bool:
+                fake.requests.append(self.command)
+                if fake.drops > 0 and (self.served > 0 or fake.every_request):
+                    fake.drops -= 1
+                    fake.dropped += 1
+                    self.close_connection = True  # closed with no status line: "Remote end closed ..."
+                    return True
+                self.served += 1
+                return False
+
+            def _send(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        super().__init__(Handler)
+
+
+@pytest.fixture
+def closing_dashboard() -> Iterator[ClosingDashboard]:
+    fake = ClosingDashboard()
+    yield fake
+    fake.close()
+
+
+def test_a_read_on_a_connection_the_dashboard_closed_is_sent_again_on_a_new_one(
+    closing_dashboard: ClosingDashboard,
+) -> None:
+    act = RayServeActuator(closing_dashboard.url)
+    assert act.current(MODEL).ready == 2  # opens the connection the session keeps alive
+    assert act.current(MODEL).ready == 2  # sent on it, dropped, sent again on a new one
+    assert (closing_dashboard.requests, closing_dashboard.dropped) == (["GET", "GET", "GET"], 1)
+
+
+def test_the_floor_is_raised_when_the_connection_drops_under_its_put(
+    closing_dashboard: ClosingDashboard,
+) -> None:
+    act = RayServeActuator(closing_dashboard.url)
+    # the GET of the deployed config opens the connection; the PUT on it is dropped, then sent again
+    result = act.apply(MODEL, decision(3), "d-8")
+    assert (result.outcome, result.before, result.after) == (Outcome.APPLIED, 2, 3), result.message
+    assert closing_dashboard.requests == ["GET", "PUT", "PUT"]
+    [put] = closing_dashboard.puts
+    assert put["applications"][0]["deployments"] == [  # type: ignore[index]
+        {"name": "Model", "autoscaling_config": {"min_replicas": 3, "max_replicas": 4}}
+    ]
+
+
+def test_a_dashboard_that_drops_every_request_is_tried_a_bounded_number_of_times() -> None:
+    fake = ClosingDashboard(drops=100, every_request=True)
+    try:
+        with pytest.raises(TransientError, match="the Ray dashboard is unreachable"):
+            RayServeActuator(fake.url).current(MODEL)
+        assert fake.requests == ["GET"] * (1 + CONNECTION_RETRIES)
+    finally:
+        fake.close()

@@ -1,0 +1,242 @@
+"""`prewarm backtest`: every policy replayed on simulated replicas with cold starts, each series alone (and
+walked forward at an SLO target) or all of them as one fleet on GPU budgets; backtest.batch runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+from rich.table import Table
+
+from backtest.batch import BacktestFailed, FleetReplays, ReplayOptions, replay_each, replay_fleet
+from backtest.report import alpha_comparisons, to_json
+from backtest.run import SeriesBacktest, compare, sweep_alphas, sweep_pools
+from backtest.tuning import check_target
+from backtest.walk_forward import TRANSIENTS_NOTE, WalkForward
+from service.cli import options as opt
+from service.cli.common import (
+    UsageError,
+    compute_for,
+    duration_s,
+    guarded,
+    out,
+    parse_at,
+    progress_bar,
+    shows_progress,
+    split_series,
+)
+from service.cli.inputs import fleet_series, load_series
+
+
+@guarded(BacktestFailed)
+def backtest(
+    traces: opt.BtTracesArg = None,
+    series: Annotated[list[str] | None, opt.series_opt("replay")] = None,
+    capacity_rps: opt.CapacityOpt = None,
+    t_load: opt.TLoadOpt = None,
+    t_load_sigma: opt.BtSigmaOpt = 0.0,
+    slo_wait: opt.BtSloWaitOpt = "2s",
+    tick: opt.TickOpt = "30s",
+    min_replicas: opt.MinReplicasOpt = 1,
+    max_replicas: opt.MaxReplicasOpt = 10_000,
+    policies: opt.BtPoliciesOpt = opt.ALL_POLICIES,
+    warm_pool: opt.BtWarmPoolOpt = None,
+    sweep_warm_pool: opt.BtSweepPoolOpt = None,
+    alpha: opt.BtAlphaOpt = None,
+    sweep_alpha: opt.BtSweepAlphaOpt = None,
+    warmup: opt.BtWarmupOpt = "2d",
+    slo_target: opt.BtTargetOpt = None,
+    tune_window: opt.BtWindowOpt = "7d",
+    start: opt.BtStartOpt = None,
+    end: opt.BtEndOpt = None,
+    model: opt.BtModelOpt = "auto-fast",
+    seed: opt.BtSeedOpt = 0,
+    as_json: opt.JsonOpt = False,
+    report: opt.BtReportOpt = None,
+    demo: opt.DemoOpt = False,
+    prometheus: opt.PrometheusOpt = None,
+    query: opt.QueryOpt = None,
+    config: opt.BtConfigOpt = None,
+    days: opt.DaysOpt = 14.0,
+    step: opt.StepOpt = "1m",
+    bearer_token: opt.BearerOpt = None,
+    fleet_budget: opt.BtBudgetOpt = None,
+    align_week: opt.BtAlignOpt = False,
+    backend: opt.BackendOpt = None,
+    workers: opt.WorkersOpt = None,
+    ray_address: opt.RayAddressOpt = None,
+) -> None:
+    """Replay traffic through every policy on simulated replicas with cold starts, and compare.
+
+    With --prometheus, the history comes from Prometheus (--query for one model, or --config for all the
+    models of a config file); --start/--end (or --days back from now) then say which range to load, and the
+    first --warmup of it is used only to fit, exactly as with a trace.
+    """
+    pol, pools, alphas = _sweeps(policies, warm_pool, sweep_warm_pool, alpha, sweep_alpha, fleet_budget)
+    opts = ReplayOptions(
+        capacity_rps=capacity_rps,
+        t_load_s=None if t_load is None else duration_s(t_load, "--t-load"),
+        t_load_sigma=t_load_sigma,
+        slo_wait_s=duration_s(slo_wait, "--slo-wait"),
+        tick_s=int(duration_s(tick, "--tick")),
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        warmup_s=duration_s(warmup, "--warmup", zero=True),
+        start_s=parse_at(start) if start else None,
+        end_s=parse_at(end) if end else None,
+        warm_pools=pools,
+        policies=pol,
+        model=model,
+        alpha=alpha,
+        alpha_sweep=alphas,
+        seed=seed,
+        slo_target=None if slo_target is None else check_target(slo_target, "--slo-target"),
+        tune_window_s=duration_s(tune_window, "--tune-window"),
+    )
+    names = split_series(series)
+    if fleet_budget is not None:
+        loaded = fleet_series(traces or [], names)
+        _print_fleet(replay_fleet(loaded, opts, fleet_budget, align=align_week, report=report), as_json)
+        return
+    trace = _one_trace(traces, align_week)
+    chosen, label, settings = load_series(
+        trace, demo, names, prometheus, query, config, start, end, days, step, bearer_token
+    )
+    with compute_for(backend, workers, ray_address) as compute:
+        bar = progress_bar("backtesting", shows_progress(as_json) and compute is None)
+        runs = replay_each(chosen, opts, settings=settings, compute=compute, progress=bar, report=report)
+    _print_runs(runs, as_json, report, label)
+
+
+def _sweeps(
+    policies: str,
+    warm_pool: int | None,
+    sweep_warm_pool: str | None,
+    alpha: float | None,
+    sweep_alpha: str | None,
+    fleet_budget: str | None,
+) -> tuple[tuple[str, ...], tuple[int, ...], tuple[float, ...]]:
+    """The policies, the static pool sizes and the alphas of the predictive sweep, each checked against the
+    others: a flag that would change nothing is refused with the reason, never silently ignored."""
+    pools: tuple[int, ...] = (2,)
+    if sweep_warm_pool is not None:
+        if warm_pool is not None:
+            raise UsageError("give --warm-pool or --sweep-warm-pool, not both")
+        pools = sweep_pools(sweep_warm_pool)
+    elif warm_pool is not None:
+        pools = (warm_pool,)
+    pol = tuple(p.strip() for p in policies.split(",") if p.strip())
+    if alpha is not None and not 0.0 < alpha < 1.0:
+        raise UsageError(f"--alpha {alpha:g} is out of range; allowed (0, 1)")
+    alphas = sweep_alphas(sweep_alpha) if sweep_alpha is not None else ()
+    if alphas and "predictive" not in pol:
+        raise UsageError("--sweep-alpha runs the predictive policy: add it to --policies")
+    # the pools are the static policy's (a fleet's static lane runs whatever --policies says)
+    if (
+        fleet_budget is None
+        and "static" not in pol
+        and (warm_pool is not None or sweep_warm_pool is not None)
+    ):
+        flag = "--warm-pool" if warm_pool is not None else "--sweep-warm-pool"
+        raise UsageError(f"{flag} sizes the static policy's warm pool: add static to --policies")
+    return pol, pools, alphas
+
+
+def _one_trace(traces: list[Path] | None, align: bool) -> Path | None:
+    """The one trace a replay of each series on its own reads (several are replayed only as a fleet)."""
+    if align:
+        raise UsageError("--align-week needs --fleet-budget")
+    if traces and len(traces) > 1:
+        raise UsageError("several TRACEs are replayed together only as a fleet: add --fleet-budget")
+    return traces[0] if traces else None
+
+
+def _print_runs(runs: list[SeriesBacktest], as_json: bool, report: Path | None, label: str) -> None:
+    if as_json:
+        print(json.dumps(to_json(runs), indent=2))
+        return
+    for r in runs:
+        table = Table(title=f"{r.series}: capacity {r.config.capacity_rps:.3g} req/s per replica")
+        for col in (
+            "policy",
+            "requests",
+            "violation rate",
+            "replica-h",
+            "idle replica-h",
+            "cold starts",
+            "peak",
+        ):
+            table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=col == "policy")
+        for name, res in r.results.items():
+            d = res.as_dict()
+            table.add_row(
+                name,
+                f"{d['requests']:,}",
+                f"{d['slo_violation_rate']:.5f}",
+                f"{d['replica_hours']:,.1f}",
+                f"{d['idle_replica_hours']:,.1f}",
+                str(d["cold_starts"]),
+                str(d["peak_replicas"]),
+            )
+        out.print(table)
+        for k, v in compare(r.results).as_dict().items():
+            out.print(f"  {k}: {v}", highlight=False)
+        for name, cmp in alpha_comparisons(r).items():
+            text = ", ".join(f"{k} {v}" for k, v in cmp.items() if k not in ("alpha", "static_note"))
+            out.print(f"  {name}: {text}", highlight=False)
+        if r.walk_forward is not None:
+            _print_walk_forward(r.walk_forward)
+    if report is not None:
+        out.print(f"report: {report}", highlight=False)
+    out.print(f"source: {label}", highlight=False)
+
+
+def _print_walk_forward(wf: WalkForward) -> None:
+    table = Table(
+        title=f"walk-forward at target {wf.target:g}: each day tuned on the {wf.tune_window_s / 86400:g} "
+        "days before it"
+    )
+    for col in ("family", "violation rate", "met", "replica-h", "days on target", "last setting"):
+        table.add_column(col, justify="left" if col in ("family", "last setting") else "right")
+    for family, w in wf.policies.items():
+        table.add_row(
+            family,
+            f"{w.violation_rate:.5f}",
+            "yes" if w.met else "no",
+            f"{w.replica_hours:,.1f}",
+            f"{w.days_on_target}/{len(w.settings)}",
+            w.settings[-1],
+        )
+    out.print(table)
+    ratio = wf.hours_ratio()
+    if ratio is not None:
+        out.print(f"  predictive replica-hours / static's: {ratio:.3f}", highlight=False)
+    out.print(f"  ({TRANSIENTS_NOTE})", highlight=False)
+
+
+def _print_fleet(fleet: FleetReplays, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(fleet.as_dict(), indent=2))
+        return
+    need = fleet.need_gpus
+    for r in fleet.runs:
+        table = Table(
+            title=f"fleet of {fleet.members} on {r.budget_gpus:g} GPUs ({r.budget_gpus / need:.0%} of the "
+            f"p99.9 need, {need:g})"
+        )
+        for col in ("policy", "violation rate", "replica-h", "peak GPUs", "worst model", "its rate"):
+            table.add_column(col, justify="left" if col in ("policy", "worst model") else "right")
+        for name, res in r.policies.items():
+            d = res.as_dict()
+            table.add_row(
+                name,
+                f"{d['violation_rate']:.5f}",
+                f"{d['replica_hours']:,.1f}",
+                f"{d['peak_gpus']:g}",
+                d["worst_model"],
+                f"{d['worst_model_violation_rate']:.5f}",
+            )
+        out.print(table)
+        for note in r.notes:
+            out.print(f"  - {note}", highlight=False)
