@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from planner.explain import Decision
 
@@ -89,4 +89,15 @@ class ReplicaActuator(Protocol):
 
     def cold_starts(self, target: Target) -> list[ColdStart]:
         """Cold starts observed so far (oldest first)."""
+        ...
+
+
+@runtime_checkable
+class FloorRestorer(Protocol):
+    """An actuator that raises another autoscaler's floor (an HPA's minReplicas, a ScaledObject's
+    minReplicaCount) and can give that autoscaler its own floor back: on pause, on the kill switch and on a
+    clean shutdown, so prewarm's influence ends when it stops acting."""
+
+    def restore(self, target: Target) -> ActuationResult:
+        """Put the owner's own floor back (UNCHANGED where prewarm holds no floor)."""
         ...

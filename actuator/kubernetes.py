@@ -80,7 +80,7 @@ def next_floor(
 
 class KubernetesActuator:
     """Applies decisions to Deployments/StatefulSets. `modes` maps a target to its mode (default `auto`);
-    `clock` gives the time written into Events."""
+    `instance` names this process in its Events; `clock` gives the time written into Events."""
 
     def __init__(
         self,
@@ -89,6 +89,7 @@ class KubernetesActuator:
         modes: dict[Target, str] | None = None,
         conflict_retries: int = 5,
         component: str = "prewarm",
+        instance: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         for t, m in (modes or {}).items():
@@ -101,6 +102,7 @@ class KubernetesActuator:
         self.modes = modes or {}
         self.conflict_retries = conflict_retries
         self.component = component
+        self.instance = instance  # this process (its Lease identity): which replica wrote each Event
         self.clock = clock
         self._seen: dict[str, ColdStart] = {}
 
@@ -207,7 +209,7 @@ class KubernetesActuator:
     def apply(self, t: Target, decision: Decision, decision_id: str) -> ActuationResult:
         want = int(decision.desired_replicas)
         try:
-            self._workload(t)  # a vanished or misnamed workload fails here, before any floor moves
+            w = self._workload(t)  # a vanished or misnamed workload fails here, before any floor moves
             mode = self.mode(t)
             if mode == "replicas":
                 before, after, note = self._set_scale(t, want)
@@ -220,7 +222,7 @@ class KubernetesActuator:
                     Outcome.UNCHANGED, f"{t} already at {after} ({mode}){note}", before, after
                 )
             self._annotate(t, decision_id, after)
-            self._event(t, decision, decision_id, mode, before, after)
+            self._event(t, w.metadata.uid, decision, decision_id, mode, before, after)
             return ActuationResult(Outcome.APPLIED, f"{t}: {mode} {before} -> {after}{note}", before, after)
         except PermanentError as exc:
             return ActuationResult(Outcome.FAILED, str(exc), permanent=True)
@@ -341,7 +343,14 @@ class KubernetesActuator:
             raise api_error(exc, f"annotate {t}") from exc
 
     def _event(
-        self, t: Target, decision: Decision, decision_id: str, mode: str, before: int, after: int
+        self,
+        t: Target,
+        uid: str | None,
+        decision: Decision,
+        decision_id: str,
+        mode: str,
+        before: int,
+        after: int,
     ) -> None:
         now = self.clock()
         message = f"{mode} {before} -> {after}: {decision.explanation()}"[:EVENT_MESSAGE_MAX]
@@ -351,15 +360,16 @@ class KubernetesActuator:
                 namespace=t.namespace,
                 annotations={ANNOTATION_DECISION: decision_id},
             ),
+            # with the uid, `kubectl describe` lists the Event under the workload (it selects by uid)
             involved_object=client.V1ObjectReference(
-                api_version="apps/v1", kind=t.kind, name=t.name, namespace=t.namespace
+                api_version="apps/v1", kind=t.kind, name=t.name, namespace=t.namespace, uid=uid
             ),
             reason=str(decision.reason),
             message=message,
             type="Normal",
             source=client.V1EventSource(component=self.component),
             reporting_component=self.component,
-            reporting_instance=self.component,
+            reporting_instance=self.instance or self.component,
             action="Scale",
             first_timestamp=now,
             last_timestamp=now,

@@ -28,7 +28,14 @@ class LeadTimeEstimator:
     start that really happened."""
 
     def __init__(
-        self, configured_s: float, *, window: int = 50, min_samples: int = 5, quantile: float = 0.95
+        self,
+        configured_s: float,
+        *,
+        window: int = 50,
+        min_samples: int = 5,
+        quantile: float = 0.95,
+        floor_s: float = 0.0,
+        floor_why: str = "the configured floor",
     ) -> None:
         if not (0 < quantile < 1) or window < 1 or not (1 <= min_samples <= window) or configured_s < 0:
             raise ValueError(
@@ -36,6 +43,9 @@ class LeadTimeEstimator:
                 f"1 <= min_samples <= window (got {min_samples}), configured_s >= 0 (got {configured_s})"
             )
         self.configured_s = configured_s
+        # a learned value is never below this: pods that report every condition in the same second read as a
+        # 0 s cold start, and planning for none would raise replicas only once demand is already there
+        self.floor_s, self.floor_why = max(0.0, floor_s), floor_why
         self.quantile = quantile
         self.min_samples = min_samples
         self._window: deque[ColdStart] = deque(maxlen=window)
@@ -78,13 +88,11 @@ class LeadTimeEstimator:
         value = values[rank - 1]
         slowest = max(phases, key=lambda k: phases[k]) if phases else None
         dominant = f"; {slowest} dominates (median {phases[slowest]:.0f} s)" if slowest else ""
-        return LeadTime(
-            value,
-            "learned",
-            n,
-            f"learned: p{self.quantile * 100:g} of the last {n} cold starts{dominant}",
-            phases,
-        )
+        note = f"learned: p{self.quantile * 100:g} of the last {n} cold starts{dominant}"
+        if value < self.floor_s:
+            note += f"; {value:g} s is below {self.floor_why} ({self.floor_s:g} s), which is used"
+            value = self.floor_s
+        return LeadTime(value, "learned", n, note, phases)
 
     def _phase_medians(self) -> dict[str, float]:
         names = {k for c in self._window for k in c.phases_s}

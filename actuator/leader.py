@@ -1,13 +1,29 @@
 """Leader election with a coordination.k8s.io/v1 Lease, so that several prewarm replicas never act twice.
 
-The usual client-go protocol: the holder renews `renewTime` every tick; another instance takes the Lease
-over only when `renewTime + leaseDurationSeconds` has passed. Every write is a replace carrying the
-resourceVersion that was read, so two instances racing for an expired Lease cannot both win (one gets 409).
-Time is passed in, so failover is tested by stepping a clock value, not by waiting.
+The protocol is client-go's (k8s.io/client-go/tools/leaderelection), with time passed in:
+
+- The holder renews the Lease every `retry_period_s` on its own schedule, whatever the control tick does
+  (renewing only when a tick wrote let a healthy leader lose its Lease between ticks).
+- It acts only while its last successful renew is younger than `renew_deadline_s`, counted from the moment
+  the renew *started* (the server may have applied it at any instant of the request).
+- Another instance takes the Lease over only when it has watched the same record (holder, renewTime,
+  resourceVersion) unchanged for `lease_duration_s` of its *own* time. Expiry is never judged by comparing
+  the holder's written renewTime with our clock, so clock skew between hosts cannot make two leaders.
+- Because `renew_deadline_s < lease_duration_s`, the old holder stops acting at least
+  `lease_duration_s - renew_deadline_s` before anyone else may start: at every instant at most one instance
+  believes it leads.
+- Every write is a replace carrying the resourceVersion read, so two instances racing for an expired Lease
+  cannot both win (one gets 409).
+- `release` (a clean shutdown) empties the holder, so a standby takes over at its next attempt instead of
+  after a whole lease duration.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kubernetes import client
@@ -16,29 +32,116 @@ from kubernetes.client.exceptions import ApiException
 from actuator.errors import ActuatorError
 from actuator.kubernetes import api_error
 
+JITTER_FACTOR = 1.2  # client-go's: the renew deadline must leave room for a jittered retry
+
+
+def check_timing(lease_duration_s: float, renew_deadline_s: float, retry_period_s: float) -> str:
+    """Why these timings cannot keep one leader, or "" when they can (client-go's rules)."""
+    if retry_period_s <= 0:
+        return f"retry_period_s={retry_period_s:g} must be > 0"
+    if renew_deadline_s <= JITTER_FACTOR * retry_period_s:
+        return (
+            f"renew_deadline_s={renew_deadline_s:g} must be > {JITTER_FACTOR:g} x retry_period_s "
+            f"({JITTER_FACTOR * retry_period_s:g}): a leader must get more than one renew attempt in"
+        )
+    if lease_duration_s <= renew_deadline_s:
+        return (
+            f"lease_duration_s={lease_duration_s:g} must be > renew_deadline_s={renew_deadline_s:g}: "
+            "a leader must stop acting before anyone else may take its Lease over"
+        )
+    return ""
+
+
+def process_identity(pod_name: str | None = None) -> str:
+    """A holder identity unique to this process: the pod (or host) name, the pid and a random suffix. Two
+    processes on one host, or a restarted container in the same pod, never share it."""
+    base = pod_name or os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{base}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """The Lease record as last read, and when (our time) it was first seen in that form."""
+
+    holder: str
+    renew_time: datetime | None
+    resource_version: str
+    duration_s: float
+    since: datetime
+
 
 class LeaseElector:
     def __init__(
-        self, api: client.ApiClient, *, namespace: str, name: str, identity: str, lease_duration_s: int = 15
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration_s: float = 15,
+        renew_deadline_s: float = 10,
+        retry_period_s: float = 2,
     ) -> None:
-        if lease_duration_s < 1:
-            raise ValueError(f"lease_duration_s={lease_duration_s} must be >= 1")
+        problem = check_timing(lease_duration_s, renew_deadline_s, retry_period_s)
+        if problem:
+            raise ValueError(problem)
         self.api = client.CoordinationV1Api(api)
         self.namespace, self.name, self.identity = namespace, name, identity
-        self.duration_s = lease_duration_s
+        self.duration_s, self.deadline_s, self.retry_period_s = (
+            lease_duration_s,
+            renew_deadline_s,
+            retry_period_s,
+        )
         self.last_error: str | None = None
+        self._renewed_at: datetime | None = None  # start of our newest successful write
+        self._observed: _Observed | None = None
+
+    # -- asking --------------------------------------------------------------------------------------
+
+    def is_leader(self, now: datetime) -> bool:
+        """Whether this instance may act now: its newest renew started under `renew_deadline_s` ago."""
+        return self._renewed_at is not None and now - self._renewed_at < timedelta(seconds=self.deadline_s)
+
+    def holder(self) -> str | None:
+        try:
+            spec = self.api.read_namespaced_lease(self.name, self.namespace).spec
+            return spec.holder_identity if spec else None
+        except ApiException:
+            return None
+
+    # -- one attempt ---------------------------------------------------------------------------------
 
     def _spec(self, now: datetime, transitions: int, acquired: datetime | None) -> client.V1LeaseSpec:
         return client.V1LeaseSpec(
             holder_identity=self.identity,
-            lease_duration_seconds=self.duration_s,
+            lease_duration_seconds=max(1, round(self.duration_s)),
             acquire_time=acquired or now,
             renew_time=now,
             lease_transitions=transitions,
         )
 
+    def _observe(self, lease: client.V1Lease, now: datetime) -> _Observed:
+        spec = lease.spec or client.V1LeaseSpec()
+        seen = _Observed(
+            holder=spec.holder_identity or "",
+            renew_time=spec.renew_time,
+            resource_version=(lease.metadata.resource_version if lease.metadata else None) or "",
+            duration_s=float(spec.lease_duration_seconds or self.duration_s),
+            since=now,
+        )
+        old = self._observed
+        if old is not None and (old.holder, old.renew_time, old.resource_version) == (
+            seen.holder,
+            seen.renew_time,
+            seen.resource_version,
+        ):
+            return old  # unchanged: keep the time we first saw it
+        self._observed = seen
+        return seen
+
     def try_acquire(self, now: datetime) -> bool:
-        """True when this instance holds the Lease after the call (acquired, renewed or taken over)."""
+        """One attempt to acquire or renew, started at `now`. True when this instance holds the Lease after
+        the call; a failed renew leaves `is_leader` to lapse at the renew deadline."""
         try:
             try:
                 lease = self.api.read_namespaced_lease(self.name, self.namespace)
@@ -55,20 +158,17 @@ class LeaseElector:
                     if exc2.status == 409:  # another instance created it first
                         return False
                     raise
-                self.last_error = None
+                self._won(now)
                 return True
+            seen = self._observe(lease, now)
             spec = lease.spec or client.V1LeaseSpec()
-            holder = spec.holder_identity
-            renewed = spec.renew_time or spec.acquire_time
-            expired = (
-                renewed is None
-                or renewed + timedelta(seconds=spec.lease_duration_seconds or self.duration_s) < now
-            )
-            if holder == self.identity:
+            if seen.holder == self.identity:
                 lease.spec = self._spec(now, spec.lease_transitions or 0, spec.acquire_time)
-            elif expired or not holder:
+            elif not seen.holder or now - seen.since >= timedelta(seconds=seen.duration_s):
                 lease.spec = self._spec(now, (spec.lease_transitions or 0) + 1, None)
             else:
+                self._renewed_at = None  # someone else holds it: we certainly do not
+                self.last_error = None
                 return False
             try:
                 self.api.replace_namespaced_lease(self.name, self.namespace, lease)
@@ -76,7 +176,7 @@ class LeaseElector:
                 if exc.status == 409:  # someone renewed or took it over in between
                     return False
                 raise
-            self.last_error = None
+            self._won(now)
             return True
         except ActuatorError:
             raise
@@ -85,9 +185,29 @@ class LeaseElector:
             self.last_error = str(err)
             return False
 
-    def holder(self) -> str | None:
+    def _won(self, now: datetime) -> None:
+        self._renewed_at, self.last_error = now, None
+
+    def release(self, now: datetime) -> bool:
+        """Give the Lease up on a clean shutdown (only if we hold it): the holder is emptied, so a standby
+        takes over at its next attempt. True when released."""
+        if self._renewed_at is None:
+            return False
+        self._renewed_at = None  # stop acting first, then let go
         try:
-            spec = self.api.read_namespaced_lease(self.name, self.namespace).spec
-            return spec.holder_identity if spec else None
-        except ApiException:
-            return None
+            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            spec = lease.spec or client.V1LeaseSpec()
+            if spec.holder_identity != self.identity:
+                return False
+            lease.spec = client.V1LeaseSpec(
+                holder_identity="",
+                lease_duration_seconds=1,
+                acquire_time=now,
+                renew_time=now,
+                lease_transitions=spec.lease_transitions or 0,
+            )
+            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
+            return True
+        except Exception as exc:
+            self.last_error = str(api_error(exc, f"release Lease {self.namespace}/{self.name}"))
+            return False

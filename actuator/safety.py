@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from actuator.base import ActuationResult, Outcome, ReplicaActuator, Target
+from actuator.base import ActuationResult, FloorRestorer, Outcome, ReplicaActuator, Target
 from actuator.errors import ActuatorError
 from planner.explain import Decision
 
@@ -30,7 +30,8 @@ class Rails:
 
 @dataclass
 class GuardedActuator:
-    """Wraps an actuator with the rails. `is_leader` is asked before every write (True when alone)."""
+    """Wraps an actuator with the rails. `is_leader` is asked before every write, `restore` included (True
+    when alone)."""
 
     inner: ReplicaActuator
     kill_switch: bool = False
@@ -77,3 +78,13 @@ class GuardedActuator:
         if result.permanent:
             r.permanent_error = result.message
         return dataclasses.replace(result, message=result.message + note) if note else result
+
+    def restore(self, t: Target) -> ActuationResult:
+        """Give the target's floor back to its own autoscaler (pause, kill switch, shutdown). Only the
+        leader writes: a standby restoring would undo the leader's floor."""
+        if not isinstance(self.inner, FloorRestorer):
+            return ActuationResult(Outcome.UNCHANGED, f"{t}: no floor held, nothing to give back")
+        self.leading = self.is_leader()
+        if not self.leading:
+            return ActuationResult(Outcome.SKIPPED, "another prewarm instance holds the leader Lease")
+        return self.inner.restore(t)

@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from api.ports import ServiceView, UnknownModel
+from api.ports import ServiceView, TokenSource, UnknownModel
+from api.reference import render_reference
 from forecaster.durations import parse_duration_s
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
@@ -66,6 +67,10 @@ class ModelOut(BaseModel):
     healthy: bool
     health_note: str
     data_age_s: float | None
+    fit: dict[str, Any] | None = Field(
+        None, description="The fit in use: its forecaster, the history it was fitted on (history_s), notes"
+    )
+    fit_error: str | None = Field(None, description="Why the newest full fit failed (the previous is kept)")
     slo_target: float | None = None
     slo_wait_s: float | None = None
     alpha: float | None = None
@@ -132,14 +137,21 @@ def decision_out(d: dict[str, Any]) -> DecisionOut:
     )
 
 
-def create_app(view: ServiceView, *, api_token: str | None) -> FastAPI:
-    """`api_token`: the bearer token the mutating endpoints require (None: they are refused, 403)."""
+def create_app(view: ServiceView, *, api_token: str | TokenSource | None) -> FastAPI:
+    """`api_token`: the bearer token the mutating endpoints require, or where to read it on each request
+    (None: they are refused, 403)."""
     app = FastAPI(
         title="prewarm",
         version="1",
         description="Predictive pre-warming autoscaler: forecasts, decisions and their explanations.",
         responses={400: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}},
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: blank without internet access
+        redoc_url=None,
     )
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(render_reference(app.openapi()))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,10 +169,12 @@ def create_app(view: ServiceView, *, api_token: str | None) -> FastAPI:
             raise HTTPException(404, f"unknown model {name!r}; known: {known or 'none'}") from None
 
     def require_token(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
-        if api_token is None:
-            raise HTTPException(403, "mutating endpoints are disabled: no api token is configured")
+        token = api_token if api_token is None or isinstance(api_token, str) else api_token.token()
+        if token is None:
+            why = "" if api_token is None or isinstance(api_token, str) else f" ({api_token.why_none()})"
+            raise HTTPException(403, f"mutating endpoints are disabled: no api token is configured{why}")
         given = cred.credentials if cred is not None else ""
-        if not given or not hmac.compare_digest(given.encode(), api_token.encode()):
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(
                 401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -321,8 +335,8 @@ def create_app(view: ServiceView, *, api_token: str | None) -> FastAPI:
 
     @app.get(
         "/readyz",
-        summary="Data, refits, ticks and actuation are healthy for every model",
-        responses={503: {"description": "not ready; the body says why, per model"}},
+        summary="The service ticks (200); each model's health, and why not, in the body",
+        responses={503: {"description": "not ticking yet, or no longer; the body says why"}},
     )
     def readyz() -> JSONResponse:
         ok, detail = view.readiness()

@@ -10,6 +10,19 @@ class UnknownModel(KeyError):
     pass
 
 
+class TokenSource(Protocol):
+    """Where the mutating endpoints' bearer token comes from, asked on every such request (a token file
+    mounted from a Secret may appear or rotate while the service runs)."""
+
+    def token(self) -> str | None:
+        """The token in force, or None: the mutating endpoints are refused."""
+        ...
+
+    def why_none(self) -> str:
+        """Why there is no token (said in the 403 and in /readyz)."""
+        ...
+
+
 class ServiceView(Protocol):
     def models(self) -> list[dict[str, Any]]: ...
 

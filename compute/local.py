@@ -93,6 +93,16 @@ class LocalCompute:
         return [p.outcome() for p in pending]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        """Stop the workers, a running task included: an idle worker blocks on its task queue, whose
+        writing end it holds itself, so it never sees the parent go and outlives it as an orphan."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # the executor keeps no public handle on its processes; this is the only way to reach them
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in processes:
+            proc.join(timeout=10)

@@ -126,6 +126,12 @@ class TrafficSeries:
         n = min(len(self), math.ceil(span_s / self.step_s))
         return self.slice(len(self) - n, len(self))
 
+    def from_first_observation(self) -> TrafficSeries:
+        """The series from its first finite value on (empty when it has none). A window that asks a source
+        for more days than it holds begins with gaps: history that never existed, not an outage to fill."""
+        finite = np.flatnonzero(np.isfinite(self.values))
+        return self.slice(int(finite[0]) if finite.size else len(self), len(self))
+
     def rate_rps(self) -> FloatArray:
         return self.values / self.step_s
 

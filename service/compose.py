@@ -5,13 +5,19 @@ Kubernetes, and the nightly backtest with its self-check."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from actuator.base import ActuationResult, ColdStart, ReplicaActuator, ReplicaState, Target
+from actuator.base import (
+    ActuationResult,
+    ColdStart,
+    FloorRestorer,
+    Outcome,
+    ReplicaActuator,
+    ReplicaState,
+    Target,
+)
 from actuator.errors import PermanentError
 from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
@@ -24,6 +30,7 @@ from planner import PlannerSpec
 from planner.explain import Decision
 from service.budget import BudgetSource, QuotaBudget
 from service.config import ConfigError, ModelConfig, PrewarmConfig
+from service.leadership import LeaderLoop
 from service.runtime import Controller, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
 
@@ -50,6 +57,12 @@ class RoutingActuator:
     def cold_starts(self, target: Target) -> list[ColdStart]:
         return self._for(target).cold_starts(target)
 
+    def restore(self, target: Target) -> ActuationResult:
+        inner = self._for(target)
+        if isinstance(inner, FloorRestorer):
+            return inner.restore(target)
+        return ActuationResult(Outcome.UNCHANGED, f"{target}: no floor held, nothing to give back")
+
 
 def planner_spec(m: ModelConfig, tick_s: float, where: str) -> PlannerSpec:
     if m.capacity_rps is None:
@@ -67,6 +80,14 @@ def planner_spec(m: ModelConfig, tick_s: float, where: str) -> PlannerSpec:
         max_replicas=m.max_replicas,
         max_observation_age_s=max(120.0, 2 * m.step_s + m.max_staleness_s),
     )
+
+
+def t_load_floor(m: ModelConfig, tick_s: float, where: str) -> dict[str, Any]:
+    """The least a learned T_load may be: the configured floor, else one control tick (a replica asked for
+    at one tick is seen ready at the next at the earliest, so a shorter cold start plans like one tick)."""
+    if m.t_load_min_s is not None:
+        return {"floor_s": m.t_load_min_s, "floor_why": f"{where}.t_load_min_s"}
+    return {"floor_s": tick_s, "floor_why": "the control tick (schedules.tick_s)"}
 
 
 def kubernetes_api(cfg: PrewarmConfig) -> Any:
@@ -117,7 +138,7 @@ def build_from_config(
                 spec,
                 _history(source, m.name),
                 forecaster=m.forecaster,
-                lead_time=LeadTimeEstimator(m.t_load_s),
+                lead_time=LeadTimeEstimator(m.t_load_s, **t_load_floor(m, cfg.schedules.tick_s, where)),
                 stale=_staleness(source, m.name, clock),
                 dropouts=DropoutWatch(m.dropout_min_count, m.dropout_max_s),
                 tune_window_s=m.slo.tune_window_days * SECONDS_PER_DAY,
@@ -128,13 +149,16 @@ def build_from_config(
         )
         rails[t] = Rails(mode=Mode(m.mode), max_added_per_tick=m.max_added_per_tick)
     is_leader: Callable[[], bool] = lambda: True  # noqa: E731
+    leader: LeaderLoop | None = None
     budget: float | BudgetSource | None = cfg.fleet.gpu_budget
     quota = cfg.fleet.gpu_quota
     if kinds & {"Deployment", "StatefulSet"} or quota is not None:
         from actuator.kubernetes import KubernetesActuator
+        from actuator.leader import process_identity
 
         api = kubernetes_api_client if kubernetes_api_client is not None else kubernetes_api(cfg)
-        k8s = KubernetesActuator(api, modes=modes_k8s)
+        identity = process_identity(os.environ.get("POD_NAME"))
+        k8s = KubernetesActuator(api, modes=modes_k8s, instance=identity)
         if quota is not None:
             budget = QuotaBudget(
                 lambda: k8s.gpu_quota(quota.namespace, quota.name, quota.resource),
@@ -145,15 +169,19 @@ def build_from_config(
         from actuator.leader import LeaseElector
 
         by_kind["kubernetes"] = k8s
-        identity = os.environ.get("POD_NAME") or socket.gethostname()
+        kc = cfg.kubernetes
         elector = LeaseElector(
             api,
-            namespace=cfg.kubernetes.lease_namespace,
-            name=cfg.kubernetes.lease_name,
+            namespace=kc.lease_namespace,
+            name=kc.lease_name,
             identity=identity,
-            lease_duration_s=cfg.kubernetes.lease_duration_s,
+            lease_duration_s=kc.lease_duration_s,
+            renew_deadline_s=kc.renew_deadline_s,
+            retry_period_s=kc.retry_period_s,
         )
-        is_leader = lambda: elector.try_acquire(datetime.fromtimestamp(clock(), tz=UTC))  # noqa: E731
+        # renewed on its own schedule by the service (LeaderLoop.start); a write asks the newest renew
+        leader = LeaderLoop(elector, clock)
+        is_leader = leader.leading
     if "RayServe" in kinds:
         from actuator.ray_serve import RayServeActuator
 
@@ -163,7 +191,7 @@ def build_from_config(
     actuator = GuardedActuator(
         RoutingActuator(by_kind), kill_switch=cfg.kill_switch, is_leader=is_leader, rails=rails
     )
-    return Controller(
+    ctl = Controller(
         runtimes,
         actuator,
         DecisionStore(cfg.store.url),
@@ -172,6 +200,8 @@ def build_from_config(
         gpu_budget=budget,
         compute=compute,
     )
+    ctl.leader = leader
+    return ctl
 
 
 def build_compute(

@@ -161,6 +161,9 @@ class ModelConfig(_Strict):
     max_staleness_s: float = Field(300.0, gt=0, le=86_400)
     capacity_rps: float | None = Field(None, gt=0, description="requests/s one replica serves")
     t_load_s: float = Field(300.0, ge=0, le=86_400)
+    t_load_min_s: float | None = Field(
+        None, ge=0, le=86_400, description="a learned T_load is never below this; null: the control tick"
+    )
     slo: SloConfig = SloConfig()
     min_replicas: int = Field(1, ge=0, le=100_000)
     max_replicas: int = Field(1000, ge=1, le=100_000)
@@ -240,13 +243,52 @@ class ApiConfig(_Strict):
     token: str | None = Field(None, description="bearer token for the POST endpoints; none: they are refused")
     token_file: Path | None = None
 
+    @model_validator(mode="after")
+    def _one_token(self) -> ApiConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        return self
+
     def resolved_token(self) -> str | None:
+        """The token now. A token file that does not exist (yet) is no token: the mutating endpoints are
+        refused and /readyz says why, but the service runs (a Secret mounted `optional` may appear later);
+        a file that exists but cannot be read is a configuration error."""
         if self.token_file is None:
             return self.token
         try:
             return self.token_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             raise ConfigError(f"api.token_file={str(self.token_file)!r}: {exc}") from exc
+
+    def why_no_token(self) -> str:
+        if self.token_file is None:
+            return "set api.token, api.token_file, --api-token or PREWARM_API_TOKEN"
+        if not self.token_file.exists():
+            return f"api.token_file={str(self.token_file)!r} does not exist (create its Secret)"
+        return f"api.token_file={str(self.token_file)!r} is empty"
+
+
+class ApiToken:
+    """The api section as the API's TokenSource: the token is read on every mutating request, so a Secret
+    mounted `optional` that appears (or rotates) later takes effect without a restart."""
+
+    def __init__(self, api: ApiConfig) -> None:
+        self.api = api
+
+    def token(self) -> str | None:
+        try:
+            return self.api.resolved_token()
+        except ConfigError:
+            return None
+
+    def why_none(self) -> str:
+        try:
+            self.api.resolved_token()
+        except ConfigError as exc:
+            return str(exc)
+        return self.api.why_no_token()
 
 
 class StoreConfig(_Strict):
@@ -274,7 +316,25 @@ class KubernetesConfig(_Strict):
     kubeconfig: Path | None = None
     lease_namespace: str = "prewarm"
     lease_name: str = "prewarm-leader"
-    lease_duration_s: int = Field(15, ge=5, le=600)
+    lease_duration_s: float = Field(
+        15.0, ge=2, le=600, description="a standby takes the Lease over after this long without a renew"
+    )
+    renew_deadline_s: float = Field(
+        10.0, gt=0, le=600, description="the leader stops acting when it has not renewed for this long"
+    )
+    retry_period_s: float = Field(2.0, gt=0, le=60, description="renew (or try to acquire) this often")
+    restore_floor_on_stop: bool = Field(
+        True, description="on a clean shutdown, the leader gives each HPA/ScaledObject its own floor back"
+    )
+
+    @model_validator(mode="after")
+    def _timing(self) -> KubernetesConfig:
+        from actuator.leader import check_timing
+
+        problem = check_timing(self.lease_duration_s, self.renew_deadline_s, self.retry_period_s)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class RayConfig(_Strict):
@@ -362,6 +422,20 @@ class PrewarmConfig(_Strict):
                 )
         return self
 
+    def redacted(self) -> dict[str, Any]:
+        """The whole configuration in force (every default filled in), secrets shown as '<set>'."""
+        doc = self.model_dump(mode="json")
+        for section, key in (
+            ("api", "token"),
+            ("prometheus", "bearer_token"),
+            ("prometheus", "password"),
+            ("ray", "token"),
+        ):
+            part = doc.get(section)
+            if isinstance(part, dict) and part.get(key) is not None:
+                part[key] = "<set>"
+        return doc
+
     def query_specs(self, names: Sequence[str] | None = None) -> list[ModelQuery]:
         """The Prometheus query of each model (of `names`, or all)."""
         return [m.query_spec(self.query_groups) for m in self.models if names is None or m.name in names]
@@ -379,35 +453,83 @@ def _describe(exc: ValidationError, where: str) -> str:
 
 
 ENV_PREFIX = "PREWARM_"
+# the shortcuts the CLI documents beside the PREWARM_<SECTION>__<KEY> paths
+ENV_SHORTCUTS = {"PREWARM_API_TOKEN": "api.token", "PREWARM_PROMETHEUS_TOKEN": "prometheus.bearer_token"}
+# keys that say the same thing two ways: a layer that sets one drops the other from the layers below it
+ALTERNATIVES = {
+    ("api", "token"): "token_file",
+    ("api", "token_file"): "token",
+    ("prometheus", "bearer_token"): "bearer_token_file",
+    ("prometheus", "bearer_token_file"): "bearer_token",
+}
+
+
+def set_path(doc: dict[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:
+    """`doc` with the value at a dotted path set (copied on the way down, the input untouched); setting one
+    of two alternative keys (a token or its file) drops the other."""
+    out = dict(doc)
+    node = out
+    for part in path[:-1]:
+        child = node.get(part)
+        node[part] = dict(child) if isinstance(child, dict) else {}
+        node = node[part]
+    node[path[-1]] = value
+    other = ALTERNATIVES.get(tuple(path[-2:])) if len(path) >= 2 else None  # type: ignore[arg-type]
+    if other is not None:
+        node.pop(other, None)
+    return out
 
 
 def apply_env(doc: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     """PREWARM_<SECTION>__<KEY>=value overrides the file, e.g. PREWARM_API__TOKEN, PREWARM_PROMETHEUS__URL,
-    PREWARM_KILL_SWITCH=true. Values are read as YAML scalars (numbers, booleans, strings)."""
+    PREWARM_KILL_SWITCH=true; PREWARM_API_TOKEN is api.token and PREWARM_PROMETHEUS_TOKEN
+    prometheus.bearer_token (when there is a prometheus section). A variable without a section that names
+    no top-level key is not for the config and is left alone. Values are read as YAML scalars."""
     out = dict(doc)
     for key, raw in sorted(env.items()):
-        if not key.startswith(ENV_PREFIX) or key in ("PREWARM_API_TOKEN", "PREWARM_PROMETHEUS_TOKEN"):
-            continue  # the two CLI shortcuts are not config paths
+        if not key.startswith(ENV_PREFIX):
+            continue
+        if key in ENV_SHORTCUTS:
+            path = ENV_SHORTCUTS[key].split(".")
+            if path[0] == "prometheus" and not isinstance(out.get("prometheus"), dict):
+                continue  # a token for a Prometheus the file does not configure
+            out = set_path(out, path, raw)
+            continue
         path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            node[part] = dict(child) if isinstance(child, dict) else {}
-            node = node[part]
+        if len(path) == 1 and path[0] not in PrewarmConfig.model_fields:
+            continue  # not a config path (PREWARM_TEST_KUBECONFIG, say); PREWARM_API__TOKN still fails
         try:
-            node[path[-1]] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
-            node[path[-1]] = raw
+            value = raw
+        out = set_path(out, path, value)
     return out
 
 
-def parse_config(doc: Any, where: str = "config", env: Mapping[str, str] | None = None) -> PrewarmConfig:
+def apply_overrides(doc: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Command-line flags, as dotted config paths (`{"store.url": ...}`): the highest layer."""
+    out = dict(doc)
+    for key, value in overrides.items():
+        if value is not None:
+            out = set_path(out, key.split("."), value)
+    return out
+
+
+def parse_config(
+    doc: Any,
+    where: str = "config",
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> PrewarmConfig:
+    """One precedence for every option: command-line flag (`overrides`) > environment > file > default."""
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(doc).__name__}")
     if env:
         doc = apply_env(doc, env)
+    if overrides:
+        doc = apply_overrides(doc, overrides)
     try:
         return PrewarmConfig.model_validate(doc)
     except ValidationError as exc:
@@ -425,7 +547,9 @@ def with_compute(
     return cfg.model_copy(update={"compute": section})
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> PrewarmConfig:
+def load_config(
+    path: Path, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> PrewarmConfig:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -434,4 +558,4 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> PrewarmConf
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return parse_config(doc, str(path), env)
+    return parse_config(doc, str(path), env, overrides)

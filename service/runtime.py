@@ -8,8 +8,8 @@ The same forecaster factory and planner run here as in the backtest's predictive
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +34,10 @@ from planner import PlannerSpec, PlannerState, Snapshot, plan
 from planner.explain import Decision
 from planner.fleet import VALUE_LEVELS, FleetAllocation, allocate, fleet_request, within_grant
 from service.budget import BudgetSource, FixedBudget
+from service.leadership import LeaderLoop
 from service.store import DecisionStore
+
+log = logging.getLogger("prewarm.controller")
 
 TRAILING_S = 14 * 86_400
 STORE_FORECAST_EVERY_S = 3600.0  # the stored copy only serves a restart: hourly bounds the store
@@ -46,6 +49,7 @@ PAST_BAND_STEPS = 2 * 1440  # steps of "what was forecast for the steps that arr
 STARTS_KEPT = 256  # cold starts the simulated fleet reports per workload
 # a daily full fit still running (or not yet started) this long after it fell due is overdue: /readyz says so
 FULL_FIT_GRACE_S = 3600.0
+FIT_RETRY_FIRST_S = 5.0  # a failed full fit is retried after 5 s, 10 s, 20 s, ... up to the refresh interval
 
 
 # traffic that had fully arrived by now_s (a Prometheus refresh, or a replayed trace)
@@ -153,6 +157,8 @@ class ModelRuntime:
     fit_error: str = ""  # the newest full fit failed: the previous fit is kept, re-anchored
     fit_history_end_s: float | None = None  # the end of the history the running fit was given
     anchored_s: float | None = None  # the end of the history the model in use is anchored on
+    fit_failures: int = 0  # full fits failed in a row (the retry backoff doubles with each)
+    fit_retry_s: float = 0.0  # no full fit is submitted before this time after a failure
 
     def coverage_ratio(self) -> float | None:
         """Share of recent steps at or under the alpha-quantile forecast (None until enough steps)."""
@@ -230,6 +236,8 @@ class Controller:
         self.actuator = actuator
         self.store = store
         self.refit_every_s = refit_every_s
+        # the leader Lease, renewed on its own schedule (service/leadership.py); None: this process acts alone
+        self.leader: LeaderLoop | None = None
         self._reasons: Counter[tuple[str, str]] = Counter()
         self._shapes: dict[str, DailyShape] = {}  # each model's own daily shape, read once a day
         self._shapes_day = -1
@@ -245,6 +253,25 @@ class Controller:
     def rails(self, name: str) -> Rails:
         return self.actuator.rails_for(self.models[name].target)
 
+    def restore(self, name: str, why: str) -> ActuationResult:
+        """Give the model's floor back to its own autoscaler (pause, shadow, kill switch, shutdown), and log
+        what happened: prewarm's influence ends when it stops acting."""
+        r = self.models[name]
+        try:
+            result = self.actuator.restore(r.target)
+        except ActuatorError as exc:
+            result = ActuationResult(Outcome.FAILED, str(exc))
+        level = logging.WARNING if result.outcome is Outcome.FAILED else logging.INFO
+        log.log(
+            level,
+            "floor restore",
+            extra={"model": name, "why": why, "outcome": str(result.outcome), "detail": result.message},
+        )
+        return result
+
+    def restore_all(self, why: str) -> dict[str, ActuationResult]:
+        return {name: self.restore(name, why) for name in self.models}
+
     # -- refit: fit daily (on the compute backend), re-anchor and forecast every call --------------------
 
     def refit_model(self, name: str, now_s: float) -> None:
@@ -253,17 +280,19 @@ class Controller:
         so a slow fit never holds up the tick (with the serial backend it finishes before this returns)."""
         r = self.models[name]
         try:
-            hist = r.history(now_s).tail(TRAILING_S)
+            # the window asks for up to TRAILING_S; a source that holds less answers with leading gaps, which
+            # are history that does not exist, not an outage to fill: fit on what exists
+            hist = r.history(now_s).tail(TRAILING_S).from_first_observation()
             r.dropouts.check(hist, r.forecast)  # judged by the forecast made before the zeros came
             hist = r.dropouts.clean(hist)
             if len(hist) < 2:
                 raise ModelError(f"only {len(hist)} steps of history so far")
-            self._install_fit(r)
-            if r.fitting is None and self._fit_due(r, now_s):
+            self._install_fit(r, now_s)
+            if r.fitting is None and self._fit_due(r, now_s) and now_s >= r.fit_retry_s:
                 priors = self.priors_for(name, now_s) if hist.span_s < MIN_SHAPE_DAYS * 86_400 else ()
                 task = Task(name, full_fit, (r.forecaster, r.spec.lookahead_s, hist, r.model, priors))
                 r.fitting, r.fit_started_s, r.fit_history_end_s = self.compute.submit(task), now_s, hist.end_s
-                self._install_fit(r)
+                self._install_fit(r, now_s)
             if r.model is None:
                 raise ModelError(r.fit_error or "the first full fit is still running")
             if r.anchored_s != hist.end_s:  # a fit on this very history needs no re-anchoring
@@ -316,17 +345,37 @@ class Controller:
             or math.floor(now_s / 86_400) != math.floor(r.full_fit_s / 86_400)
         )
 
-    @staticmethod
-    def _install_fit(r: ModelRuntime) -> None:
-        """Take a finished full fit into use (it is anchored on the history it was given)."""
+    def fit_finished(self, name: str) -> bool:
+        """Whether the model's full fit has finished and waits to be taken into use."""
+        r = self.models[name]
+        return r.fitting is not None and r.fitting.done()
+
+    def _install_fit(self, r: ModelRuntime, now_s: float) -> None:
+        """Take a finished full fit into use (it is anchored on the history it was given). A failed fit is
+        retried with backoff: seconds at first (a model without any forecast waits on it), then up to the
+        refresh interval."""
         if r.fitting is None or not r.fitting.done():
             return
         outcome, r.fitting = r.fitting.outcome(), None
-        if not outcome.ok:  # retried at the next refresh; meanwhile the previous fit (if any) goes on
+        if not outcome.ok:  # meanwhile the previous fit (if any) goes on, re-anchored
             r.fit_error = f"the full fit failed: {outcome.error}"
+            r.fit_failures += 1
+            r.fit_retry_s = now_s + min(self.refit_every_s, FIT_RETRY_FIRST_S * 2 ** (r.fit_failures - 1))
+            log.warning("full fit failed", extra={"model": r.name, "error": outcome.error})
             return
         r.model, r.full_fit_s, r.fit_error = outcome.value, r.fit_started_s, ""
+        r.fit_failures, r.fit_retry_s = 0, 0.0
         r.anchored_s = r.fit_history_end_s
+        report = r.model.report
+        log.info(
+            "full fit installed",
+            extra={
+                "model": r.name,
+                "forecaster": r.model.alias,
+                "history_days": round(report.history_s / 86_400, 2),
+                "fit_seconds": round(report.fit_seconds, 3),
+            },
+        )
 
     def _score_coverage(self, r: ModelRuntime, hist: TrafficSeries) -> None:
         """Live calibration: did the steps that arrived since the last forecast stay under its alpha-quantile?
@@ -434,6 +483,7 @@ class Controller:
                 self._reasons[(str(decision.reason), r.name)] += 1
                 result = self._apply(r, decision, decision_id, p.read_error)
                 r.actuation.observe(result)
+                _log_actuation(name, decision_id, decision, result)
                 record["actuation"] = result.as_dict()
                 results.append((decision_id, record["actuation"]))
                 r.last_decision = {"id": decision_id, **record}
@@ -478,7 +528,7 @@ class Controller:
         r.tick.failures += 1
         r.tick.last_error = f"{type(exc).__name__}: {exc}"
         r.tick.last_error_s = now_s
-        traceback.print_exc()
+        log.error("control tick failed", extra={"model": r.name}, exc_info=exc)
 
     def reason_counts(self) -> list[tuple[str, str, int]]:
         """(reason, model, decisions) since the process started."""
@@ -516,6 +566,25 @@ class Controller:
             return
         with contextlib.suppress(ActuatorError):  # cold starts are learned on a later tick
             r.lead_time.observe(self.actuator.inner.cold_starts(r.target))
+
+
+def _log_actuation(name: str, decision_id: int, decision: Decision, result: ActuationResult) -> None:
+    """One line per write that happened or failed; unchanged, shadow and skipped ticks stay in the store."""
+    if result.outcome not in (Outcome.APPLIED, Outcome.FAILED):
+        return
+    log.log(
+        logging.INFO if result.outcome is Outcome.APPLIED else logging.WARNING,
+        "decision applied" if result.outcome is Outcome.APPLIED else "decision failed",
+        extra={
+            "model": name,
+            "decision_id": decision_id,
+            "reason": str(decision.reason),
+            "desired_replicas": decision.desired_replicas,
+            "before": result.before,
+            "after": result.after,
+            "detail": result.message,
+        },
+    )
 
 
 def _with_t_load(spec: PlannerSpec, t_load_s: float) -> PlannerSpec:

@@ -9,7 +9,10 @@ forecasts, pre-warming ahead of the daily peak and explained decisions within a 
 
 from __future__ import annotations
 
+import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from actuator import base as actuation
 from actuator.base import Target
 from actuator.lead_time import LeadTimeEstimator
 from actuator.safety import GuardedActuator, Mode, Rails
@@ -27,12 +31,17 @@ from forecaster.sources.synthetic import DEFAULT_START_S, DEMO_FLEET, SyntheticS
 from forecaster.types import SECONDS_PER_DAY
 from planner import PlannerSpec
 from service.budget import BudgetSource
+from service.logs import configure as configure_logging
 from service.nightly import SERIAL, run_night
 from service.runtime import Controller, JobStatus, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
 from service.view import ControllerView
 
+log = logging.getLogger("prewarm.service")
+
 DEMO_HISTORY_DAYS = 14
+RETRY_FIRST_S = 5.0  # a model without a forecast is refreshed again after 5 s, 10 s, 20 s, ... (collect job)
+COLLECT_EVERY_S = 2.0  # finished fits are taken into use this soon
 DEMO_T_LOAD_S = 600.0
 DEMO_SLO_TARGET = 0.99
 
@@ -133,6 +142,9 @@ class Jobs:
         self.nightly_hour_utc, self.backtest_days, self.grid = nightly_hour_utc, backtest_days, grid
         self.compute = compute
         self._nightly_day: int | None = None
+        self._lock = threading.Lock()  # the tick and the collector never run at once
+        self._no_forecast: dict[str, int] = {}  # refreshes in a row that left the model without a forecast
+        self._retry_at: dict[str, float] = {}
 
     def _record(self, job: str, outcomes: dict[str, Outcome], seconds: float) -> None:
         status = self.view.jobs.setdefault(job, JobStatus())
@@ -181,47 +193,181 @@ class Jobs:
         self.night()
         return True
 
+    def _refresh(self, name: str, now: float) -> None:
+        r = self.ctl.models[name]
+        t = time.perf_counter()
+        self.ctl.refit_model(name, now)
+        r.refit.last_duration_s = time.perf_counter() - t
+        if r.forecast is None:  # no forecast yet: try again in seconds, not at the next interval
+            failures = self._no_forecast.get(name, 0) + 1
+            self._no_forecast[name] = failures
+            self._retry_at[name] = now + min(self.ctl.refit_every_s, RETRY_FIRST_S * 2 ** (failures - 1))
+        else:
+            self._no_forecast.pop(name, None)
+            self._retry_at.pop(name, None)
+
+    def collect(self) -> list[str]:
+        """Between ticks: take each finished full fit into use and refresh that model's forecast at once, and
+        retry the models that have no forecast yet when their backoff has passed. Returns the refreshed
+        models. Never runs beside a tick (it would change a model mid-plan): skipped while one runs."""
+        if not self._lock.acquire(blocking=False):
+            return []
+        try:
+            return self._collect(self.clock())
+        finally:
+            self._lock.release()
+
+    def _collect(self, now: float) -> list[str]:
+        done = []
+        for name, r in self.ctl.models.items():
+            if name not in self.last_refit:
+                continue  # not refreshed even once yet: the next tick does it
+            finished = self.ctl.fit_finished(name)
+            waiting = r.fitting is not None and not finished
+            if finished or (r.forecast is None and not waiting and now >= self._retry_at.get(name, 0.0)):
+                self._refresh(name, now)
+                done.append(name)
+        return done
+
     def tick_all(self) -> None:
         """Refresh the models whose forecasts are due, then one control tick for every model (recorded in
         one transaction, applied, each actuation recorded: service/runtime.py)."""
+        with self._lock:
+            self._tick_all()
+
+    def _tick_all(self) -> None:
         now = self.clock()
         n = len(self.ctl.models)
-        for i, (name, r) in enumerate(self.ctl.models.items()):
+        fresh = set(self._collect(now))
+        for i, name in enumerate(self.ctl.models):
+            if name in fresh:
+                continue
             if name not in self.last_refit or now - self.last_refit[name] >= self.ctl.refit_every_s:
-                t = time.perf_counter()
-                self.ctl.refit_model(name, now)
-                r.refit.last_duration_s = time.perf_counter() - t
+                first = name not in self.last_refit
+                self._refresh(name, now)
                 # after the first, each model's refreshes keep their own phase in the interval, so that a
                 # thousand models refresh a few at a time on every tick rather than all on one
-                first = name not in self.last_refit
                 self.last_refit[name] = now - (i / n) * self.ctl.refit_every_s if first else now
         t = time.perf_counter()
         self.ctl.tick_all(now)
         each = (time.perf_counter() - t) / max(1, n)
         for r in self.ctl.models.values():
             r.tick.last_duration_s = each
+        self.view.jobs.setdefault("tick", JobStatus()).last_ok_s = now
 
 
-def serve_config(
-    path: Any, *, host: str | None = None, port: int | None = None, compute: dict[str, Any] | None = None
-) -> None:
-    """Run the configured fleet on the wall clock until interrupted; `compute` overrides the config's
-    compute section (the CLI's --backend, --workers, --ray-address)."""
+@dataclass
+class Running:
+    """The parts of a running service that start and stop together: the scheduler's jobs (the tick at
+    start and every tick_s, the collector, the nightly jobs), the leader Lease's renew loop, the API.
+
+    A clean stop (SIGTERM, Ctrl-C) waits for a running tick, gives each floor back to its own autoscaler
+    when this process leads and `restore_on_stop` says so, releases the Lease (a standby takes over at its
+    next attempt), and shuts the compute workers down: nothing is left running."""
+
+    ctl: Controller
+    view: ControllerView
+    jobs: Jobs
+    tick_s: float
+    compute: Compute
+    restore_on_stop: bool = False
+    kill_switch: bool = False
+    scheduler: Any = None
+
+    def start(
+        self,
+        *,
+        tick_now: bool = True,
+        extra_jobs: tuple[tuple[Callable[[], object], str, dict[str, Any]], ...] = (),
+    ) -> None:
+        from datetime import UTC, datetime
+
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        leader = self.ctl.leader
+        if leader is not None:
+            if self.kill_switch:
+                leader.on_change = lambda leading: self._kill_switch() if leading else None
+            leader.start()  # renews on its own schedule from now on, whatever the ticks do
+        elif self.kill_switch:
+            self._kill_switch()
+        scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+        # the first tick right away (forecasts are submitted, decisions start on the reactive floor)
+        first = {"next_run_time": datetime.now(UTC)} if tick_now else {}
+        scheduler.add_job(self.jobs.tick_all, "interval", seconds=self.tick_s, id="tick", **first)
+        scheduler.add_job(self.jobs.collect, "interval", seconds=COLLECT_EVERY_S, id="collect")
+        for fn, trigger, kw in extra_jobs:
+            scheduler.add_job(fn, trigger, **kw)
+        scheduler.start()
+        self.scheduler = scheduler
+
+    def _kill_switch(self) -> None:
+        """The kill switch is on: whatever prewarm raised goes back to its owner, and nothing is written."""
+        for name, result in self.ctl.restore_all("kill switch").items():
+            if result.outcome is actuation.Outcome.FAILED:
+                detail = {"model": name, "detail": result.message}
+                log.warning("kill switch: floor not restored", extra=detail)
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)  # a tick in flight finishes and is recorded
+            self.scheduler = None
+        leader = self.ctl.leader
+        leading = leader.leading() if leader is not None else True
+        if self.restore_on_stop and leading:
+            self.ctl.restore_all("shutdown")
+        if leader is not None:
+            leader.stop(release=True)
+        self.compute.close()
+        log.info("stopped")
+
+
+class _Server:
+    """uvicorn that logs where it listens once bound, and lets a SIGTERM end in our clean stop: uvicorn
+    re-raises the signal it caught after its own shutdown, which with the default handler killed the
+    process before any cleanup ran (floors not restored, worker processes orphaned)."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if self.started:
+                    log.info("listening", extra={"address": f"http://{host}:{port}/"})
+
+        self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.terminated = False
+
+    def run(self) -> None:
+        def on_term(signum: int, _: Any) -> None:
+            self.terminated = True
+            self.server.should_exit = True
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            if not self.terminated:
+                self.server.run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def serve_config(path: Any, *, overrides: dict[str, Any] | None = None) -> None:
+    """Run the configured fleet on the wall clock until SIGTERM or Ctrl-C. `overrides`: command-line flags
+    as dotted config paths (`api.port`, `store.url`, `compute.backend`, ...), above the environment
+    (PREWARM_*), above the file, above the defaults."""
     import os
 
-    import uvicorn
-    from apscheduler.schedulers.background import BackgroundScheduler
-
     from service.compose import build_from_config, compute_from_config
-    from service.config import load_config, with_compute
+    from service.config import ApiToken, load_config
 
-    cfg = load_config(path, os.environ)
-    if compute:
-        cfg = with_compute(cfg, compute)
+    configure_logging()
+    cfg = load_config(path, os.environ, overrides)
+    token = ApiToken(cfg.api)
     clock = time.time
     backend = compute_from_config(cfg)  # refits, nightly backtests and tuning run there, not in the tick
     ctl = build_from_config(cfg, clock, compute=backend)
-    view = ControllerView(ctl, clock)
+    view = ControllerView(ctl, clock, kill_switch=cfg.kill_switch, api_auth=token)
     jobs = Jobs(
         ctl,
         view,
@@ -241,23 +387,42 @@ def serve_config(
             purge.failures += 1
             purge.last_error, purge.last_error_s = str(exc), clock()
 
-    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
-    scheduler.add_job(jobs.tick_all, "interval", seconds=cfg.schedules.tick_s, id="tick")
-    scheduler.add_job(jobs.nightly_if_due, "interval", seconds=60, id="nightly")
-    scheduler.add_job(
-        purge_old, "cron", hour=(cfg.schedules.backtest_hour_utc + 1) % 24, minute=0, id="retention"
+    leader = ctl.leader
+    log.info(
+        "starting",
+        extra={
+            "config": str(path),
+            "models": len(ctl.models),
+            "compute": f"{backend.backend} x{backend.workers}",
+            "store": cfg.store.url,
+            "identity": leader.elector.identity if leader is not None else None,
+            "api_token": "configured" if token.token() else f"none: {token.why_none()}",
+            "kill_switch": cfg.kill_switch,
+        },
     )
-    scheduler.start()
-    try:
-        uvicorn.run(
-            create_app(view, api_token=cfg.api.resolved_token()),
-            host=host or cfg.api.host,
-            port=port or cfg.api.port,
-            log_level="warning",
+    running = Running(
+        ctl,
+        view,
+        jobs,
+        cfg.schedules.tick_s,
+        backend,
+        restore_on_stop=cfg.kubernetes.restore_floor_on_stop,
+        kill_switch=cfg.kill_switch,
+    )
+    running.start(
+        extra_jobs=(
+            (jobs.nightly_if_due, "interval", {"seconds": 60, "id": "nightly"}),
+            (
+                purge_old,
+                "cron",
+                {"hour": (cfg.schedules.backtest_hour_utc + 1) % 24, "minute": 0, "id": "retention"},
+            ),
         )
+    )
+    try:
+        _Server(create_app(view, api_token=token), cfg.api.host, cfg.api.port).run()
     finally:
-        scheduler.shutdown(wait=False)
-        backend.close()
+        running.stop()
 
 
 def serve(
@@ -269,23 +434,23 @@ def serve(
     api_token: str | None = None,
 ) -> None:
     """Run the embedded demo until interrupted."""
-    import uvicorn
-    from apscheduler.schedulers.background import BackgroundScheduler
-
+    configure_logging()
     clock = AcceleratedClock(demo_start_s(), speed)
     ctl = build_demo(clock, store_url)
     view = ControllerView(ctl, clock)
     jobs = Jobs(ctl, view, clock)
     tick_s = next(iter(ctl.models.values())).spec.tick_s
-    scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     jobs.tick_all()  # the first forecasts and decisions before the API answers
-    scheduler.add_job(jobs.tick_all, "interval", seconds=max(0.5, tick_s / speed), id="tick")
-    # the nightly backtest and tuning at the demo clock's 03:00 (every 24 real minutes at speed 60)
-    scheduler.add_job(jobs.nightly_if_due, "interval", seconds=max(1.0, 60.0 / speed), id="nightly")
     jobs.nightly_if_due()
-    scheduler.start()
+    running = Running(ctl, view, jobs, max(0.5, tick_s / speed), SERIAL)
+    # the nightly backtest and tuning at the demo clock's 03:00 (every 24 real minutes at speed 60)
+    running.start(
+        tick_now=False,
+        extra_jobs=((jobs.nightly_if_due, "interval", {"seconds": max(1.0, 60.0 / speed), "id": "nightly"}),),
+    )
     view.jobs["scheduler"] = JobStatus(last_ok_s=clock())
+    log.info("starting the demo", extra={"models": len(ctl.models), "speed": speed, "store": store_url})
     try:
-        uvicorn.run(create_app(view, api_token=api_token), host=host, port=port, log_level="warning")
+        _Server(create_app(view, api_token=api_token), host, port).run()
     finally:
-        scheduler.shutdown(wait=False)
+        running.stop()

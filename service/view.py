@@ -11,17 +11,24 @@ import numpy as np
 
 from actuator.errors import ActuatorError
 from actuator.safety import Mode
-from api.ports import UnknownModel
+from api.ports import TokenSource, UnknownModel
 from planner.queueing import wait_probability
 from service.runtime import Controller, ModelRuntime
 
 
 class ControllerView:
     def __init__(
-        self, controller: Controller, clock: Callable[[], float], *, kill_switch: bool = False
+        self,
+        controller: Controller,
+        clock: Callable[[], float],
+        *,
+        kill_switch: bool = False,
+        api_auth: TokenSource | None = None,
     ) -> None:
         self.ctl = controller
         self.clock = clock
+        self.kill_switch = kill_switch
+        self.api_auth = api_auth  # where the POST endpoints' token comes from (None: a fixed one, or none)
         self.jobs: dict[str, Any] = {}  # scheduler job name -> JobStatus (the nightly backtest)
 
     def now_s(self) -> float:
@@ -55,6 +62,9 @@ class ControllerView:
             "data_age_s": r.data_age_s,
             "slo_target": r.spec.slo_target,
             "slo_wait_s": r.spec.slo_wait_s,
+            # the fit in use: its forecaster, the history it had (days), its notes
+            "fit": r.model.report.as_dict() if r.model is not None else None,
+            "fit_error": r.fit_error or None,
             **_operating_point(r),
         }
 
@@ -159,25 +169,32 @@ class ControllerView:
     def set_mode(self, name: str, mode: str) -> dict[str, Any]:
         r = self._rt(name)
         rails = self.ctl.rails(name)
+        was = rails.mode
         rails.mode = Mode(mode)
         if mode == "active":
             rails.permanent_error = None  # an operator's explicit re-activation retries a failed target
+        elif was is Mode.ACTIVE:  # back to shadow: prewarm no longer acts, so its floor goes back
+            self.ctl.restore(name, "mode set to shadow")
         return self._describe(r)
 
     def set_paused(self, name: str, paused: bool) -> dict[str, Any]:
         r = self._rt(name)
-        self.ctl.rails(name).paused = paused
+        rails = self.ctl.rails(name)
+        was = rails.paused
+        rails.paused = paused
+        if paused and not was:  # a paused model's autoscaler gets its own floor back at once
+            self.ctl.restore(name, "paused")
         return self._describe(r)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         now = self.clock()
         out: dict[str, Any] = {}
-        ok = True
         for r in self.ctl.models.values():
             rails = self.ctl.rails(r.name)
             problems = []
             if r.refit.last_ok_s is None:
-                problems.append(f"no successful refit yet ({r.refit.last_error or 'pending'})")
+                why = r.refit.last_error or "pending"
+                problems.append(f"no successful refit yet, running on its reactive floor ({why})")
             if r.tick.last_ok_s is None or now - r.tick.last_ok_s > 3 * r.spec.tick_s:
                 problems.append(
                     f"no control tick in the last {3 * r.spec.tick_s:g} s ({r.tick.last_error or 'pending'})"
@@ -215,8 +232,30 @@ class ControllerView:
                 "data_age_s": r.data_age_s,
                 "actuator_reachable": reachable,
             }
-            ok = ok and not problems
-        body: dict[str, Any] = {"models": out, "jobs": {k: v.as_dict() for k, v in self.jobs.items()}}
+        # the process is ready when it ticks: a model without a forecast, or with stale data, runs on its
+        # reactive floor and says why below, but never holds the API (and its explanations) out of service
+        tick_s = max((r.spec.tick_s for r in self.ctl.models.values()), default=30.0)
+        ticks = [r.tick.last_ok_s for r in self.ctl.models.values() if r.tick.last_ok_s is not None]
+        last_tick = max(ticks, default=None)
+        problems = []
+        if last_tick is None:
+            problems.append("no control tick has completed yet")
+        elif now - last_tick > 3 * tick_s:
+            problems.append(f"no control tick completed in the last {3 * tick_s:g} s")
+        ok = not problems
+        warnings = []
+        if self.api_auth is not None and self.api_auth.token() is None:
+            warnings.append(f"POST endpoints are refused: no api token ({self.api_auth.why_none()})")
+        if self.kill_switch:
+            warnings.append("kill switch on: decisions are recorded, nothing is applied")
+        body: dict[str, Any] = {
+            "problems": problems,
+            "warnings": warnings,
+            "degraded": [name for name, m in out.items() if m["problems"]],
+            "leader": self.ctl.leader.leading() if self.ctl.leader is not None else None,
+            "models": out,
+            "jobs": {k: v.as_dict() for k, v in self.jobs.items()},
+        }
         budget = self.ctl.budget
         if budget is not None:  # a budget that cannot be read is a warning: each model plans alone meanwhile
             fleet = budget.as_dict()
@@ -281,13 +320,14 @@ class ControllerView:
                 s.append(("prewarm_job_failures_total", "Failed job runs", jl, float(st.failures)))
                 if st.last_duration_s is not None:
                     s.append(("prewarm_job_duration_seconds", "Last run's duration", jl, st.last_duration_s))
-        if self.ctl.actuator.leading is not None:
+        leading = self.ctl.leader.leading() if self.ctl.leader is not None else self.ctl.actuator.leading
+        if leading is not None:
             s.append(
                 (
                     "prewarm_leader",
                     "1 when this instance may write (holds the leader Lease, or acts alone)",
                     {},
-                    float(self.ctl.actuator.leading),
+                    float(leading),
                 )
             )
         s += _service_job_metrics(self.jobs)

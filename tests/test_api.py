@@ -3,6 +3,8 @@ explanations, token-protected switches, health, readiness and metrics; every bad
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,3 +160,18 @@ def test_the_dashboard_is_served_without_a_build_step(demo: tuple[TestClient, Co
     client, *_ = demo
     page = client.get("/")
     assert page.status_code == 200 and 'data-chart="traffic"' in page.text and "/v1/models" in page.text
+
+
+def test_the_api_reference_needs_no_network_and_lists_every_endpoint(
+    demo: tuple[TestClient, Controller, Clock],
+) -> None:
+    """FastAPI's /docs loads Swagger UI from a CDN and is blank in a cluster without internet access."""
+    client, *_ = demo
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text), "a remote asset"
+    assert "<script" not in page.text
+    for path in client.get("/openapi.json").json()["paths"]:
+        assert f"<code>{html.escape(path)}</code>" in page.text, path
+    assert 'href="/openapi.json"' in page.text and "needs <code>Authorization: Bearer</code>" in page.text
+    assert client.get("/redoc").status_code == 404  # ReDoc's page would load its script from a CDN too

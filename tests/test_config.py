@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,78 @@ def test_a_model_must_name_one_query_or_an_existing_group(
     with pytest.raises(ConfigError) as err:
         parse_config(doc)
     assert words in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "expected"),
+    [
+        pytest.param({}, {}, ("from-file", "sqlite:///file.db", 8080), id="the file over the defaults"),
+        pytest.param(
+            {"PREWARM_API_TOKEN": "from-env", "PREWARM_STORE__URL": "sqlite:///env.db"},
+            {},
+            ("from-env", "sqlite:///env.db", 8080),
+            id="the environment over the file",
+        ),
+        pytest.param(
+            {"PREWARM_API_TOKEN": "from-env", "PREWARM_API__PORT": "9000"},
+            {"api.token": "from-flag", "store.url": "sqlite:///flag.db", "api.port": 9100},
+            ("from-flag", "sqlite:///flag.db", 9100),
+            id="a flag over the environment",
+        ),
+    ],
+)
+def test_one_precedence_for_every_option_flag_then_environment_then_file_then_default(
+    env: dict[str, str], flags: dict[str, object], expected: tuple[object, ...]
+) -> None:
+    doc = {**GOOD, "api": {"token": "from-file"}, "store": {"url": "sqlite:///file.db"}}
+    cfg = parse_config(doc, env=env, overrides=flags)
+    assert (cfg.api.token, cfg.store.url, cfg.api.port) == expected
+
+
+def test_a_token_given_higher_up_replaces_a_token_file_given_lower_down(tmp_path: Path) -> None:
+    doc = {**GOOD, "api": {"token_file": str(tmp_path / "missing")}}
+    cfg = parse_config(doc, env={"PREWARM_API_TOKEN": "from-env"})
+    assert (cfg.api.token, cfg.api.token_file) == ("from-env", None)
+    with pytest.raises(ConfigError, match="api: give token or token_file, not both"):
+        parse_config({**GOOD, "api": {"token": "a", "token_file": "/x"}})
+
+
+def test_a_token_file_that_does_not_exist_yet_refuses_posts_but_never_stops_the_service(
+    tmp_path: Path,
+) -> None:
+    from service.config import ApiToken
+
+    path = tmp_path / "api-token"
+    token = ApiToken(parse_config({**GOOD, "api": {"token_file": str(path)}}).api)
+    assert token.token() is None and "does not exist (create its Secret)" in token.why_none()
+    path.write_text("rotated\n")  # the Secret appears: read at the next request, no restart
+    assert token.token() == "rotated"
+    path.write_text("")
+    assert token.token() is None and "is empty" in token.why_none()
+
+
+@pytest.mark.parametrize(
+    ("lease", "words"),
+    [
+        pytest.param(
+            {"lease_duration_s": 10, "renew_deadline_s": 10},
+            "lease_duration_s=10 must be > renew_deadline_s=10",
+            id="a lease no longer than the deadline",
+        ),
+        pytest.param(
+            {"renew_deadline_s": 2, "retry_period_s": 2},
+            "renew_deadline_s=2 must be > 1.2 x retry_period_s (2.4)",
+            id="a deadline that allows one renew attempt",
+        ),
+    ],
+)
+def test_a_lease_too_short_for_its_renew_period_is_refused(lease: dict[str, float], words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"kubernetes: {words}")):
+        parse_config({**GOOD, "kubernetes": lease})
+
+
+def test_a_prewarm_variable_that_names_no_config_key_is_left_alone_but_a_misspelt_key_is_refused() -> None:
+    cfg = parse_config(GOOD, env={"PREWARM_TEST_KUBECONFIG": "/tmp/k", "PREWARM_KUBE_RUN_DIR": "/tmp/r"})
+    assert cfg.models[0].name == "llama-8b"
+    with pytest.raises(ConfigError, match=r"api.tokn='x': Extra inputs are not permitted"):
+        parse_config(GOOD, env={"PREWARM_API__TOKN": "x"})

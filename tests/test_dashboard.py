@@ -169,3 +169,62 @@ def test_the_screenshot_shows_the_band_and_the_capacity_line(page: tuple[str, Pa
     # the band (#9ecae1 at 55% over white) and the capacity line (#1a9850) in visible quantities
     assert near((187, 220, 237)) > 2_000, "no forecast band in the picture"
     assert near((26, 152, 80), tol=30) > 300, "no capacity line in the picture"
+
+
+def test_the_replicas_chart_covers_the_same_window_as_the_demand_chart(
+    page: tuple[str, Path, list[str]],
+) -> None:
+    """A scale-up must line up with the demand that caused it: same time axis, same now line."""
+    dom, _, _ = page
+    axes = []
+    for chart in ("traffic", "replicas"):
+        s = svg(dom, chart)
+        x_axis = re.search(r'<g class="x-axis">(.*?)</g>', s, re.S)
+        assert x_axis
+        ticks = re.findall(r'<text class="tick" x="([\d.]+)"[^>]*>(\d\d:\d\d)<', x_axis.group(1))
+        now = re.search(r'<line class="now" x1="([\d.]+)"', s)
+        assert ticks and now, chart
+        axes.append((ticks, now.group(1)))
+    assert axes[0] == axes[1]
+
+
+def test_the_api_reference_renders_in_a_browser_without_network(tmp_path: Path) -> None:
+    from service.serve import build_demo, demo_start_s
+    from service.view import ControllerView
+    from tests.fakes import Clock
+
+    clock = Clock(demo_start_s())
+    view = ControllerView(build_demo(clock, f"sqlite:///{tmp_path / 's.db'}"), clock)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(view, api_token=None), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:  # a real server starting up
+            time.sleep(0.05)
+        dom = subprocess.run(
+            [
+                browser(),
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+                f"--user-data-dir={tmp_path / 'p'}",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                f"http://127.0.0.1:{port}/docs",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert "<h1>prewarm API</h1>" in dom
+    for path in ("/v1/models/{model}/forecast", "/v1/models/{model}/pause", "/readyz", "/metrics"):
+        assert f"<code>{path}</code>" in dom, path

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from actuator.base import Outcome, Target
+from actuator.base import ColdStart, Outcome, Target
 from actuator.kubernetes import ANNOTATION_DECISION, ANNOTATION_ORIGINAL_FLOOR, KubernetesActuator
 from actuator.lead_time import LeadTimeEstimator
-from actuator.leader import LeaseElector
+from actuator.leader import LeaseElector, process_identity
 from actuator.safety import GuardedActuator, Mode, Rails
 from planner.explain import Decision, Reason, Step
+from service.leadership import LeaderLoop
 from tests.fake_kube import FakeKube
 
 NS = "serving"
@@ -108,11 +109,13 @@ def test_hpa_floor_raises_min_replicas_and_leaves_an_event_and_the_decision_id(k
     assert dep["spec"]["replicas"] == 2  # the HPA, not prewarm, scales the Deployment
     (event,) = [o for (a, _, p, _), o in kube.objects.items() if p == "events"]
     assert event["reason"] == "ForecastDemand"
+    # with the workload's uid, `kubectl describe deploy llm` lists the Event (it selects Events by uid)
     assert event["involvedObject"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "name": "llm",
         "namespace": NS,
+        "uid": dep["metadata"]["uid"],
     }
     assert "hpa-floor 2 -> 7: 7 replicas: forecast p90 of 150 req/s at 09:05" in event["message"]
     # the same decision again changes nothing and leaves no second event
@@ -266,8 +269,10 @@ def test_only_the_lease_holder_acts_and_another_instance_takes_over_when_it_stop
     assert (
         "another prewarm instance holds the leader Lease" in guarded_b.apply(LLM, decision(5), "d-1").message
     )
-    # a stops renewing (crashed): 15 s after its last renewal b takes over, and a then defers
-    later = T0 + timedelta(seconds=26)
+    # a stops renewing (crashed): b takes over once it has seen the same record for a whole lease duration
+    # of its own time (it saw a's renew at +20 s), never by comparing a's written renewTime with its clock
+    assert not b.try_acquire(T0 + timedelta(seconds=34))
+    later = T0 + timedelta(seconds=35)
     assert b.try_acquire(later) and not a.try_acquire(later)
     lease = kube.get_object("coordination.k8s.io/v1", NS, "leases", "prewarm")
     assert (lease["spec"]["holderIdentity"], lease["spec"]["leaseTransitions"]) == ("pod-b", 1)
@@ -339,3 +344,85 @@ def test_t_load_is_learned_from_pods_becoming_ready_with_its_phases(kube: FakeKu
     assert (lead.source, lead.samples) == ("learned", 8)
     assert lead.t_load_s == 2 + 5 + 75 + 240  # nearest-rank p95 of 8 = the slowest
     assert "loading_and_warmup dominates" in lead.note
+
+
+def test_a_learned_t_load_never_falls_below_its_floor_and_says_why() -> None:
+    """Pods that report every condition in the same second read as 0 s cold starts."""
+    instant = [ColdStart(f"llm-{i}", 1000.0 * i, 1000.0 * i, {"loading_and_warmup": 0.0}) for i in range(6)]
+    est = LeadTimeEstimator(
+        300.0, min_samples=5, floor_s=30.0, floor_why="the control tick (schedules.tick_s)"
+    )
+    est.observe(instant)
+    lead = est.estimate()
+    assert (lead.source, lead.t_load_s) == ("learned", 30.0)
+    assert "0 s is below the control tick (schedules.tick_s) (30 s), which is used" in lead.note
+
+
+def test_every_process_gets_its_own_lease_identity_even_with_one_pod_name() -> None:
+    one, two = process_identity("prewarm-7d9f"), process_identity("prewarm-7d9f")
+    assert one != two and one.startswith("prewarm-7d9f_") and two.startswith("prewarm-7d9f_")
+
+
+class Frozen:
+    """A process that can stop (SIGKILL: it never steps again) on a shared clock."""
+
+    def __init__(self, loop: LeaderLoop) -> None:
+        self.loop, self.dead = loop, False
+
+
+def test_the_lease_is_renewed_on_its_own_schedule_and_at_no_instant_do_two_processes_lead(
+    kube: FakeKube,
+) -> None:
+    """Ten minutes of 30 s ticks with the default timings (15 s lease, 10 s deadline, 2 s renew): the
+    leader keeps the Lease between ticks whatever the ticks do (the Lease used to lapse when only writes
+    renewed it), and when it dies its successor leads only after it has stopped."""
+    now = [T0.timestamp()]
+    procs = {
+        name: Frozen(
+            LeaderLoop(
+                LeaseElector(
+                    api_for(kube), namespace=NS, name="prewarm-leader", identity=process_identity(name)
+                ),
+                lambda: now[0],
+            )
+        )
+        for name in ("pod-a", "pod-b")
+    }
+    both_at: list[float] = []
+    leading_at: dict[str, list[float]] = {"pod-a": [], "pod-b": []}
+    step_s = 0.5
+    for i in range(int(600 / step_s)):
+        now[0] = T0.timestamp() + i * step_s
+        for name, p in procs.items():
+            # each renews every 2 s, a at even and b at odd seconds (a first: it holds); a dies at 5 minutes
+            phase = 0.0 if name == "pod-a" else 1.0
+            if not p.dead and (i * step_s - phase) % 2 == 0:
+                p.loop.step()
+        if i * step_s == 300:
+            procs["pod-a"].dead = True
+        leads = {name: p.loop.leading() and not p.dead for name, p in procs.items()}
+        for name, lead in leads.items():
+            if lead:
+                leading_at[name].append(now[0] - T0.timestamp())
+        if all(leads.values()):
+            both_at.append(now[0])
+    assert both_at == []
+    a, b = leading_at["pod-a"], leading_at["pod-b"]
+    assert a[0] == 0.0 and a[-1] == 299.5 and len(a) == 600  # a led every instant until it died
+    assert b and b[0] - 300 <= 15 + 2 * 2  # a lease duration after the last renew it saw, on its schedule
+    assert b[-1] == 599.5 and len(b) == (600 - b[0]) / step_s
+
+
+def test_only_the_leader_gives_a_floor_back(kube: FakeKube) -> None:
+    guarded = GuardedActuator(
+        KubernetesActuator(api_for(kube)), is_leader=lambda: False, rails={LLM: Rails(mode=Mode.ACTIVE)}
+    )
+    KubernetesActuator(api_for(kube)).apply(LLM, decision(9), "d-1")
+    result = guarded.restore(LLM)
+    assert (
+        result.outcome is Outcome.SKIPPED
+        and "another prewarm instance holds the leader Lease" in result.message
+    )
+    assert hpa_floor(kube) == 9
+    guarded.is_leader = lambda: True
+    assert guarded.restore(LLM).outcome is Outcome.APPLIED and hpa_floor(kube) == 2

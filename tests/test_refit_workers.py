@@ -131,7 +131,27 @@ def test_a_failed_fit_keeps_the_previous_one_and_is_retried(tmp_path: Path) -> N
     clock.t += 300
     ctl.refit_model(NAME, clock.t)
     assert r.model is fitted and "the full fit failed: ModelError: unknown model" in r.fit_error
-    assert r.refit.last_error is None and len(compute.submitted) == 3  # re-anchored; the fit resubmitted
+    assert r.refit.last_error is None and len(compute.submitted) == 2  # re-anchored; a retry waits 5 s
+    clock.t += 5
+    ctl.refit_model(NAME, clock.t)
+    assert len(compute.submitted) == 3  # the fit resubmitted after its backoff
+
+
+def test_a_failed_first_fit_is_retried_within_seconds_and_backs_off(tmp_path: Path) -> None:
+    compute = HeldCompute()
+    ctl, clock = controller(tmp_path, compute)
+    r = ctl.models[NAME]
+    r.forecaster = "no-such-model"
+    submitted_at = []
+    for _ in range(40):  # 40 seconds, refreshed every second as the collector would
+        before = len(compute.submitted)
+        ctl.refit_model(NAME, clock.t)
+        if len(compute.submitted) > before:
+            submitted_at.append(clock.t - SERIES.start_s - 7 * DAY - 6 * 3600)
+            compute.submitted[-1].released = True  # it fails at once in the worker
+        clock.t += 1
+    assert submitted_at == [0, 6, 17, 38]  # each failure seen 1 s later, retried 5, 10, 20 s after it
+    assert r.forecast is None and "unknown model" in r.fit_error
 
 
 def test_with_a_process_pool_the_fit_comes_back_from_a_worker(tmp_path: Path) -> None:

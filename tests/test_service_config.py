@@ -3,6 +3,7 @@ fake Kubernetes API server through the official client, the nightly backtest and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from forecaster.types import TrafficSeries
 from service.compose import build_from_config
 from service.config import parse_config
 from service.nightly import nightly_backtest
-from service.serve import Jobs
+from service.runtime import Controller
+from service.serve import Jobs, Running
 from service.view import ControllerView
 from tests.fake_kube import FakeKube
 from tests.fakes import Clock
@@ -96,7 +98,9 @@ def test_a_configured_fleet_reads_prometheus_acts_on_kubernetes_and_explains_its
     ctl = build_from_config(cfg, clock, kubernetes_api_client=api)
     view = ControllerView(ctl, clock)
     jobs = Jobs(ctl, view, clock)
+    assert ctl.leader is not None
     for _ in range(3):
+        ctl.leader.step()  # the service renews the Lease on its own schedule (LeaderLoop.start)
         jobs.tick_all()
         clock.t += 30
 
@@ -130,3 +134,59 @@ def test_a_configured_fleet_reads_prometheus_acts_on_kubernetes_and_explains_its
         ready = c.get("/readyz").json()
     assert ready["models"]["llm"]["ready"] is True
     assert not ready["models"]["quiet"]["ready"]
+    assert ready["ready"] is True and ready["degraded"] == ["quiet"]  # the process serves; quiet says why
+
+
+def test_pause_shadow_and_the_kill_switch_give_the_hpa_its_own_floor_back(
+    prometheus: PrometheusProcess, kube: FakeKube, traffic: TrafficSeries, tmp_path: Path
+) -> None:
+    capacity = float(np.quantile(traffic.values / STEP, 0.999)) / 15
+    doc = config(prometheus.url, tmp_path / "store.db", capacity)
+    doc["models"] = [{**doc["models"][0], "min_replicas": 5}]  # prewarm's floor is above the HPA's own (2)
+    clock = Clock(traffic.end_s)
+    api = client.ApiClient(client.Configuration(host=kube.url))
+
+    def raised() -> tuple[Controller, ControllerView, Jobs]:
+        ctl = build_from_config(parse_config(doc), clock, kubernetes_api_client=api)
+        view = ControllerView(ctl, clock)
+        jobs = Jobs(ctl, view, clock)
+        assert ctl.leader is not None
+        ctl.leader.step()
+        jobs.tick_all()
+        (d,) = ctl.store.decisions("llm", limit=1)
+        assert floor() > 2, (d.record, d.actuation)
+        return ctl, view, jobs
+
+    def floor() -> int:
+        return int(
+            kube.get_object("autoscaling/v2", NS, "horizontalpodautoscalers", "llm")["spec"]["minReplicas"]
+        )
+
+    ctl, view, jobs = raised()
+    view.set_paused("llm", True)
+    assert floor() == 2  # the HPA's own floor, at once
+    view.set_paused("llm", False)
+    jobs.tick_all()
+    assert floor() > 2
+    view.set_mode("llm", "shadow")
+    assert floor() == 2
+
+    # a restart with the kill switch on: once it leads, whatever it raised goes back, and it writes nothing
+    assert ctl.leader is not None
+    ctl.leader.stop()  # a clean stop releases the Lease for the next process
+    ctl, _, _ = raised()
+    assert ctl.leader is not None
+    ctl.leader.stop()
+    ctl = build_from_config(parse_config({**doc, "kill_switch": True}), clock, kubernetes_api_client=api)
+    view = ControllerView(ctl, clock, kill_switch=True)
+    running = Running(ctl, view, Jobs(ctl, view, clock), 30.0, ctl.compute, kill_switch=True)
+    running.start(tick_now=False)
+    try:
+        deadline = time.monotonic() + 20
+        while (
+            floor() != 2 and time.monotonic() < deadline
+        ):  # the leader loop's thread acquires, then restores
+            time.sleep(0.05)
+        assert floor() == 2
+    finally:
+        running.stop()

@@ -213,6 +213,14 @@ def _nanmedian(x: FloatArray, axis: int) -> FloatArray:
     return np.asarray(_nanquantile(x, (0.5,), axis)[0], dtype=np.float64)
 
 
+def _nanmean(x: FloatArray, axis: int) -> FloatArray:
+    """np.nanmean without its "Mean of empty slice" warning: a cell with nothing finite (a long gap in the
+    history) is NaN, which every caller already treats as "no estimate"."""
+    ok = np.isfinite(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(np.where(ok, x, 0.0).sum(axis=axis) / ok.sum(axis=axis), dtype=np.float64)
+
+
 def _nanmean_w(x: FloatArray, w: FloatArray, axis: int) -> FloatArray:
     """Weighted mean ignoring NaN; NaN where nothing is finite."""
     ok = np.isfinite(x)
@@ -499,7 +507,7 @@ def _fit_level(
             err = np.zeros(n_all)
             for h in score_h:
                 e = rd[:, origins + h] - d[:, origins] * p**h
-                err += np.nanmean(np.abs(e), axis=1)
+                err += _nanmean(np.abs(e), axis=1)
             better = err < best
             best = np.where(better, err, best)
             alpha = np.where(better, a, alpha)
@@ -524,7 +532,7 @@ def _fit_level(
     qs = _nanquantile(errs_f, (*DENSE_LEVELS, 0.01, 0.99), axis=2)  # (levels + 2, n, hs)
     table = qs[: len(DENSE_LEVELS)].transpose(1, 2, 0)  # (n, hs, levels)
     lo, hi = qs[-2][..., None], qs[-1][..., None]
-    mean_factor = np.nanmean(np.exp(np.clip(errs_f, lo, hi)), axis=2)
+    mean_factor = _nanmean(np.exp(np.clip(errs_f, lo, hi)), axis=2)
     table = np.where(np.isfinite(table), table, 0.0)
     mean_factor = np.where(np.isfinite(mean_factor), mean_factor, 1.0)
 
