@@ -1,6 +1,7 @@
-"""Write deploy/kubernetes/base/prewarm-prometheusrule.yaml from deploy/prometheus/prewarm-rules.yaml, so the
-Prometheus Operator gets exactly the groups that `promtool test rules` checked (tests/test_deploy.py keeps
-them equal). Run after editing the rules: python scripts/render_prometheusrule.py"""
+"""Write deploy/kubernetes/monitoring/rules/prewarm-prometheusrule.yaml from
+deploy/prometheus/prewarm-rules.yaml, so the Prometheus Operator gets exactly the groups that `promtool test
+rules` checked (tests/test_deploy.py keeps them equal). Run after editing the rules:
+python scripts/render_prometheusrule.py"""
 
 from pathlib import Path
 
@@ -18,5 +19,5 @@ rule = {
     "metadata": {"name": "prewarm", "namespace": "prewarm", "labels": {"app.kubernetes.io/name": "prewarm"}},
     "spec": {"groups": groups},
 }
-out = ROOT / "deploy" / "kubernetes" / "base" / "prewarm-prometheusrule.yaml"
+out = ROOT / "deploy" / "kubernetes" / "monitoring" / "rules" / "prewarm-prometheusrule.yaml"
 out.write_text(HEADER + yaml.safe_dump(rule, sort_keys=False, width=110))

@@ -1,6 +1,8 @@
 """The image and the manifests agree with the repository: what the Dockerfile copies and runs exists, both
-kustomize overlays render with `kubectl kustomize` and validate strictly, the shipped configs parse, probes
-and monitors point at real endpoints and ports, and the alert rules pass `promtool test rules`."""
+kustomize overlays render with `kubectl kustomize` and validate strictly, they apply side by side without
+overwriting each other's objects, their pods meet the PodSecurity "restricted" profile as written, the
+shipped configs parse, probes and monitors point at real endpoints and ports, and the alert rules pass
+`promtool test rules`. (Applying them to a real API server: tests/test_kube_overlays.py.)"""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
 RULES = ROOT / "deploy" / "prometheus"
 OVERLAYS = ("standalone", "sidecar")
+MONITORING = ("monitoring/standalone", "monitoring/sidecar")
 # kinds of the Prometheus Operator's CRDs, whose schemas kubernetes-validate does not carry
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
@@ -35,9 +38,8 @@ def kubectl() -> str:
 
 
 def render(overlay: str) -> str:
-    out = subprocess.run(
-        [kubectl(), "kustomize", str(DEPLOY / "overlays" / overlay)], capture_output=True, text=True
-    )
+    where = DEPLOY / overlay if "/" in overlay else DEPLOY / "overlays" / overlay
+    out = subprocess.run([kubectl(), "kustomize", str(where)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -62,7 +64,95 @@ def test_both_overlays_render_and_every_object_validates_strictly(tmp_path: Path
         assert len(passed) == sum(1 for d in yaml.safe_load_all(rendered.read_text()) if d) - sum(
             1 for d in yaml.safe_load_all(rendered.read_text()) if d and d["kind"] in OPERATOR_KINDS
         ), out.stdout + out.stderr
-        assert {"ServiceAccount", "Role", "RoleBinding", "PrometheusRule", "ConfigMap", "Deployment"} <= kinds
+        assert {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment"} <= kinds
+        # a cluster without the Prometheus Operator applies the overlays: its kinds live in monitoring/
+        assert not kinds & OPERATOR_KINDS
+
+
+def test_the_monitoring_kustomizations_carry_the_rules_and_a_monitor_for_each_overlay() -> None:
+    for where, monitor in zip(MONITORING, ("ServiceMonitor", "PodMonitor"), strict=True):
+        kinds = {d["kind"] for d in docs(where)}
+        assert kinds == {"PrometheusRule", monitor}, where
+
+
+def test_the_overlays_never_own_the_same_object() -> None:
+    """Applying one overlay after the other must not silently take over the other's Roles or bindings."""
+    ids = [
+        {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs(o)}
+        for o in OVERLAYS
+    ]
+    assert not ids[0] & ids[1]
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What the PodSecurity "restricted" profile (v1.25+) refuses in a pod spec, checked as the admission
+    plugin does: run as non-root, no privilege escalation, every capability dropped, a RuntimeDefault or
+    Localhost seccomp profile, and only the allowed volume types."""
+    out = []
+    pod_sc = pod.get("securityContext", {})
+    allowed_volumes = {
+        "configMap",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+        "csi",
+    }
+    for v in pod.get("volumes", []):
+        kinds = set(v) - {"name"}
+        if not kinds <= allowed_volumes:
+            out.append(f"volume {v['name']}: {sorted(kinds)}")
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        sc = c.get("securityContext", {})
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            out.append(f"{c['name']}: runAsNonRoot")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            out.append(f"{c['name']}: runAsUser 0")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            out.append(f"{c['name']}: capabilities.drop ALL")
+        added = set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}
+        if added:
+            out.append(f"{c['name']}: capabilities.add {sorted(added)}")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{c['name']}: seccompProfile")
+    return out
+
+
+def test_both_overlays_pods_meet_the_restricted_pod_security_profile() -> None:
+    for overlay in OVERLAYS:
+        for d in docs(overlay):
+            if d["kind"] == "Deployment":
+                assert restricted_violations(d["spec"]["template"]["spec"]) == [], overlay
+
+
+def test_only_the_prewarm_container_holds_the_sidecars_service_account_token() -> None:
+    (dep,) = [d for d in docs("sidecar") if d["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    token_volumes = {
+        v["name"]
+        for v in pod["volumes"]
+        if any("serviceAccountToken" in src for src in v.get("projected", {}).get("sources", []))
+    }
+    holders = {
+        c["name"] for c in pod["containers"] for m in c.get("volumeMounts", []) if m["name"] in token_volumes
+    }
+    assert token_volumes and holders == {"prewarm"}
+    (mount,) = [
+        m
+        for c in pod["containers"]
+        if c["name"] == "prewarm"
+        for m in c["volumeMounts"]
+        if m["name"] in token_volumes
+    ]
+    assert (
+        mount["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    )  # where in-cluster config reads
 
 
 def test_the_sidecar_overlay_keeps_its_account_bindings_and_lease_in_the_pods_namespace() -> None:
@@ -93,7 +183,7 @@ def test_the_alert_rules_pass_promtool_and_the_prometheusrule_carries_the_same_g
     )
     assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
     plain = yaml.safe_load((RULES / "prewarm-rules.yaml").read_text())
-    (rule,) = [d for d in docs("standalone") if d["kind"] == "PrometheusRule"]
+    (rule,) = [d for d in docs("monitoring/standalone") if d["kind"] == "PrometheusRule"]
     assert rule["spec"]["groups"] == plain["groups"]
     alerts = {r["alert"] for g in plain["groups"] for r in g["rules"] if "alert" in r}
     tested = set(re.findall(r"alertname: (\w+)", (RULES / "prewarm-rules.test.yaml").read_text()))
@@ -150,6 +240,6 @@ def test_the_deployment_mounts_the_config_where_the_image_reads_it_and_probes_th
     sa = [d for d in rendered if d["kind"] == "ServiceAccount"]
     assert sa[0]["metadata"]["name"] == "prewarm"
     port_names = {p["name"] for p in objs["Service"]["spec"]["ports"]}
-    sm = objs["ServiceMonitor"]["spec"]
+    (sm,) = [d["spec"] for d in docs("monitoring/standalone") if d["kind"] == "ServiceMonitor"]
     assert sm["selector"]["matchLabels"].items() <= objs["Service"]["metadata"]["labels"].items()
     assert {e["port"] for e in sm["endpoints"]} <= port_names and sm["endpoints"][0]["path"] == "/metrics"
