@@ -38,6 +38,7 @@ ANNOTATION_ORIGINAL_FLOOR = "prewarm.io/original-floor"
 KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
 GPU_QUOTA_RESOURCE = "requests.nvidia.com/gpu"
 EVENT_MESSAGE_MAX = 1024
+SEEN_PODS_KEPT = 1024  # Ready pods remembered per target (the estimator keeps its own, smaller window)
 
 
 def api_error(exc: Exception, what: str) -> ActuatorError:
@@ -104,7 +105,8 @@ class KubernetesActuator:
         self.component = component
         self.instance = instance  # this process (its Lease identity): which replica wrote each Event
         self.clock = clock
-        self._seen: dict[str, ColdStart] = {}
+        # pods that became Ready, per target (each model learns its T_load from its own pods only)
+        self._seen: dict[Target, dict[str, ColdStart]] = {}
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -221,9 +223,22 @@ class KubernetesActuator:
                 return ActuationResult(
                     Outcome.UNCHANGED, f"{t} already at {after} ({mode}){note}", before, after
                 )
-            self._annotate(t, decision_id, after)
-            self._event(t, w.metadata.uid, decision, decision_id, mode, before, after)
-            return ActuationResult(Outcome.APPLIED, f"{t}: {mode} {before} -> {after}{note}", before, after)
+            moved = f"{t}: {mode} {before} -> {after}{note}"
+            try:
+                self._annotate(t, decision_id, after)
+                self._event(t, w.metadata.uid, decision, decision_id, mode, before, after)
+            except ActuatorError as exc:
+                # the floor has moved: the record must say so, and where it is, even though what marks
+                # the write on the workload (its annotation, its Event) could not be written
+                return ActuationResult(
+                    Outcome.FAILED,
+                    f"{moved}, but recording it on the workload failed: {exc}",
+                    before,
+                    after,
+                    permanent=isinstance(exc, PermanentError),
+                    retry_after_s=exc.delay_s if isinstance(exc, TransientError) else None,
+                )
+            return ActuationResult(Outcome.APPLIED, moved, before, after)
         except PermanentError as exc:
             return ActuationResult(Outcome.FAILED, str(exc), permanent=True)
         except TransientError as exc:
@@ -397,8 +412,8 @@ class KubernetesActuator:
         except Exception as exc:
             raise api_error(exc, f"list pods of {t}") from exc
         for p in pods:
-            self._remember(p)
-        return sorted(self._seen.values(), key=lambda c: c.ready_s)
+            self._remember(t, p)
+        return sorted(self._seen.get(t, {}).values(), key=lambda c: c.ready_s)
 
     def watch_cold_starts(self, t: Target, timeout_s: int = 60, resource_version: str | None = None) -> str:
         """Follow the target's pods until the API server ends the watch; returns the resourceVersion to resume
@@ -419,17 +434,20 @@ class KubernetesActuator:
                 pod = ev["object"]
                 last = pod.metadata.resource_version or last
                 if ev["type"] in ("ADDED", "MODIFIED"):
-                    self._remember(pod)
+                    self._remember(t, pod)
         except Exception as exc:
             raise api_error(exc, f"watch pods of {t}") from exc
         finally:
             w.stop()  # type: ignore[no-untyped-call]
         return last
 
-    def _remember(self, pod: Any) -> None:
+    def _remember(self, t: Target, pod: Any) -> None:
+        seen = self._seen.setdefault(t, {})
         uid = pod.metadata.uid
-        if uid in self._seen:
+        if uid in seen:
             return
         c = cold_start_from_pod(pod)
         if c is not None:
-            self._seen[uid] = c
+            seen[uid] = c
+            if len(seen) > SEEN_PODS_KEPT:  # a workload's recent pods are what its T_load is learned from
+                del seen[next(iter(seen))]

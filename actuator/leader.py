@@ -52,6 +52,14 @@ def check_timing(lease_duration_s: float, renew_deadline_s: float, retry_period_
     return ""
 
 
+def micro_time(t: datetime) -> datetime:
+    """`t` as a Lease's MicroTime can carry it. The client writes a datetime with isoformat(), which drops
+    the fraction at a whole second, and the API server parses a MicroTime only with its six digits (400:
+    no Lease created or renewed at that instant); a dict body does not help, the client coerces it into
+    its model first. One microsecond later is the same instant for a Lease."""
+    return t if t.microsecond else t.replace(microsecond=1)
+
+
 def process_identity(pod_name: str | None = None) -> str:
     """A holder identity unique to this process: the pod (or host) name, the pid and a random suffix. Two
     processes on one host, or a restarted container in the same pod, never share it."""
@@ -111,12 +119,14 @@ class LeaseElector:
 
     # -- one attempt ---------------------------------------------------------------------------------
 
-    def _spec(self, now: datetime, transitions: int, acquired: datetime | None) -> client.V1LeaseSpec:
+    def _spec(
+        self, now: datetime, transitions: int, acquired: datetime | None, holder: str | None = None
+    ) -> client.V1LeaseSpec:
         return client.V1LeaseSpec(
-            holder_identity=self.identity,
-            lease_duration_seconds=max(1, round(self.duration_s)),
-            acquire_time=acquired or now,
-            renew_time=now,
+            holder_identity=self.identity if holder is None else holder,
+            lease_duration_seconds=max(1, round(self.duration_s)) if holder is None else 1,
+            acquire_time=micro_time(acquired or now),
+            renew_time=micro_time(now),
             lease_transitions=transitions,
         )
 
@@ -199,13 +209,7 @@ class LeaseElector:
             spec = lease.spec or client.V1LeaseSpec()
             if spec.holder_identity != self.identity:
                 return False
-            lease.spec = client.V1LeaseSpec(
-                holder_identity="",
-                lease_duration_seconds=1,
-                acquire_time=now,
-                renew_time=now,
-                lease_transitions=spec.lease_transitions or 0,
-            )
+            lease.spec = self._spec(now, spec.lease_transitions or 0, now, holder="")
             self.api.replace_namespaced_lease(self.name, self.namespace, lease)
             return True
         except Exception as exc:
