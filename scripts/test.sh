@@ -25,5 +25,17 @@ echo "== mypy (strict on forecaster/ and planner/)"
 mypy
 echo "== import-linter (layer contracts of ARCHITECTURE.md)"
 lint-imports
+echo "== Kubernetes control plane for tests/test_kube_real.py (scripts/control-plane: built once, cached)"
+# kube-apiserver, controller-manager, scheduler, kubectl and etcd from Kubernetes' own module, and kwok, all
+# through the Go module proxy into ~/.cache/prewarm/control-plane (a cold build takes minutes, a warm one
+# nothing); one cluster for the whole pytest run, stopped on exit however the run ends
+build_start=$SECONDS
+scripts/control-plane build
+echo "control plane build: $((SECONDS - build_start)) s"
+KUBE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/prewarm-kube-XXXXXX")"
+trap 'scripts/control-plane stop --dir "$KUBE_DIR" || true; rm -rf "$KUBE_DIR"' EXIT
+scripts/control-plane start --dir "$KUBE_DIR" >/dev/null
+export PREWARM_TEST_KUBECONFIG="$KUBE_DIR/kubeconfig"
+
 echo "== pytest (unit, real-trace and notebook tests)"
 python -m pytest -n 2 --dist loadgroup "$@"

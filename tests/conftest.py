@@ -11,6 +11,7 @@ from forecaster.types import TrafficSeries
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TRACES = ROOT.parent / "shared" / "traces"
+pytest_plugins = ["tests.kube_cluster"]  # the real Kubernetes control plane, one per test run
 
 
 @pytest.fixture(scope="session")
