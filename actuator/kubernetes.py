@@ -38,6 +38,7 @@ ANNOTATION_ORIGINAL_FLOOR = "prewarm.io/original-floor"
 KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
 GPU_QUOTA_RESOURCE = "requests.nvidia.com/gpu"
 EVENT_MESSAGE_MAX = 1024
+REQUEST_TIMEOUT_S = 10.0  # a request unanswered this long is a transient failure (retried next tick)
 SEEN_PODS_KEPT = 1024  # Ready pods remembered per target (the estimator keeps its own, smaller window)
 
 
@@ -60,6 +61,8 @@ def api_error(exc: Exception, what: str) -> ActuatorError:
         return PermanentError(text, exc.status)
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
         return TransientError(f"{what}: the API server is unreachable ({exc})", delay_s=10.0)
+    if isinstance(exc, ValueError):  # a body that is not the JSON asked for (a proxy's error page, a cut)
+        return TransientError(f"{what}: the API server's answer could not be read ({exc})", delay_s=10.0)
     raise exc
 
 
@@ -92,6 +95,7 @@ class KubernetesActuator:
         component: str = "prewarm",
         instance: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         for t, m in (modes or {}).items():
             if m not in MODES:
@@ -104,6 +108,9 @@ class KubernetesActuator:
         self.conflict_retries = conflict_retries
         self.component = component
         self.instance = instance  # this process (its Lease identity): which replica wrote each Event
+        # every request: (connect, read) seconds. The client's default is none, and an API server that
+        # accepts the connection and never answers would hold the control tick forever
+        self._t: dict[str, Any] = {"_request_timeout": (timeout_s, timeout_s)}
         self.clock = clock
         # pods that became Ready, per target (each model learns its T_load from its own pods only)
         self._seen: dict[Target, dict[str, ColdStart]] = {}
@@ -114,7 +121,7 @@ class KubernetesActuator:
         """The hard limit a namespace ResourceQuota sets on `resource` (the fleet's GPU budget)."""
         what = f"read ResourceQuota {namespace}/{name}"
         try:
-            quota = self.core.read_namespaced_resource_quota(name, namespace)
+            quota = self.core.read_namespaced_resource_quota(name, namespace, **self._t)
         except Exception as exc:
             raise api_error(exc, what) from None
         hard = (quota.status.hard if quota.status is not None else None) or (
@@ -133,16 +140,16 @@ class KubernetesActuator:
     def _workload(self, t: Target) -> Any:
         try:
             if t.kind == "Deployment":
-                return self.apps.read_namespaced_deployment(t.name, t.namespace)
+                return self.apps.read_namespaced_deployment(t.name, t.namespace, **self._t)
             if t.kind == "StatefulSet":
-                return self.apps.read_namespaced_stateful_set(t.name, t.namespace)
+                return self.apps.read_namespaced_stateful_set(t.name, t.namespace, **self._t)
         except Exception as exc:
             raise api_error(exc, f"read {t}") from exc
         raise PermanentError(f"{t}: kind must be Deployment or StatefulSet")
 
     def _hpas(self, t: Target) -> list[Any]:
         try:
-            items = self.hpa.list_namespaced_horizontal_pod_autoscaler(t.namespace).items
+            items = self.hpa.list_namespaced_horizontal_pod_autoscaler(t.namespace, **self._t).items
         except Exception as exc:
             raise api_error(exc, f"list HorizontalPodAutoscalers in {t.namespace}") from exc
         return [
@@ -153,7 +160,7 @@ class KubernetesActuator:
 
     def _scaled_objects(self, t: Target) -> list[dict[str, Any]]:
         try:
-            doc = self.custom.list_namespaced_custom_object(KEDA[0], KEDA[1], t.namespace, KEDA[2])
+            doc = self.custom.list_namespaced_custom_object(KEDA[0], KEDA[1], t.namespace, KEDA[2], **self._t)
         except ApiException as exc:
             if exc.status == 404:  # KEDA not installed: nothing can target the workload through it
                 return []
@@ -287,13 +294,13 @@ class KubernetesActuator:
             replace = self.apps.replace_namespaced_stateful_set_scale
 
         def attempt() -> tuple[int, int, str]:
-            scale = read(t.name, t.namespace)
+            scale = read(t.name, t.namespace, **self._t)
             spec = scale.spec or client.V1ScaleSpec()
             before = int(spec.replicas or 0)
             if before != want:
                 spec.replicas = want
                 scale.spec = spec
-                replace(t.name, t.namespace, scale)  # carries the resourceVersion it read
+                replace(t.name, t.namespace, scale, **self._t)  # carries the resourceVersion it read
             return before, want, ""
 
         return self._retrying(f"scale {t}", attempt)
@@ -315,7 +322,7 @@ class KubernetesActuator:
                 return before, before, note
             h.spec.min_replicas = target
             h.metadata.annotations = ann
-            self.hpa.replace_namespaced_horizontal_pod_autoscaler(h.metadata.name, t.namespace, h)
+            self.hpa.replace_namespaced_horizontal_pod_autoscaler(h.metadata.name, t.namespace, h, **self._t)
             return before, target, note
 
         return self._retrying(f"set minReplicas of the HPA for {t}", attempt)
@@ -339,7 +346,7 @@ class KubernetesActuator:
             spec["minReplicaCount"] = target
             meta["annotations"] = ann
             self.custom.replace_namespaced_custom_object(
-                KEDA[0], KEDA[1], t.namespace, KEDA[2], meta["name"], so
+                KEDA[0], KEDA[1], t.namespace, KEDA[2], meta["name"], so, **self._t
             )
             return before, target, note
 
@@ -351,9 +358,9 @@ class KubernetesActuator:
         }
         try:
             if t.kind == "StatefulSet":
-                self.apps.patch_namespaced_stateful_set(t.name, t.namespace, body)
+                self.apps.patch_namespaced_stateful_set(t.name, t.namespace, body, **self._t)
             else:
-                self.apps.patch_namespaced_deployment(t.name, t.namespace, body)
+                self.apps.patch_namespaced_deployment(t.name, t.namespace, body, **self._t)
         except Exception as exc:
             raise api_error(exc, f"annotate {t}") from exc
 
@@ -391,7 +398,7 @@ class KubernetesActuator:
             count=1,
         )
         try:
-            self.core.create_namespaced_event(t.namespace, event)
+            self.core.create_namespaced_event(t.namespace, event, **self._t)
         except Exception as exc:
             raise api_error(exc, f"record an Event on {t}") from exc
 
@@ -408,7 +415,7 @@ class KubernetesActuator:
         """Every pod of the target that has become Ready, as a cold start (pods listed once, kept by uid)."""
         selector = self._selector(t)
         try:
-            pods = self.core.list_namespaced_pod(t.namespace, label_selector=selector).items
+            pods = self.core.list_namespaced_pod(t.namespace, label_selector=selector, **self._t).items
         except Exception as exc:
             raise api_error(exc, f"list pods of {t}") from exc
         for p in pods:

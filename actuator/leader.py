@@ -25,12 +25,13 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from actuator.errors import ActuatorError
-from actuator.kubernetes import api_error
+from actuator.errors import ActuatorError, PermanentError
+from actuator.kubernetes import REQUEST_TIMEOUT_S, api_error
 
 JITTER_FACTOR = 1.2  # client-go's: the renew deadline must leave room for a jittered retry
 
@@ -89,6 +90,7 @@ class LeaseElector:
         lease_duration_s: float = 15,
         renew_deadline_s: float = 10,
         retry_period_s: float = 2,
+        timeout_s: float | None = None,
     ) -> None:
         problem = check_timing(lease_duration_s, renew_deadline_s, retry_period_s)
         if problem:
@@ -101,6 +103,12 @@ class LeaseElector:
             retry_period_s,
         )
         self.last_error: str | None = None
+        # set while the Lease cannot be had for a reason that will not pass by itself (403: the Role lacks a
+        # verb; 404: no such namespace): every decision says so, rather than "another instance leads"
+        self.permanent_error: str | None = None
+        # a renew must end well inside the renew deadline: by default a third of it, at most 10 s
+        t = timeout_s if timeout_s is not None else min(REQUEST_TIMEOUT_S, renew_deadline_s / 3)
+        self._t: dict[str, Any] = {"_request_timeout": (t, t)}
         self._renewed_at: datetime | None = None  # start of our newest successful write
         self._observed: _Observed | None = None
 
@@ -112,7 +120,7 @@ class LeaseElector:
 
     def holder(self) -> str | None:
         try:
-            spec = self.api.read_namespaced_lease(self.name, self.namespace).spec
+            spec = self.api.read_namespaced_lease(self.name, self.namespace, **self._t).spec
             return spec.holder_identity if spec else None
         except ApiException:
             return None
@@ -154,7 +162,7 @@ class LeaseElector:
         the call; a failed renew leaves `is_leader` to lapse at the renew deadline."""
         try:
             try:
-                lease = self.api.read_namespaced_lease(self.name, self.namespace)
+                lease = self.api.read_namespaced_lease(self.name, self.namespace, **self._t)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -163,7 +171,7 @@ class LeaseElector:
                     spec=self._spec(now, 0, None),
                 )
                 try:
-                    self.api.create_namespaced_lease(self.namespace, body)
+                    self.api.create_namespaced_lease(self.namespace, body, **self._t)
                 except ApiException as exc2:
                     if exc2.status == 409:  # another instance created it first
                         return False
@@ -178,10 +186,10 @@ class LeaseElector:
                 lease.spec = self._spec(now, (spec.lease_transitions or 0) + 1, None)
             else:
                 self._renewed_at = None  # someone else holds it: we certainly do not
-                self.last_error = None
+                self.last_error = self.permanent_error = None
                 return False
             try:
-                self.api.replace_namespaced_lease(self.name, self.namespace, lease)
+                self.api.replace_namespaced_lease(self.name, self.namespace, lease, **self._t)
             except ApiException as exc:
                 if exc.status == 409:  # someone renewed or took it over in between
                     return False
@@ -193,10 +201,11 @@ class LeaseElector:
         except Exception as exc:
             err = api_error(exc, f"Lease {self.namespace}/{self.name}")
             self.last_error = str(err)
+            self.permanent_error = str(err) if isinstance(err, PermanentError) else None
             return False
 
     def _won(self, now: datetime) -> None:
-        self._renewed_at, self.last_error = now, None
+        self._renewed_at, self.last_error, self.permanent_error = now, None, None
 
     def release(self, now: datetime) -> bool:
         """Give the Lease up on a clean shutdown (only if we hold it): the holder is emptied, so a standby
@@ -205,12 +214,12 @@ class LeaseElector:
             return False
         self._renewed_at = None  # stop acting first, then let go
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            lease = self.api.read_namespaced_lease(self.name, self.namespace, **self._t)
             spec = lease.spec or client.V1LeaseSpec()
             if spec.holder_identity != self.identity:
                 return False
             lease.spec = self._spec(now, spec.lease_transitions or 0, now, holder="")
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
+            self.api.replace_namespaced_lease(self.name, self.namespace, lease, **self._t)
             return True
         except Exception as exc:
             self.last_error = str(api_error(exc, f"release Lease {self.namespace}/{self.name}"))

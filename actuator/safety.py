@@ -37,6 +37,9 @@ class GuardedActuator:
     kill_switch: bool = False
     is_leader: Callable[[], bool] = lambda: True
     rails: dict[Target, Rails] = field(default_factory=dict)
+    # why this process cannot lead at all (its Lease refused for good), or None: such a refusal stops acting
+    # with the server's words, rather than reading as "another instance leads"
+    leader_problem: Callable[[], str | None] = lambda: None
     leading: bool | None = None  # the last leadership answer (None until a write asked): for /metrics
 
     def rails_for(self, t: Target) -> Rails:
@@ -61,6 +64,10 @@ class GuardedActuator:
             return ActuationResult(Outcome.SKIPPED, f"invalid decision ({decision.reason}): nothing to apply")
         self.leading = self.is_leader()
         if not self.leading:
+            problem = self.leader_problem()
+            if problem:
+                r.permanent_error = f"cannot hold the leader Lease: {problem}"
+                return ActuationResult(Outcome.FAILED, r.permanent_error, permanent=True)
             return ActuationResult(Outcome.SKIPPED, "another prewarm instance holds the leader Lease")
         note = ""
         if r.max_added_per_tick is not None:

@@ -6,12 +6,11 @@ cd "$(dirname "$0")/.."
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 # Debian packages the tests drive for real: prometheus + promtool (tests/test_prometheus.py, the alert rules'
-# unit tests, the Grafana dashboard's queries), chromium (tests/test_dashboard.py) and kubectl for
-# `kubectl kustomize` (tests/test_deploy.py; any kubectl already on the PATH serves)
+# unit tests, the Grafana dashboard's queries) and chromium (tests/test_dashboard.py). kubectl and helm are
+# built with the control plane below.
 missing=""
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$missing prometheus"
 command -v chromium >/dev/null || missing="$missing chromium"
-command -v kubectl >/dev/null || missing="$missing kubernetes-client"
 if [ -n "$missing" ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -32,6 +31,10 @@ echo "== Kubernetes control plane for tests/test_kube_real.py (scripts/control-p
 build_start=$SECONDS
 scripts/control-plane build
 echo "control plane build: $((SECONDS - build_start)) s"
+# the built kubectl (v1.36.3, kustomize v5.8.1) and helm first on the PATH for the whole run: tests/test_deploy.py
+# renders the overlays with the same kubectl and kustomize that apply them to the control plane
+PATH="$(scripts/control-plane bin-dir):$PATH"
+export PATH
 KUBE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/prewarm-kube-XXXXXX")"
 trap 'scripts/control-plane stop --dir "$KUBE_DIR" || true; rm -rf "$KUBE_DIR"' EXIT
 scripts/control-plane start --dir "$KUBE_DIR" >/dev/null

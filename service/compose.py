@@ -189,7 +189,11 @@ def build_from_config(
     if "Simulated" in kinds:
         by_kind["Simulated"] = SimulatedFleet(clock, max(m.t_load_s for m in cfg.models))
     actuator = GuardedActuator(
-        RoutingActuator(by_kind), kill_switch=cfg.kill_switch, is_leader=is_leader, rails=rails
+        RoutingActuator(by_kind),
+        kill_switch=cfg.kill_switch,
+        is_leader=is_leader,
+        rails=rails,
+        leader_problem=leader.problem if leader is not None else lambda: None,
     )
     ctl = Controller(
         runtimes,

@@ -35,6 +35,10 @@ class LeaderLoop:
     def leading(self) -> bool:
         return self.elector.is_leader(self._now())
 
+    def problem(self) -> str | None:
+        """Why this process cannot lead at all (the Lease refused with 403 or 404), or None."""
+        return self.elector.permanent_error
+
     def step(self) -> bool:
         """One attempt; logs a change of leadership. Returns whether this process leads after it."""
         self.elector.try_acquire(self._now())

@@ -1,19 +1,17 @@
-"""A small fake Kubernetes API server that speaks the real wire protocol for exactly the endpoints prewarm
-uses, so the official `kubernetes` client is tested over HTTP, never patched.
+"""A small fake Kubernetes API server, kept for what a real one cannot be made to do on purpose: answer 5xx
+or 429, drop a connection without an answer, or send a malformed body. Everything a real server can show
+(validation, 409s on a stale resourceVersion, RBAC refusals, status subresources, watches, the controllers)
+is tested against the real control plane instead (tests/kube_cluster.py, tests/test_kube_real.py).
 
-What it implements faithfully:
-- objects under /api/v1 and /apis/{group}/{version}, namespaced: GET (one, list with labelSelector
-  equality), POST (create; 409 AlreadyExists), PUT (replace; 409 Conflict when metadata.resourceVersion is
-  stale), PATCH (merge patch and strategic merge patch treated as a JSON merge patch), and the `scale`
-  subresource of Deployments and StatefulSets (an autoscaling/v1 Scale object);
-- a cluster-wide resourceVersion counter bumped on every write;
-- Status bodies for 403 (RBAC, from a deny list of (verb, resource)), 404, 409 and 422 (a negative replica
-  count);
-- watch=true streams of newline-delimited JSON events newer than the given resourceVersion. A real server
-  holds a watch open until timeoutSeconds; this one ends it once the backlog is sent when
-  `close_idle_watches` is set (clients must handle a watch ending either way), so tests need no sleep.
-Test hooks: `conflict_next` (another writer updates the object just before our next PUT) and `fail_next`
-(answer the next matching request with a status such as 503).
+It speaks the real wire protocol for the endpoints prewarm's actuator walks through, so the official
+`kubernetes` client is tested over HTTP, never patched: objects under /api/v1 and /apis/{group}/{version},
+namespaced GET (one, or a list with labelSelector equality), POST, PUT (409 on a stale resourceVersion),
+PATCH (as a JSON merge patch) and the `scale` subresource, with a resourceVersion bumped on every write.
+
+Fault hooks, per (verb, resource), each taken by the next matching request: `fail_next` (answer with a status
+such as 503 or 429, with a Status body), `drop_next` (close the connection without an answer) and
+`garbage_next` (answer 200 with a truncated JSON body) and `hang_next` (accept the request and never answer
+until the test ends: a server that has stopped responding).
 """
 
 from __future__ import annotations
@@ -63,15 +61,14 @@ def merge_patch(target: Any, patch: Any) -> Any:
 class FakeKube(LoopbackServer):
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-        self.events: list[tuple[int, str, tuple[str, str, str], dict[str, Any]]] = []  # (rv, type, key, obj)
         self.rv = 1000
-        self.deny: set[tuple[str, str]] = set()  # (verb, plural): answered 403
-        self.conflict_next: dict[tuple[str, str], int] = {}  # (plural, name) -> PUTs to make stale
         self.fail_next: dict[tuple[str, str], list[int]] = {}  # (verb, plural) -> statuses to answer
-        self.close_idle_watches = True
+        self.drop_next: dict[tuple[str, str], int] = {}  # (verb, plural) -> connections to close unanswered
+        self.garbage_next: dict[tuple[str, str], int] = {}  # (verb, plural) -> truncated bodies to send
+        self.hang_next: dict[tuple[str, str], int] = {}  # (verb, plural) -> requests left unanswered
+        self.released = threading.Event()  # set by close(): a hung request ends with the server
         self.log: list[tuple[str, str]] = []
         self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -97,13 +94,17 @@ class FakeKube(LoopbackServer):
 
         super().__init__(Handler)
 
+    def close(self) -> None:
+        self.released.set()  # a hung request ends first: closing waits for every handler thread
+        super().close()
+
     # -- state ---------------------------------------------------------------------------------------
 
     def _prefix(self, m: re.Match[str]) -> str:
         return "v1" if m.group("cv") else f"{m.group('group')}/{m.group('gv')}"
 
     def put_object(self, api: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create or overwrite an object as another client would (bumps resourceVersion, emits an event)."""
+        """Create or overwrite an object as another client would (bumps resourceVersion)."""
         with self.lock:
             meta = obj.setdefault("metadata", {})
             key = (api, meta["namespace"], plural, meta["name"])
@@ -123,8 +124,6 @@ class FakeKube(LoopbackServer):
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         self.objects[key] = obj
-        self.events.append((self.rv, kind, key[:3], copy.deepcopy(obj)))
-        self.changed.notify_all()
 
     # -- protocol ------------------------------------------------------------------------------------
 
@@ -161,9 +160,8 @@ class FakeKube(LoopbackServer):
             )
             return
         plural, name, sub = m.group("plural"), m.group("name"), m.group("sub")
-        watch = query.get("watch") in ("true", "1")
         verb = {
-            "GET": "watch" if watch else ("get" if name else "list"),
+            "GET": "get" if name else "list",
             "POST": "create",
             "PUT": "update",
             "PATCH": "patch",
@@ -171,22 +169,27 @@ class FakeKube(LoopbackServer):
         }[method]
         resource = f"{plural}/{sub}" if sub else plural
         with self.lock:
+            hang = bool(self.hang_next.get((verb, resource)))
+            if hang:
+                self.hang_next[(verb, resource)] -= 1
+        if hang:  # outside the lock: other requests are answered while this one waits for nothing
+            self.released.wait()
+            h.close_connection = True
+            return
+        with self.lock:
             self.log.append((verb, resource))
-            if (verb, resource) in self.deny:
-                group = m.group("group") or ""
-                self._send(
-                    h,
-                    403,
-                    self.status(
-                        403,
-                        "Forbidden",
-                        f'{resource} "{name or ""}" is forbidden: User '
-                        f'"system:serviceaccount:prewarm:prewarm" cannot {verb} resource "{resource}" '
-                        f'in API group "{group}" in the namespace "{m.group("ns")}"',
-                        plural,
-                        name or "",
-                    ),
-                )
+            if self.drop_next.get((verb, resource)):
+                self.drop_next[(verb, resource)] -= 1
+                h.close_connection = True  # no status line, no body: the peer sees the connection end
+                return
+            if self.garbage_next.get((verb, resource)):
+                self.garbage_next[(verb, resource)] -= 1
+                data = b'{"kind": "Status", "metadata": {'  # cut off, as by a proxy that gave up
+                h.send_response(200)
+                h.send_header("Content-Type", "application/json")
+                h.send_header("Content-Length", str(len(data)))
+                h.end_headers()
+                h.wfile.write(data)
                 return
             queued = self.fail_next.get((verb, resource))
             if queued:
@@ -199,9 +202,6 @@ class FakeKube(LoopbackServer):
                     ),
                 )
                 return
-        if watch:
-            self._watch(h, self._prefix(m), m.group("ns"), plural, query)
-            return
         with self.lock:
             code, out = self._apply(method, self._prefix(m), m.group("ns"), plural, name, sub, body, query)
         self._send(h, code, out)
@@ -262,11 +262,6 @@ class FakeKube(LoopbackServer):
         if method == "GET":
             return 200, copy.deepcopy(obj)
         if method == "PUT":
-            if self.conflict_next.get((plural, name)):
-                self.conflict_next[(plural, name)] -= 1
-                obj = copy.deepcopy(obj)
-                obj["metadata"].setdefault("labels", {})["touched-by"] = "another-writer"
-                self._store(key, obj, "MODIFIED")
             sent_rv = (body.get("metadata") or {}).get("resourceVersion")
             if sent_rv and sent_rv != obj["metadata"]["resourceVersion"]:
                 return 409, self.status(
@@ -306,7 +301,6 @@ class FakeKube(LoopbackServer):
         if method == "DELETE":
             del self.objects[key]
             self.rv += 1
-            self.events.append((self.rv, "DELETED", key[:3], copy.deepcopy(obj)))
             return 200, self.status(200, "", "deleted")
         return 405, self.status(405, "MethodNotAllowed", "method not allowed")
 
@@ -362,12 +356,6 @@ class FakeKube(LoopbackServer):
         if method == "GET":
             return 200, scale_of(obj)
         if method in ("PUT", "PATCH"):
-            if method == "PUT" and self.conflict_next.get((key[2], key[3])):
-                self.conflict_next[(key[2], key[3])] -= 1
-                bumped = copy.deepcopy(obj)
-                bumped["metadata"].setdefault("labels", {})["touched-by"] = "another-writer"
-                self._store(key, bumped, "MODIFIED")
-                obj = bumped
             sent_rv = ((body or {}).get("metadata") or {}).get("resourceVersion")
             if sent_rv and sent_rv != obj["metadata"]["resourceVersion"]:
                 return 409, self.status(
@@ -399,35 +387,6 @@ class FakeKube(LoopbackServer):
             if labels.get(k.strip()) != v.strip():
                 return False
         return True
-
-    def _watch(
-        self, h: BaseHTTPRequestHandler, api: str, ns: str, plural: str, query: dict[str, str]
-    ) -> None:
-        since = int(query.get("resourceVersion") or 0)
-        h.send_response(200)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Transfer-Encoding", "chunked")
-        h.end_headers()
-
-        def chunk(data: bytes) -> None:
-            h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-
-        sent = since
-        with self.lock:
-            while True:
-                for rv, kind, key, obj in self.events:
-                    if (
-                        rv > sent
-                        and key == (api, ns, plural)
-                        and self._selected(obj, query.get("labelSelector"))
-                    ):
-                        chunk(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
-                        sent = rv
-                if self.close_idle_watches:
-                    break
-                if not self.changed.wait(timeout=float(query.get("timeoutSeconds") or 30)):
-                    break
-        chunk(b"")
 
     @contextmanager
     def hooks(self) -> Iterator[FakeKube]:

@@ -265,6 +265,9 @@ def kube_cluster() -> KubeCluster:
         else:
             cluster = _start_shared()
         status = client.VersionApi(cluster.api()).get_code()
+        # KEDA's CRD once, before any test: installing it mid-run re-initialises the API server's storage
+        # for a moment, and a test on the other worker reading ScaledObjects then gets 429
+        cluster.install_keda_crds()
     except Exception as exc:  # any reason at all: the tests that need the cluster FAIL with it
         pytest.fail(f"no Kubernetes control plane for the tests: {exc}", pytrace=False)
     cluster.versions.setdefault("kubernetes", status.git_version)

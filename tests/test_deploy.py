@@ -2,10 +2,13 @@
 kustomize overlays render with `kubectl kustomize` and validate strictly, they apply side by side without
 overwriting each other's objects, their pods meet the PodSecurity "restricted" profile as written, the
 shipped configs parse, probes and monitors point at real endpoints and ports, and the alert rules pass
-`promtool test rules`. (Applying them to a real API server: tests/test_kube_overlays.py.)"""
+`promtool test rules`. They are rendered with the kubectl (and kustomize) pinned and built with the test
+control plane (scripts/control_plane), the one that applies them to a real API server in
+tests/test_kube_overlays.py; the Helm chart's tests are in tests/test_kube_helm.py."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -22,6 +25,7 @@ from service.cli import app
 from service.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
+CONTROL_PLANE = ROOT / "scripts" / "control_plane"
 DEPLOY = ROOT / "deploy" / "kubernetes"
 RULES = ROOT / "deploy" / "prometheus"
 OVERLAYS = ("standalone", "sidecar")
@@ -30,11 +34,39 @@ MONITORING = ("monitoring/standalone", "monitoring/sidecar")
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
+@functools.cache
+def built(tool: str) -> str:
+    """A tool built with the test control plane (kubectl, helm), built into its cache first if need be
+    (`scripts/control-plane bin-dir`; scripts/test.sh builds them before pytest and puts them on the PATH)."""
+    r = subprocess.run(
+        [sys.executable, str(CONTROL_PLANE / "cli.py"), "bin-dir"],
+        capture_output=True,
+        text=True,
+        timeout=45 * 60,
+    )
+    assert r.returncode == 0, f"scripts/control-plane bin-dir failed:\n{r.stderr[-4000:]}"
+    path = Path(r.stdout.strip()) / tool
+    assert path.is_file(), f"scripts/control-plane built no {tool} in {path.parent}"
+    return str(path)
+
+
 def kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        raise RuntimeError("kubectl not installed: run `bash scripts/test.sh` (installs kubernetes-client)")
-    return path
+    return built("kubectl")
+
+
+def pin(module: str, path: str) -> str:
+    """The version scripts/control_plane/<module>/go.mod requires of `path`."""
+    text = (CONTROL_PLANE / module / "go.mod").read_text()
+    m = re.search(rf"^\s*(?:require\s+)?{re.escape(path)}\s+(v\S+)", text, re.M)
+    assert m, f"{module}/go.mod does not require {path}"
+    return m.group(1)
+
+
+def test_the_manifests_are_rendered_with_the_pinned_kubectl_and_kustomize() -> None:
+    out = subprocess.run([kubectl(), "version", "--client", "-o", "json"], capture_output=True, text=True)
+    v = json.loads(out.stdout)
+    assert v["clientVersion"]["gitVersion"] == pin("kubernetes", "k8s.io/kubernetes")
+    assert v["kustomizeVersion"] == pin("kubernetes", "sigs.k8s.io/kustomize/kustomize/v5")
 
 
 def render(overlay: str) -> str:

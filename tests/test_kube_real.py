@@ -2,12 +2,15 @@
 real HPA, ReplicaSet, ResourceQuota and ServiceAccount controllers), kube-scheduler, etcd, and kwok playing
 the kubelets (tests/kube_cluster.py, scripts/control-plane).
 
-Why a real one beside tests/test_kubernetes_actuator.py's fake: the fake answers the way its author
-understood the protocol. Here the answers are the API server's own: its validation, its 409s on a stale
-resourceVersion, its RBAC denials word for word, the status subresources, the real HPA controller writing
-replicas back, KEDA's published ScaledObject schema, and pods whose conditions a scheduler and a (simulated)
-kubelet set over time. Each test takes a namespace of its own, so the tests share one cluster across the
-pytest-xdist workers.
+Why a real one: a fake answers the way its author understood the protocol. Here the answers are the API
+server's own: its validation, its 409s on a stale resourceVersion, its RBAC denials word for word, the status
+subresources, the real HPA controller writing replicas back, KEDA's published ScaledObject schema, and pods
+whose conditions a scheduler and a (simulated) kubelet set over time. Every behaviour a real server can show
+is tested here (and in tests/test_kube_overlays.py, tests/test_kube_helm.py, tests/test_gpu_quota.py and
+tests/test_service_config.py); tests/test_kubernetes_actuator.py keeps the fake API server only for what a
+real one cannot be made to do on purpose (5xx and 429 answers, dropped connections, malformed bodies). What
+prewarm sent is read at its client's transport (RequestLog), never from a fake's log. Each test takes a
+namespace of its own, so the tests share one cluster across the pytest-xdist workers.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -34,10 +39,11 @@ from actuator.kubernetes import (
     KubernetesActuator,
 )
 from actuator.lead_time import LeadTimeEstimator
-from actuator.leader import LeaseElector
+from actuator.leader import LeaseElector, process_identity
 from actuator.safety import GuardedActuator, Mode, Rails
 from planner.explain import Decision, Reason, Step
 from service.budget import QuotaBudget
+from service.leadership import LeaderLoop
 from tests.kube_cluster import KubeCluster, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +148,55 @@ def kube(kube_cluster: KubeCluster, kube_ns: str) -> Kube:
     return Kube(kube_cluster, kube_ns)
 
 
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass
+class RequestLog:
+    """Every request one ApiClient sends, with the status the server answered (0: no answer), recorded at
+    the client's transport: what really reached the server, whatever the code above it reports."""
+
+    calls: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
+
+    @classmethod
+    def attach(cls, api: client.ApiClient) -> RequestLog:
+        log = cls()
+        send = api.rest_client.request
+
+        def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            path = urlsplit(url).path
+            try:
+                response = send(method, url, *args, **kwargs)
+            except ApiException as exc:
+                log.calls.append((method, path, exc.status or 0))
+                raise
+            except Exception:
+                log.calls.append((method, path, 0))
+                raise
+            log.calls.append((method, path, int(response.status)))
+            return response
+
+        api.rest_client.request = request  # type: ignore[method-assign]
+        return log
+
+    def writes(self) -> list[tuple[str, str, int]]:
+        return [c for c in self.calls if c[0] in WRITES]
+
+    def written(self) -> set[tuple[str, str]]:
+        """(method, resource) of every write: `events`, `deployments/scale`, ..."""
+        return {(m, resource_of(p)) for m, p, _ in self.writes()}
+
+    def answered(self, *statuses: int) -> list[tuple[str, str, int]]:
+        return [c for c in self.calls if c[2] in statuses]
+
+
+def resource_of(path: str) -> str:
+    """The resource a namespaced API path names: .../namespaces/NS/PLURAL[/NAME[/SUBRESOURCE]]."""
+    parts = path.strip("/").split("/")
+    i = parts.index("namespaces") + 2
+    return "/".join([parts[i], *parts[i + 2 : i + 3]])
+
+
 # -- replicas mode: the scale subresource ----------------------------------------------------------------
 
 
@@ -241,7 +296,9 @@ def test_hpa_floor_raises_min_replicas_and_the_real_hpa_controller_holds_the_dep
 ) -> None:
     llm = kube.deploy("llm", 2)
     kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("llm", 2, 20))
-    act = KubernetesActuator(kube_cluster.api())
+    api = kube_cluster.api()
+    sent = RequestLog.attach(api)
+    act = KubernetesActuator(api)
     assert act.mode(llm) == "hpa-floor"
     result = act.apply(llm, decision(7), "d-42")
     assert (result.outcome, result.before, result.after) == (Outcome.APPLIED, 2, 7), result.message
@@ -250,7 +307,20 @@ def test_hpa_floor_raises_min_replicas_and_the_real_hpa_controller_holds_the_dep
     dep = kube.apps.read_namespaced_deployment("llm", kube.ns)
     assert dep.metadata.annotations[ANNOTATION_DECISION] == "d-42"
     (event,) = kube.prewarm_events("llm")
-    assert event.message.startswith("hpa-floor 2 -> 7")
+    assert event.reason == "ForecastDemand"
+    assert event.message == "hpa-floor 2 -> 7: 7 replicas: forecast p90 of 150 req/s at 09:05"
+    # with the workload's uid, `kubectl describe deploy llm` lists the Event (it selects Events by uid)
+    ref = event.involved_object
+    assert (ref.kind, ref.name, ref.uid) == ("Deployment", "llm", dep.metadata.uid)
+    # the same decision again changes nothing and leaves no second Event
+    assert act.apply(llm, decision(7), "d-43").outcome is Outcome.UNCHANGED
+    assert len(kube.prewarm_events("llm")) == 1
+    # what prewarm wrote: the HPA, the Deployment's annotations and the Event; never replicas
+    assert sent.written() == {
+        ("PUT", "horizontalpodautoscalers"),
+        ("PATCH", "deployments"),
+        ("POST", "events"),
+    }, sent.writes()
     # prewarm never writes replicas in this mode: the HPA controller does, up to the new floor ...
     wait_until(
         "the HPA controller to scale llm to its floor 7", lambda: kube.replicas("llm") == 7, HPA_DEADLINE_S
@@ -266,6 +336,68 @@ def test_hpa_floor_raises_min_replicas_and_the_real_hpa_controller_holds_the_dep
     h = kube.hpa.read_namespaced_horizontal_pod_autoscaler("llm", kube.ns)
     assert h.spec.min_replicas == 2
     assert ANNOTATION_ORIGINAL_FLOOR not in (h.metadata.annotations or {})
+    # the replicas were the HPA controller's writes, through the scale subresource
+    scale_writers = {
+        m.manager
+        for m in kube.apps.read_namespaced_deployment("llm", kube.ns).metadata.managed_fields
+        if m.subresource == "scale"
+    }
+    assert scale_writers <= {"kube-controller-manager"}, scale_writers
+
+
+def test_restore_after_several_floors_gives_back_the_hpas_own_floor(
+    kube_cluster: KubeCluster, kube: Kube
+) -> None:
+    """The floor the HPA had before prewarm first moved it is remembered on the HPA (restart-safe), not the
+    floor before the newest decision."""
+    llm = kube.deploy("llm", 2)
+    kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("llm", 2, 20))
+    act = KubernetesActuator(kube_cluster.api())
+    assert act.apply(llm, decision(9), "d-1").outcome is Outcome.APPLIED
+    assert act.apply(llm, decision(4), "d-2").after == 4
+    # a restarted prewarm (a new actuator, nothing in memory) gives back the HPA's own floor
+    result = KubernetesActuator(kube_cluster.api()).restore(llm)
+    assert (result.outcome, result.before, result.after) == (Outcome.APPLIED, 4, 2), result.message
+    h = kube.hpa.read_namespaced_horizontal_pod_autoscaler("llm", kube.ns)
+    assert h.spec.min_replicas == 2
+    assert ANNOTATION_ORIGINAL_FLOOR not in (h.metadata.annotations or {})
+
+
+# -- the rails: nothing reaches the server that they hold back --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rails", "kill", "words"),
+    [
+        pytest.param(Rails(mode=Mode.SHADOW), False, "shadow mode: would set 5", id="shadow"),
+        pytest.param(Rails(mode=Mode.ACTIVE, paused=True), False, "is paused", id="paused"),
+        pytest.param(Rails(mode=Mode.ACTIVE), True, "kill switch on", id="kill-switch"),
+    ],
+)
+def test_shadow_pause_and_the_kill_switch_send_no_write_but_say_what_they_would_do(
+    kube_cluster: KubeCluster, kube: Kube, rails: Rails, kill: bool, words: str
+) -> None:
+    llm = kube.deploy("llm", 2)
+    kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("llm", 2, 20))
+    api = kube_cluster.api()
+    sent = RequestLog.attach(api)
+    guarded = GuardedActuator(KubernetesActuator(api), kill_switch=kill, rails={llm: rails})
+    result = guarded.apply(llm, decision(5), "d-1")
+    assert result.outcome is Outcome.SKIPPED and words in result.message
+    assert sent.writes() == []
+    assert kube.hpa_floor("llm") == 2 and not kube.prewarm_events("llm")
+
+
+def test_at_most_the_configured_replicas_are_added_per_tick(kube_cluster: KubeCluster, kube: Kube) -> None:
+    solo = kube.deploy("solo", 1)
+    guarded = GuardedActuator(
+        KubernetesActuator(kube_cluster.api(), modes={solo: "replicas"}),
+        rails={solo: Rails(mode=Mode.ACTIVE, max_added_per_tick=2)},
+    )
+    result = guarded.apply(solo, decision(9), "d-1")
+    assert (result.outcome, result.after) == (Outcome.APPLIED, 3), result.message
+    assert "at most 2 added per tick; asked 9" in result.message
+    assert kube.replicas("solo") == 3
 
 
 def test_the_hpa_floor_is_capped_at_the_real_hpas_max_replicas(kube_cluster: KubeCluster, kube: Kube) -> None:
@@ -409,13 +541,16 @@ def test_a_deleted_deployment_is_a_permanent_error_and_no_floor_moves(
     kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("llm", 2, 20))
     kube.apps.delete_namespaced_deployment("llm", kube.ns)
     wait_until("llm to be gone", lambda: not kube.apps.list_namespaced_deployment(kube.ns).items)
-    guarded = GuardedActuator(KubernetesActuator(kube_cluster.api()), rails={llm: Rails(mode=Mode.ACTIVE)})
+    api = kube_cluster.api()
+    sent = RequestLog.attach(api)
+    guarded = GuardedActuator(KubernetesActuator(api), rails={llm: Rails(mode=Mode.ACTIVE)})
     result = guarded.apply(llm, decision(5), "d-1")
     assert (result.outcome, result.permanent) == (Outcome.FAILED, True), result.message
     assert "HTTP 404" in result.message and 'deployments.apps "llm" not found' in result.message
-    assert kube.hpa_floor("llm") == 2
+    assert kube.hpa_floor("llm") == 2 and sent.writes() == []
     again = guarded.apply(llm, decision(6), "d-2")
     assert again.outcome is Outcome.SKIPPED and "after a permanent error" in again.message
+    assert len(sent.calls) == 1  # the one read that found it gone; nothing since
 
 
 def shipped_role_rules() -> list[dict[str, Any]]:
@@ -496,16 +631,19 @@ def test_a_role_without_a_write_verb_is_a_permanent_rbac_error_naming_what_was_r
     token = service_account_with(kube, without(shipped_role_rules(), resource, verb))
     llm = kube.deploy("llm", 2)
     kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("llm", 2, 20))
-    guarded = GuardedActuator(
-        KubernetesActuator(kube_cluster.api_as(token)), rails={llm: Rails(mode=Mode.ACTIVE)}
-    )
+    api = kube_cluster.api_as(token)
+    sent = RequestLog.attach(api)
+    guarded = GuardedActuator(KubernetesActuator(api), rails={llm: Rails(mode=Mode.ACTIVE)})
     result = guarded.apply(llm, decision(5), "d-1")
     assert (result.outcome, result.permanent) == (Outcome.FAILED, True), result.message
     assert "HTTP 403" in result.message and refused in result.message
     assert f'User "system:serviceaccount:{kube.ns}:prewarm"' in result.message
     assert "rbac.yaml" in result.message  # says where to grant it
+    assert guarded.rails_for(llm).permanent_error == result.message
+    asked = len(sent.calls)
     again = guarded.apply(llm, decision(6), "d-2")
     assert again.outcome is Outcome.SKIPPED and "after a permanent error" in again.message
+    assert len(sent.calls) == asked  # nothing more was sent
 
 
 def test_a_refused_annotation_does_not_leave_a_moved_floor_unreported(
@@ -586,6 +724,100 @@ def test_t_load_is_learned_from_pods_held_not_ready_by_the_simulated_kubelet(
         assert all(c.phases_s.get("scheduling", 0) <= 2 for c in starts[n])
 
 
+def unscheduled_pod(name: str, owner: client.V1ConfigMap) -> client.V1Pod:
+    """A pod of the Deployment `llm` (its labels) that no scheduler or kubelet touches (a scheduler name
+    nobody runs), owned by `owner` so that the Deployment's ReplicaSet never adopts it."""
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(
+            name=name,
+            labels={"app": "llm"},
+            owner_references=[
+                client.V1OwnerReference(
+                    api_version="v1", kind="ConfigMap", name=owner.metadata.name, uid=owner.metadata.uid
+                )
+            ],
+        ),
+        spec=client.V1PodSpec(
+            scheduler_name="nobody",
+            containers=[client.V1Container(name="model", image="registry.invalid/model-server:1")],
+        ),
+    )
+
+
+def came_up(created: datetime, phases_s: list[float], ready: bool = True) -> dict[str, Any]:
+    """The status a kubelet writes over a pod's life: scheduled, initialised, its container started, Ready,
+    each phases_s[i] seconds after the one before, from the pod's (server-set) creation time."""
+    marks = [created]
+    for s in phases_s:
+        marks.append(marks[-1] + timedelta(seconds=s))
+    iso = [m.strftime("%Y-%m-%dT%H:%M:%SZ") for m in marks]
+    return {
+        "phase": "Running",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": iso[1]},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": iso[2]},
+            {"type": "ContainersReady", "status": str(ready), "lastTransitionTime": iso[4]},
+            {"type": "Ready", "status": str(ready), "lastTransitionTime": iso[4]},
+        ],
+        "containerStatuses": [
+            {
+                "name": "model",
+                "image": "registry.invalid/model-server:1",
+                "imageID": "",
+                "ready": ready,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": iso[3]}},
+            }
+        ],
+    }
+
+
+def test_t_load_is_learned_exactly_from_the_pod_conditions_the_server_stores(
+    kube_cluster: KubeCluster, kube: Kube
+) -> None:
+    """Pods whose status says, to the second, how long each phase of their cold start took (written through
+    the status subresource, as a kubelet writes it): the actuator's watch sees each pod become Ready once,
+    phases exactly as recorded, a pod that is not Ready is no cold start, and the learned T_load is the
+    nearest-rank p95 of what the server returned."""
+    llm = kube.deploy("llm", 0)
+    owner = kube.core.create_namespaced_config_map(kube.ns, {"metadata": {"name": "pod-owner"}})
+    act = KubernetesActuator(kube_cluster.api())
+    rv = act.watch_cold_starts(llm, timeout_s=1)
+    # eight pods: 2 s scheduling, 5 s init, 40..75 s image pull, 100..240 s loading; and one never Ready
+    pods = {f"llm-{i}": ([2, 5, 40 + 5 * i, 100 + 20 * i], True) for i in range(8)}
+    pods["llm-late"] = ([1, 1, 1, 1], False)
+    for name, (phases_s, ready) in pods.items():
+        created = kube.core.create_namespaced_pod(kube.ns, unscheduled_pod(name, owner))
+        status = came_up(created.metadata.creation_timestamp, phases_s, ready)
+        kube.core.patch_namespaced_pod_status(name, kube.ns, {"status": status})
+    starts: list[ColdStart] = []
+
+    def seen_all() -> bool:
+        nonlocal rv, starts
+        rv = act.watch_cold_starts(llm, timeout_s=1, resource_version=rv) or rv
+        starts = act.cold_starts(llm)
+        return len(starts) == 8
+
+    wait_until("the watch to see eight pods become Ready", seen_all, timeout_s=30, interval_s=0)
+    assert sorted(c.replica for c in starts) == [f"llm-{i}" for i in range(8)]
+    by_name = {c.replica: c for c in starts}
+    assert by_name["llm-0"].phases_s == {
+        "scheduling": 2,
+        "init": 5,
+        "image_pull_and_start": 40,
+        "loading_and_warmup": 100,
+    }
+    assert by_name["llm-7"].t_load_s == 2 + 5 + 75 + 240
+    est = LeadTimeEstimator(300.0, window=50, min_samples=5, quantile=0.95)
+    est.observe(starts[:3])
+    assert est.estimate().source == "configured" and est.estimate().t_load_s == 300.0
+    est.observe(starts)  # the first three again are not counted twice
+    lead = est.estimate()
+    assert (lead.source, lead.samples) == ("learned", 8)
+    assert lead.t_load_s == 2 + 5 + 75 + 240  # nearest-rank p95 of 8 = the slowest
+    assert "loading_and_warmup dominates" in lead.note
+
+
 def test_cold_starts_are_reported_for_the_target_asked_about_only(
     kube_cluster: KubeCluster, kube: Kube
 ) -> None:
@@ -643,7 +875,7 @@ def test_the_gpu_budget_follows_a_real_resource_quota_raised_and_lowered(
     assert "HTTP 404" in budget.error and "keeping 8 GPUs from the last read" in budget.error
 
 
-def test_a_quota_without_the_gpu_resource_and_rbac_without_get_are_permanent(
+def test_a_quota_without_the_gpu_resource_a_missing_one_and_rbac_without_get_are_permanent(
     kube_cluster: KubeCluster, kube: Kube
 ) -> None:
     kube.core.create_namespaced_resource_quota(
@@ -654,6 +886,10 @@ def test_a_quota_without_the_gpu_resource_and_rbac_without_get_are_permanent(
         PermanentError, match=r"sets no hard limit on requests.nvidia.com/gpu; it limits pods"
     ):
         act.gpu_quota(kube.ns, "gpu-quota")
+    with pytest.raises(
+        PermanentError, match=rf'ResourceQuota {kube.ns}/other: HTTP 404: .*"other" not found'
+    ):
+        act.gpu_quota(kube.ns, "other")
     token = service_account_with(kube, without(shipped_role_rules(), "resourcequotas", "get"))
     with pytest.raises(PermanentError, match=r'HTTP 403: .*cannot get resource "resourcequotas".*rbac.yaml'):
         KubernetesActuator(kube_cluster.api_as(token)).gpu_quota(kube.ns, "gpu-quota")
@@ -726,3 +962,113 @@ def test_a_lease_time_on_a_whole_second_is_accepted_by_the_server(
     )
     assert a.try_acquire(t), a.last_error
     assert a.try_acquire(t + timedelta(seconds=2)), a.last_error
+
+
+def test_only_the_lease_holder_acts_and_a_standby_takes_over_a_lease_duration_after_the_last_renew_it_saw(
+    kube_cluster: KubeCluster, kube: Kube
+) -> None:
+    """Time is passed in, so the boundary is exact whatever the server's clock: b takes over once it has seen
+    the same Lease record for a whole lease duration of its own time (it saw a's renew at +20 s), never by
+    comparing a's written renewTime with its clock."""
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    llm = kube.deploy("llm", 2)
+    kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("llm", 2, 20))
+    a, b = (
+        LeaseElector(kube_cluster.api(), namespace=kube.ns, name="prewarm", identity=who, lease_duration_s=15)
+        for who in ("pod-a", "pod-b")
+    )
+    assert a.try_acquire(t0) and not b.try_acquire(t0)
+    assert a.try_acquire(t0 + timedelta(seconds=10)) and not b.try_acquire(t0 + timedelta(seconds=20))
+    guarded_b = GuardedActuator(
+        KubernetesActuator(kube_cluster.api()),
+        is_leader=lambda: b.is_leader(t0 + timedelta(seconds=20)),
+        rails={llm: Rails(mode=Mode.ACTIVE)},
+    )
+    result = guarded_b.apply(llm, decision(5), "d-1")
+    assert result.outcome is Outcome.SKIPPED
+    assert result.message == "another prewarm instance holds the leader Lease"
+    assert kube.hpa_floor("llm") == 2
+    # a stops renewing (crashed)
+    assert not b.try_acquire(t0 + timedelta(seconds=34))
+    later = t0 + timedelta(seconds=35)
+    assert b.try_acquire(later) and not a.try_acquire(later)
+    lease = kube.coord.read_namespaced_lease("prewarm", kube.ns)
+    assert (lease.spec.holder_identity, lease.spec.lease_transitions) == ("pod-b", 1)
+    guarded_b.is_leader = lambda: b.is_leader(later)
+    assert guarded_b.apply(llm, decision(5), "d-2").outcome is Outcome.APPLIED
+    assert kube.hpa_floor("llm") == 5
+
+
+def test_only_the_leader_gives_a_floor_back(kube_cluster: KubeCluster, kube: Kube) -> None:
+    llm = kube.deploy("llm", 2)
+    kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("llm", 2, 20))
+    assert KubernetesActuator(kube_cluster.api()).apply(llm, decision(9), "d-1").outcome is Outcome.APPLIED
+    api = kube_cluster.api()
+    sent = RequestLog.attach(api)
+    guarded = GuardedActuator(
+        KubernetesActuator(api), is_leader=lambda: False, rails={llm: Rails(mode=Mode.ACTIVE)}
+    )
+    result = guarded.restore(llm)
+    assert result.outcome is Outcome.SKIPPED
+    assert result.message == "another prewarm instance holds the leader Lease"
+    assert kube.hpa_floor("llm") == 9 and sent.calls == []
+    guarded.is_leader = lambda: True
+    assert guarded.restore(llm).outcome is Outcome.APPLIED and kube.hpa_floor("llm") == 2
+
+
+class Process:
+    """A prewarm process on a shared clock that can die (SIGKILL: it never steps again)."""
+
+    def __init__(self, loop: LeaderLoop) -> None:
+        self.loop, self.dead = loop, False
+
+
+def test_the_lease_is_renewed_on_its_own_schedule_and_at_no_instant_do_two_processes_lead(
+    kube_cluster: KubeCluster, kube: Kube
+) -> None:
+    """Ten minutes of the default timings (15 s lease, 10 s deadline, 2 s renew), stepped by value against
+    the real server (about 900 Lease reads and writes): the leader keeps the Lease between control ticks
+    whatever they do (the Lease used to lapse when only writes renewed it), and when it dies its successor
+    leads only after it has stopped."""
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC).timestamp()
+    now = [t0]
+    procs = {
+        name: Process(
+            LeaderLoop(
+                LeaseElector(
+                    kube_cluster.api(),
+                    namespace=kube.ns,
+                    name="prewarm-leader",
+                    identity=process_identity(name),
+                ),
+                lambda: now[0],
+            )
+        )
+        for name in ("pod-a", "pod-b")
+    }
+    both_at: list[float] = []
+    leading_at: dict[str, list[float]] = {"pod-a": [], "pod-b": []}
+    step_s = 0.5
+    for i in range(int(600 / step_s)):
+        now[0] = t0 + i * step_s
+        for name, p in procs.items():
+            # each renews every 2 s, a at even and b at odd seconds (a first: it holds); a dies at 5 minutes
+            phase = 0.0 if name == "pod-a" else 1.0
+            if not p.dead and (i * step_s - phase) % 2 == 0:
+                p.loop.step()
+                assert p.loop.elector.last_error is None, p.loop.elector.last_error
+        if i * step_s == 300:
+            procs["pod-a"].dead = True
+        leads = {name: p.loop.leading() and not p.dead for name, p in procs.items()}
+        for name, lead in leads.items():
+            if lead:
+                leading_at[name].append(now[0] - t0)
+        if all(leads.values()):
+            both_at.append(now[0])
+    assert both_at == []
+    a, b = leading_at["pod-a"], leading_at["pod-b"]
+    assert a[0] == 0.0 and a[-1] == 299.5 and len(a) == 600  # a led every instant until it died
+    assert b and b[0] - 300 <= 15 + 2 * 2  # a lease duration after the last renew it saw, on its schedule
+    assert b[-1] == 599.5 and len(b) == (600 - b[0]) / step_s
+    lease = kube.coord.read_namespaced_lease("prewarm-leader", kube.ns)
+    assert lease.spec.holder_identity == procs["pod-b"].loop.elector.identity

@@ -1,9 +1,10 @@
-"""The configured service end to end: traffic from a real (backfilled) Prometheus, decisions applied to a
-fake Kubernetes API server through the official client, the nightly backtest and the API over it all."""
+"""The configured service end to end: traffic from a real (backfilled) Prometheus, decisions applied through
+the official client to the REAL Kubernetes control plane (tests/kube_cluster.py: its HPA, Events and Leases,
+in a namespace of the test's own), the nightly backtest and the API over it all. Nothing here needs a fault
+a real server cannot produce, so no fake API server is used."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from kubernetes import client
 
 from api.app import create_app
 from forecaster.sources.synthetic import DEMO_FLEET, generate
@@ -22,10 +22,10 @@ from service.nightly import nightly_backtest
 from service.runtime import Controller
 from service.serve import Jobs, Running
 from service.view import ControllerView
-from tests.fake_kube import FakeKube
 from tests.fakes import Clock
+from tests.kube_cluster import KubeCluster, wait_until
 from tests.prometheus_harness import PrometheusProcess, backfill, require_binaries
-from tests.test_kubernetes_actuator import NS, deployment, hpa
+from tests.test_kube_real import Kube, hpa
 
 DAYS = 6
 STEP = 60
@@ -56,16 +56,16 @@ def prometheus(
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    fake = FakeKube()
-    fake.put_object("apps/v1", "deployments", deployment("llm", 2))
-    fake.put_object("apps/v1", "deployments", deployment("quiet", 3))
-    fake.put_object("autoscaling/v2", "horizontalpodautoscalers", hpa("llm", 2, 60))
-    yield fake
-    fake.close()
+def kube(kube_cluster: KubeCluster, kube_ns: str) -> Kube:
+    """The test's namespace: llm (2 replicas) under an HPA (floor 2), quiet (3 replicas) under none."""
+    k = Kube(kube_cluster, kube_ns)
+    k.deploy("llm", 2)
+    k.deploy("quiet", 3)
+    k.hpa.create_namespaced_horizontal_pod_autoscaler(kube_ns, hpa("llm", 2, 60))
+    return k
 
 
-def config(prom_url: str, store: Path, capacity: float) -> dict[str, Any]:
+def config(prom_url: str, store: Path, capacity: float, ns: str) -> dict[str, Any]:
     def model(name: str) -> dict[str, Any]:
         return {
             "name": name,
@@ -76,7 +76,7 @@ def config(prom_url: str, store: Path, capacity: float) -> dict[str, Any]:
             "t_load_s": 300,
             "forecaster": "profile",
             "mode": "active",
-            "target": {"kind": "Deployment", "namespace": NS, "name": name},
+            "target": {"kind": "Deployment", "namespace": ns, "name": name},
         }
 
     return {
@@ -84,18 +84,21 @@ def config(prom_url: str, store: Path, capacity: float) -> dict[str, Any]:
         "models": [model("llm"), model("quiet")],
         "store": {"url": f"sqlite:///{store}"},
         "api": {"token": "t"},
-        "kubernetes": {"in_cluster": False, "lease_namespace": NS},
+        "kubernetes": {"in_cluster": False, "lease_namespace": ns},
     }
 
 
 def test_a_configured_fleet_reads_prometheus_acts_on_kubernetes_and_explains_itself(
-    prometheus: PrometheusProcess, kube: FakeKube, traffic: TrafficSeries, tmp_path: Path
+    kube_cluster: KubeCluster,
+    prometheus: PrometheusProcess,
+    kube: Kube,
+    traffic: TrafficSeries,
+    tmp_path: Path,
 ) -> None:
     capacity = float(np.quantile(traffic.values / STEP, 0.999)) / 15
-    cfg = parse_config(config(prometheus.url, tmp_path / "store.db", capacity))
+    cfg = parse_config(config(prometheus.url, tmp_path / "store.db", capacity, kube.ns))
     clock = Clock(traffic.end_s)
-    api = client.ApiClient(client.Configuration(host=kube.url))
-    ctl = build_from_config(cfg, clock, kubernetes_api_client=api)
+    ctl = build_from_config(cfg, clock, kubernetes_api_client=kube_cluster.api())
     view = ControllerView(ctl, clock)
     jobs = Jobs(ctl, view, clock)
     assert ctl.leader is not None
@@ -112,18 +115,16 @@ def test_a_configured_fleet_reads_prometheus_acts_on_kubernetes_and_explains_its
         "ScaleDownStabilized",
         "DesiredWithinRange",
     )
-    hpa = kube.get_object("autoscaling/v2", NS, "horizontalpodautoscalers", "llm")
-    assert hpa["spec"]["minReplicas"] == last.record["desired_replicas"]
+    assert kube.hpa_floor("llm") == last.record["desired_replicas"]
     assert last.actuation is not None and last.actuation["outcome"] in ("applied", "unchanged")
-    events = [o for k, o in kube.objects.items() if k[2] == "events"]
-    assert events and events[0]["involvedObject"]["name"] == "llm"
-    lease = kube.get_object("coordination.k8s.io/v1", NS, "leases", "prewarm-leader")
-    assert lease["spec"]["holderIdentity"]
+    assert kube.prewarm_events("llm")  # the server's own Events on the Deployment
+    lease = kube.coord.read_namespaced_lease("prewarm-leader", kube.ns)
+    assert lease.spec.holder_identity == ctl.leader.elector.identity
 
     # quiet: its data stopped two hours ago, so it holds (never scales down) and says why
     (q,) = ctl.store.decisions("quiet", limit=1)
     assert q.record["reason"] == "ForecastStale" and "traffic data is stale" in q.record["explanation"]
-    assert kube.get_object("apps/v1", NS, "deployments", "quiet")["spec"]["replicas"] == 3
+    assert kube.replicas("quiet") == 3 and not kube.prewarm_events("quiet")
 
     # the nightly backtest runs the same code path and is served by the API; readiness names the stale model
     result = nightly_backtest(ctl, "llm", clock.t, 4)
@@ -138,13 +139,17 @@ def test_a_configured_fleet_reads_prometheus_acts_on_kubernetes_and_explains_its
 
 
 def test_pause_shadow_and_the_kill_switch_give_the_hpa_its_own_floor_back(
-    prometheus: PrometheusProcess, kube: FakeKube, traffic: TrafficSeries, tmp_path: Path
+    kube_cluster: KubeCluster,
+    prometheus: PrometheusProcess,
+    kube: Kube,
+    traffic: TrafficSeries,
+    tmp_path: Path,
 ) -> None:
     capacity = float(np.quantile(traffic.values / STEP, 0.999)) / 15
-    doc = config(prometheus.url, tmp_path / "store.db", capacity)
+    doc = config(prometheus.url, tmp_path / "store.db", capacity, kube.ns)
     doc["models"] = [{**doc["models"][0], "min_replicas": 5}]  # prewarm's floor is above the HPA's own (2)
     clock = Clock(traffic.end_s)
-    api = client.ApiClient(client.Configuration(host=kube.url))
+    api = kube_cluster.api()
 
     def raised() -> tuple[Controller, ControllerView, Jobs]:
         ctl = build_from_config(parse_config(doc), clock, kubernetes_api_client=api)
@@ -158,9 +163,7 @@ def test_pause_shadow_and_the_kill_switch_give_the_hpa_its_own_floor_back(
         return ctl, view, jobs
 
     def floor() -> int:
-        return int(
-            kube.get_object("autoscaling/v2", NS, "horizontalpodautoscalers", "llm")["spec"]["minReplicas"]
-        )
+        return kube.hpa_floor("llm")
 
     ctl, view, jobs = raised()
     view.set_paused("llm", True)
@@ -181,12 +184,7 @@ def test_pause_shadow_and_the_kill_switch_give_the_hpa_its_own_floor_back(
     view = ControllerView(ctl, clock, kill_switch=True)
     running = Running(ctl, view, Jobs(ctl, view, clock), 30.0, ctl.compute, kill_switch=True)
     running.start(tick_now=False)
-    try:
-        deadline = time.monotonic() + 20
-        while (
-            floor() != 2 and time.monotonic() < deadline
-        ):  # the leader loop's thread acquires, then restores
-            time.sleep(0.05)
-        assert floor() == 2
+    try:  # the leader loop's thread acquires the Lease, then restores
+        wait_until("the kill switch to give the HPA its floor back", lambda: floor() == 2, timeout_s=20)
     finally:
         running.stop()

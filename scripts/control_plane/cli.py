@@ -6,10 +6,12 @@ conflicts, RBAC denials, status subresources, the HPA controller writing replica
 the hand-written fake in tests/fake_kube.py. So this builds kube-apiserver, kube-controller-manager,
 kube-scheduler and kubectl from upstream source (the module pinned in kubernetes/go.mod, through the Go
 module proxy) and kwok (kwok/go.mod), which plays the kubelets: fake nodes with GPUs, and pods walked to
-Ready by the Stages in stages.yaml, with delays a test chooses per pod. etcd is built from the same module
-graph, at the version Kubernetes itself requires (Debian's etcd-server 3.4 is too old for v1.36's clients:
-it lacks RequestWatchProgress, so every client-go v0.36 informer's watch-list fails and falls back slowly;
-kwok then moved pods 15 s late).
+Ready by the Stages in stages.yaml, with delays a test chooses per pod. helm (helm/go.mod) is built
+beside them, for the chart in deploy/helm (`helm lint`, `helm template`, applied to this control plane);
+scripts/test.sh puts the built kubectl and helm first on the PATH for the whole test run. etcd is built
+from the same module graph, at the version Kubernetes itself requires (Debian's etcd-server 3.4 is too old
+for v1.36's clients: it lacks RequestWatchProgress, so every client-go v0.36 informer's watch-list fails
+and falls back slowly; kwok then moved pods 15 s late).
 
 Nothing built lives in the repository: binaries go to
 ${PREWARM_CONTROL_PLANE_CACHE:-${XDG_CACHE_HOME:-~/.cache}/prewarm/control-plane}/<hash of the pins>/bin,
@@ -58,6 +60,7 @@ HERE = Path(__file__).resolve().parent
 MODULES = {
     "kubernetes": ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd"),
     "kwok": ("kwok",),
+    "helm": ("helm",),
 }
 RENAMED = {"server": "etcd"}  # go names a binary after its path less the major version: .../etcd/server/v3
 # the real ScaledObject CRD, from KEDA's own repository as the Go module proxy serves it (a Go module's zip
@@ -95,6 +98,7 @@ def versions() -> dict[str, str]:
         "kubernetes": module_version(HERE / "kubernetes", "k8s.io/kubernetes"),
         "etcd": module_version(HERE / "kubernetes", "go.etcd.io/etcd/server/v3"),
         "kwok": module_version(HERE / "kwok", "sigs.k8s.io/kwok"),
+        "helm": module_version(HERE / "helm", "helm.sh/helm/v4"),
         "keda-crds": KEDA[1],
     }
 
@@ -124,9 +128,15 @@ def go_version(env: dict[str, str]) -> str:
 
 
 def ldflags(module: str) -> str:
-    """Link flags: no symbol tables (smaller, faster links) and, for Kubernetes, the version its components
-    report (a module build has no git tree to read it from; /version would say v0.0.0-master)."""
+    """Link flags: no symbol tables (smaller, faster links) and, for Kubernetes and helm, the version they
+    report (a module build has no git tree to read it from; /version would say v0.0.0-master, and
+    `helm version` its minor only)."""
     flags = ["-s", "-w"]
+    if module == "helm":
+        flags += [
+            f"-X helm.sh/helm/v4/internal/version.version={versions()['helm']}",
+            "-X helm.sh/helm/v4/internal/version.gitTreeState=clean",
+        ]
     if module == "kubernetes":
         v = versions()["kubernetes"]
         major, minor = v.lstrip("v").split(".")[:2]
@@ -228,6 +238,7 @@ def build(*, quiet: bool = False) -> Build:
         partial = b.root / "bin.partial"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
+        took: dict[str, float] = {}
         for module, names in MODULES.items():
             t1 = time.monotonic()
             print(f"control-plane: building {', '.join(names)} ({module}) ...", file=sys.stderr, flush=True)
@@ -246,13 +257,17 @@ def build(*, quiet: bool = False) -> Build:
                 raise ControlPlaneError(
                     f"building {module} made no {', '.join(missing)} (check its go.mod tool lines)"
                 )
-            print(
-                f"control-plane: {module} built in {time.monotonic() - t1:.0f} s", file=sys.stderr, flush=True
-            )
+            took[module] = round(time.monotonic() - t1, 1)
+            print(f"control-plane: {module} built in {took[module]:.0f} s", file=sys.stderr, flush=True)
         fetch_keda_crds(b.share, env)
         shutil.rmtree(b.bin, ignore_errors=True)
         partial.rename(b.bin)
-        record = {"versions": versions(), "go": go_version(env), "build_s": round(time.monotonic() - t0, 1)}
+        record = {
+            "versions": versions(),
+            "go": go_version(env),
+            "build_s": round(time.monotonic() - t0, 1),
+            "build_s_by_module": took,
+        }
         (b.root / "build.json").write_text(json.dumps(record, indent=2) + "\n")
     return b
 
