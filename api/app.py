@@ -74,6 +74,10 @@ class ModelOut(BaseModel):
     slo_target: float | None = None
     slo_wait_s: float | None = None
     alpha: float | None = None
+    late_budget: float | None = Field(
+        None, description="Share of requests the plan lets be late at each step (planning for the SLO)"
+    )
+    lam: float | None = Field(None, alias="lambda", description="late_budget / (1 - slo_target)")
     use_forecast: bool = True
     burst_reserve_replicas: int = 0
     burst_reserve_share: float = 0.0

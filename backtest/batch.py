@@ -77,8 +77,13 @@ class ReplayOptions:
     alpha: float | None = None
     alpha_sweep: tuple[float, ...] = ()
     seed: int = 0
-    slo_target: float | None = None  # replay_each: also walk forward at it; tune_each: None, the config's
+    # replay_each: also walk forward at each and draw the frontier; tune_each: the first (none: the config's)
+    slo_targets: tuple[float, ...] = ()
     tune_window_s: float = DEFAULT_TUNE_WINDOW_S
+
+    @property
+    def slo_target(self) -> float | None:
+        return self.slo_targets[0] if self.slo_targets else None
 
     @property
     def work(self) -> int:
@@ -86,7 +91,7 @@ class ReplayOptions:
         runs = len(self.policies) + len(self.alpha_sweep)
         if "static" in self.policies:  # one run per pool size
             runs += len(self.warm_pools) - 1
-        if self.slo_target is not None:
+        if self.slo_targets:
             runs += candidate_count(TuningGrid())
         return runs
 
@@ -154,7 +159,7 @@ def replay_each(
     jobs = [opts.config(s, (settings or {}).get(s.name, {})) for s in series]
     window_s = opts.tune_window_s
     if compute is not None:
-        tasks = [Task(s.name, replay_series, (s, cfg, opts.slo_target, window_s)) for s, cfg in jobs]
+        tasks = [Task(s.name, replay_series, (s, cfg, opts.slo_targets, window_s)) for s, cfg in jobs]
         runs = []
         for outcome in compute.map(tasks):
             if not outcome.ok:
@@ -162,7 +167,7 @@ def replay_each(
             runs.append(outcome.value)
     else:
         with progress(len(jobs) * opts.work) as tick:
-            runs = [replay_series(s, cfg, opts.slo_target, window_s, progress=tick) for s, cfg in jobs]
+            runs = [replay_series(s, cfg, opts.slo_targets, window_s, progress=tick) for s, cfg in jobs]
     if report is not None:
         write_html(runs, report)
     return runs
@@ -208,7 +213,7 @@ def tune_each(
 ) -> list[TuningResult]:
     """Each series' operating point tuned on its trailing `opts.tune_window_s` for its SLO target (the
     options', else its config's), in order."""
-    with progress(len(series) * candidate_count(TuningGrid())) as tick:
+    with progress(len(series) * candidate_count(TuningGrid(), ("static", "reactive", "predictive"))) as tick:
         results = []
         for s in series:
             fixed = (settings or {}).get(s.name, {})

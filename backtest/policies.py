@@ -292,9 +292,8 @@ class Oracle:
     """Asks at each tick for the most replicas the true arrivals need over [now, now + T_load + tick): at 1
     request/s per replica or more, arrivals smoothed over the SLO's wait (a request may wait that long at no
     cost) over capacity; below that, the requests in service if none waited (each holds a replica for
-    1/capacity seconds)."""
-
-    name = "oracle"
+    1/capacity seconds). `headroom` scales that need (the oracle's one knob in tuning: below 1 it trades
+    late requests for replica-hours, so the room left below any policy is measured at equal lateness)."""
 
     def __init__(
         self,
@@ -306,7 +305,10 @@ class Oracle:
         slo_wait_s: float,
         min_replicas: int = 1,
         max_replicas: int = 10_000,
+        headroom: float = 1.0,
+        name: str = "oracle",
     ) -> None:
+        self.name = name
         if capacity_rps < 1.0:
             # server regime (the simulator's too): a request holds a replica for 1/capacity seconds, so with
             # no request waiting the busy replicas at t are the arrivals of the last 1/capacity seconds
@@ -318,6 +320,8 @@ class Oracle:
             w = max(1, int(slo_wait_s) + 1)
             smooth = np.convolve(arrivals, np.ones(w) / w, mode="full")[: arrivals.size]
             need = np.ceil(smooth / capacity_rps - 1e-9)
+        if headroom != 1.0:  # its knob: below 1, fewer than it knows are needed (the cost of being late)
+            need = np.ceil(need * headroom - 1e-9)
         per_tick = by_tick(need, tick_s).max(axis=1)
         n_ticks = per_tick.size
         span = math.ceil((t_load_s + tick_s) / tick_s)

@@ -7,6 +7,7 @@ chooses each day's setting: the records are shared, the computation is not.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,14 @@ class FamilyWalk:
     unreachable_days: int  # days whose choice was SloUnreachable (no candidate met the target before)
     daily_violation_rates: tuple[float, ...]
     daily_replica_hours: tuple[float, ...]
+    # what the tuner promised each day: its choice's violation rate plus one standard error on the window
+    promised_rates: tuple[float, ...] = ()
+
+    @property
+    def days_within_promise(self) -> int:
+        """Scored days whose realised violation rate was within what the tuner promised on the window."""
+        pairs = zip(self.daily_violation_rates, self.promised_rates, strict=True)
+        return sum(r <= p + 1e-12 for r, p in pairs)
 
     @property
     def violation_rate(self) -> float:
@@ -44,6 +53,10 @@ class FamilyWalk:
             "replica_hours": round(self.replica_hours, 3),
             "days": len(self.settings),
             "days_on_target": self.days_on_target,
+            "days_within_promise": self.days_within_promise,
+            "mean_promised_rate": round(sum(self.promised_rates) / len(self.promised_rates), 6)
+            if self.promised_rates
+            else None,
             "unreachable_days": self.unreachable_days,
             "settings": list(self.settings),
             "daily_violation_rates": [round(v, 6) for v in self.daily_violation_rates],
@@ -72,4 +85,106 @@ class WalkForward:
             "note": TRANSIENTS_NOTE,
             "predictive_hours_vs_static": None if ratio is None else round(ratio, 4),
             "policies": {f: w.as_dict() for f, w in self.policies.items()},
+        }
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One family's out-of-sample outcome at one target: every scored day at the setting its tuner chose."""
+
+    target: float
+    violation_rate: float
+    replica_hours: float
+    days: int
+    days_on_target: int
+    days_within_promise: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "violation_rate": round(self.violation_rate, 6),
+            "replica_hours": round(self.replica_hours, 3),
+            "days": self.days,
+            "days_on_target": self.days_on_target,
+            "days_within_promise": self.days_within_promise,
+        }
+
+
+def _log_rate(rate: float, floor: float) -> float:
+    return math.log(max(rate, floor))
+
+
+def hours_at_equal_violation(
+    points: list[FrontierPoint], against: list[FrontierPoint], requests: float
+) -> tuple[float | None, list[tuple[float, float]]]:
+    """`points`' replica-hours over `against`'s at equal realised violation rate: `against`'s frontier
+    (its lower envelope) interpolated in log violation rate at each of `points` inside its range. A rate of
+    0 stands at half a request in all (a log axis has no 0). Returns (the geometric mean of the ratios, or
+    None where the frontiers do not overlap; each (target, ratio))."""
+    floor = 0.5 / requests if requests > 0 else 1e-9
+    env = sorted((_log_rate(p.violation_rate, floor), p.replica_hours) for p in against)
+    if len(env) < 1:
+        return None, []
+    # the lower envelope: at each rate, the fewest hours any point at that rate or lower needs
+    xs: list[float] = []
+    hs: list[float] = []
+    for x, h in env:
+        if xs and abs(x - xs[-1]) < 1e-12:
+            hs[-1] = min(hs[-1], h)
+            continue
+        xs.append(x)
+        hs.append(h)
+    for i in range(1, len(hs)):  # a point reaching a lower rate for fewer hours serves the higher rates too
+        hs[i] = min(hs[i], hs[i - 1])
+    out = []
+    for p in points:
+        x = _log_rate(p.violation_rate, floor)
+        if x < xs[0] - 1e-12 or x > xs[-1] + 1e-12:
+            continue
+        if len(xs) == 1:
+            h = hs[0]
+        else:
+            j = max(1, min(len(xs) - 1, next((k for k, v in enumerate(xs) if v >= x), len(xs) - 1)))
+            x0, x1, h0, h1 = xs[j - 1], xs[j], hs[j - 1], hs[j]
+            h = h0 if x1 == x0 else h0 + (h1 - h0) * (x - x0) / (x1 - x0)
+        if h > 0:
+            out.append((p.target, p.replica_hours / h))
+    if not out:
+        return None, []
+    return math.exp(sum(math.log(r) for _, r in out) / len(out)), out
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """Each family's out-of-sample frontier (realised violation rate against replica-hours) over the SLO
+    targets, and predictive's cost against the warm pool's at equal realised violation rate."""
+
+    series: str
+    targets: tuple[float, ...]
+    t_load_s: float
+    requests: float  # over the scored days
+    policies: dict[str, list[FrontierPoint]]
+
+    def ratio(self, family: str = "predictive", against: str = "static") -> float | None:
+        if family not in self.policies or against not in self.policies:
+            return None
+        return hours_at_equal_violation(self.policies[family], self.policies[against], self.requests)[0]
+
+    def as_dict(self) -> dict[str, Any]:
+        ratio, each = (
+            hours_at_equal_violation(self.policies["predictive"], self.policies["static"], self.requests)
+            if "predictive" in self.policies and "static" in self.policies
+            else (None, [])
+        )
+        quantile = self.ratio("quantile")
+        return {
+            "targets": list(self.targets),
+            "t_load_s": self.t_load_s,
+            "policies": {f: [p.as_dict() for p in pts] for f, pts in self.policies.items()},
+            "predictive_hours_vs_static_at_equal_violation": None if ratio is None else round(ratio, 4),
+            "predictive_vs_static_by_target": [{"target": t, "ratio": round(r, 4)} for t, r in each],
+            "quantile_hours_vs_static_at_equal_violation": None if quantile is None else round(quantile, 4),
+            "rule": "each family's setting chosen day by day on the trailing window at each target, scored "
+            "on the day after; the pool's frontier interpolated in log violation rate at predictive's "
+            "points inside its range (geometric mean of the ratios)",
         }

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from backtest.fleet import FleetBacktest
+from backtest.records import Frontier
 from backtest.run import SeriesBacktest, alpha_policy, compare
 from backtest.simulator import ReplayResult
 from backtest.walk_forward import TRANSIENTS_NOTE, WalkForward
@@ -47,6 +48,12 @@ def to_json(runs: list[SeriesBacktest]) -> dict[str, Any]:
         doc["alpha_sweep"] = {r.series: alpha_comparisons(r) for r in runs}
     if any(r.walk_forward is not None for r in runs):
         doc["walk_forward"] = {r.series: r.walk_forward.as_dict() for r in runs if r.walk_forward is not None}
+    if any(len(r.walk_forwards) > 1 for r in runs):  # the walk at every target, beside the first's
+        doc["walk_forwards"] = {
+            r.series: {f"{w.target:g}": w.as_dict() for w in r.walk_forwards} for r in runs if r.walk_forwards
+        }
+    if any(r.frontier is not None for r in runs):
+        doc["frontier"] = {r.series: r.frontier.as_dict() for r in runs if r.frontier is not None}
     return doc
 
 
@@ -118,7 +125,42 @@ def figures(run: SeriesBacktest) -> tuple[Any, Any]:
     return timeline, fig
 
 
-FAMILY_COLORS = {"static": "0.45", "reactive": "tab:orange", "predictive": "tab:red"}
+FAMILY_COLORS = {
+    "static": "0.45",
+    "reactive": "tab:orange",
+    "predictive": "tab:red",
+    "quantile": "tab:purple",
+    "oracle": "tab:green",
+}
+
+
+def frontier_figure(fr: Frontier, ax: Any = None) -> Any:
+    """Each family's out-of-sample frontier: realised violation rate (log) against replica-hours, one point
+    per SLO target, the targets as vertical lines."""
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+    floor = 0.5 / fr.requests if fr.requests else 1e-7
+    for family, points in fr.policies.items():
+        xs = [max(p.violation_rate, floor) for p in points]
+        ax.plot(
+            xs, [p.replica_hours for p in points], "o-", color=FAMILY_COLORS.get(family, "k"), label=family
+        )
+    for t in fr.targets:
+        ax.axvline(1.0 - t, color="k", lw=0.5, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("share of requests late (out of sample; none: at half a request)")
+    ax.set_ylabel("replica-hours")
+    ratio = fr.ratio()
+    ax.set_title(
+        f"{fr.series}, T_load {fr.t_load_s / 60:g} min: predictive / pool at equal lateness "
+        + ("n/a" if ratio is None else f"{ratio:.2f}"),
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    return fig
 
 
 def walk_forward_figure(wf: WalkForward) -> Any:
@@ -214,8 +256,15 @@ def write_html(runs: list[SeriesBacktest], path: str | Path) -> None:
         timeline, plane = _charts(run)
         parts.append(f"<img alt='timeline' src='data:image/png;base64,{timeline}'>")
         parts.append(f"<img alt='violations vs replica-hours' src='data:image/png;base64,{plane}'>")
-        if run.walk_forward is not None:
-            parts += _walk_forward_html(run.walk_forward)
+        for wf in run.walk_forwards:
+            parts += _walk_forward_html(wf)
+        if run.frontier is not None:
+            import matplotlib.pyplot as plt
+
+            fig = frontier_figure(run.frontier)
+            parts.append("<h3>frontier over the SLO targets (out of sample)</h3>")
+            parts.append(f"<img alt='frontier' src='data:image/png;base64,{_png(fig)}'>")
+            plt.close(fig)
     Path(path).write_text("\n".join(parts))
 
 

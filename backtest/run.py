@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from backtest.policies import ForecastFeed, Oracle, Predictive, Reactive, Scheduled
-from backtest.records import WalkForward
+from backtest.records import Frontier, WalkForward
 from backtest.simulator import Policy, ReplayResult, TLoadSampler, by_tick, simulate, spread_arrivals
 from forecaster.dropouts import DEFAULT_MAX_S, DEFAULT_MIN_COUNT, DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
@@ -104,7 +104,9 @@ class SeriesBacktest:
     start_s: float  # epoch of the first simulated second
     demand_per_tick: list[float] = field(default_factory=list)  # requests/s per tick, for plots
     notes: list[str] = field(default_factory=list)
-    walk_forward: WalkForward | None = None  # with --slo-target
+    walk_forward: WalkForward | None = None  # with --slo-target: the walk at the first target
+    walk_forwards: list[WalkForward] = field(default_factory=list)  # one per target
+    frontier: Frontier | None = None  # each family's outcomes over the targets
 
     def as_dict(self) -> dict[str, dict[str, float | int]]:
         return {name: r.as_dict() for name, r in self.results.items()}

@@ -6,7 +6,7 @@ the same arguments give the same result on any backend."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,10 @@ from backtest.tuning import (
 )
 from backtest.walk_forward import run_walk_forward
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
+from planner.slo import LEVELS as SLO_LEVELS
 
 POOLS = (0, 1, 2, 3, 4, 6, 8)
+NIGHT_FAMILIES = ("static", "reactive", "predictive")  # what a live model's tuning run chooses among
 
 
 def _backtest_doc(
@@ -64,14 +66,16 @@ def _backtest_doc(
 def replay_series(
     series: TrafficSeries,
     cfg: BacktestConfig,
-    slo_target: float | None = None,
+    slo_targets: Sequence[float] = (),
     window_s: float = 0.0,
     progress: Callable[[int], None] | None = None,
 ) -> SeriesBacktest:
-    """One series through every policy (and, with an SLO target, the walk-forward at it)."""
+    """One series through every policy (and, with SLO targets, the walk-forward at each and the frontier
+    they make)."""
     bt = run_backtest(series, cfg, progress=progress)
-    if slo_target is not None:
-        bt.walk_forward = run_walk_forward(series, cfg, slo_target, window_s, progress=progress)
+    if slo_targets:
+        walks, bt.frontier = run_walk_forward(series, cfg, slo_targets, window_s, progress=progress)
+        bt.walk_forwards, bt.walk_forward = walks, walks[0]
     return bt
 
 
@@ -93,7 +97,10 @@ class NightSpec:
 
     def levels(self) -> tuple[float, ...]:
         """Every forecast quantile the night plans at (part of the ledger's fingerprint)."""
-        out = set(candidate_levels(self.grid or TuningGrid())) if self.target is not None else set()
+        grid = self.grid or TuningGrid()
+        out = set(candidate_levels(grid, NIGHT_FAMILIES)) if self.target is not None else set()
+        if self.point.late_budget is not None:
+            out.update(SLO_LEVELS)
         if self.point.alpha is not None:
             out.add(self.point.alpha)
         return tuple(sorted(out)) or (0.5,)
@@ -201,10 +208,15 @@ def _ledger_tuning(
 
     grid = spec.grid or TuningGrid()
     runs = simulate_candidates(
-        history, cfg, grid, stop_at=target, runner=(run, days[0], days[-1] + SECONDS_PER_DAY, models)
+        history,
+        cfg,
+        grid,
+        families=NIGHT_FAMILIES,
+        stop_at=target,
+        runner=(run, days[0], days[-1] + SECONDS_PER_DAY, models),
     )
     window = range(0, len(days))
-    selections = {f: select(f, cands, target, window) for f, cands in runs.families.items()}
+    selections = {f: select(f, runs, target, window) for f in runs.families}
     return TuningResult(
         history.name, target, cfg.slo_wait_s, runs.start_s, runs.end_s, selections, runs.models, runs.skipped
     ).as_dict()

@@ -1,22 +1,28 @@
 """Tuning: choose a model's operating point from its history to meet an SLO target at the least cost.
 
-Every policy family has one knob, and each setting of it is a candidate:
-- `static`: K spare replicas on the reactive autoscaler (a warm pool);
-- `reactive`: the reactive autoscaler's target utilisation;
-- `predictive`: prewarm's operating point, (alpha, burst reserve); the points that do not use the forecast
-  (reactive floor + K spares) are the static family's pools, so a warm pool is one point of prewarm's family
-  and tuning on a history can only do as well as the best pool on it, or better.
+Every policy family has one knob, walked as a path from its most protective setting to its least:
+- `static`: K spare replicas on the reactive autoscaler (a warm pool), K falling;
+- `reactive`: the reactive autoscaler's target utilisation, rising;
+- `predictive`: prewarm planning for the SLO itself (planner/slo.py) at a late-request budget b, rising;
+  the operating point's lambda is b / (1 - target). Its family contains the warm pools (the points that do
+  not use the forecast: the reactive floor + K spares): where the forecast buys nothing on the window, the
+  pool runs, so prediction never costs a team more than the pool it replaces would on the same days;
+- `quantile`: the planner's alpha-quantile stage at alpha, falling (the stage before planning for the SLO,
+  kept for comparison);
+- `oracle`: the clairvoyant plan at a headroom factor, falling (the room left, measured, not guessed).
 
 Forecast once, plan many: the predictive candidates share one ForecastFeed (one fit and one re-anchoring
-pass, every candidate alpha predicted in the same call) and one arrival stream; each candidate adds one
-planner + simulation pass. Each candidate is simulated once, with its outcome kept per day, and a selection
-reads any window of days from those (tuning: the whole trailing window; the walk-forward: the days before
-each scored day).
+pass, every level predicted in the same call) and one arrival stream; each candidate adds one planner +
+simulation pass. Each candidate is simulated once, with its outcome kept per day, and a selection reads any
+window of days from those (tuning: the whole trailing window; the walk-forward: the days before each scored
+day), so choosing at several targets costs no more simulation than choosing at one.
 
-The selection rule: a candidate meets the target on a window when its violation rate there, plus one
-standard error of its daily violation rates (the day-to-day variation the next day may bring), is within
-1 - target; the cheapest (replica-hours) candidate that meets it wins. When none does, the most protective
-candidate (the lowest violation rate) runs, and the result says SloUnreachable.
+The selection rule (RULE): walk the path from the most protective setting; a setting passes when its
+violation rate over the window, plus one standard error of its daily violation rates, is within
+1 - target; stop at the first setting that fails, and run the last that passed. When the most protective
+fails, it runs and the result says SloUnreachable. A path tested in a fixed order pays no winner's curse:
+choosing the cheapest of many settings that passed a week by chance is more optimistic on the next day than
+the first failure of a monotone walk.
 """
 
 from __future__ import annotations
@@ -28,17 +34,20 @@ from typing import Any
 
 import numpy as np
 
-from backtest.policies import ForecastFeed, Predictive
+from backtest.policies import ForecastFeed, Oracle, Predictive
 from backtest.run import BacktestConfig, Make, Replay
 from backtest.simulator import Policy, ReplayResult
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner import PlannerSpec
+from planner.slo import LEVELS as SLO_LEVELS
 
-FAMILIES = ("static", "reactive", "predictive")
-DEFAULT_ALPHAS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.995)
-DEFAULT_RESERVES = (0, 1, 2, 4, 8)
-DEFAULT_POOLS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30)
+FAMILIES = ("static", "reactive", "predictive", "quantile", "oracle")
+# every path from its most protective setting to its least
+DEFAULT_BUDGETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+DEFAULT_ALPHAS = (0.995, 0.98, 0.95, 0.9, 0.8, 0.5)
+DEFAULT_POOLS = (30, 25, 20, 15, 12, 10, 8, 6, 5, 4, 3, 2, 1, 0)
 DEFAULT_UTILIZATIONS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_HEADROOMS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
 MARGIN_SE = 1.0  # standard errors of the daily violation rates added to a window's rate before comparing
 DEFAULT_TUNE_WINDOW_S = 7 * SECONDS_PER_DAY
 
@@ -57,19 +66,34 @@ def check_target(value: float, key: str = "slo.target") -> float:
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """prewarm's operating point: the forecast quantile alpha (None: the forecast is not used, the reactive
-    floor plans alone) and the burst reserve (a count of spares plus a share of the planned replicas)."""
+    """prewarm's operating point: the late-request budget it plans for (planner/slo.py), or the forecast
+    quantile alpha (the quantile stage), or neither (the forecast is not used: the reactive floor plans
+    alone); and the burst reserve (a count of spares plus a share of the planned replicas)."""
 
     alpha: float | None
     reserve_replicas: int = 0
     reserve_share: float = 0.0
+    late_budget: float | None = None
+
+    @property
+    def uses_forecast(self) -> bool:
+        return self.alpha is not None or self.late_budget is not None
 
     @property
     def label(self) -> str:
-        head = "floor" if self.alpha is None else f"a{self.alpha:g}"
-        reserve = f"+{self.reserve_replicas}" if self.reserve_replicas or not self.reserve_share else ""
+        if self.late_budget is not None:
+            head = f"slo-{self.late_budget:g}"
+        else:
+            head = "floor" if self.alpha is None else f"a{self.alpha:g}"
+        reserve = f"+{self.reserve_replicas}" if self.reserve_replicas or not self.uses_forecast else ""
         share = f"+{self.reserve_share:.0%}" if self.reserve_share else ""
         return f"{head}{reserve}{share}"
+
+    def lam(self, target: float | None) -> float | None:
+        """The budget as lambda x (1 - target): the operating point's one number for a target."""
+        if self.late_budget is None or target is None:
+            return None
+        return self.late_budget / (1.0 - target)
 
     def spec(
         self, base: PlannerSpec, *, slo_target: float | None = None, unreachable: bool = False
@@ -77,7 +101,8 @@ class OperatingPoint:
         return replace(
             base,
             alpha=base.alpha if self.alpha is None else self.alpha,
-            use_forecast=self.alpha is not None,
+            use_forecast=self.uses_forecast,
+            late_budget=self.late_budget,
             burst_reserve_replicas=self.reserve_replicas,
             burst_reserve_share=self.reserve_share,
             slo_target=slo_target,
@@ -87,50 +112,63 @@ class OperatingPoint:
     def as_dict(self) -> dict[str, Any]:
         return {
             "alpha": self.alpha,
-            "use_forecast": self.alpha is not None,
+            "late_budget": self.late_budget,
+            "use_forecast": self.uses_forecast,
             "burst_reserve_replicas": self.reserve_replicas,
             "burst_reserve_share": self.reserve_share,
         }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> OperatingPoint:
-        alpha = doc.get("alpha")
+        alpha, budget = doc.get("alpha"), doc.get("late_budget")
+        uses = doc.get("use_forecast", True)
         return cls(
-            None if alpha is None or not doc.get("use_forecast", True) else float(alpha),
+            None if alpha is None or not uses or budget is not None else float(alpha),
             int(doc.get("burst_reserve_replicas", 0)),
             float(doc.get("burst_reserve_share", 0.0)),
+            None if budget is None or not uses else float(budget),
         )
 
 
 @dataclass(frozen=True)
 class TuningGrid:
-    """The candidates of each family. `shares` adds predictive points whose reserve is a share of the
-    planned replicas (alpha x share, with no fixed spares)."""
+    """Each family's settings (in any order: each is walked from its most protective setting)."""
 
+    budgets: tuple[float, ...] = DEFAULT_BUDGETS
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    reserves: tuple[int, ...] = DEFAULT_RESERVES
-    shares: tuple[float, ...] = ()
     pools: tuple[int, ...] = DEFAULT_POOLS
     utilizations: tuple[float, ...] = DEFAULT_UTILIZATIONS
+    headrooms: tuple[float, ...] = DEFAULT_HEADROOMS
 
     def __post_init__(self) -> None:
+        for b in self.budgets:
+            if not 0.0 < b < 1.0:
+                raise TuningError(f"late budget {b!r} is out of range; allowed (0, 1)")
         for a in self.alphas:
             if not 0.0 < a < 1.0:
                 raise TuningError(f"alpha {a!r} is out of range; allowed (0, 1)")
-        if any(r < 0 for r in self.reserves) or any(k < 0 for k in self.pools):
-            raise TuningError("reserves and pools are counts of replicas, >= 0")
-        if any(not 0.0 < s <= 10.0 for s in self.shares):
-            raise TuningError("reserve shares are in (0, 10]")
+        if any(k < 0 for k in self.pools):
+            raise TuningError("pools are counts of replicas, >= 0")
         if any(not 0.0 < u <= 1.0 for u in self.utilizations):
             raise TuningError("target utilisations are in (0, 1]")
-        if not self.alphas or not self.reserves or not self.pools or not self.utilizations:
+        if any(not 0.0 < h <= 2.0 for h in self.headrooms):
+            raise TuningError("oracle headrooms are in (0, 2]")
+        if not (self.budgets and self.alphas and self.pools and self.utilizations and self.headrooms):
             raise TuningError("every family needs at least one candidate")
 
-    def points(self) -> list[OperatingPoint]:
-        """The predictive candidates that use the forecast (the forecast-free ones are the pools)."""
-        pts = [OperatingPoint(a, r) for a in self.alphas for r in self.reserves]
-        pts += [OperatingPoint(a, 0, s) for a in self.alphas for s in self.shares]
-        return pts
+    def path(self, family: str) -> list[Any]:
+        """The family's settings, most protective first."""
+        if family == "static":
+            return sorted(set(self.pools), reverse=True)
+        if family == "reactive":
+            return sorted(set(self.utilizations))
+        if family == "predictive":
+            return sorted(set(self.budgets))
+        if family == "quantile":
+            return sorted(set(self.alphas), reverse=True)
+        if family == "oracle":
+            return sorted(set(self.headrooms), reverse=True)
+        raise TuningError(f"unknown policy family {family!r}; choose from {', '.join(FAMILIES)}")
 
 
 @dataclass
@@ -168,25 +206,28 @@ class Selection:
     target: float
     chosen: WindowScore
     met: bool  # False: SloUnreachable, the most protective candidate
-    scores: tuple[WindowScore, ...]
+    scores: tuple[WindowScore, ...]  # the settings walked, most protective first (predictive: then pools)
     days: int
+    note: str = ""  # predictive: which of its two paths ran, and why
 
     @property
     def why(self) -> str:
         c = self.chosen
         budget = 1.0 - self.target
         if self.met:
-            return (
-                f"{c.candidate.setting} is the cheapest of {len(self.scores)} {self.family} candidates "
-                f"whose violation rate over {self.days} day(s), {c.violation_rate:.3%}, plus one standard "
-                f"error of its daily rates ({c.upper:.3%}) is within the {budget:.3%} the target "
+            out = (
+                f"{c.candidate.setting} is the last {self.family} setting that passed, walking from the most "
+                f"protective: its violation rate over {self.days} day(s), {c.violation_rate:.3%}, plus one "
+                f"standard error of its daily rates ({c.upper:.3%}) is within the {budget:.3%} the target "
                 f"{self.target:g} allows"
             )
-        return (
-            f"SloUnreachable: none of {len(self.scores)} {self.family} candidates kept its violation rate "
-            f"plus one standard error within {budget:.3%} over {self.days} day(s); "
-            f"{c.candidate.setting} is the most protective ({c.violation_rate:.3%})"
-        )
+        else:
+            out = (
+                f"SloUnreachable: the most protective {self.family} setting, {c.candidate.setting}, did not "
+                f"keep its violation rate plus one standard error within {budget:.3%} over {self.days} "
+                f"day(s) ({c.violation_rate:.3%}), so it runs"
+            )
+        return f"{out}; {self.note}" if self.note else out
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -202,8 +243,10 @@ class Selection:
 
 
 RULE = (
-    "cheapest candidate whose violation rate over the window, plus one standard error of its daily "
-    "violation rates, is within 1 - target; none: the most protective (SloUnreachable)"
+    "walk the knob from its most protective setting: a setting passes when its violation rate over the "
+    "window plus one standard error of its daily rates is within 1 - target; stop at the first that fails "
+    "and run the last that passed (none passed: the most protective, SloUnreachable). predictive runs the "
+    "cheaper of its own walk and the warm pools' walk (floor + K) on the window"
 )
 
 
@@ -225,17 +268,50 @@ def score_window(c: Candidate, days: range, target: float) -> WindowScore:
     return WindowScore(c, total_r, total_v, hours, rate, upper, upper <= 1.0 - target + 1e-12)
 
 
-def select(family: str, candidates: Sequence[Candidate], target: float, days: range) -> Selection:
-    """The selection rule (module docstring) over the days `days` of every candidate's outcome."""
-    if not candidates:
+def select_path(family: str, path: Sequence[Candidate], target: float, days: range) -> Selection:
+    """The rule (RULE) over one knob's candidates, most protective first (only as many as were simulated:
+    a walk that stopped at its first failure simulated no further)."""
+    if not path:
         raise TuningError(f"no {family} candidates to choose from")
-    scores = tuple(score_window(c, days, target) for c in candidates)
-    met = [s for s in scores if s.met]
-    if met:
-        best = min(met, key=lambda s: (s.replica_hours, s.violation_rate))
+    scores = tuple(score_window(c, days, target) for c in path)
+    chosen = None
+    for score in scores:
+        if not score.met:
+            break
+        chosen = score
+    if chosen is None:
+        return Selection(family, target, scores[0], False, scores, len(days))
+    return Selection(family, target, chosen, True, scores, len(days))
+
+
+def as_floor_point(pool: Candidate) -> Candidate:
+    """A warm pool as the predictive family's point that does not use the forecast (the same plan: the
+    tests hold the two simulations equal, so the pool's outcome stands for it)."""
+    point = OperatingPoint(None, int(pool.value["spare_replicas"]))
+    return Candidate("predictive", point.label, point.as_dict(), pool.result)
+
+
+def select(family: str, runs: CandidateRuns, target: float, days: range) -> Selection:
+    """The family's selection on `days` (predictive: the cheaper of its own walk and the pools')."""
+    own = select_path(family, runs.families[family], target, days)
+    pools = runs.families.get("static")
+    if family != "predictive" or not pools:
+        return own
+    floor = select_path(family, [as_floor_point(c) for c in pools], target, days)
+    both = own.scores + floor.scores
+    if own.met and floor.met:
+        pick, other = (own, floor) if own.chosen.replica_hours <= floor.chosen.replica_hours else (floor, own)
+        note = (
+            f"{pick.chosen.candidate.setting} costs {pick.chosen.replica_hours:.1f} replica-hours on the "
+            f"window against {other.chosen.candidate.setting}'s {other.chosen.replica_hours:.1f}"
+        )
+    elif own.met or floor.met:
+        pick = own if own.met else floor
+        note = f"the {'warm pools' if own.met else 'forecast'} walk had no setting that passed"
     else:
-        best = min(scores, key=lambda s: (s.violation_rate, s.replica_hours))
-    return Selection(family, target, best, bool(met), scores, len(days))
+        pick = own if own.chosen.violation_rate <= floor.chosen.violation_rate else floor
+        note = "neither walk passed: the more protective of their most protective settings runs"
+    return replace(pick, scores=both, note=note)
 
 
 @dataclass
@@ -247,7 +323,7 @@ class CandidateRuns:
     end_s: float
     families: dict[str, list[Candidate]] = field(default_factory=dict)
     models: dict[str, int] = field(default_factory=dict)  # forecasts by model, from the shared feed
-    # settings not simulated because a cheaper setting of the same knob already met the target
+    # settings not simulated because the walk stopped at a setting that failed the target before them
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -260,9 +336,14 @@ class CandidateRuns:
 Runner = Callable[[str, Make], ReplayResult]
 
 
-def candidate_levels(grid: TuningGrid) -> tuple[float, ...]:
-    """The forecast quantiles the predictive candidates plan at."""
-    return tuple(sorted({p.alpha for p in grid.points() if p.alpha is not None}))
+def candidate_levels(grid: TuningGrid, families: Sequence[str] = FAMILIES) -> tuple[float, ...]:
+    """The forecast quantiles the candidates of `families` plan at (the feed predicts them all at once)."""
+    out: set[float] = set()
+    if "predictive" in families:
+        out.update(SLO_LEVELS)
+    if "quantile" in families:
+        out.update(grid.alphas)
+    return tuple(sorted(out))
 
 
 def simulate_candidates(
@@ -275,86 +356,58 @@ def simulate_candidates(
     stop_at: float | None = None,
     runner: tuple[Runner, float, float, Callable[[], dict[str, int]]] | None = None,
 ) -> CandidateRuns:
-    """Simulate every candidate of `families` over the replay of `series` (after cfg's warm-up).
+    """Simulate the candidates of `families` over the replay of `series` (after cfg's warm-up), each knob
+    in its path order (most protective first).
 
-    With `stop_at` (an SLO target, for one selection over the whole replay), each knob is walked from its
-    cheapest setting up (fewer spares, higher utilisation, a smaller reserve at each alpha) and stops at the
-    first setting that meets the target: a dearer setting of the same knob keeps at least as many replicas
-    on every tick, so it cannot be the cheapest that meets it. The walk-forward, which selects on every
-    day's window, simulates them all.
+    With `stop_at` (an SLO target, for one selection over the whole replay), each walk stops at its first
+    setting that fails the target: the rule never runs a setting past it, so the rest need no simulation.
+    The walk-forward, which selects on every day's window and at several targets, simulates them all.
 
     `runner` (run, start_s, end_s, models) replaces the one continuous replay with another way to run a
     setting: the nightly ledger's day-by-day replays (backtest/ledger.py)."""
     grid = grid or TuningGrid()
-
-    def met(result: ReplayResult) -> bool:
-        if stop_at is None:
-            return False
-        c = Candidate("", "", {}, result)
-        return score_window(c, range(0, int(result.daily_requests.size)), stop_at).met
-
-    def skip(family: str, settings: list[str]) -> None:
-        if settings:
-            runs.skipped.setdefault(family, []).extend(settings)
-
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise TuningError(f"unknown policy family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
     if runner is None:
-        run, start_s, end_s, models = _continuous(series, cfg, candidate_levels(grid))
+        run, start_s, end_s, models = _continuous(series, cfg, candidate_levels(grid, families))
     else:
         run, start_s, end_s, models = runner
     runs = CandidateRuns(series.name, start_s, end_s)
-
-    def done() -> None:
-        if progress is not None:
-            progress(1)
-
-    pools: list[Candidate] = []
-    if "static" in families or "predictive" in families:
-        ks = sorted(grid.pools)
-        for i, k in enumerate(ks):
-            res = run(f"static-{k}", pool_policy(cfg, k))
-            pools.append(Candidate("static", f"static-{k}", {"spare_replicas": k}, res))
-            done()
-            if met(res):
-                skip("static", [f"static-{x}" for x in ks[i + 1 :]])
+    base = cfg.planner_spec()
+    makers: dict[str, Callable[[Any], tuple[str, dict[str, Any], Make]]] = {
+        "static": lambda k: (f"static-{k}", {"spare_replicas": k}, pool_policy(cfg, k)),
+        "reactive": lambda u: (f"util-{u:g}", {"target_utilization": u}, reactive_policy(cfg, u)),
+        "predictive": lambda b: _point(OperatingPoint(None, late_budget=b), base),
+        "quantile": lambda a: _point(OperatingPoint(a), base),
+        "oracle": lambda h: (f"oracle-{h:g}", {"headroom": h}, oracle_policy(cfg, h)),
+    }
+    # the pools first: the predictive family's own walk is compared with theirs
+    walks = ["static"] if "static" in families or "predictive" in families else []
+    walks += [f for f in families if f != "static"]
+    for family in walks:
+        path = grid.path(family)
+        cands: list[Candidate] = []
+        for i, setting in enumerate(path):
+            label, value, make = makers[family](setting)
+            res = run(label, make)
+            cands.append(Candidate(family, label, value, res))
+            if progress is not None:
+                progress(1)
+            every_day = range(res.daily_requests.size)
+            if stop_at is not None and not score_window(cands[-1], every_day, stop_at).met:
+                rest = [makers[family](x)[0] for x in path[i + 1 :]]
+                if rest:
+                    runs.skipped.setdefault(family, []).extend(rest)
                 break
-    if "static" in families:
-        runs.families["static"] = pools
-    if "reactive" in families:
-        runs.families["reactive"] = []
-        us = sorted(grid.utilizations, reverse=True)  # the cheapest first
-        for i, u in enumerate(us):
-            res = run(f"util-{u:g}", reactive_policy(cfg, u))
-            runs.families["reactive"].append(
-                Candidate("reactive", f"util-{u:g}", {"target_utilization": u}, res)
-            )
-            done()
-            if met(res):
-                skip("reactive", [f"util-{x:g}" for x in us[i + 1 :]])
-                break
-    if "predictive" in families:
-        base = cfg.planner_spec()  # each point sets its own alpha and reserve on it
-        cands = []
-        enough: set[tuple[float | None, float]] = set()  # (alpha, share) whose reserve already met it
-        for p in sorted(grid.points(), key=lambda p: (p.alpha or 0.0, p.reserve_share, p.reserve_replicas)):
-            knob = (p.alpha, p.reserve_share)
-            if knob in enough:
-                skip("predictive", [p.label])
-                continue
-            res = run(p.label, point_policy(p, base))
-            cands.append(Candidate("predictive", p.label, p.as_dict(), res))
-            done()
-            if met(res) and p.reserve_share == 0:
-                enough.add(knob)
-        # the forecast-free points are the pools: the same plan, simulated once (tests hold them equal)
-        for c in pools:
-            fp = OperatingPoint(None, c.value["spare_replicas"])
-            cands.append(Candidate("predictive", fp.label, fp.as_dict(), c.result))
-        runs.families["predictive"] = cands
+        runs.families[family] = cands
+    if "predictive" in families or "quantile" in families:
         runs.models = models()
     return runs
+
+
+def _point(p: OperatingPoint, base: PlannerSpec) -> tuple[str, dict[str, Any], Make]:
+    return p.label, p.as_dict(), point_policy(p, base)
 
 
 def pool_policy(cfg: BacktestConfig, spare: int) -> Make:
@@ -371,6 +424,25 @@ def reactive_policy(cfg: BacktestConfig, utilization: float) -> Make:
 
     def make(replay: Replay, feed: ForecastFeed) -> Policy:
         return cfg.reactive(target_utilization=utilization, name=f"reactive-u{utilization:g}")
+
+    return make
+
+
+def oracle_policy(cfg: BacktestConfig, headroom: float) -> Make:
+    """The oracle at a headroom factor: the replicas the true arrivals need, times `headroom`."""
+
+    def make(replay: Replay, feed: ForecastFeed) -> Policy:
+        return Oracle(
+            replay.arrivals,
+            cfg.capacity_rps,
+            t_load_s=cfg.t_load_s,
+            tick_s=cfg.tick_s,
+            slo_wait_s=cfg.slo_wait_s,
+            min_replicas=cfg.min_replicas,
+            max_replicas=cfg.max_replicas,
+            headroom=headroom,
+            name=f"oracle-{headroom:g}",
+        )
 
     return make
 
@@ -395,11 +467,9 @@ def _continuous(
 
 
 def candidate_count(grid: TuningGrid, families: Sequence[str] = FAMILIES) -> int:
-    """Simulations simulate_candidates runs (for progress bars)."""
-    n = len(grid.pools) if ("static" in families or "predictive" in families) else 0
-    n += len(grid.utilizations) if "reactive" in families else 0
-    n += len(grid.points()) if "predictive" in families else 0
-    return n
+    """Simulations simulate_candidates runs at most (for progress bars)."""
+    walks = set(families) | ({"static"} if "predictive" in families else set())
+    return sum(len(grid.path(f)) for f in walks)
 
 
 @dataclass(frozen=True)
@@ -438,7 +508,10 @@ class TuningResult:
             "window_end_s": self.end_s,
             "rule": RULE,
             "chosen": self.point.as_dict()
-            | {"setting": self.selections["predictive"].chosen.candidate.setting},
+            | {
+                "setting": self.selections["predictive"].chosen.candidate.setting,
+                "lambda": self.point.lam(self.target),
+            },
             "slo_unreachable": self.unreachable,
             "why": self.selections["predictive"].why,
             "warm_pool": {
@@ -453,7 +526,7 @@ class TuningResult:
             "hours_ratio_vs_warm_pool": None if not pred or not pool else round(pred / pool, 4),
             "forecasts_by_model": self.models,
             "families": {f: s.as_dict() for f, s in self.selections.items()},
-            # dearer settings of a knob whose cheaper setting already met the target (not simulated)
+            # settings past a walk's first failure (the rule never runs them: not simulated)
             "not_simulated": self.skipped,
         }
 
@@ -465,11 +538,12 @@ def tune(
     *,
     window_s: float = DEFAULT_TUNE_WINDOW_S,
     grid: TuningGrid | None = None,
-    families: Sequence[str] = FAMILIES,
+    families: Sequence[str] = ("static", "reactive", "predictive"),
     progress: Callable[[int], None] | None = None,
 ) -> TuningResult:
     """Tune on the trailing `window_s` of `series` (everything before it is history for the forecaster):
-    every family's candidates simulated over the window, each family's selection by the rule."""
+    each family's walk simulated over the window until its first failure, each family's selection by the
+    rule."""
     check_target(target)
     if "predictive" not in families:
         raise TuningError("tuning chooses prewarm's operating point: the predictive family is required")
@@ -485,7 +559,7 @@ def tune(
         series, replace(cfg, warmup_s=warmup), grid, families=families, progress=progress, stop_at=target
     )
     days = range(0, runs.days)
-    selections = {f: select(f, cands, target, days) for f, cands in runs.families.items()}
+    selections = {f: select(f, runs, target, days) for f in runs.families}
     return TuningResult(
         series.name, target, cfg.slo_wait_s, runs.start_s, runs.end_s, selections, runs.models, runs.skipped
     )

@@ -2,11 +2,11 @@
 
     python -m benchmarks.bench_tuning [--days 14] [--window 7]
 
-A synthetic demo model, `--days` at 1 minute; tuning replays the trailing `--window` days for every
-candidate (the default grid: 6 alphas x 5 burst reserves for prewarm, 14 warm pools, 7 reactive
-utilisations; 51 simulations). Measured in the same run against the baseline it must be judged by: one
-predictive backtest of the same window at one alpha (one forecasting pass plus one planner + simulation pass),
-and one reactive backtest (the simulator alone). The target: under 60 s for 30+ candidates.
+A synthetic demo model, `--days` at 1 minute; tuning replays the trailing `--window` days, walking each
+family's knob from its most protective setting until its first failure (the default grid: 10 late-request
+budgets for prewarm, 14 warm pools, 7 reactive utilisations: at most 31 simulations). Measured in the same
+run against the baseline it must be judged by: one predictive backtest of the same window (one forecasting
+pass plus one planner + simulation pass), and one reactive backtest (the simulator alone).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from backtest.run import BacktestConfig, capacity_for, run_backtest
 from backtest.tuning import TuningGrid, candidate_count, tune
 from forecaster.sources.synthetic import DEMO_FLEET, generate
 from forecaster.types import SECONDS_PER_DAY
+
+FAMILIES = ("static", "reactive", "predictive")
 
 
 def main() -> None:
@@ -33,8 +35,8 @@ def main() -> None:
     grid = TuningGrid()
     print(
         f"{series.name}: {args.days:g} days at 60 s, tuned on the trailing {args.window:g} days; "
-        f"{len(grid.points())} predictive candidates (+ {len(grid.pools)} pools, which are predictive points "
-        f"too), {candidate_count(grid)} simulations"
+        f"{len(grid.budgets)} predictive budgets (+ {len(grid.pools)} pools, which are predictive points "
+        f"too), at most {candidate_count(grid, FAMILIES)} simulations"
     )
     timings = {}
     for policy in ("reactive", "predictive"):
@@ -49,8 +51,7 @@ def main() -> None:
     print(f"one predictive backtest {timings['predictive']:7.2f} s")
     print(
         f"tuning                  {tuning:7.2f} s  ({tuning / timings['predictive']:.1f}x one predictive "
-        f"backtest for {len(grid.points()) + len(grid.pools)} predictive points; "
-        f"{'under' if tuning < 60 else 'OVER'} 60 s)"
+        f"the walks; {'under' if tuning < 60 else 'OVER'} 60 s)"
     )
     print(
         f"chosen {doc['chosen']['setting']} at target 0.99: {doc['replica_hours_per_day']} replica-h/day, "

@@ -30,6 +30,7 @@ from planner.stages import (
     rate_limit,
     reactive_floor,
     scale_in_guard,
+    slo_demand,
     stabilize,
 )
 from planner.state import PlannerState
@@ -60,6 +61,7 @@ def plan(
         "break_even_s": spec.break_even_s,
         "burst_reserve_replicas": spec.burst_reserve_replicas,
         "burst_reserve_share": spec.burst_reserve_share,
+        "late_budget": spec.late_budget,
         "use_forecast": int(spec.use_forecast),
         "slo_target": spec.slo_target,
         "slo_unreachable": int(spec.slo_unreachable),
@@ -106,6 +108,19 @@ def plan(
         if forecast is None:
             step = no_forecast_demand(spec)
             primary = Reason.REACTIVE_FLOOR
+        elif spec.late_budget is not None:
+            fresh = floor is not None  # an observed rate the reactive floor could use: fresh and valid
+            _, at, step = slo_demand(forecast, spec, now, current, snapshot.observed_rps if fresh else None)
+            inputs.update(
+                {
+                    "demand_at_s": at,
+                    "window_start_s": now,
+                    "window_end_s": now + spec.lookahead_s,
+                    "forecast_model": forecast.model,
+                    "forecast_origin_s": forecast.origin_s,
+                }
+            )
+            primary = Reason.FORECAST_DEMAND
         else:
             rate, at, step = demand(forecast, spec, now)
             inputs.update(

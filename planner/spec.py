@@ -62,6 +62,10 @@ class PlannerSpec:
     slo_target: the share of requests that must start within slo_wait_s (None: no target set); with
     slo_unreachable, the operating point is tuning's most protective fallback because no candidate met the
     target on the trailing window, and every decision says so.
+    late_budget: plan for the SLO itself (planner/slo.py): per forecast step, the fewest replicas whose
+    expected share of late requests (waits past slo_wait_s) is at most this share, from the forecast's
+    distribution; the operating point lambda sets it to lambda x (1 - slo_target). None: the alpha-quantile
+    stage (kept for comparison).
     cold_start_cost_replica_s: what a cold start costs, in idle-replica-seconds (by default T_load itself:
     the replica is paid for while it loads); a replica is kept rather than released when the forecast says
     it is needed again sooner than T_load + tick + this break-even time.
@@ -82,6 +86,8 @@ class PlannerSpec:
     use_forecast: bool = True
     slo_target: float | None = None
     slo_unreachable: bool = False
+    late_budget: float | None = None
+    slo_anchor: bool = True
     queue_drain_s: float = 30.0
     cold_start_cost_replica_s: float | None = None
     min_replicas: int = 1
@@ -112,6 +118,7 @@ class PlannerSpec:
         _check("burst_reserve_replicas", self.burst_reserve_replicas, 0, 100_000)
         _check("burst_reserve_share", self.burst_reserve_share, 0, 10)
         _check("slo_target", self.slo_target, 0, 1, lo_open=True, hi_open=True, optional=True)
+        _check("late_budget", self.late_budget, 0, 1, lo_open=True, hi_open=True, optional=True)
         _check("queue_drain_s", self.queue_drain_s, 0, inf, lo_open=True)
         _check("cold_start_cost_replica_s", self.cold_start_cost_replica_s, 0, inf, optional=True)
         _check("min_replicas", self.min_replicas, 0, 100_000)

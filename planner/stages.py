@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from forecaster.types import Forecast
 from planner.explain import Message, Reason, Step, text
 from planner.queueing import servers_for_marginal_wait, servers_for_wait
+from planner.slo import anchor_factor, peak_need
 from planner.snapshot import Snapshot
 from planner.spec import PlannerSpec
 from planner.state import PlannerState
@@ -137,6 +138,50 @@ def demand(fc: Forecast, spec: PlannerSpec, now: float) -> tuple[float, float, S
         return out
 
     return rate, at, Step("demand", None, n, Reason.FORECAST_DEMAND, msg)
+
+
+def slo_demand(
+    fc: Forecast, spec: PlannerSpec, now: float, current: int, observed_rps: float | None = None
+) -> tuple[int, float, Step]:
+    """Stage 1, planning for the SLO (planner/slo.py): for the steps this decision can still reach,
+    [now + T_load, now + T_load + tick], the fewest replicas whose expected late share is within the
+    budget; and of the replicas held, those the steps before them need (a replica released now is back
+    only after T_load). Returns (replicas, the step they are for, the Step)."""
+    budget = spec.late_budget
+    assert budget is not None
+    cap, wait = spec.capacity_rps_per_replica, spec.slo_wait_s
+    f = anchor_factor(fc, now, observed_rps, spec.reactive_window_s) if spec.slo_anchor else 1.0
+    up, up_at, up_share = peak_need(fc, now + spec.t_load_s, now + spec.lookahead_s, cap, wait, budget, f)
+    hold, hold_at, hold_share = peak_need(fc, now, now + spec.t_load_s, cap, wait, budget, f)
+    kept = min(current, hold)
+    n, at = (kept, hold_at) if kept > up else (up, up_at)
+
+    def msg() -> str:
+        out = (
+            f"planned for at most {budget:.3%} late (waits past {fmt_duration(wait)}) at every step of the "
+            f"next {fmt_duration(spec.lookahead_s)}: {up} replica{'s' if up != 1 else ''} for the steps "
+            f"from {fmt_time(now + spec.t_load_s)} (a replica asked for now is warm after T_load "
+            f"{fmt_duration(spec.t_load_s)}), expected {up_share:.3%} late at {fmt_time(up_at)}"
+        )
+        if kept > up:
+            out += (
+                f"; keeping {kept} of the {current} held for {fmt_time(hold_at)}, before a released replica "
+                f"could be back (expected {hold_share:.3%} late)"
+            )
+        return out
+
+    return n, at, Step("demand", None, n, Reason.FORECAST_DEMAND, msg)
+
+
+def _guard_need(fc: Forecast, spec: PlannerSpec, start: float, end: float) -> tuple[int, float]:
+    """Replicas the forecast needs again in [start, end) and when: by the SLO budget where one is set,
+    else the alpha-quantile's peak staffed as stage 1 would, plus the reserve."""
+    if spec.late_budget is not None:
+        n, at, _ = peak_need(fc, start, end, spec.capacity_rps_per_replica, spec.slo_wait_s, spec.late_budget)
+        return n + reserve_for(n, spec), at
+    rate, at = _peak(fc, spec.quantile, start, end)
+    staffed = staffed_replicas(rate, spec)
+    return staffed + reserve_for(staffed, spec), at
 
 
 def no_forecast_demand(spec: PlannerSpec) -> Step:
@@ -264,9 +309,8 @@ def scale_in_guard(fc: Forecast, spec: PlannerSpec, now: float, current: int, va
         return value, Step(
             "scale_in_guard", value, value, Reason.FORECAST_DEMAND, "no break-even time: release allowed"
         )
-    rate, at = _peak(fc, spec.quantile, start, end)
-    staffed = staffed_replicas(rate, spec)
-    need = min(current, staffed + reserve_for(staffed, spec))
+    needed, at = _guard_need(fc, spec, start, end)
+    need = min(current, needed)
     if need > value:
         return need, Step(
             "scale_in_guard",

@@ -511,8 +511,14 @@ def _service_job_metrics(jobs: dict[str, Any]) -> list[Sample]:
 
 def _operating_point(r: ModelRuntime) -> dict[str, Any]:
     """The operating point in force (tuned or configured), as the model view and the tuning view show it."""
+    spec = r.spec
     return {
-        "alpha": r.spec.quantile,
+        "alpha": spec.quantile,
+        "late_budget": spec.late_budget,
+        # the budget as the operating point's one number for the model's target: lambda x (1 - target)
+        "lambda": None
+        if spec.late_budget is None or spec.slo_target is None
+        else round(spec.late_budget / (1.0 - spec.slo_target), 6),
         "use_forecast": r.spec.use_forecast,
         "burst_reserve_replicas": r.spec.burst_reserve_replicas,
         "burst_reserve_share": r.spec.burst_reserve_share,
@@ -539,6 +545,12 @@ def _tuning_metrics(r: ModelRuntime, lab: dict[str, str]) -> list[tuple[str, str
         ("prewarm_slo_target", "Share of requests that must start within the SLO wait", lab, spec.slo_target),
         ("prewarm_slo_wait_seconds", "The SLO's longest acceptable queueing wait", lab, spec.slo_wait_s),
         ("prewarm_operating_point_alpha", "Forecast quantile in force", lab, spec.quantile),
+        (
+            "prewarm_operating_point_late_budget",
+            "Share of requests the plan lets be late at each step (planning for the SLO; 0: quantile stage)",
+            lab,
+            spec.late_budget or 0.0,
+        ),
         (
             "prewarm_operating_point_uses_forecast",
             "1 when the operating point plans from the forecast (0: reactive floor + reserve)",

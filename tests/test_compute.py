@@ -20,7 +20,7 @@ from tests.ray_harness import ray_head
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400
-GRID = TuningGrid(alphas=(0.5, 0.9), reserves=(0, 2), pools=(0, 2), utilizations=(0.8,))
+GRID = TuningGrid(budgets=(0.01, 0.1), pools=(2, 0), utilizations=(0.8,))
 # both Ray test modules start and `ray stop --force` a head on this machine: one xdist worker runs them
 pytestmark = pytest.mark.xdist_group("ray")
 

@@ -28,7 +28,7 @@ from tests.prometheus_harness import PrometheusProcess, free_port, require_binar
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "prewarm-dashboard.json"
 RULES = ROOT / "deploy" / "prometheus" / "prewarm-rules.yaml"
-GRID = TuningGrid(alphas=(0.5, 0.9, 0.99), reserves=(0, 2), pools=(0, 2, 4), utilizations=(0.8,))
+GRID = TuningGrid(budgets=(0.001, 0.01, 0.1), pools=(4, 2, 0), utilizations=(0.8,))
 WAIT_S = 90.0  # a real Prometheus scraping and evaluating rules once a second
 
 

@@ -20,7 +20,7 @@ from service.store import DecisionStore
 from tests.fakes import Clock
 
 DAY = 86_400
-GRID = TuningGrid(alphas=(0.5, 0.9), reserves=(0, 2), pools=(0, 2), utilizations=(0.8,))
+GRID = TuningGrid(budgets=(0.01, 0.1), pools=(2, 0), utilizations=(0.8,))
 SERIES = generate(DEMO_FLEET[1], days=7.5, step_s=300, seed=3)
 CFG = BacktestConfig(capacity_for(SERIES), t_load_s=600.0, tick_s=60, model="profile")
 SPEC = NightSpec(OperatingPoint(0.9, 0), backtest_days=4.0, target=0.99, tune_days=2, grid=GRID)

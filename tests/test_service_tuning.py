@@ -22,7 +22,7 @@ from service.view import ControllerView
 from tests.fakes import Clock
 
 DAY = 86_400
-GRID = TuningGrid(alphas=(0.5, 0.9, 0.99), reserves=(0, 2), pools=(0, 2, 4), utilizations=(0.8,))
+GRID = TuningGrid(budgets=(0.001, 0.01, 0.1), pools=(4, 2, 0), utilizations=(0.8,))
 NAME = "chat-large"
 
 
@@ -63,7 +63,8 @@ def test_the_demo_tunes_each_model_in_its_first_night_and_decisions_carry_the_po
         inputs = last["inputs"]
         assert inputs["burst_reserve_replicas"] == chosen["burst_reserve_replicas"]
         assert inputs["use_forecast"] == int(chosen["use_forecast"])
-        if chosen["use_forecast"]:
+        assert inputs["late_budget"] == chosen["late_budget"]
+        if chosen["use_forecast"] and chosen["late_budget"] is None:
             assert inputs["alpha"] == chosen["alpha"]
         assert inputs["slo_target"] == 0.99
         assert view.jobs["nightly_tuning"].last_error is None
@@ -77,13 +78,10 @@ def test_the_tuning_endpoint_shows_candidates_the_choice_and_the_warm_pool_it_sa
         doc = client.get(f"/v1/models/{NAME}/tuning").json()
         assert doc["slo_target"] == 0.99 and doc["operating_point"]["source"] == "tuned"
         applied = doc["applied"]
-        assert applied["why"] and applied["rule"].startswith("cheapest candidate")
+        assert applied["why"] and applied["rule"].startswith("walk the knob from its most protective")
         passed_over = applied["not_simulated"]
-        simulated = len(applied["families"]["predictive"]["candidates"])
-        assert (
-            simulated + len(passed_over.get("predictive", [])) + len(passed_over.get("static", []))
-            == 3 * 2 + 3
-        )
+        own = [c for c in applied["families"]["predictive"]["candidates"] if c["setting"].startswith("slo-")]
+        assert own and len(own) + len(passed_over.get("predictive", [])) == 3  # the grid's budgets
         pool = applied["warm_pool"]
         assert pool["setting"].startswith("static-") and pool["replica_hours_per_day"] > 0
         assert applied["hours_ratio_vs_warm_pool"] == pytest.approx(
@@ -96,6 +94,7 @@ def test_the_tuning_endpoint_shows_candidates_the_choice_and_the_warm_pool_it_sa
         for metric in (
             "prewarm_slo_target",
             "prewarm_operating_point_alpha",
+            "prewarm_operating_point_late_budget",
             "prewarm_burst_reserve_replicas",
             "prewarm_tuning_attainment",
             "prewarm_tuning_hours_ratio_vs_warm_pool",

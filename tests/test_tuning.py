@@ -97,13 +97,13 @@ def test_daily_outcomes_add_up_to_the_run() -> None:
     assert res.daily_replica_seconds[2] < res.daily_replica_seconds[0]  # the last day is half a day
 
 
-def outcome(name: str, daily: list[tuple[float, float, float]]) -> Candidate:
-    """A candidate with given (requests, violations, replica-hours) per day."""
+def outcome(name: str, daily: list[tuple[float, float, float]], spare: int = 0) -> Candidate:
+    """A candidate with given (requests, violations, replica-hours) per day (as a pool: `spare`)."""
     r = ReplayResult(name)
     r.daily_requests = np.array([d[0] for d in daily])
     r.daily_violations = np.array([d[1] for d in daily])
     r.daily_replica_seconds = np.array([d[2] * 3600 for d in daily])
-    return Candidate("static", name, {"name": name}, r)
+    return Candidate("static", name, {"name": name, "spare_replicas": spare}, r)
 
 
 STEADY_CHEAP = outcome("cheap", [(1000, 20, 10)] * 4)  # 2% late every day
@@ -112,29 +112,55 @@ JUMPY = outcome("jumpy", [(1000, 0, 12), (1000, 0, 12), (1000, 0, 12), (1000, 36
 SAFE = outcome("safe", [(1000, 1, 30)] * 4)
 
 
+def runs_of(family: str, path: list[Candidate]) -> CandidateRuns:
+    fake = CandidateRuns("s", 0.0, 4 * DAY)
+    fake.families[family] = path
+    return fake
+
+
+# most protective first, as a knob's path is walked
+PATH = [SAFE, STEADY_OK, JUMPY, STEADY_CHEAP]
+
+
 @pytest.mark.parametrize(
-    ("cands", "target", "chosen", "met"),
+    ("path", "target", "chosen", "met"),
     [
-        pytest.param([STEADY_CHEAP, STEADY_OK, SAFE], 0.99, "ok", True, id="the cheapest that meets it"),
+        pytest.param(PATH, 0.99, "ok", True, id="the last that passed before the first failure"),
+        pytest.param([SAFE, STEADY_OK, STEADY_CHEAP], 0.97, "cheap", True, id="a looser target, further"),
         pytest.param(
-            [STEADY_CHEAP, STEADY_OK, SAFE], 0.97, "cheap", True, id="a looser target, a cheaper one"
+            [SAFE, JUMPY, STEADY_OK], 0.99, "safe", True, id="a failure ends the walk, whatever follows it"
         ),
-        pytest.param(
-            [JUMPY, STEADY_OK], 0.99, "ok", True, id="within the budget on average, not with margin"
-        ),
-        pytest.param([STEADY_CHEAP, STEADY_OK, SAFE], 0.9999, "safe", False, id="none: the most protective"),
+        pytest.param(PATH, 0.9999, "safe", False, id="the most protective fails: it runs, unreachable"),
     ],
 )
-def test_selection_takes_the_cheapest_candidate_that_meets_the_target_with_a_margin(
-    cands: list[Candidate], target: float, chosen: str, met: bool
+def test_the_walk_stops_at_the_first_setting_that_fails_and_runs_the_last_that_passed(
+    path: list[Candidate], target: float, chosen: str, met: bool
 ) -> None:
-    sel = select("static", cands, target, range(0, 4))
+    sel = select("static", runs_of("static", path), target, range(0, 4))
     assert sel.chosen.candidate.setting == chosen
     assert sel.met is met
     assert ("SloUnreachable" in sel.why) is (not met)
     jumpy = next((sc for sc in sel.scores if sc.candidate.setting == "jumpy"), None)
     if jumpy is not None:  # 0.9% on average is within 1%, but one bad day in four puts the margin past it
         assert jumpy.violation_rate == pytest.approx(0.009) and jumpy.upper > 0.01 and not jumpy.met
+
+
+def test_predictive_runs_the_warm_pool_where_the_forecast_does_not_pay_on_the_window() -> None:
+    """Its family contains the pools: the cheaper of its own walk and theirs runs."""
+    fake = CandidateRuns("s", 0.0, 4 * DAY)
+    fake.families["static"] = [
+        outcome("safe", [(1000, 1, 30)] * 4, 8),
+        outcome("ok", [(1000, 5, 14)] * 4, 3),
+        outcome("cheap", [(1000, 20, 10)] * 4, 0),
+    ]
+    dear = outcome("slo-0.001", [(1000, 2, 16)] * 4)  # passes, but dearer than the pool that passes
+    fake.families["predictive"] = [dear, outcome("slo-0.01", [(1000, 30, 9)] * 4)]
+    sel = select("predictive", fake, 0.99, range(0, 4))
+    assert sel.chosen.candidate.setting == "floor+3"  # the pool static-3, as prewarm's forecast-free point
+    assert sel.chosen.replica_hours == pytest.approx(4 * 14) and "costs" in sel.why
+    cheap = outcome("slo-0.002", [(1000, 3, 12)] * 4)
+    fake.families["predictive"] = [cheap]
+    assert select("predictive", fake, 0.99, range(0, 4)).chosen.candidate.setting == "slo-0.002"
 
 
 def test_the_walk_forward_chooses_each_day_from_the_days_before_it_only() -> None:
@@ -144,7 +170,7 @@ def test_the_walk_forward_chooses_each_day_from_the_days_before_it_only() -> Non
     short = series(days=3.0)
     sim = Replay.of(short, config(short)).sim
     fake = CandidateRuns("s", sim.start_s, sim.end_s)
-    fake.families["static"] = [early, late]
+    fake.families["static"] = [early, late]  # most protective first
     wf = walk_forward(fake, 0.99, 2 * DAY)
     walk = wf.policies["static"]
     # day 2 is chosen on days 0-1 (late looked fine), day 3 on 1-2 (still fine): the failure on day 3 is
@@ -156,23 +182,21 @@ def test_the_walk_forward_chooses_each_day_from_the_days_before_it_only() -> Non
 
 def test_tuning_a_synthetic_model_chooses_a_point_and_prices_the_warm_pool() -> None:
     s = series(days=4.0)
-    grid = TuningGrid(alphas=(0.5, 0.9, 0.99), reserves=(0, 2), pools=(0, 2, 4, 8), utilizations=(0.5, 0.8))
+    grid = TuningGrid(budgets=(0.001, 0.01, 0.1), pools=(8, 4, 2, 0), utilizations=(0.5, 0.8))
     result = tune(s, config(s), 0.99, window_s=2 * DAY, grid=grid)
     doc = json.loads(json.dumps(result.as_dict()))
     skipped = doc["not_simulated"]
-    simulated = len(doc["families"]["predictive"]["candidates"])
-    assert simulated + len(skipped.get("predictive", [])) + len(skipped.get("static", [])) == 3 * 2 + 4
-    assert simulated < 3 * 2 + 4  # dearer settings of a knob that already met the target are not run
+    simulated = len(doc["families"]["predictive"]["candidates"])  # its own walk, then the pools'
+    pools = len(doc["families"]["static"]["candidates"])
+    assert simulated == pools + (3 - len(skipped.get("predictive", [])))
+    assert pools + len(skipped.get("static", [])) == 4  # settings past a failure are not run
     assert doc["families"]["static"]["chosen"]["setting"] in {"static-0", "static-2", "static-4", "static-8"}
-    assert doc["why"] and doc["rule"].startswith("cheapest candidate")
-    chosen = doc["families"]["predictive"]["chosen"]
-    cheapest_met = min(
-        (c for c in doc["families"]["predictive"]["candidates"] if c["met"]), key=lambda c: c["replica_hours"]
-    )
-    assert chosen["setting"] == cheapest_met["setting"]
+    assert doc["why"] and doc["rule"].startswith("walk the knob from its most protective setting")
     # prewarm's family holds every pool, so on the history it tuned on it costs at most the tuned pool
     assert doc["hours_ratio_vs_warm_pool"] <= 1.0 + 1e-9
     assert doc["warm_pool"]["replica_hours_per_day"] > 0
+    chosen = doc["chosen"]
+    assert chosen["late_budget"] is None or chosen["lambda"] == pytest.approx(chosen["late_budget"] / 0.01)
 
 
 @pytest.mark.parametrize(
@@ -211,8 +235,8 @@ def test_cli_tune_prints_the_chosen_point_and_the_warm_pool_it_saves_against(sma
     doc = json.loads(r.output)["series"][DEMO_FLEET[1].name]
     assert doc["target"] == 0.99 and doc["chosen"]["setting"]
     assert set(doc["families"]) == {"static", "reactive", "predictive"}
-    tried = len(doc["families"]["predictive"]["candidates"]) + len(doc["not_simulated"].get("predictive", []))
-    assert tried >= 30  # at least 6 alphas x 5 reserves, simulated or passed over as dearer than a met one
+    own = [c for c in doc["families"]["predictive"]["candidates"] if c["setting"].startswith("slo-")]
+    assert own and len(own) + len(doc["not_simulated"].get("predictive", [])) == len(TuningGrid().budgets)
 
 
 @pytest.mark.parametrize(
@@ -231,7 +255,9 @@ def test_cli_tune_refuses_bad_input_in_one_line(small_trace: Path, args: list[st
     assert says in r.output and "Traceback" not in r.output
 
 
-def test_cli_backtest_walks_forward_at_a_target(small_trace: Path, tmp_path: Path) -> None:
+def test_cli_backtest_walks_forward_at_each_target_and_draws_the_frontier(
+    small_trace: Path, tmp_path: Path
+) -> None:
     report = tmp_path / "r.html"
     r = CliRunner().invoke(
         app,
@@ -241,7 +267,7 @@ def test_cli_backtest_walks_forward_at_a_target(small_trace: Path, tmp_path: Pat
             "--policies",
             "reactive",
             "--slo-target",
-            "0.99",
+            "0.99,0.95",
             "--tune-window",
             "1d",
             "--json",
@@ -250,33 +276,37 @@ def test_cli_backtest_walks_forward_at_a_target(small_trace: Path, tmp_path: Pat
         ],
     )
     assert r.exit_code == 0, r.output
-    wf = json.loads(r.output)["walk_forward"][DEMO_FLEET[1].name]
+    doc = json.loads(r.output)
+    name = DEMO_FLEET[1].name
+    wf = doc["walk_forward"][name]  # the first target's walk
     assert wf["target"] == 0.99 and wf["tune_window_s"] == DAY
-    assert set(wf["policies"]) == {"static", "reactive", "predictive"}
+    assert set(wf["policies"]) == {"static", "reactive", "predictive", "quantile", "oracle"}
     for fam in wf["policies"].values():
         assert fam["days"] == 1 == len(fam["settings"])  # 2 simulated days, the first only tunes
-        assert 0 <= fam["days_on_target"] <= fam["days"]
+        assert 0 <= fam["days_on_target"] <= fam["days"] and 0 <= fam["days_within_promise"] <= fam["days"]
     assert "switching transients" in wf["note"]
-    assert "walk-forward at SLO target 0.99" in report.read_text()
+    assert set(doc["walk_forwards"][name]) == {"0.99", "0.95"}
+    fr = doc["frontier"][name]
+    assert fr["targets"] == [0.99, 0.95] and fr["t_load_s"] == 300.0
+    assert [p["target"] for p in fr["policies"]["static"]] == [0.99, 0.95]
+    assert "predictive_hours_vs_static_at_equal_violation" in fr
+    text = report.read_text()
+    assert "walk-forward at SLO target 0.99" in text and "frontier over the SLO targets" in text
 
 
-def test_walking_each_knob_up_from_its_cheapest_setting_chooses_what_simulating_them_all_does() -> None:
+def test_a_walk_that_stops_at_its_first_failure_chooses_what_simulating_every_setting_does() -> None:
     from dataclasses import replace as with_
 
     from backtest.tuning import select, simulate_candidates
 
     s = series(days=4.0)
-    grid = TuningGrid(
-        alphas=(0.5, 0.9, 0.99), reserves=(0, 1, 2, 4), pools=(0, 1, 2, 4, 8), utilizations=(0.5, 0.8)
-    )
+    grid = TuningGrid(budgets=(0.001, 0.01, 0.05), pools=(8, 4, 2, 1, 0), utilizations=(0.5, 0.8))
     cfg = with_(config(s), warmup_s=s.span_s - 2 * DAY)
-    walked = simulate_candidates(s, cfg, grid, stop_at=0.99)
-    every = simulate_candidates(s, cfg, grid)
+    families = ("static", "reactive", "predictive")
+    walked = simulate_candidates(s, cfg, grid, families=families, stop_at=0.99)
+    every = simulate_candidates(s, cfg, grid, families=families)
     assert sum(map(len, walked.skipped.values())) > 0
-    for family in ("static", "reactive", "predictive"):
+    for family in families:
         days = range(0, every.days)
-        a, b = (
-            select(family, walked.families[family], 0.99, days),
-            select(family, every.families[family], 0.99, days),
-        )
+        a, b = select(family, walked, 0.99, days), select(family, every, 0.99, days)
         assert a.chosen.candidate.setting == b.chosen.candidate.setting, family

@@ -3,24 +3,19 @@ walked forward at an SLO target) or all of them as one fleet on GPU budgets; bac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
-from rich.table import Table
-
-from backtest.batch import BacktestFailed, FleetReplays, ReplayOptions, replay_each, replay_fleet
-from backtest.report import alpha_comparisons, to_json
-from backtest.run import SeriesBacktest, compare, sweep_alphas, sweep_pools
+from backtest.batch import BacktestFailed, ReplayOptions, replay_each, replay_fleet
+from backtest.run import sweep_alphas, sweep_pools
 from backtest.tuning import check_target
-from backtest.walk_forward import TRANSIENTS_NOTE, WalkForward
 from service.cli import options as opt
+from service.cli.backtest_output import print_fleet, print_runs
 from service.cli.common import (
     UsageError,
     compute_for,
     duration_s,
     guarded,
-    out,
     parse_at,
     progress_bar,
     shows_progress,
@@ -91,13 +86,13 @@ def backtest(
         alpha=alpha,
         alpha_sweep=alphas,
         seed=seed,
-        slo_target=None if slo_target is None else check_target(slo_target, "--slo-target"),
+        slo_targets=_targets(slo_target),
         tune_window_s=duration_s(tune_window, "--tune-window"),
     )
     names = split_series(series)
     if fleet_budget is not None:
         loaded = fleet_series(traces or [], names)
-        _print_fleet(replay_fleet(loaded, opts, fleet_budget, align=align_week, report=report), as_json)
+        print_fleet(replay_fleet(loaded, opts, fleet_budget, align=align_week, report=report), as_json)
         return
     trace = _one_trace(traces, align_week)
     chosen, label, settings = load_series(
@@ -106,7 +101,20 @@ def backtest(
     with compute_for(backend, workers, ray_address) as compute:
         bar = progress_bar("backtesting", shows_progress(as_json) and compute is None)
         runs = replay_each(chosen, opts, settings=settings, compute=compute, progress=bar, report=report)
-    _print_runs(runs, as_json, report, label)
+    print_runs(runs, as_json, report, label)
+
+
+def _targets(text: str | None) -> tuple[float, ...]:
+    """`0.95,0.99,0.999` -> the SLO targets of the walk-forward, each checked, in the order given."""
+    if text is None:
+        return ()
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--slo-target {text!r}: expected shares such as 0.99 or 0.95,0.99,0.999") from None
+    if not values or len(values) > 12:
+        raise UsageError(f"--slo-target {text!r}: expected 1 to 12 targets")
+    return tuple(dict.fromkeys(check_target(v, "--slo-target") for v in values))
 
 
 def _sweeps(
@@ -150,93 +158,3 @@ def _one_trace(traces: list[Path] | None, align: bool) -> Path | None:
     if traces and len(traces) > 1:
         raise UsageError("several TRACEs are replayed together only as a fleet: add --fleet-budget")
     return traces[0] if traces else None
-
-
-def _print_runs(runs: list[SeriesBacktest], as_json: bool, report: Path | None, label: str) -> None:
-    if as_json:
-        print(json.dumps(to_json(runs), indent=2))
-        return
-    for r in runs:
-        table = Table(title=f"{r.series}: capacity {r.config.capacity_rps:.3g} req/s per replica")
-        for col in (
-            "policy",
-            "requests",
-            "violation rate",
-            "replica-h",
-            "idle replica-h",
-            "cold starts",
-            "peak",
-        ):
-            table.add_column(col, justify="left" if col == "policy" else "right", no_wrap=col == "policy")
-        for name, res in r.results.items():
-            d = res.as_dict()
-            table.add_row(
-                name,
-                f"{d['requests']:,}",
-                f"{d['slo_violation_rate']:.5f}",
-                f"{d['replica_hours']:,.1f}",
-                f"{d['idle_replica_hours']:,.1f}",
-                str(d["cold_starts"]),
-                str(d["peak_replicas"]),
-            )
-        out.print(table)
-        for k, v in compare(r.results).as_dict().items():
-            out.print(f"  {k}: {v}", highlight=False)
-        for name, cmp in alpha_comparisons(r).items():
-            text = ", ".join(f"{k} {v}" for k, v in cmp.items() if k not in ("alpha", "static_note"))
-            out.print(f"  {name}: {text}", highlight=False)
-        if r.walk_forward is not None:
-            _print_walk_forward(r.walk_forward)
-    if report is not None:
-        out.print(f"report: {report}", highlight=False)
-    out.print(f"source: {label}", highlight=False)
-
-
-def _print_walk_forward(wf: WalkForward) -> None:
-    table = Table(
-        title=f"walk-forward at target {wf.target:g}: each day tuned on the {wf.tune_window_s / 86400:g} "
-        "days before it"
-    )
-    for col in ("family", "violation rate", "met", "replica-h", "days on target", "last setting"):
-        table.add_column(col, justify="left" if col in ("family", "last setting") else "right")
-    for family, w in wf.policies.items():
-        table.add_row(
-            family,
-            f"{w.violation_rate:.5f}",
-            "yes" if w.met else "no",
-            f"{w.replica_hours:,.1f}",
-            f"{w.days_on_target}/{len(w.settings)}",
-            w.settings[-1],
-        )
-    out.print(table)
-    ratio = wf.hours_ratio()
-    if ratio is not None:
-        out.print(f"  predictive replica-hours / static's: {ratio:.3f}", highlight=False)
-    out.print(f"  ({TRANSIENTS_NOTE})", highlight=False)
-
-
-def _print_fleet(fleet: FleetReplays, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(fleet.as_dict(), indent=2))
-        return
-    need = fleet.need_gpus
-    for r in fleet.runs:
-        table = Table(
-            title=f"fleet of {fleet.members} on {r.budget_gpus:g} GPUs ({r.budget_gpus / need:.0%} of the "
-            f"p99.9 need, {need:g})"
-        )
-        for col in ("policy", "violation rate", "replica-h", "peak GPUs", "worst model", "its rate"):
-            table.add_column(col, justify="left" if col in ("policy", "worst model") else "right")
-        for name, res in r.policies.items():
-            d = res.as_dict()
-            table.add_row(
-                name,
-                f"{d['violation_rate']:.5f}",
-                f"{d['replica_hours']:,.1f}",
-                f"{d['peak_gpus']:g}",
-                d["worst_model"],
-                f"{d['worst_model_violation_rate']:.5f}",
-            )
-        out.print(table)
-        for note in r.notes:
-            out.print(f"  - {note}", highlight=False)

@@ -113,12 +113,13 @@ BtSweepAlphaOpt = Annotated[
 ]
 BtWarmupOpt = Annotated[str, typer.Option(help="History used only to fit, scored for no policy (0: none).")]
 BtTargetOpt = Annotated[
-    float | None,
+    str | None,
     typer.Option(
         "--slo-target",
-        help="Also walk forward at this SLO target (share of requests within --slo-wait, e.g. 0.99): "
-        "static, reactive and predictive each tune their knob on the trailing --tune-window and are "
-        "scored on the next day, day after day.",
+        help="Also walk forward at these SLO targets (shares of requests within --slo-wait, e.g. 0.99 or "
+        "0.95,0.99,0.999): every family tunes its one knob on the trailing --tune-window and is scored on "
+        "the next day, day after day; the outcomes over the targets are each family's frontier, compared "
+        "at equal realised violation rate.",
     ),
 ]
 BtWindowOpt = Annotated[

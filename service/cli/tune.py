@@ -44,7 +44,7 @@ def tune(
     """
     opts = ReplayOptions(
         tune_window_s=duration_s(tune_window, "--tune-window"),
-        slo_target=None if slo_target is None else check_target(slo_target, "--slo-target"),
+        slo_targets=() if slo_target is None else (check_target(slo_target, "--slo-target"),),
         slo_wait_s=None if slo_wait is None else duration_s(slo_wait, "--slo-wait"),
         capacity_rps=capacity_rps,
         t_load_s=None if t_load is None else duration_s(t_load, "--t-load"),

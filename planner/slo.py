@@ -1,0 +1,192 @@
+"""Planning for the SLO itself: the fewest replicas whose expected share of late requests stays within a
+risk budget.
+
+A quantile plan provisions for "demand will be below q_alpha", which says nothing about late requests, the
+thing the user asked to bound; the peak of per-step quantiles over a window is a far higher quantile of
+what any replica faces, and a utilisation target adds headroom on top. Here each forecast step is a
+distribution of the request rate (the forecast's quantile paths, each standing for the probability mass
+around it, and a tail extrapolated past the highest level for what the levels do not show), and for n
+replicas the expected share of late requests at that step is
+
+    E[rate x late(n, rate)] / E[rate]
+
+where late(n, rate) is the chance a request waits longer than the SLO wait: the M/M/c (Erlang C) tail when
+n replicas can carry the rate, 1 when they cannot (the queue grows for the whole step). The share is
+request-weighted, as the SLO counts requests. The budget is lambda x (1 - target): lambda is the operating
+point, one number, and the replicas it asks for never fall as lambda falls.
+
+Which steps a decision answers for: a replica asked for now serves from now + T_load, so a decision adds
+replicas only for the steps it can reach, [now + T_load, now + T_load + tick]; and it keeps, of what it
+holds, what the steps before them need, since a replica released now cannot be back before then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+
+from forecaster.types import Forecast
+
+EPS = 1e-12
+# the forecast quantiles a step's distribution is read from (the feed predicts them once per refresh). The
+# highest levels a forecaster reports rest on a handful of residuals each (a week of 10-minute steps holds ten
+# past the 0.99 quantile), and one outage in the history makes them many times the median: read up to 0.975
+LEVELS: tuple[float, ...] = (
+    0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.9, 0.95, 0.975,
+)  # fmt: skip
+# and extrapolate the tail past it, exponential in -log(1 - u) through the two highest levels read (the tail
+# of a Gumbel-type distribution), for the mass a budget of a fraction of a percent answers for
+TAIL_LEVELS: tuple[float, ...] = (0.99, 0.997, 0.999, 0.9997)
+TAIL_FROM: tuple[float, float] = (0.95, 0.975)
+MAX_REPLICAS = 100_000
+
+
+def _weights(levels: Sequence[float]) -> list[float]:
+    """The probability mass each level stands for: from the midpoint below it to the midpoint above it."""
+    edges = [0.0, *((a + b) / 2 for a, b in pairwise(levels)), 1.0]
+    return [edges[i + 1] - edges[i] for i in range(len(levels))]
+
+
+ALL_LEVELS = (*LEVELS, *TAIL_LEVELS)
+WEIGHTS = tuple(_weights(ALL_LEVELS))
+
+
+def step_distribution(fc: Forecast, i: int) -> tuple[tuple[float, float], ...]:
+    """(probability, rate in requests/s) pairs standing for forecast step i's distribution, rates rising."""
+    return fc.derived(("slo-dist", i), lambda: _distribution(fc, i))
+
+
+def _distribution(fc: Forecast, i: int) -> tuple[tuple[float, float], ...]:
+    rates = [max(0.0, fc.quantile_values(q)[i] / fc.step_s) for q in LEVELS]
+    for a, b in pairwise(range(len(rates))):  # quantile paths may cross by rounding: keep them monotone
+        rates[b] = max(rates[b], rates[a])
+    u1, u2 = TAIL_FROM
+    r1, r2 = rates[LEVELS.index(u1)], rates[LEVELS.index(u2)]
+    slope = (r2 - r1) / math.log((1.0 - u1) / (1.0 - u2))
+    tail = [max(rates[-1], r2 + slope * math.log((1.0 - u2) / (1.0 - u))) for u in TAIL_LEVELS]
+    for k in range(1, len(tail)):
+        tail[k] = max(tail[k], tail[k - 1])
+    return tuple(zip(WEIGHTS, (*rates, *tail), strict=True))
+
+
+def late_share(dist: Sequence[tuple[float, float]], n: int, capacity_rps: float, wait_s: float) -> float:
+    """Expected share of requests waiting longer than wait_s with n replicas, over the rate distribution."""
+    total = sum(w * r for w, r in dist)
+    if total <= 0:
+        return 0.0
+    late = 0.0
+    for w, rate in dist:
+        late += w * rate * _late_probability(n, rate / capacity_rps, capacity_rps, wait_s)
+    return late / total
+
+
+def _late_probability(n: int, offered: float, capacity_rps: float, wait_s: float) -> float:
+    if offered <= 0:
+        return 0.0
+    if n <= offered:
+        return 1.0
+    b = 1.0
+    for k in range(1, n + 1):
+        b = offered * b / (k + offered * b)
+    c = n * b / (n - offered * (1.0 - b))
+    return min(1.0, c * math.exp(-(n - offered) * capacity_rps * wait_s))
+
+
+def replicas_within(
+    dist: Sequence[tuple[float, float]], capacity_rps: float, wait_s: float, budget: float
+) -> int:
+    """The fewest replicas whose expected late share over `dist` is at most `budget`. Late shares fall as
+    replicas are added, so the count is found by walking up from the count the mean rate needs, every
+    level's Erlang B carried up the counts (recomputing it per candidate would be quadratic)."""
+    total = sum(w * r for w, r in dist)
+    if total <= 0:
+        return 0
+    offered = [r / capacity_rps for _, r in dist]
+    n = max(1, math.ceil(total / capacity_rps - EPS))
+    blocking = []
+    for a in offered:
+        b = 1.0
+        for k in range(1, n + 1):
+            b = a * b / (k + a * b)
+        blocking.append(b)
+    while n < MAX_REPLICAS:
+        late = 0.0
+        for (w, rate), a, b in zip(dist, offered, blocking, strict=True):
+            if a <= 0:
+                continue
+            if n <= a:
+                p = 1.0
+            else:
+                c = n * b / (n - a * (1.0 - b))
+                p = min(1.0, c * math.exp(-(n - a) * capacity_rps * wait_s))
+            late += w * rate * p
+        if late <= budget * total + EPS:
+            return n
+        n += 1
+        blocking = [a * b / (n + a * b) for a, b in zip(offered, blocking, strict=True)]
+    return MAX_REPLICAS
+
+
+def step_need(
+    fc: Forecast, i: int, capacity_rps: float, wait_s: float, budget: float, factor: float = 1.0
+) -> int:
+    """Replicas forecast step i (its rates scaled by `factor`) needs to keep its expected late share
+    within the budget (once per forecast, step, budget and factor: a forecast serves the ticks until the
+    next refresh)."""
+    return fc.derived(
+        ("slo-need", i, capacity_rps, wait_s, budget, factor),
+        lambda: replicas_within(anchored(step_distribution(fc, i), factor), capacity_rps, wait_s, budget),
+    )
+
+
+def steps_between(fc: Forecast, start: float, end: float) -> range:
+    """Indices of the forecast steps overlapping [start, end)."""
+    lo = max(0, math.floor((start - fc.origin_s) / fc.step_s + EPS))
+    hi = min(fc.horizon, math.ceil((end - fc.origin_s) / fc.step_s - EPS))
+    return range(lo, max(lo, hi))
+
+
+def peak_need(
+    fc: Forecast,
+    start: float,
+    end: float,
+    capacity_rps: float,
+    wait_s: float,
+    budget: float,
+    factor: float = 1.0,
+) -> tuple[int, float, float]:
+    """(replicas, step start, that step's expected late share at them) of the neediest step overlapping
+    [start, end): what a decision answering for that span must hold."""
+    best, at, share = 0, start, 0.0
+    for i in steps_between(fc, start, end):
+        n = step_need(fc, i, capacity_rps, wait_s, budget, factor)
+        if n > best:
+            best, at = n, fc.origin_s + i * fc.step_s
+            share = late_share(anchored(step_distribution(fc, i), factor), n, capacity_rps, wait_s)
+    return best, at, share
+
+
+def anchored(dist: Sequence[tuple[float, float]], factor: float) -> tuple[tuple[float, float], ...]:
+    """The distribution with every rate scaled by `factor`."""
+    return tuple((w, r * factor) for w, r in dist)
+
+
+def anchor_factor(fc: Forecast, now: float, observed_rps: float | None, window_s: float) -> float:
+    """How far the traffic observed now runs above the forecast's mean for now (1: not above it, or no
+    observation). The forecast was anchored on the last whole step, up to a step and a refresh ago; the
+    observed rate is a tick old, and a rise above the forecast persists over minutes. Only upwards: a lull
+    below the forecast (or a quiet half-minute at low traffic) never lowers the plan, and the observed count
+    is read one Poisson standard deviation low, so that noise alone does not raise it either."""
+    if observed_rps is None or observed_rps <= 0 or window_s <= 0:
+        return 1.0
+    i = math.floor((now - fc.origin_s) / fc.step_s + EPS)
+    if not 0 <= i < fc.horizon:
+        return 1.0
+    mean = sum(w * r for w, r in step_distribution(fc, i))
+    if mean <= 0:
+        return 1.0
+    count = observed_rps * window_s
+    ratio = (count - math.sqrt(count)) / (mean * window_s)
+    # quantised to 2% so that the needs it leads to are computed once per forecast and factor
+    return round(max(1.0, min(4.0, ratio)) * 50) / 50

@@ -1,0 +1,128 @@
+"""Planning for the SLO itself (planner/slo.py): the fewest replicas whose expected share of late requests
+stays within a budget, monotone in the budget, added only for the steps a decision can still reach and kept
+for the steps before them; and the decision says what it planned for."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forecaster.types import Forecast
+from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan
+from planner.slo import late_share, replicas_within, step_distribution
+
+STEP = 60
+CAP = 10.0  # requests/s one replica serves
+
+
+def forecast(median_rps: list[float] | np.ndarray, spread: float = 0.15) -> Forecast:
+    """A forecast whose quantiles are lognormal around `median_rps` (counts per 60 s step)."""
+    from scipy.stats import norm
+
+    med = np.asarray(median_rps, dtype=float) * STEP
+    levels = (0.05, 0.15, 0.25, 0.35, 0.45, 0.5, 0.55, 0.65, 0.75, 0.85, 0.9, 0.95, 0.975, 0.99)
+    return Forecast(0.0, STEP, med, {q: med * float(np.exp(spread * norm.ppf(q))) for q in levels}, "test")
+
+
+SPEC = PlannerSpec(
+    capacity_rps_per_replica=CAP,
+    t_load_s=300.0,
+    tick_s=30.0,
+    late_budget=0.01,
+    min_replicas=0,
+    max_replicas=10_000,
+    scale_down_stabilization_s=0.0,
+)
+
+
+def test_the_count_is_the_fewest_whose_expected_late_share_is_within_the_budget() -> None:
+    dist = step_distribution(forecast([100.0] * 10), 3)
+    for budget in (0.1, 0.01, 0.001):
+        n = replicas_within(dist, CAP, 2.0, budget)
+        assert late_share(dist, n, CAP, 2.0) <= budget < late_share(dist, n - 1, CAP, 2.0)
+
+
+def test_an_overloaded_step_is_all_late_and_an_idle_one_needs_nothing() -> None:
+    assert late_share(((1.0, 50.0),), 4, CAP, 2.0) == 1.0  # 50 req/s on 40 req/s of capacity
+    assert replicas_within(((1.0, 0.0),), CAP, 2.0, 0.01) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    median=st.floats(1.0, 2000.0),
+    spread=st.floats(0.01, 1.0),
+    budgets=st.tuples(st.floats(1e-4, 0.5), st.floats(1e-4, 0.5)),
+)
+def test_a_smaller_budget_never_asks_for_fewer_replicas(
+    median: float, spread: float, budgets: tuple[float, float]
+) -> None:
+    dist = step_distribution(forecast([median] * 3, spread), 1)
+    lo, hi = sorted(budgets)
+    assert replicas_within(dist, CAP, 2.0, lo) >= replicas_within(dist, CAP, 2.0, hi)
+
+
+def test_the_step_distribution_is_a_distribution_with_a_rising_tail() -> None:
+    dist = step_distribution(forecast([100.0] * 5, spread=0.3), 2)
+    assert sum(w for w, _ in dist) == pytest.approx(1.0)
+    rates = [r for _, r in dist]
+    assert rates == sorted(rates) and rates[-1] > rates[-5]  # extrapolated past the highest level read
+
+
+def tick(spec: PlannerSpec, fc: Forecast, now: float, current: int, observed: float | None = None) -> int:
+    snap = Snapshot(
+        current,
+        forecast=fc,
+        observed_rps=observed if observed is not None else 0.0,
+        observed_at_s=now,
+    )
+    decision, _ = plan(snap, spec, PlannerState(), now)
+    return decision.desired_replicas
+
+
+def test_replicas_are_added_only_for_the_steps_a_decision_can_reach() -> None:
+    """A spike that ends before a replica asked for now could be warm is no reason to add one."""
+    rates = np.full(60, 50.0)
+    rates[2:4] = 200.0  # minutes 2-4: within T_load of now (0)
+    flat = tick(SPEC, forecast(np.full(60, 50.0)), 0.0, current=6)
+    assert tick(SPEC, forecast(rates), 0.0, current=6) == flat < 20  # 20+ would be warm after the spike
+    rising = np.full(60, 50.0)
+    rising[5:12] = 200.0  # from minute 5 on: reachable
+    assert tick(SPEC, forecast(rising), 0.0, current=6) >= 20
+
+
+def test_replicas_held_for_the_steps_before_a_release_could_return_are_kept() -> None:
+    rates = np.full(60, 50.0)
+    rates[2:4] = 200.0
+    # 25 held now, the spike at minute 2 needs them, and released now they could not be back in time
+    assert tick(SPEC, forecast(rates), 0.0, current=25) >= 20
+
+
+def test_the_decision_says_what_late_share_it_planned_for_and_expects() -> None:
+    fc = forecast(np.full(60, 100.0))
+    decision, _ = plan(
+        Snapshot(12, forecast=fc, observed_rps=100.0, observed_at_s=0.0), SPEC, PlannerState(), 0.0
+    )
+    (demand,) = [s for s in decision.steps if s.stage == "demand"]
+    assert demand.reason is Reason.FORECAST_DEMAND
+    assert "planned for at most 1.000% late" in demand.message and "expected" in demand.message
+    assert decision.inputs["late_budget"] == 0.01
+
+
+def demand_after(spec: PlannerSpec, fc: Forecast, observed: float) -> int:
+    snap = Snapshot(12, forecast=fc, observed_rps=observed, observed_at_s=0.0)
+    decision, _ = plan(snap, spec, PlannerState(), 0.0)
+    return next(s.after for s in decision.steps if s.stage == "demand")
+
+
+def test_traffic_running_above_the_forecast_now_raises_the_plan_and_a_lull_never_lowers_it() -> None:
+    """The forecast was anchored on the last whole step; the observed rate is a tick old."""
+    fc = forecast(np.full(60, 100.0))
+    as_forecast = demand_after(SPEC, fc, 100.0)
+    assert demand_after(SPEC, fc, 150.0) > as_forecast
+    assert demand_after(SPEC, fc, 20.0) == demand_after(SPEC, fc, 0.0) == as_forecast
+    fixed = dataclasses.replace(SPEC, slo_anchor=False)
+    assert demand_after(fixed, fc, 150.0) == demand_after(fixed, fc, 100.0) == as_forecast
