@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from backtest.ledger import DayOutcome, Ledger, complete_days
-from backtest.policies import ForecastFeed, Oracle
-from backtest.run import BacktestConfig, Comparison, Make, Replay, SeriesBacktest, compare, run_backtest
-from backtest.simulator import Policy, ReplayResult
+from backtest.run import BacktestConfig, Comparison, Make, SeriesBacktest, compare, run_backtest
+from backtest.simulator import ReplayResult
 from backtest.tuning import (
     OperatingPoint,
     TuningError,
@@ -21,6 +20,7 @@ from backtest.tuning import (
     TuningResult,
     candidate_levels,
     check_target,
+    oracle_policy,
     point_policy,
     pool_policy,
     reactive_policy,
@@ -156,7 +156,7 @@ def _ledger_backtest(
             if forecast_free
             else (p.label, point_policy(p, base))
         ),
-        "oracle": ("oracle", _oracle(cfg)),
+        "oracle": ("oracle", oracle_policy(cfg, 1.0)),
     }
     results = {name: ledger.result(label, make, days) for name, (label, make) in settings.items()}
     for name, r in results.items():
@@ -169,21 +169,6 @@ def _ledger_backtest(
             f"predictive decisions by reason: {top}; forecasts by model: {dict(ledger.day_models(days))}"
         )
     return _backtest_doc(float(len(days)), results, compare(results), notes)
-
-
-def _oracle(cfg: BacktestConfig) -> Make:
-    def make(replay: Replay, feed: ForecastFeed) -> Policy:
-        return Oracle(
-            replay.arrivals,
-            cfg.capacity_rps,
-            t_load_s=cfg.t_load_s,
-            tick_s=cfg.tick_s,
-            slo_wait_s=cfg.slo_wait_s,
-            min_replicas=cfg.min_replicas,
-            max_replicas=cfg.max_replicas,
-        )
-
-    return make
 
 
 def _ledger_tuning(

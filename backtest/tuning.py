@@ -441,7 +441,7 @@ def oracle_policy(cfg: BacktestConfig, headroom: float) -> Make:
             min_replicas=cfg.min_replicas,
             max_replicas=cfg.max_replicas,
             headroom=headroom,
-            name=f"oracle-{headroom:g}",
+            name="oracle" if headroom == 1.0 else f"oracle-{headroom:g}",
         )
 
     return make

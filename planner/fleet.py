@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from planner.explain import Decision, Reason, Step
-from planner.queueing import EPS
+from planner.queueing import EPS, late_probability
 from planner.snapshot import Snapshot
 from planner.spec import PlannerSpec
 from planner.stages import reactive_floor
@@ -290,11 +290,7 @@ def marginal_values(
                 b = offered * b / (n + offered * b)
                 if n < start:
                     continue
-                if n <= offered:
-                    p = 1.0
-                else:
-                    c = n * b / (n - offered * (1.0 - b))
-                    p = min(1.0, c * math.exp(-(n - offered) * capacity_rps * slo_wait_s))
+                p = 1.0 if n <= offered else late_probability(n, offered, b, capacity_rps, slo_wait_s)
                 late[n - start] += weight * rate * span_s * p
             if start == 0:
                 late[0] += weight * rate * span_s  # no replica: every request is late

@@ -108,24 +108,16 @@ def plan(
         if forecast is None:
             step = no_forecast_demand(spec)
             primary = Reason.REACTIVE_FLOOR
-        elif spec.late_budget is not None:
-            fresh = floor is not None  # an observed rate the reactive floor could use: fresh and valid
-            _, at, step = slo_demand(forecast, spec, now, current, snapshot.observed_rps if fresh else None)
-            inputs.update(
-                {
-                    "demand_at_s": at,
-                    "window_start_s": now,
-                    "window_end_s": now + spec.lookahead_s,
-                    "forecast_model": forecast.model,
-                    "forecast_origin_s": forecast.origin_s,
-                }
-            )
-            primary = Reason.FORECAST_DEMAND
         else:
-            rate, at, step = demand(forecast, spec, now)
+            if spec.late_budget is not None:
+                fresh = floor is not None  # an observed rate the reactive floor could use: fresh and valid
+                observed = snapshot.observed_rps if fresh else None
+                _, at, step = slo_demand(forecast, spec, now, current, observed)
+            else:
+                rate, at, step = demand(forecast, spec, now)
+                inputs["demand_rps"] = round(rate, 6)
             inputs.update(
                 {
-                    "demand_rps": round(rate, 6),
                     "demand_at_s": at,
                     "window_start_s": now,
                     "window_end_s": now + spec.lookahead_s,

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 EPS = 1e-9
 
 
-def _erlang_b(servers: int, offered: float) -> float:
+def erlang_b(servers: int, offered: float) -> float:
     """Erlang B (the blocking probability) by its numerically stable recursion."""
     b = 1.0
     for k in range(1, servers + 1):
@@ -36,10 +36,11 @@ def _erlang_b(servers: int, offered: float) -> float:
     return b
 
 
-def _late_probability(
+def late_probability(
     servers: int, offered: float, erlang_b: float, rate_per_server: float, wait_s: float
 ) -> float:
-    """P(wait > wait_s) from the Erlang B value at `servers` (Erlang C from B, times the tail)."""
+    """P(wait > wait_s) from the Erlang B value at `servers` (Erlang C from B, times the tail); callers
+    walking the counts carry B up by its recursion instead of computing it afresh."""
     c = servers * erlang_b / (servers - offered * (1.0 - erlang_b))
     return min(1.0, c * math.exp(-(servers - offered) * rate_per_server * wait_s))
 
@@ -49,9 +50,9 @@ def _stable_counts(rate_rps: float, rate_per_server: float, wait_s: float) -> It
     afresh per candidate would be quadratic)."""
     offered = rate_rps / rate_per_server
     n = max(1, math.floor(offered + EPS) + 1)
-    b = _erlang_b(n, offered)
+    b = erlang_b(n, offered)
     while True:
-        yield n, _late_probability(n, offered, b, rate_per_server, wait_s)
+        yield n, late_probability(n, offered, b, rate_per_server, wait_s)
         n += 1
         b = offered * b / (n + offered * b)
 
@@ -62,7 +63,7 @@ def wait_probability(servers: int, offered: float, rate_per_server: float, wait_
         return 0.0
     if servers <= offered:
         return 1.0
-    return _late_probability(servers, offered, _erlang_b(servers, offered), rate_per_server, wait_s)
+    return late_probability(servers, offered, erlang_b(servers, offered), rate_per_server, wait_s)
 
 
 @functools.lru_cache(maxsize=4096)  # the planner asks for the same forecast steps' rates tick after tick

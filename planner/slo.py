@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 from forecaster.types import Forecast
+from planner.queueing import erlang_b, late_probability, wait_probability
 
 EPS = 1e-12
 # the forecast quantiles a step's distribution is read from (the feed predicts them once per refresh). The
@@ -75,22 +76,8 @@ def late_share(dist: Sequence[tuple[float, float]], n: int, capacity_rps: float,
     total = sum(w * r for w, r in dist)
     if total <= 0:
         return 0.0
-    late = 0.0
-    for w, rate in dist:
-        late += w * rate * _late_probability(n, rate / capacity_rps, capacity_rps, wait_s)
+    late = sum(w * r * wait_probability(n, r / capacity_rps, capacity_rps, wait_s) for w, r in dist)
     return late / total
-
-
-def _late_probability(n: int, offered: float, capacity_rps: float, wait_s: float) -> float:
-    if offered <= 0:
-        return 0.0
-    if n <= offered:
-        return 1.0
-    b = 1.0
-    for k in range(1, n + 1):
-        b = offered * b / (k + offered * b)
-    c = n * b / (n - offered * (1.0 - b))
-    return min(1.0, c * math.exp(-(n - offered) * capacity_rps * wait_s))
 
 
 def replicas_within(
@@ -104,23 +91,13 @@ def replicas_within(
         return 0
     offered = [r / capacity_rps for _, r in dist]
     n = max(1, math.ceil(total / capacity_rps - EPS))
-    blocking = []
-    for a in offered:
-        b = 1.0
-        for k in range(1, n + 1):
-            b = a * b / (k + a * b)
-        blocking.append(b)
+    blocking = [erlang_b(n, a) for a in offered]
     while n < MAX_REPLICAS:
         late = 0.0
         for (w, rate), a, b in zip(dist, offered, blocking, strict=True):
-            if a <= 0:
-                continue
-            if n <= a:
-                p = 1.0
-            else:
-                c = n * b / (n - a * (1.0 - b))
-                p = min(1.0, c * math.exp(-(n - a) * capacity_rps * wait_s))
-            late += w * rate * p
+            if a > 0:
+                p = 1.0 if n <= a else late_probability(n, a, b, capacity_rps, wait_s)
+                late += w * rate * p
         if late <= budget * total + EPS:
             return n
         n += 1
