@@ -33,6 +33,7 @@ from forecaster.types import Forecast, TrafficSeries, quantile_key
 from planner import PlannerSpec, PlannerState, Snapshot, plan
 from planner.explain import Decision
 from planner.fleet import VALUE_LEVELS, FleetAllocation, allocate, fleet_request, within_grant
+from planner.slo import LEVELS as SLO_LEVELS
 from service.budget import BudgetSource, FixedBudget
 from service.leadership import LeaderLoop
 from service.store import DecisionStore
@@ -307,7 +308,9 @@ class Controller:
             # with a fleet budget, the fleet stage values replicas from the p99 path too (one more quantile
             # per forecast costs a thousand models' tick about a tenth, so only when it is read)
             value = VALUE_LEVELS if self.budget is not None else ()
-            levels = tuple(sorted({0.5, 0.9, r.spec.quantile, *value}))
+            # planning for the SLO reads the step's whole distribution (planner/slo.py), not one quantile
+            dist = SLO_LEVELS if r.spec.late_budget is not None else ()
+            levels = tuple(sorted({0.5, 0.9, r.spec.quantile, *value, *dist}))
             self._score_coverage(r, hist)
             r.forecast = r.model.predict(h, levels)
             r.forecast_doc = forecast_doc(r.forecast)  # served by the API from memory

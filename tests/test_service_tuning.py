@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from backtest.tuning import TuningGrid
 from forecaster.sources.base import SourceError
+from planner.slo import LEVELS as SLO_LEVELS
 from service.config import ConfigError, parse_config
 from service.nightly import nightly_tune
 from service.runtime import Controller
@@ -53,7 +54,7 @@ def night(
 def test_the_demo_tunes_each_model_in_its_first_night_and_decisions_carry_the_point(
     night: tuple[Controller, ControllerView, Clock, Path],
 ) -> None:
-    ctl, view, _, _ = night
+    ctl, view, clock, _ = night
     for name, r in ctl.models.items():
         runs = ctl.store.tunings(name, limit=5)
         assert len(runs) == 1 and runs[0]["ok"], runs
@@ -67,6 +68,9 @@ def test_the_demo_tunes_each_model_in_its_first_night_and_decisions_carry_the_po
         if chosen["use_forecast"] and chosen["late_budget"] is None:
             assert inputs["alpha"] == chosen["alpha"]
         assert inputs["slo_target"] == 0.99
+        if chosen["late_budget"] is not None:  # planning for the SLO reads each step's whole distribution
+            ctl.refit_model(name, clock())
+            assert r.forecast is not None and set(SLO_LEVELS) <= set(r.forecast.levels)
         assert view.jobs["nightly_tuning"].last_error is None
 
 
