@@ -209,7 +209,7 @@ class KubeCluster:
 # -- the session's cluster -------------------------------------------------------------------------------
 
 
-def _run_dir() -> Path:
+def run_dir() -> Path:
     d = os.environ.get(ENV_RUN_DIR)
     if not d:
         raise RuntimeError(
@@ -219,7 +219,8 @@ def _run_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock across the run's processes (the xdist workers), held for the block."""
     with path.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -231,9 +232,9 @@ def _locked(path: Path) -> Iterator[None]:
 def _start_shared() -> KubeCluster:
     """Start the run's cluster unless another worker already has; one failure is remembered so the other
     worker reports it instead of building again."""
-    run = _run_dir()
+    run = run_dir()
     cluster_dir, error = run / "cluster", run / "error.txt"
-    with _locked(run / "lock"):
+    with locked(run / "lock"):
         if error.exists():
             raise RuntimeError(error.read_text())
         if not (cluster_dir / "state.json").exists():

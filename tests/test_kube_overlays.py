@@ -19,9 +19,7 @@ tests/test_kube_helm.py reuses the helpers below for the chart, in namespaces of
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
 import json
 import os
 import re
@@ -44,7 +42,7 @@ from service.runtime import Controller
 from service.serve import Jobs
 from service.view import ControllerView
 from tests.fakes import Clock
-from tests.kube_cluster import KubeCluster, wait_until
+from tests.kube_cluster import KubeCluster, locked, wait_until
 from tests.prometheus_harness import PrometheusProcess, backfill, require_binaries
 from tests.test_kube_real import RequestLog, hpa, without
 
@@ -164,17 +162,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory this test run's processes share (an xdist worker's base temp is popen-gwN inside it)."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock across the run's processes, held for the block."""
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
