@@ -52,6 +52,11 @@ class BacktestFailed(RuntimeError):
     """A series' backtest failed on the compute backend (after its retries); the message names it and why."""
 
 
+def _given(flag: float | None, config: float | None, default: float) -> float:
+    """A setting as given on the command line, else the series' config's, else the default."""
+    return flag if flag is not None else config if config is not None else default
+
+
 @contextmanager
 def _no_bar(total: int) -> Iterator[Callable[[int], None]]:
     yield lambda n: None
@@ -66,8 +71,8 @@ class ReplayOptions:
     t_load_sigma: float = 0.0  # > 0: each cold start drawn from a lognormal around t_load_s
     slo_wait_s: float | None = None  # None: the config's, else 2 s
     tick_s: int = 30
-    min_replicas: int = 1
-    max_replicas: int = 10_000
+    min_replicas: int | None = None  # None: the config's, else 1
+    max_replicas: int | None = None  # None: the config's, else 10,000
     warmup_s: float = 2 * SECONDS_PER_DAY
     start_s: float | None = None  # replay from here (the history before it is the warm-up)
     end_s: float | None = None  # replay until here
@@ -106,16 +111,16 @@ class ReplayOptions:
             series = series.slice(0, hi)
             if self.start_s is not None:
                 warmup_s = max(0.0, lo * series.step_s)
-        t_load_s = (self.t_load_s if self.t_load_s is not None else fixed.get("t_load_s")) or 300.0
+        t_load_s = _given(self.t_load_s, fixed.get("t_load_s"), 300.0)
         sampler = lognormal_t_load(t_load_s, self.t_load_sigma, self.seed) if self.t_load_sigma > 0 else None
         cfg = BacktestConfig(
             capacity_rps=self.capacity_rps or fixed.get("capacity_rps") or capacity_for(series),
             t_load_s=t_load_s,
             t_load_sampler=sampler,
-            slo_wait_s=(self.slo_wait_s if self.slo_wait_s is not None else fixed.get("slo_wait_s")) or 2.0,
+            slo_wait_s=_given(self.slo_wait_s, fixed.get("slo_wait_s"), 2.0),
             tick_s=self.tick_s,
-            min_replicas=self.min_replicas,
-            max_replicas=self.max_replicas,
+            min_replicas=int(_given(self.min_replicas, fixed.get("min_replicas"), 1)),
+            max_replicas=int(_given(self.max_replicas, fixed.get("max_replicas"), 10_000)),
             warmup_s=warmup_s,
             warm_pools=self.warm_pools,
             policies=self.policies,
@@ -134,8 +139,8 @@ class ReplayOptions:
             t_load_s=self.t_load_s if self.t_load_s is not None else 300.0,
             slo_wait_s=self.slo_wait_s if self.slo_wait_s is not None else 2.0,
             tick_s=self.tick_s,
-            min_replicas=self.min_replicas,
-            max_replicas=self.max_replicas,
+            min_replicas=self.min_replicas if self.min_replicas is not None else 1,
+            max_replicas=self.max_replicas if self.max_replicas is not None else 10_000,
             warmup_s=self.warmup_s,
             warm_pools=self.warm_pools,
             model=self.model,

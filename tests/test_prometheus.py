@@ -300,6 +300,31 @@ def test_the_nightly_backtest_runs_every_model_of_a_config_file(
     )
 
 
+def test_a_backtest_asking_for_more_days_than_prometheus_holds_replays_what_exists_within_the_config(
+    prometheus: PrometheusProcess, tmp_path: Path
+) -> None:
+    """A new user's first backtest: --days 14 against a Prometheus that holds less. The missing days are
+    history that never existed (not an outage to replay), and the model's config bounds every policy."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"prometheus:\n  url: {prometheus.url}\n  retries: 1\nmodels:\n"
+        f"  - name: steady\n    query: '{rate_query('steady')}'\n    capacity_rps: 20\n    t_load_s: 120\n"
+        "    max_replicas: 4\n    slo: {wait_s: 5}\n"
+    )
+    end = datetime.fromtimestamp(END_S, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    args = ["backtest", "--config", str(cfg), "--end", end, "--policies", "reactive,static,oracle", "--json"]
+    result = CliRunner().invoke(app, [*args, "--days", str(DAYS + 6)])
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)["series"]["steady"]
+    # the warm-up is the first two days that exist, not two of the six that never did
+    assert run["reactive"]["requests"] == pytest.approx(
+        float(np.sum(generate(DEMO_FLEET[0], days=DAYS, step_s=STEP, seed=3).values[2 * 1440 :])), rel=1e-6
+    )
+    assert {p: r["peak_replicas"] for p, r in run.items() if p != "oracle"} == {"reactive": 4, "static-2": 4}
+    flag = CliRunner().invoke(app, [*args, "--days", str(DAYS), "--max-replicas", "6"])
+    assert json.loads(flag.stdout)["series"]["steady"]["reactive"]["peak_replicas"] == 6  # the flag wins
+
+
 def test_a_config_file_with_an_unreachable_prometheus_fails_in_one_line(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     proxy = GatedProxy("http://127.0.0.1:9")

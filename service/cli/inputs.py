@@ -114,6 +114,8 @@ def _prometheus_series(
                 "t_load_s": m.t_load_s,
                 "slo_target": m.slo.target,
                 "slo_wait_s": m.slo.wait_s,
+                "min_replicas": m.min_replicas,
+                "max_replicas": m.max_replicas,
             }
             for m in models
         }
@@ -139,6 +141,15 @@ def _prometheus_series(
     chosen = []
     for q in queries:
         first = start_s if start_s is not None else end_s - days * 86_400
-        loaded = src.fetch(q.name, end_s, start_s=first)
-        chosen.append(loaded.series)
+        # a model with less history than the range asked starts with gaps: history that never existed
+        series = src.fetch(q.name, end_s, start_s=first).series.from_first_observation()
+        if not len(series):
+            raise UsageError(
+                f"{q.name}: Prometheus has no samples of its query from {_iso(first)} to {_iso(end_s)}"
+            )
+        chosen.append(series)
     return chosen, f"Prometheus at {settings.url}", overrides
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

@@ -32,8 +32,13 @@ TLoadOpt = Annotated[
     typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m. [default: 5m, or the config's]"),
 ]
 TickOpt = Annotated[str, typer.Option(help="Control interval, e.g. 30s.")]
-MinReplicasOpt = Annotated[int, typer.Option("--min-replicas", min=0)]
-MaxReplicasOpt = Annotated[int, typer.Option("--max-replicas", min=1)]
+MinReplicasOpt = Annotated[
+    int | None, typer.Option("--min-replicas", min=0, help="Fewest replicas [default: the config's, else 1].")
+]
+MaxReplicasOpt = Annotated[
+    int | None,
+    typer.Option("--max-replicas", min=1, help="Most replicas [default: the config's, else 10000]."),
+]
 
 # where the history comes from when it is not a trace
 PrometheusOpt = Annotated[
@@ -81,7 +86,10 @@ BtSigmaOpt = Annotated[
         help="Draw each cold start from a lognormal with median --t-load and this log sigma (0: fixed).",
     ),
 ]
-BtSloWaitOpt = Annotated[str, typer.Option("--slo-wait", help="Longest acceptable queueing wait, e.g. 2s.")]
+BtSloWaitOpt = Annotated[
+    str | None,
+    typer.Option("--slo-wait", help="Longest acceptable wait, e.g. 2s [default: the config's, else 2s]."),
+]
 ALL_POLICIES = ",".join(POLICIES)
 BtPoliciesOpt = Annotated[str, typer.Option(help=f"Comma-separated: {ALL_POLICIES}.")]
 BtWarmPoolOpt = Annotated[
