@@ -95,6 +95,11 @@ class ForecastOut(BaseModel):
     forecast_model: str
     origin: str
     step_s: int
+    # the traffic series' own unit, as it is fitted: requests in each step (divide by step_s for requests/s;
+    # decisions and their explanations speak in requests/s)
+    unit: Literal["requests per step"] = Field(
+        "requests per step", description="each value counts the requests of one step_s; / step_s for req/s"
+    )
     points: list[ForecastPoint]
 
 
@@ -161,7 +166,14 @@ def create_app(view: ServiceView, *, api_token: str | TokenSource | None) -> Fas
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for e in exc.errors():
-            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "body", "path"))
+            loc = tuple(e.get("loc", ()))
+            where = ".".join(str(p) for p in loc if p not in ("query", "body", "path"))
+            if loc == ("body",):  # the body as a whole: most often JSON sent without its content type
+                parts.append(
+                    f"request body: {e.get('msg')}; send a JSON object with Content-Type: application/json "
+                    "(curl -d alone sends a form)"
+                )
+                continue
             parts.append(f"{where}: {e.get('msg')}")
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 

@@ -88,9 +88,11 @@ class JobStatus:
     last_error_s: float | None = None
     last_duration_s: float | None = None
     failures: int = 0
+    pending: str | None = None  # waiting on work under way (a first fit running): not a failure
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "pending": self.pending,
             "last_ok_s": self.last_ok_s,
             "last_error": self.last_error,
             "last_error_s": self.last_error_s,
@@ -294,8 +296,11 @@ class Controller:
                 task = Task(name, full_fit, (r.forecaster, r.spec.lookahead_s, hist, r.model, priors))
                 r.fitting, r.fit_started_s, r.fit_history_end_s = self.compute.submit(task), now_s, hist.end_s
                 self._install_fit(r, now_s)
+            if r.model is None and not r.fit_error:  # waiting, not failing: counted as no failure
+                r.refit.pending = "the first full fit is still running"
+                return
             if r.model is None:
-                raise ModelError(r.fit_error or "the first full fit is still running")
+                raise ModelError(r.fit_error)
             if r.anchored_s != hist.end_s:  # a fit on this very history needs no re-anchoring
                 r.model = r.model.update(hist)
                 r.anchored_s = hist.end_s
@@ -317,8 +322,9 @@ class Controller:
             if r.stored_forecast_s is None or now_s - r.stored_forecast_s >= STORE_FORECAST_EVERY_S:
                 self.store.put_forecast(name, r.forecast.origin_s, r.forecast_doc)
                 r.stored_forecast_s = now_s
-            r.refit.last_ok_s, r.refit.last_error = now_s, None
+            r.refit.last_ok_s, r.refit.last_error, r.refit.pending = now_s, None, None
         except (ModelError, SourceError, ValueError) as exc:
+            r.refit.pending = None
             r.refit.failures += 1
             r.refit.last_error, r.refit.last_error_s = f"{type(exc).__name__}: {exc}", now_s
 

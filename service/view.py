@@ -193,7 +193,7 @@ class ControllerView:
             rails = self.ctl.rails(r.name)
             problems = []
             if r.refit.last_ok_s is None:
-                why = r.refit.last_error or "pending"
+                why = r.refit.last_error or r.refit.pending or "pending"
                 problems.append(f"no successful refit yet, running on its reactive floor ({why})")
             if r.tick.last_ok_s is None or now - r.tick.last_ok_s > 3 * r.spec.tick_s:
                 problems.append(

@@ -45,7 +45,7 @@ def test_the_forecast_comes_as_json_and_csv_for_the_asked_horizon(
     client, ctl, _ = demo
     name = next(iter(ctl.models))
     fc = client.get(f"/v1/models/{name}/forecast", params={"horizon": "30m", "quantiles": "0.5,0.9"}).json()
-    assert len(fc["points"]) == 30 and fc["step_s"] == 60
+    assert len(fc["points"]) == 30 and fc["step_s"] == 60 and fc["unit"] == "requests per step"
     p = fc["points"][0]
     assert set(p["quantiles"]) == {"0.5", "0.9"} and p["quantiles"]["0.5"] <= p["quantiles"]["0.9"]
     csv = client.get(f"/v1/models/{name}/forecast", params={"horizon": "10m", "format": "csv"})
@@ -121,6 +121,23 @@ def test_switches_need_the_bearer_token(demo: tuple[TestClient, Controller, Cloc
         client.post(f"/v1/models/{name}/mode", json={"mode": "active"}, headers=auth).json()["mode"]
         == "active"
     )
+
+
+def test_json_sent_as_a_form_is_refused_with_the_header_to_send(
+    demo: tuple[TestClient, Controller, Clock],
+) -> None:
+    """`curl -d '{...}'` without a content type sends a form: the answer says what to send instead."""
+    client, ctl, _ = demo
+    name = next(iter(ctl.models))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    form = {**auth, "Content-Type": "application/x-www-form-urlencoded"}
+    r = client.post(f"/v1/models/{name}/mode", content=b'{"mode": "shadow"}', headers=form)
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("request body: ")
+    assert "Content-Type: application/json" in r.json()["detail"]
+    as_json = {**auth, "Content-Type": "application/json"}
+    ok = client.post(f"/v1/models/{name}/mode", content=b'{"mode": "shadow"}', headers=as_json)
+    assert ok.status_code == 200 and ok.json()["mode"] == "shadow"
 
 
 def test_without_a_configured_token_every_switch_is_refused(tmp_path: Path) -> None:

@@ -86,3 +86,20 @@ def test_the_cli_is_a_thin_shell_of_short_modules_and_commands() -> None:
         for fn in _functions(ast.parse(text)):
             n = (fn.end_lineno or fn.lineno) - fn.lineno + 1
             assert n <= 80, f"{path.name}: {fn.name} has {n} lines; allowed 80"
+
+
+def test_no_option_help_loses_words_to_the_terminal_markup() -> None:
+    """Typer renders help through Rich, which swallows a bracketed `[default: x]` as a markup tag (`Address
+    to listen on .`): every option's help is printed whole."""
+    import typer.main
+
+    commands = getattr(typer.main.get_command(app), "commands", {})
+    assert len(commands) >= 8
+    for name, command in commands.items():
+        r = runner.invoke(app, [name, "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+        assert r.exit_code == 0, r.output
+        shown = " ".join(r.output.replace("│", " ").split())
+        for param in command.params:
+            help_text = getattr(param, "help", None)
+            if help_text:
+                assert " ".join(help_text.split()) in shown, f"prewarm {name} {param.name}: {help_text!r}"

@@ -29,15 +29,15 @@ CapacityOpt = Annotated[
 ]
 TLoadOpt = Annotated[
     str | None,
-    typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m. [default: 5m, or the config's]"),
+    typer.Option("--t-load", help="Cold start: asked -> ready, e.g. 5m. (default: 5m, or the config's)"),
 ]
 TickOpt = Annotated[str, typer.Option(help="Control interval, e.g. 30s.")]
 MinReplicasOpt = Annotated[
-    int | None, typer.Option("--min-replicas", min=0, help="Fewest replicas [default: the config's, else 1].")
+    int | None, typer.Option("--min-replicas", min=0, help="Fewest replicas (default: the config's, else 1).")
 ]
 MaxReplicasOpt = Annotated[
     int | None,
-    typer.Option("--max-replicas", min=1, help="Most replicas [default: the config's, else 10000]."),
+    typer.Option("--max-replicas", min=1, help="Most replicas (default: the config's, else 10000)."),
 ]
 
 # where the history comes from when it is not a trace
@@ -59,11 +59,19 @@ BearerOpt = Annotated[
 # where per-model work runs
 BackendOpt = Annotated[
     str | None,
-    typer.Option("--backend", help="Where per-model work runs: local (process pool) or ray. [config/local]"),
+    typer.Option(
+        "--backend",
+        help="Where per-model work runs: local (process pool) or ray (default: the config's, else local).",
+    ),
 ]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option("--workers", min=1, max=1024, help="Local worker processes. [backtest: 1; serve: cores]"),
+    typer.Option(
+        "--workers",
+        min=1,
+        max=1024,
+        help="Local worker processes (default: 1 for backtest, the cores for serve).",
+    ),
 ]
 RayAddressOpt = Annotated[
     str | None,
@@ -88,7 +96,7 @@ BtSigmaOpt = Annotated[
 ]
 BtSloWaitOpt = Annotated[
     str | None,
-    typer.Option("--slo-wait", help="Longest acceptable wait, e.g. 2s [default: the config's, else 2s]."),
+    typer.Option("--slo-wait", help="Longest acceptable wait, e.g. 2s (default: the config's, else 2s)."),
 ]
 ALL_POLICIES = ",".join(POLICIES)
 BtPoliciesOpt = Annotated[str, typer.Option(help=f"Comma-separated: {ALL_POLICIES}.")]
@@ -109,7 +117,7 @@ BtAlphaOpt = Annotated[
     float | None,
     typer.Option(
         "--alpha",
-        help="Forecast quantile the predictive planner provisions for. [default: 0.9, from costs 9:1]",
+        help="Forecast quantile the predictive planner provisions for. (default: 0.9, from costs 9:1)",
     ),
 ]
 BtSweepAlphaOpt = Annotated[
@@ -166,12 +174,12 @@ TuneTargetOpt = Annotated[
     float | None,
     typer.Option(
         "--slo-target",
-        help="Share of requests that must start within --slo-wait, e.g. 0.99. [default: the config's "
-        "slo.target]",
+        help="Share of requests that must start within --slo-wait, e.g. 0.99. (default: the config's "
+        "slo.target)",
     ),
 ]
 TuneSloWaitOpt = Annotated[
-    str | None, typer.Option("--slo-wait", help="Longest acceptable queueing wait. [default: 2s]")
+    str | None, typer.Option("--slo-wait", help="Longest acceptable queueing wait. (default: 2s)")
 ]
 TuneWindowOpt = Annotated[
     str, typer.Option("--tune-window", help="Trailing window the candidates are replayed on.")

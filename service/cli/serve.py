@@ -17,16 +17,16 @@ def serve_command(
         typer.Option("--config", help="YAML config (config.example.yaml); none: the embedded demo."),
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1 / config].")
+        str | None, typer.Option(help="Address to listen on (default: 127.0.0.1 / config).")
     ] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port [default: 8080 / config].")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default: 8080 / config).")] = None,
     speed: Annotated[
         float | None,
-        typer.Option(min=1.0, max=3600.0, help="Demo only: simulated s per real s. [default: 60, 1 h/min]"),
+        typer.Option(min=1.0, max=3600.0, help="Demo only: simulated s per real s. (default: 60, 1 h/min)"),
     ] = None,
     store: Annotated[
         str | None,
-        typer.Option(help="SQLAlchemy URL of the decision store. [default: the config's / prewarm-demo.db]"),
+        typer.Option(help="SQLAlchemy URL of the decision store. (default: the config's / prewarm-demo.db)"),
     ] = None,
     api_token: Annotated[
         str | None,
