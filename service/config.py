@@ -270,6 +270,19 @@ class ApiConfig(_Strict):
         return f"api.token_file={str(self.token_file)!r} is empty"
 
 
+class FixedToken:
+    """A token given once (the demo's --api-token or PREWARM_API_TOKEN), as the API's TokenSource."""
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value or None
+
+    def token(self) -> str | None:
+        return self.value
+
+    def why_none(self) -> str:
+        return "the demo takes --api-token or PREWARM_API_TOKEN"
+
+
 class ApiToken:
     """The api section as the API's TokenSource: the token is read on every mutating request, so a Secret
     mounted `optional` that appears (or rotates) later takes effect without a restart."""

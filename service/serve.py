@@ -434,10 +434,13 @@ def serve(
     api_token: str | None = None,
 ) -> None:
     """Run the embedded demo until interrupted."""
+    from service.config import FixedToken
+
     configure_logging()
     clock = AcceleratedClock(demo_start_s(), speed)
     ctl = build_demo(clock, store_url)
-    view = ControllerView(ctl, clock)
+    token = FixedToken(api_token)
+    view = ControllerView(ctl, clock, api_auth=token)  # /readyz says when the POST endpoints are refused
     jobs = Jobs(ctl, view, clock)
     tick_s = next(iter(ctl.models.values())).spec.tick_s
     jobs.tick_all()  # the first forecasts and decisions before the API answers
@@ -451,6 +454,6 @@ def serve(
     view.jobs["scheduler"] = JobStatus(last_ok_s=clock())
     log.info("starting the demo", extra={"models": len(ctl.models), "speed": speed, "store": store_url})
     try:
-        _Server(create_app(view, api_token=api_token), host, port).run()
+        _Server(create_app(view, api_token=token), host, port).run()
     finally:
         running.stop()

@@ -63,9 +63,9 @@ def cmdline(pid: int) -> str:
 
 @dataclass
 class ServeProcess:
-    """One `python -m service serve` with a config written from `doc`."""
+    """One `python -m service serve` with a config written from `doc` (None: the embedded demo)."""
 
-    doc: dict[str, Any]
+    doc: dict[str, Any] | None
     workdir: Path
     name: str = "prewarm"
     port: int = field(default_factory=free_port)
@@ -81,11 +81,14 @@ class ServeProcess:
         return self.workdir / f"{self.name}.log"
 
     def start(self, *args: str) -> ServeProcess:
-        cfg = self.workdir / f"{self.name}.yaml"
-        cfg.write_text(yaml.safe_dump(self.doc))
+        source: list[str] = []
+        if self.doc is not None:
+            cfg = self.workdir / f"{self.name}.yaml"
+            cfg.write_text(yaml.safe_dump(self.doc))
+            source = ["--config", str(cfg)]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREWARM_", "POD_NAME"))}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--config", str(cfg), "--port", str(self.port), *args],
+            [sys.executable, "-m", "service", "serve", *source, "--port", str(self.port), *args],
             cwd=ROOT,
             env={**env, **self.env},
             stdout=self.log_path.open("wb"),

@@ -3,6 +3,7 @@ and refuses a flag that cannot apply, saying why, instead of silently ignoring i
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from service.cli import app
+from tests.serve_process import ServeProcess
 
 FILE = "store: {url: 'sqlite:///file.db'}\napi: {token: from-file, port: 8081}\nmodels: []\n"
 
@@ -83,3 +85,23 @@ def test_the_demo_refuses_print_config_and_the_config_only_flags() -> None:
         assert result.exit_code == 2 and (
             "needs --config" in result.output or "apply to a --config" in result.output
         )
+
+
+def test_the_demo_runs_as_the_readme_says_and_its_readiness_says_why_posts_are_refused(
+    tmp_path: Path,
+) -> None:
+    """`prewarm serve` with nothing else, as a process: ready, ticking four models, the POST endpoints refused
+    without a token and /readyz saying so; SIGTERM stops it cleanly."""
+    demo = ServeProcess(None, tmp_path, name="demo").start("--store", f"sqlite:///{tmp_path / 'demo.db'}")
+    try:
+        ready = demo.wait_for("/readyz 200", lambda: (r := demo.get("/readyz"))[0] == 200 and r, 120)
+        body = ready[1]
+        assert any("POST endpoints are refused: no api token" in w for w in body["warnings"]), body
+        status, models = demo.get("/v1/models")
+        assert status == 200 and len(models) == 4
+        status, refused = demo.request("POST", f"/v1/models/{models[0]['name']}/pause", {})
+        assert status == 403 and "no api token" in refused["detail"]
+        demo.signal(signal.SIGTERM)
+        assert demo.wait(60) == 0, demo.tail()
+    finally:
+        demo.stop()
