@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,21 @@ def test_no_option_help_loses_words_to_the_terminal_markup() -> None:
             help_text = getattr(param, "help", None)
             if help_text:
                 assert " ".join(help_text.split()) in shown, f"prewarm {name} {param.name}: {help_text!r}"
+
+
+def test_a_table_piped_into_a_file_is_printed_whole() -> None:
+    """Rich fits a table to 80 columns when stdout is not a terminal: the nightly job's log and `| tee` got
+    numbers cut short ("1,254,81…")."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    run = subprocess.run(
+        [sys.executable, "-m", "service", "backtest", "--demo", "-s", "chat-large"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=CLI.parent.parent,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "…" not in run.stdout, run.stdout
+    assert max(len(line) for line in run.stdout.splitlines()) > 80  # wider than a terminal's default

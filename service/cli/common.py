@@ -3,6 +3,7 @@ parsing of times, durations and lists, the progress bar, and the compute backend
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -21,8 +22,11 @@ from forecaster.models import ModelError
 from forecaster.sources.base import SourceError
 from forecaster.types import quantile_key, to_datetime, validate_quantile_levels
 
+# piped into a file or a log (the nightly job, `| tee`), Rich would fit every table to 80 columns and cut the
+# numbers short ("1,254,81…"); COLUMNS, when set, still decides
+PIPED_WIDTH = 240
 err = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH)
 
 DEMO_HELP = "Use the built-in synthetic fleet (the default when no TRACE is given)."
 _ZERO = re.compile(r"0+(\.0*)?[smhdw]?")
