@@ -40,5 +40,8 @@ trap 'scripts/control-plane stop --dir "$KUBE_DIR" || true; rm -rf "$KUBE_DIR"' 
 scripts/control-plane start --dir "$KUBE_DIR" >/dev/null
 export PREWARM_TEST_KUBECONFIG="$KUBE_DIR/kubeconfig"
 
+echo "== docs: mkdocs build --strict, and the cheap results pages regenerated (scripts/results.py --check)"
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict  # not --quiet: it hides the warnings strict counts
+python scripts/results.py --check
 echo "== pytest (unit, real-trace and notebook tests)"
 python -m pytest -n 2 --dist loadgroup "$@"
