@@ -37,12 +37,7 @@ from planner.state import PlannerState
 
 
 def _next_state(
-    state: PlannerState,
-    spec: PlannerSpec,
-    now: float,
-    recommendation: int,
-    change: int,
-    burst: tuple[float, float] | None = None,
+    state: PlannerState, spec: PlannerSpec, now: float, recommendation: int, change: int
 ) -> PlannerState:
     keep_recs = max(spec.scale_down_stabilization_s, spec.scale_up_stabilization_s)
     keep_events = max(spec.scale_up_period_s, spec.scale_down_period_s)
@@ -50,7 +45,7 @@ def _next_state(
     events = tuple((t, d) for t, d in state.scale_events if t > now - keep_events)
     if change:
         events += ((now, change),)
-    return PlannerState(recs, events, burst)
+    return PlannerState(recs, events)
 
 
 def plan(
@@ -90,7 +85,6 @@ def plan(
         ), state
 
     steps: list[Step] = []
-    burst = state.burst  # remembered until a tick planning for the SLO renews or forgets it
     floor, floor_msg = reactive_floor(snapshot, spec, now)
     problem = forecast_problem(snapshot, spec, now)
     if problem is None and not spec.use_forecast and floor is None:
@@ -118,7 +112,7 @@ def plan(
             if spec.late_budget is not None:
                 fresh = floor is not None  # an observed rate the reactive floor could use: fresh and valid
                 observed = snapshot.observed_rps if fresh else None
-                _, at, step, burst = slo_demand(forecast, spec, now, current, observed, state.burst)
+                _, at, step = slo_demand(forecast, spec, now, current, observed)
             else:
                 rate, at, step = demand(forecast, spec, now)
                 inputs["demand_rps"] = round(rate, 6)
@@ -153,4 +147,4 @@ def plan(
         if changed:
             primary = changed[-1].reason
     decision = Decision(now, True, current, raw, value, primary, tuple(steps), inputs)
-    return decision, _next_state(state, spec, now, recommendation, value - current, burst)
+    return decision, _next_state(state, spec, now, recommendation, value - current)

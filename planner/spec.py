@@ -65,9 +65,7 @@ class PlannerSpec:
     late_budget: plan for the SLO itself (planner/slo.py): per forecast step, the fewest replicas whose
     expected share of late requests (waits past slo_wait_s) is at most this share, from the forecast's
     distribution; the operating point lambda sets it to lambda x (1 - slo_target). None: the alpha-quantile
-    stage (kept for comparison). slo_anchor: read the forecast up from the observed rate when traffic runs
-    above it. burst_memory_s: after traffic ran above the forecast, plan as if it still did, fading over
-    this long (0: no memory).
+    stage (kept for comparison).
     cold_start_cost_replica_s: what a cold start costs, in idle-replica-seconds (by default T_load itself:
     the replica is paid for while it loads); a replica is kept rather than released when the forecast says
     it is needed again sooner than T_load + tick + this break-even time.
@@ -90,7 +88,6 @@ class PlannerSpec:
     slo_unreachable: bool = False
     late_budget: float | None = None
     slo_anchor: bool = True
-    burst_memory_s: float = 0.0
     queue_drain_s: float = 30.0
     cold_start_cost_replica_s: float | None = None
     min_replicas: int = 1
@@ -122,7 +119,6 @@ class PlannerSpec:
         _check("burst_reserve_share", self.burst_reserve_share, 0, 10)
         _check("slo_target", self.slo_target, 0, 1, lo_open=True, hi_open=True, optional=True)
         _check("late_budget", self.late_budget, 0, 1, lo_open=True, hi_open=True, optional=True)
-        _check("burst_memory_s", self.burst_memory_s, 0, 86400)
         _check("queue_drain_s", self.queue_drain_s, 0, inf, lo_open=True)
         _check("cold_start_cost_replica_s", self.cold_start_cost_replica_s, 0, inf, optional=True)
         _check("min_replicas", self.min_replicas, 0, 100_000)

@@ -141,13 +141,8 @@ def demand(fc: Forecast, spec: PlannerSpec, now: float) -> tuple[float, float, S
 
 
 def slo_demand(
-    fc: Forecast,
-    spec: PlannerSpec,
-    now: float,
-    current: int,
-    observed_rps: float | None = None,
-    burst: tuple[float, float] | None = None,
-) -> tuple[int, float, Step, tuple[float, float] | None]:
+    fc: Forecast, spec: PlannerSpec, now: float, current: int, observed_rps: float | None = None
+) -> tuple[int, float, Step]:
     """Stage 1, planning for the SLO (planner/slo.py): for the steps this decision can still reach,
     [now + T_load, now + T_load + tick], the fewest replicas whose expected late share is within the
     budget; and of the replicas held, those the steps before them need (a replica released now is back
@@ -156,8 +151,6 @@ def slo_demand(
     assert budget is not None
     cap, wait = spec.capacity_rps_per_replica, spec.slo_wait_s
     f = anchor_factor(fc, now, observed_rps, spec.reactive_window_s) if spec.slo_anchor else 1.0
-    burst, remembered = remember_burst(burst, f, now, spec.burst_memory_s)
-    f = max(f, remembered)
     up, up_at, up_share = peak_need(fc, now + spec.t_load_s, now + spec.lookahead_s, cap, wait, budget, f)
     hold, hold_at, hold_share = peak_need(fc, now, now + spec.t_load_s, cap, wait, budget, f)
     kept = min(current, hold)
@@ -177,23 +170,7 @@ def slo_demand(
             )
         return out
 
-    return n, at, Step("demand", None, n, Reason.FORECAST_DEMAND, msg), burst
-
-
-def remember_burst(
-    burst: tuple[float, float] | None, factor: float, now: float, memory_s: float
-) -> tuple[tuple[float, float] | None, float]:
-    """The burst to remember after this tick, and the factor it still asks for now: a burst's factor
-    fades linearly to 1 over `memory_s` (0: no memory), and a bigger one replaces it."""
-    if memory_s <= 0:
-        return None, 1.0
-    kept = 1.0
-    if burst is not None:
-        at, peak = burst
-        kept = 1.0 + (peak - 1.0) * max(0.0, 1.0 - (now - at) / memory_s)
-    if factor > kept:
-        return (now, factor), factor
-    return (burst if kept > 1.0 else None), kept
+    return n, at, Step("demand", None, n, Reason.FORECAST_DEMAND, msg)
 
 
 def _guard_need(fc: Forecast, spec: PlannerSpec, start: float, end: float) -> tuple[int, float]:

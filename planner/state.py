@@ -14,15 +14,11 @@ class PlannerState:
 
     recommendations: tuple[tuple[float, int], ...] = ()
     scale_events: tuple[tuple[float, int], ...] = ()
-    # (time, how far above the forecast traffic ran) of the latest burst planning for the SLO remembers
-    # (spec.burst_memory_s): the regime after a burst, when another is likelier
-    burst: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "recommendations": [list(r) for r in self.recommendations],
             "scale_events": [list(e) for e in self.scale_events],
-            "burst": list(self.burst) if self.burst is not None else None,
         }
 
     @classmethod
@@ -30,8 +26,6 @@ class PlannerState:
         try:
             recs = tuple((float(t), int(n)) for t, n in data.get("recommendations", []))
             events = tuple((float(t), int(d)) for t, d in data.get("scale_events", []))
-            raw = data.get("burst")
-            burst = (float(raw[0]), float(raw[1])) if raw else None
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"planner state is malformed: {exc}") from exc
-        return cls(recs, events, burst)
+        return cls(recs, events)

@@ -126,29 +126,3 @@ def test_traffic_running_above_the_forecast_now_raises_the_plan_and_a_lull_never
     assert demand_after(SPEC, fc, 20.0) == demand_after(SPEC, fc, 0.0) == as_forecast
     fixed = dataclasses.replace(SPEC, slo_anchor=False)
     assert demand_after(fixed, fc, 150.0) == demand_after(fixed, fc, 100.0) == as_forecast
-
-
-def test_a_remembered_burst_fades_over_its_memory_and_a_bigger_one_replaces_it() -> None:
-    from planner.stages import remember_burst
-
-    burst, f = remember_burst(None, 1.5, 0.0, 3600.0)
-    assert (burst, f) == ((0.0, 1.5), 1.5)
-    burst, f = remember_burst(burst, 1.0, 1800.0, 3600.0)  # half-way: half the excess is still asked for
-    assert burst == (0.0, 1.5) and f == pytest.approx(1.25)
-    burst, f = remember_burst(burst, 1.4, 1800.0, 3600.0)  # a new burst above what is remembered
-    assert burst == (1800.0, 1.4) and f == 1.4
-    assert remember_burst(burst, 1.0, 1800.0 + 3600.0, 3600.0) == (None, 1.0)  # forgotten
-    assert remember_burst((0.0, 2.0), 3.0, 10.0, 0.0) == (None, 1.0)  # no memory: nothing kept
-
-
-def test_after_a_burst_the_plan_keeps_its_headroom_while_the_memory_lasts() -> None:
-    spec = dataclasses.replace(SPEC, burst_memory_s=3600.0)
-    fc = forecast(np.full(200, 100.0))
-    state = PlannerState()
-    _, state = plan(Snapshot(12, forecast=fc, observed_rps=200.0, observed_at_s=0.0), spec, state, 0.0)
-    calm = Snapshot(12, forecast=fc, observed_rps=100.0, observed_at_s=600.0)
-    with_memory, _ = plan(calm, spec, state, 600.0)
-    without, _ = plan(calm, SPEC, PlannerState(), 600.0)
-    demand = [next(s.after for s in d.steps if s.stage == "demand") for d in (with_memory, without)]
-    assert demand[0] > demand[1]
-    assert PlannerState.from_dict(state.to_dict()) == state  # restart-safe
