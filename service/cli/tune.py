@@ -36,11 +36,12 @@ def tune(
     step: opt.StepOpt = "1m",
     bearer_token: opt.BearerOpt = None,
 ) -> None:
-    """Choose each model's operating point (forecast quantile alpha x burst reserve) for an SLO target.
+    """Choose each model's operating point (its late-request budget, or a warm pool) for an SLO target.
 
-    Every candidate is replayed on the trailing --tune-window (one forecasting pass shared by all of them);
-    the cheapest that met the target with a margin wins, and a warm pool tuned the same way on the same
-    history shows what it saves. The service's nightly job runs the same tuning.
+    Every setting is replayed on the trailing --tune-window (one forecasting pass shared by all of them);
+    the path is walked from the most protective setting and the last that met the target with a margin
+    (one standard error of the daily rates) before the first that failed runs; a warm pool tuned the same
+    way on the same history shows what it saves. The service's nightly job runs the same tuning.
     """
     opts = ReplayOptions(
         tune_window_s=duration_s(tune_window, "--tune-window"),
