@@ -11,6 +11,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+
+def within_target(violation_rate: float, target: float) -> bool:
+    """Whether a share of late requests meets an SLO target (0.99: at most 1% late), up to rounding."""
+    return violation_rate <= 1.0 - target + 1e-12
+
+
 TRANSIENTS_NOTE = (
     "each candidate was simulated once over the whole replay and each day scored from its own outcome that "
     "day: switching transients between settings are not simulated"
@@ -44,7 +50,7 @@ class FamilyWalk:
 
     @property
     def met(self) -> bool:
-        return self.violation_rate <= 1.0 - self.target + 1e-12
+        return within_target(self.violation_rate, self.target)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +104,10 @@ class FrontierPoint:
     days: int
     days_on_target: int
     days_within_promise: int
+
+    @property
+    def met(self) -> bool:
+        return within_target(self.violation_rate, self.target)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from backtest.policies import ForecastFeed, Oracle, Predictive
+from backtest.records import within_target
 from backtest.run import BacktestConfig, Make, Replay
 from backtest.simulator import Policy, ReplayResult
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
@@ -265,7 +266,7 @@ def score_window(c: Candidate, days: range, target: float) -> WindowScore:
         se = math.sqrt(var / n)
     upper = rate + MARGIN_SE * se
     hours = float(r.daily_replica_seconds[days.start : days.stop].sum()) / 3600
-    return WindowScore(c, total_r, total_v, hours, rate, upper, upper <= 1.0 - target + 1e-12)
+    return WindowScore(c, total_r, total_v, hours, rate, upper, within_target(upper, target))
 
 
 def select_path(family: str, path: Sequence[Candidate], target: float, days: range) -> Selection:

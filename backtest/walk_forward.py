@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from backtest.records import TRANSIENTS_NOTE, FamilyWalk, Frontier, FrontierPoint, WalkForward
+from backtest.records import TRANSIENTS_NOTE, FamilyWalk, Frontier, FrontierPoint, WalkForward, within_target
 from backtest.run import BacktestConfig
 from backtest.tuning import (
     FAMILIES,
@@ -59,7 +59,7 @@ def walk_forward(runs: CandidateRuns, target: float, tune_window_s: float) -> Wa
             dh = float(r.daily_replica_seconds[d]) / 3600
             req, vio, hours = req + dr, vio + dv, hours + dh
             rate = dv / dr if dr else 0.0
-            on_target += rate <= 1.0 - target + 1e-12
+            on_target += within_target(rate, target)
             unreachable += not sel.met
             settings.append(sel.chosen.candidate.setting)
             rates.append(rate)

@@ -66,7 +66,7 @@ def summarise(run: SeriesBacktest) -> dict[str, Any]:
         for family, points in fr.policies.items():
             p = next((p for p in points if p.target == target), None)
             if p is not None:
-                row[f"{family}_met_{target:g}"] = p.violation_rate <= 1.0 - target + 1e-12
+                row[f"{family}_met_{target:g}"] = p.met
                 row[f"{family}_days_on_target_{target:g}"] = p.days_on_target
                 row[f"{family}_days_within_promise_{target:g}"] = p.days_within_promise
                 row["days"] = p.days

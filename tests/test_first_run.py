@@ -24,6 +24,7 @@ from forecaster.types import TrafficSeries
 from service.store import DecisionStore
 from tests.prometheus_harness import PrometheusProcess, backfill, require_binaries
 from tests.serve_process import ServeProcess, alive, cmdline, descendants
+from tests.test_kube_real import deployment, hpa
 
 STEP = 60
 HISTORY_DAYS = 2.0
@@ -47,42 +48,6 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, traffic: TrafficSeries)
     server = PrometheusProcess(data).start()
     yield server.url
     server.stop()
-
-
-def deployment(name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "m", "image": "registry.local/model:1"}]},
-            },
-        },
-    }
-
-
-def hpa(name: str, lo: int, hi: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": name},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": lo,
-            "maxReplicas": hi,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
-                }
-            ],
-        },
-    }
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ from service.view import ControllerView
 from tests.fakes import Clock
 from tests.kube_cluster import KubeCluster, locked, wait_until
 from tests.prometheus_harness import PrometheusProcess, backfill, require_binaries
-from tests.test_kube_real import RequestLog, hpa, without
+from tests.test_kube_real import RequestLog, deployment, hpa, without
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
@@ -225,39 +225,16 @@ def test_every_pod_template_is_admitted_under_the_restricted_profile_and_its_pod
 # -- prewarm, run as the overlay's ServiceAccount -----------------------------------------------------------
 
 
-def restricted_deployment(name: str, replicas: int) -> dict[str, Any]:
+def restricted_deployment(name: str, replicas: int) -> client.V1Deployment:
     """A model server Deployment that kwok runs and the PodSecurity "restricted" profile admits."""
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "terminationGracePeriodSeconds": 0,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 1000,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "model",
-                            "image": "registry.invalid/model-server:1",
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    d = deployment(name, replicas)
+    d.spec.template.spec.security_context = client.V1PodSecurityContext(
+        run_as_non_root=True, run_as_user=1000, seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")
+    )
+    d.spec.template.spec.containers[0].security_context = client.V1SecurityContext(
+        allow_privilege_escalation=False, capabilities=client.V1Capabilities(drop=["ALL"])
+    )
+    return d
 
 
 def history() -> dict[str, TrafficSeries]:

@@ -11,7 +11,7 @@ from forecaster.sources.base import TrafficSource
 from forecaster.sources.synthetic import SyntheticSource
 from forecaster.sources.trace import read_trace
 from forecaster.types import TrafficSeries
-from service.cli.common import UsageError, parse_at
+from service.cli.common import UsageError, iso, parse_at
 
 MAX_SERIES_WITHOUT_FLAG = 10
 
@@ -145,11 +145,7 @@ def _prometheus_series(
         series = src.fetch(q.name, end_s, start_s=first).series.from_first_observation()
         if not len(series):
             raise UsageError(
-                f"{q.name}: Prometheus has no samples of its query from {_iso(first)} to {_iso(end_s)}"
+                f"{q.name}: Prometheus has no samples of its query from {iso(first)} to {iso(end_s)}"
             )
         chosen.append(series)
     return chosen, f"Prometheus at {settings.url}", overrides
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
