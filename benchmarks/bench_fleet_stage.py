@@ -2,7 +2,8 @@
 
     python -m benchmarks.bench_fleet_stage [--models 1000] [--ticks 20]
 
-Prints the time of `allocate` per tick (target: under 50 ms for 1,000 models) against the baseline every
+Prints the time of `allocate` per tick (with the state of a fleet whose asks held on the last tick, so
+that held replicas may move) (target: under 50 ms for 1,000 models) against the baseline every
 autoscaler can do, first come first served within the budget, measured in the same run on the same asks;
 and the per-model cost of `marginal_values` (each model's values are computed with its own plan: every
 replica, floors and increments, from its p50/p90/p99 paths). Asks are seeded: per model the forecast paths
@@ -17,7 +18,15 @@ import random
 import statistics
 import time
 
-from planner.fleet import VALUE_LEVELS, FleetRequest, allocate, marginal_values, quantile_weights
+from planner.fleet import (
+    VALUE_LEVELS,
+    FleetRequest,
+    FleetState,
+    allocate,
+    expected_requests,
+    marginal_values,
+    quantile_weights,
+)
 from planner.queueing import servers_for_wait
 
 
@@ -34,8 +43,9 @@ def asks(n: int, seed: int = 0) -> tuple[list[FleetRequest], float, float]:
         p99 = [v * rng.uniform(1.1, 1.4) for v in p90]
         floor = servers_for_wait(level, cap, 2.0, 0.01)
         desired = servers_for_wait(max(p90), cap, 2.0, 0.01) + rng.randint(0, 3)
+        scenarios = list(zip(weights, (p50, p90, p99), strict=True))
         values = marginal_values(
-            list(zip(weights, (p50, p90, p99), strict=True)),
+            scenarios,
             step_s=30.0,
             capacity_rps=cap,
             slo_wait_s=2.0,
@@ -52,6 +62,9 @@ def asks(n: int, seed: int = 0) -> tuple[list[FleetRequest], float, float]:
                 priority=rng.choice((1.0, 1.0, 2.0)),
                 values=values[floor:],
                 floor_values=values[:floor],
+                expected_requests=expected_requests(scenarios, step_s=30.0),
+                slo_target=rng.choice((0.99, 0.99, 0.999)),
+                floor_hold_s=300.0,
             )
         )
     values_s = (time.perf_counter() - t) / n
@@ -76,9 +89,11 @@ def main() -> None:
     args = ap.parse_args()
     requests, budget, values_s = asks(args.models)
     stage, base = [], []
-    for _ in range(args.ticks):
+    # the state of a fleet whose asks held on the last tick, a tick ago: every want may move held replicas
+    state = FleetState({r.model: (r.desired, r.floor) for r in requests})
+    for tick in range(args.ticks):
         t = time.perf_counter()
-        alloc = allocate(requests, budget)
+        alloc = allocate(requests, budget, state, now=30.0 * (tick + 1))
         stage.append(time.perf_counter() - t)
         t = time.perf_counter()
         first_come(requests, budget)

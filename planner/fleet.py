@@ -1,33 +1,46 @@
 """The fleet stage: many models sharing one GPU budget. Pure (standard library only), time passed in.
 
-After every model has planned alone, `allocate` fits the fleet's asks into the budget:
+After every model has planned alone, `allocate` fits the fleet's asks into the budget. Its objective is per
+model, in SLO terms, and its first rule is a guarantee, not a weight:
 
-1. Every model keeps the replicas it holds, up to what it asks: moving a GPU from one model to another costs
-   a cold start, during which neither has it. (Only a budget that shrank below the holds takes the least
-   valuable held replicas back.) Without this, noise in the observed rates reshuffles GPUs every tick: in
-   the fleet backtest that churn multiplied cold starts by seven and made the stage worse than first come,
-   first served.
-2. Free GPUs go first to unmet reactive floors (what observed traffic needs now; when even they exceed the
-   budget, by priority and then shared: each to the model with the least share of its floor met), then to
-   increments above the floors, each by value: the expected late requests the replica would prevent over
-   the window it would serve in (the model's forecast quantile paths through its M/M/c queue,
-   `marginal_values`; the observed rate where there is no forecast), times the model's priority, per GPU
-   it takes. A model's values fall with each replica, so a heap of each model's next want merges them
-   without sorting the fleet's replicas.
-3. A replica a model holds above its floor goes to another model's want only when that want is worth more
-   than HOLD_FACTOR times the held one (the re-warm break-even, with margin for noisy values).
+1. **A model's reactive floor is never another model's headroom.** The floor is what the reactive
+   autoscaler the model replaces would hold for it now: the replicas its observed traffic needs, held
+   through the reactive scale-down stabilisation window (`FleetRequest.floor_hold_s`). Unmet floors take
+   free GPUs first and then the held replicas above other models' floors (their forecast headroom),
+   whatever that headroom is worth. Floors are valued above every increment and are cut only when the
+   floors alone exceed the budget; then they are shared, by priority and then each next floor replica to
+   the model with the least share of its floor met (a busy model's floor does not starve a quiet one's).
+2. Every model keeps the replicas it holds, up to what it asks: moving a GPU costs a cold start, during
+   which neither model has it. (Only a budget that shrank below the holds takes held replicas back:
+   headroom first, the least valuable first, then floors by the same sharing.)
+3. Free GPUs above the floors go to increments by the **SLO deficit they close** per GPU, times priority.
+   A model's deficit is its expected late share over the window a replica granted now would serve in
+   (its forecast's quantile paths through its M/M/c queue, `marginal_values`) above its late budget
+   (1 - `slo_target`); an increment's value is the part of the deficit it closes, in units of that budget.
+   Increments that close a deficit come first; once every affordable deficit is closed, the rest go by the
+   late share they prevent, in the same units. So a model far outside its target gains much from a GPU
+   however small its traffic, and one within it gains little however big (ranking by late requests
+   prevented let the biggest model take the fleet).
+4. A held replica above its model's floor goes to another model's increment only when that increment
+   closes a deficit and the held one does not, or is worth more than HOLD_FACTOR times as much (the
+   re-warm break-even, with margin for noisy values).
+5. **One-tick spikes are damped**: held replicas move (rules 1 and 4) only for wants the model also had on
+   the previous tick (`FleetState`), so a replica is not torn from one model for a spike that is over
+   before the moved replica would be warm. Free GPUs serve a want at once.
 
-Each model gets a `FleetGrant`: what it asked, what it got and, when clipped, the value of the first
-replica it lost and the models that took the last GPUs; `within_grant` turns that into a BudgetLimited step.
+Each model gets a `FleetGrant`: what it asked, what it got, its expected late share at the grant against
+its budget and, when clipped, what its next replica would have prevented and who took the last GPUs;
+`within_grant` turns that into a BudgetLimited step.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from itertools import pairwise
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from itertools import accumulate, pairwise
 
 from planner.explain import Decision, Reason, Step
 from planner.queueing import EPS, late_probability
@@ -36,11 +49,13 @@ from planner.spec import PlannerSpec
 from planner.stages import reactive_floor
 
 HOLD_FACTOR = 2.0
+DEFAULT_SLO_TARGET = 0.99  # a model that states no target is valued against this one
 FLOOR_PRIORITY_SCALE = 1e3  # floors' heap key: priority first (priorities are at least 0.001 apart)
 # the forecast quantiles whose paths value a replica (with the probability mass each stands for): the upper
 # tail matters, since a big model's headroom is worth nothing at its median and much at its p99
 VALUE_LEVELS = (0.5, 0.9, 0.99)
 MAX_VALUE_STEPS = 6  # forecast steps sampled per increment's value window (keeps 1,000 models per tick cheap)
+FLOOR, DEFICIT, SURPLUS = 0, 1, 2  # a want's tier: a floor replica, one that closes SLO deficit, the rest
 
 
 @dataclass(frozen=True)
@@ -49,16 +64,40 @@ class FleetRequest:
 
     model: str
     desired: int  # replicas its own plan wants
-    floor: int  # replicas the observed traffic needs now (its reactive floor)
+    floor: int  # replicas its observed traffic needs now (its reactive floor)
     current: int  # replicas it holds now (warm or loading)
     gpus_per_replica: float = 1.0
     priority: float = 1.0
-    # values[k]: expected late requests the (floor + k + 1)-th replica prevents; one per replica from the
-    # floor up to `desired`, non-increasing
+    # values[k]: expected late requests the (floor + k + 1)-th replica prevents over the value window; one
+    # per replica from the floor up to `desired`, non-increasing
     values: tuple[float, ...] = ()
-    # floor_values[k]: the same for the (k + 1)-th replica of the floor at the observed rate, which ranks the
-    # floors among themselves (empty: unknown, such floor replicas go first, by priority)
+    # floor_values[k]: the same for the (k + 1)-th replica of the floor
     floor_values: tuple[float, ...] = ()
+    # requests expected over the value window (every one is late with no replica): with the values, the
+    # model's expected late share at each replica count
+    expected_requests: float = 0.0
+    slo_target: float | None = None  # None: DEFAULT_SLO_TARGET
+    floor_hold_s: float = 0.0  # the reactive scale-down stabilisation window its floor is held through
+
+    @property
+    def late_budget(self) -> float:
+        """The share of requests the model's SLO lets be late."""
+        return 1.0 - (self.slo_target if self.slo_target is not None else DEFAULT_SLO_TARGET)
+
+    @cached_property
+    def late_curve(self) -> tuple[float, ...]:
+        """late_curve[k]: expected late requests over the value window with k replicas, k = 0..desired."""
+        floor = min(self.floor, self.desired)
+        below = (*self.floor_values[:floor], *(0.0,) * max(0, floor - len(self.floor_values)))
+        prevented = accumulate((*below, *self.values[: max(0, self.desired - floor)]), initial=0.0)
+        return tuple(max(0.0, self.expected_requests - p) for p in prevented)
+
+    def late_share(self, replicas: int) -> float | None:
+        """Expected share of its requests late with `replicas` (None: no requests expected, or unknown)."""
+        curve = self.late_curve
+        if self.expected_requests <= 0 or not curve:
+            return None
+        return curve[min(max(replicas, 0), len(curve) - 1)] / self.expected_requests
 
 
 @dataclass(frozen=True)
@@ -67,8 +106,13 @@ class FleetGrant:
     asked: int
     granted: int
     gpus: float
-    lost_value: float | None = None  # value of the first increment it did not get (None: not clipped)
-    lost_to: tuple[str, ...] = ()  # models granted increments worth more, per GPU and priority
+    floor: int = 0  # the reactive floor it was guaranteed (as held through the stabilisation window)
+    late_budget: float = 1.0 - DEFAULT_SLO_TARGET
+    late_share: float | None = None  # its expected late share at the grant (None: no traffic expected)
+    lost_share: float | None = None  # late share its first missing replica would have prevented
+    lost_to: tuple[str, ...] = ()  # models granted wants that ranked above its first missing replica
+    damped: bool = False  # a want that held replicas would have served is new this tick (rule 5)
+    floors_exceed: bool = False  # the fleet's floors alone exceed the budget
 
     @property
     def clipped(self) -> bool:
@@ -77,16 +121,47 @@ class FleetGrant:
     def describe(self, budget_gpus: float, asked_gpus: float) -> str:
         if not self.clipped:
             return f"fleet budget {budget_gpus:g} GPUs (asked {asked_gpus:g}): granted all {self.asked}"
-        lost = (
-            f"; its next replica would have prevented {self.lost_value:.1f} expected late requests, less "
-            f"per GPU and priority than what {', '.join(self.lost_to)} got"
-            if self.lost_value is not None and self.lost_to
-            else "; even the reactive floors exceed the budget, granted by priority"
-        )
-        return (
+        head = (
             f"fleet budget {budget_gpus:g} GPUs, asked {asked_gpus:g} across the fleet: asked {self.asked} "
-            f"replicas, granted {self.granted}{lost}"
+            f"replicas, granted {self.granted}"
         )
+        if self.granted < self.floor:
+            if self.damped:
+                return (
+                    f"{head}; its reactive floor rose to {self.floor} this tick: other models' warm replicas "
+                    "move to it if it still needs them on the next tick (a one-tick spike is over before a "
+                    "moved replica is warm)"
+                )
+            if self.floors_exceed:
+                return f"{head}; even the reactive floors exceed the budget, shared by priority and share met"
+            return f"{head}; below its reactive floor of {self.floor}: no free GPU or movable replica fits it"
+        parts = [head]
+        if self.late_share is not None:
+            parts.append(
+                f"expected late share {self.late_share:.2%} against its late budget {self.late_budget:.2%}"
+            )
+        if self.lost_share is not None and self.lost_to:
+            parts.append(
+                f"its next replica would have kept {self.lost_share:.2%} of its requests from being late, "
+                f"{self.lost_share / self.late_budget:.2g}x its budget, worth less per GPU and priority "
+                f"than what {', '.join(self.lost_to)} got"
+            )
+        if self.damped:
+            parts.append(
+                "its ask rose this tick: other models' warm replicas move to it only if it still asks on "
+                "the next tick (a one-tick spike is over before a moved replica is warm)"
+            )
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class FleetState:
+    """What one allocation leaves for the next, per model: its previous ask (desired, floor), which damps
+    one-tick spikes, and its recent reactive floors (time, replicas) within its hold window. Pure data,
+    serialisable; a restart that loses it damps one more tick and holds floors from then on."""
+
+    asks: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    floors: Mapping[str, tuple[tuple[float, int], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,167 +170,296 @@ class FleetAllocation:
     asked_gpus: float
     used_gpus: float
     grants: dict[str, FleetGrant]
+    state: FleetState = field(default_factory=FleetState)  # thread into the next tick's allocate
 
     @property
     def clipped(self) -> list[str]:
         return sorted(m for m, g in self.grants.items() if g.clipped)
 
 
-def allocate(requests: Sequence[FleetRequest], budget_gpus: float) -> FleetAllocation:
+class _Model:
+    """One request inside `allocate`: its guaranteed floor, the wants that persisted from the last tick,
+    and what it is granted so far."""
+
+    __slots__ = (
+        "allowed",
+        "curve",
+        "floor",
+        "granted",
+        "keys",
+        "r",
+        "scale",
+        "steady_desired",
+        "steady_floor",
+    )
+
+    def __init__(self, r: FleetRequest, floor: int, prev: tuple[int, int] | None) -> None:
+        self.r = r
+        self.floor = floor
+        # the wants it also had on the last tick (none known: nothing it asks may move held replicas)
+        held = min(r.current, r.desired)
+        self.steady_desired = min(r.desired, prev[0]) if prev is not None else held
+        self.steady_floor = min(floor, prev[1]) if prev is not None else min(held, floor)
+        self.granted = held
+        self.curve = r.late_curve
+        self.allowed = r.late_budget * r.expected_requests  # late requests its SLO allows over the window
+        self.scale = r.priority / (self.allowed * max(r.gpus_per_replica, EPS)) if self.allowed > 0 else 0.0
+        self.keys: dict[int, tuple[int, float]] = {}  # key(k), computed once per allocation
+
+    def key(self, k: int) -> tuple[int, float]:
+        """Rank of its (k + 1)-th replica, lower first: floors by priority, then to the least share of the
+        floor met; increments by tier (closes deficit, or not) and then by SLO value per GPU and priority,
+        negated (`worth`)."""
+        got = self.keys.get(k)
+        if got is None:
+            if k < self.floor:
+                got = FLOOR, -self.r.priority * FLOOR_PRIORITY_SCALE + k / self.floor
+            else:
+                tier, value = self.worth(k)
+                got = tier, -value
+            self.keys[k] = got
+        return got
+
+    def worth(self, k: int) -> tuple[int, float]:
+        """(tier, value) of its (k + 1)-th replica above the floor: the deficit it closes (its expected late
+        requests above what the SLO allows), or failing that the late requests it prevents, in units of
+        the model's late budget, per GPU and times priority."""
+        curve = self.curve
+        if k + 1 >= len(curve) or self.scale <= 0:
+            return SURPLUS, 0.0
+        before, after, allowed = curve[k], curve[k + 1], self.allowed
+        closed = before - (after if after > allowed else allowed)  # of the deficit above `allowed`
+        if closed > EPS:
+            return DEFICIT, closed * self.scale
+        return SURPLUS, (before - after) * self.scale
+
+    def lost_share(self) -> float | None:
+        curve, e = self.r.late_curve, self.r.expected_requests
+        k = self.granted
+        if e <= 0 or k + 1 >= len(curve):
+            return None
+        return (curve[k] - curve[k + 1]) / e
+
+
+def allocate(
+    requests: Sequence[FleetRequest],
+    budget_gpus: float,
+    state: FleetState | None = None,
+    now: float | None = None,
+) -> FleetAllocation:
+    """Fit the fleet's asks into `budget_gpus` by the rules of the module docstring. `state` is what the
+    previous tick's allocation left (None: a first tick, on which no held replica moves and no floor is
+    held from before); `now` is the tick's time, for the floors' hold windows."""
+    state = state if state is not None else FleetState()
+    models = [_Model(r, _held_floor(r, state, now), state.asks.get(r.model)) for r in requests]
+    next_state = _next_state(models, state, now)
     asked_gpus = sum(r.desired * r.gpus_per_replica for r in requests)
     if asked_gpus <= budget_gpus + EPS:
-        return FleetAllocation(budget_gpus, asked_gpus, asked_gpus, {r.model: _whole(r) for r in requests})
-    by_model = {r.model: r for r in requests}
-    # 1. every model keeps the replicas it holds, up to what it asks: moving a GPU costs a cold start.
-    #    Only a budget that shrank below the holds makes it give up its least valuable ones.
-    granted = {r.model: min(r.current, r.desired) for r in requests}
-    left = budget_gpus - sum(granted[r.model] * r.gpus_per_replica for r in requests)
+        for m in models:
+            m.granted = m.r.desired
+        return FleetAllocation(
+            budget_gpus,
+            asked_gpus,
+            asked_gpus,
+            _grants(models, budget_gpus - asked_gpus, [], {}, set()),
+            next_state,
+        )
+    # 2. every model keeps the replicas it holds, up to what it asks (a budget that shrank takes some back)
+    left = budget_gpus - sum(m.granted * m.r.gpus_per_replica for m in models)
     if left < -EPS:
-        left = _trim(by_model, granted, left)
-    # 2. free GPUs: unmet floors first, then increments, each by value per GPU and priority
-    wants = [(_rank(r, granted[r.model]), r.model) for r in requests if granted[r.model] < r.desired]
-    heapq.heapify(wants)
-    smallest = min((r.gpus_per_replica for r in requests), default=1.0)
-    winners: list[tuple[float, str]] = []
-    lost: list[tuple[tuple[int, float], str]] = []
-    while wants and left + EPS >= smallest:
-        rank, model = heapq.heappop(wants)
-        r = by_model[model]
-        if left + EPS < r.gpus_per_replica:
-            lost.append((rank, model))  # too big for what is left; smaller asks may still fit
-            continue
-        granted[model] += 1
-        left -= r.gpus_per_replica
-        winners.append((_score(r, granted[model] - 1), model))
-        if granted[model] < r.desired:
-            heapq.heappush(wants, (_rank(r, granted[model]), model))
-    lost.extend(wants)
-    # 3. a held replica above its model's floor goes to another model's want only when that is worth more
-    #    than HOLD_FACTOR times what it serves where it is
-    lost.sort()
-    left, preempted = _preempt(by_model, granted, lost, left, winners)
-    first_lost: dict[str, float] = {}
-    for _, model in lost:
-        first_lost.setdefault(model, _score(by_model[model], granted[model]))
-    marginal: list[tuple[float, str]] = []
-    for score, model in reversed(winners):  # the last few took the last GPUs: what a clipped model lost to
-        if all(m != model for _, m in marginal):
-            marginal.append((score, model))
-        if len(marginal) > 3:
-            break
-    grants: dict[str, FleetGrant] = {}
-    for r in requests:
-        n = granted[r.model]
-        lost_value = None
-        lost_to: tuple[str, ...] = ()
-        if n < r.desired and math.isfinite(_value(r, n)):
-            lost_value = _value(r, n)
-            bar = first_lost.get(r.model, 0.0)
-            lost_to = tuple(m for sc, m in marginal if sc > bar and m != r.model)[:3]
-            lost_to = lost_to or tuple(sorted(preempted.get(r.model, ())))[:3]
-        grants[r.model] = FleetGrant(r.model, r.desired, n, n * r.gpus_per_replica, lost_value, lost_to)
+        left = _trim(models, left)
+    # 1, 3. free GPUs: unmet floors first, then increments by tier and SLO value per GPU and priority
+    winners: list[tuple[tuple[int, float], str]] = []
+    wants = [(m.key(m.granted), i) for i, m in enumerate(models) if m.granted < m.r.desired]
+    left, unmet = _fill(models, wants, left, winners)
+    # 1, 4, 5. held headroom moves to floors, and to increments worth a cold start, for wants that persisted
+    left, taken, damped = _move_held(models, unmet, left, winners)
+    left, unmet = _fill(
+        models,
+        [(models[i].key(models[i].granted), i) for _, i in unmet if models[i].granted < models[i].r.desired],
+        left,
+        winners,
+    )
+    grants = _grants(models, left, winners, taken, damped)
     used = sum(g.gpus for g in grants.values())
-    return FleetAllocation(budget_gpus, asked_gpus, used, grants)
+    return FleetAllocation(budget_gpus, asked_gpus, used, grants, next_state)
 
 
-def _value(r: FleetRequest, k: int) -> float:
-    """Expected late requests the model's (k + 1)-th replica prevents (floor replicas at the observed rate,
-    the rest from the forecast)."""
+def _held_floor(r: FleetRequest, state: FleetState, now: float | None) -> int:
+    """The floor the reactive autoscaler would hold now: the observed floor, or while a lower one is in its
+    stabilisation window, the highest floor of the window (never above what the model holds or asks)."""
     floor = min(r.floor, r.desired)
-    if k < floor:
-        return r.floor_values[k] if k < len(r.floor_values) else math.inf  # unknown floor value: keep it
-    i = k - floor
-    return r.values[i] if i < len(r.values) else 0.0
+    if now is None or r.floor_hold_s <= 0:
+        return floor
+    recent = [n for t, n in state.floors.get(r.model, ()) if t > now - r.floor_hold_s + EPS]
+    if not recent or max(recent) <= floor:
+        return floor
+    return min(r.desired, max(floor, min(r.current, max(recent))))
 
 
-def _score(r: FleetRequest, k: int) -> float:
-    """Value per GPU and priority of the model's (k + 1)-th replica."""
-    return _value(r, k) * r.priority / max(r.gpus_per_replica, EPS)
+def _next_state(models: Sequence[_Model], state: FleetState, now: float | None) -> FleetState:
+    asks = {m.r.model: (m.r.desired, m.floor) for m in models}
+    if now is None:
+        return FleetState(asks, state.floors)
+    floors = {
+        m.r.model: (
+            *((t, n) for t, n in state.floors.get(m.r.model, ()) if t > now - m.r.floor_hold_s + EPS),
+            (now, min(m.r.floor, m.r.desired)),
+        )
+        for m in models
+        if m.r.floor_hold_s > 0
+    }
+    return FleetState(asks, floors)
 
 
-def _rank(r: FleetRequest, k: int) -> tuple[int, float]:
-    """Heap order of a want: floors before increments. Floors go by priority and then share the budget
-    (the next floor replica to the model with the least share of its floor met): what observed traffic
-    needs now is not ranked by how many requests a model serves, or a busy model's floor would starve a
-    small one's. Increments go by value per GPU and priority."""
-    floor = min(r.floor, r.desired)
-    if k < floor:  # floors by priority, then to whoever has the least share of its floor (water-filling)
-        return 0, -r.priority * FLOOR_PRIORITY_SCALE + k / floor
-    score = _score(r, k)
-    return 1, -(score if math.isfinite(score) else 1e300 * r.priority)
+def _worst_first(key: tuple[int, float]) -> tuple[int, float]:
+    """Heap order that pops the lowest-ranked replica first."""
+    return -key[0], -key[1]
 
 
-def _trim(by_model: dict[str, FleetRequest], granted: dict[str, int], left: float) -> float:
-    """Release the least valuable held replicas until the holds fit the budget; returns the GPUs left."""
-    heap = [(_score(by_model[m], n - 1), m) for m, n in granted.items() if n > 0]
+def _fill(
+    models: Sequence[_Model],
+    wants: list[tuple[tuple[int, float], int]],
+    left: float,
+    winners: list[tuple[tuple[int, float], str]],
+) -> tuple[float, list[tuple[tuple[int, float], int]]]:
+    """Free GPUs to the best-ranked wants (a heap of each model's next want merges the models' falling
+    values without sorting the fleet's replicas); returns the GPUs left and the wants unmet, best first."""
+    heapq.heapify(wants)
+    smallest = min((m.r.gpus_per_replica for m in models), default=1.0)
+    unmet: list[tuple[tuple[int, float], int]] = []
+    while wants and left + EPS >= smallest:
+        key, i = heapq.heappop(wants)
+        m = models[i]
+        if left + EPS < m.r.gpus_per_replica:
+            unmet.append((key, i))  # too big for what is left; smaller asks may still fit
+            continue
+        m.granted += 1
+        left -= m.r.gpus_per_replica
+        winners.append((key, m.r.model))
+        if m.granted < m.r.desired:
+            heapq.heappush(wants, (m.key(m.granted), i))
+    unmet.extend(wants)
+    unmet.sort()
+    return left, unmet
+
+
+def _trim(models: Sequence[_Model], left: float) -> float:
+    """Release held replicas, the lowest-ranked first (headroom before floors), until the holds fit."""
+    heap = [(_worst_first(m.key(m.granted - 1)), i) for i, m in enumerate(models) if m.granted > 0]
     heapq.heapify(heap)
     while heap and left < -EPS:
-        _, m = heapq.heappop(heap)
-        r = by_model[m]
-        granted[m] -= 1
-        left += r.gpus_per_replica
-        if granted[m] > 0:
-            heapq.heappush(heap, (_score(r, granted[m] - 1), m))
+        i = heapq.heappop(heap)[1]
+        m = models[i]
+        m.granted -= 1
+        left += m.r.gpus_per_replica
+        if m.granted > 0:
+            heapq.heappush(heap, (_worst_first(m.key(m.granted - 1)), i))
     return left
 
 
-def _preempt(
-    by_model: dict[str, FleetRequest],
-    granted: dict[str, int],
-    lost: list[tuple[tuple[int, float], str]],
+def _outranks(want: tuple[int, float], held: tuple[int, float]) -> bool:
+    """Whether a want may take a held replica: a floor always does (the held one is headroom), a deficit
+    want takes surplus, and within a tier only a want worth more than HOLD_FACTOR times as much."""
+    if want[0] != held[0]:
+        return want[0] < held[0]
+    return -want[1] > HOLD_FACTOR * -held[1]
+
+
+def _move_held(
+    models: Sequence[_Model],
+    unmet: list[tuple[tuple[int, float], int]],
     left: float,
-    winners: list[tuple[float, str]],
-) -> tuple[float, dict[str, set[str]]]:
-    """Move held replicas above their floors to wants worth more than HOLD_FACTOR times as much, best want
-    first; `lost` keeps the wants still unmet (in place). Returns the GPUs left and, per model that gave up
-    replicas, who took them."""
-    held = [
-        (_score(r, granted[m] - 1), m)
-        for m, r in by_model.items()
-        if granted[m] > min(r.floor, r.desired) and granted[m] <= r.current
-    ]
+    winners: list[tuple[tuple[int, float], str]],
+) -> tuple[float, dict[str, set[str]], set[str]]:
+    """Held replicas above their models' floors, the lowest-ranked first, move to the unmet wants that
+    outrank them (`_outranks`) and that the wanting model also had on the last tick. A model that takes a
+    replica gives none up. Returns the GPUs left, who took replicas from whom, and the models whose new
+    wants were damped."""
+    # (-tier, value, model): the lowest-ranked held replica on top
+    held: list[tuple[int, float, int]] = []
+    for i, m in enumerate(models):
+        if m.floor < m.granted <= m.r.current:
+            tier, neg = m.key(m.granted - 1)
+            held.append((-tier, -neg, i))
     heapq.heapify(held)
     taken: dict[str, set[str]] = {}
-    still: list[tuple[tuple[int, float], str]] = []
-    done_models: set[str] = set()
-    for _, model in lost:
-        r = by_model[model]
-        if model in done_models or granted[model] >= r.desired:
-            continue
-        want = _score(r, granted[model])  # its value, whatever its place in the queue
-        moved = False
-        while held and granted[model] < r.desired:
-            score, victim = held[0]
-            v = by_model[victim]
-            if (
-                victim == model
-                or want <= HOLD_FACTOR * score
-                or v.gpus_per_replica + left + EPS < r.gpus_per_replica
-            ):
+    damped: set[str] = set()
+    gaining: set[int] = set()
+    for _, i in unmet:
+        m = models[i]
+        r = m.r
+        while m.granted < r.desired:
+            own = None  # its own held replica, looked past (pushed back if it takes nothing)
+            while held and (held[0][2] in gaining or (held[0][2] == i and own is None)):
+                entry = heapq.heappop(held)
+                if entry[2] == i and i not in gaining:
+                    own = entry
+            k = m.granted
+            want = m.key(k)
+            movable = bool(held) and _outranks(want, (-held[0][0], -held[0][1]))
+            if movable and k >= (m.steady_floor if k < m.floor else m.steady_desired):
+                damped.add(r.model)
+                movable = False
+            if not movable:
+                if own is not None:
+                    heapq.heappush(held, own)
                 break
-            heapq.heappop(held)
-            granted[victim] -= 1
-            left += v.gpus_per_replica
-            taken.setdefault(victim, set()).add(model)
-            if granted[victim] > min(v.floor, v.desired):
-                heapq.heappush(held, (_score(v, granted[victim] - 1), victim))
+            v_i = heapq.heappop(held)[2]
+            v = models[v_i]
+            v.granted -= 1
+            left += v.r.gpus_per_replica
+            taken.setdefault(v.r.model, set()).add(r.model)
+            gaining.add(i)
+            if v.granted > v.floor:
+                tier, neg = v.key(v.granted - 1)
+                heapq.heappush(held, (-tier, -neg, v_i))
             if left + EPS >= r.gpus_per_replica:
-                granted[model] += 1
+                m.granted += 1
                 left -= r.gpus_per_replica
-                winners.append((want, model))
-                moved = True
-                want = _score(r, granted[model]) if granted[model] < r.desired else 0.0
-        if granted[model] < r.desired:
-            still.append(((1, -want), model))
-            done_models.add(model)
-        elif not moved:
-            done_models.add(model)
-    lost[:] = still
-    return left, taken
+                winners.append((want, r.model))
+    return left, taken, damped
 
 
-def _whole(r: FleetRequest) -> FleetGrant:
-    return FleetGrant(r.model, r.desired, r.desired, r.desired * r.gpus_per_replica)
+def _grants(
+    models: Sequence[_Model],
+    left: float,
+    winners: list[tuple[tuple[int, float], str]],
+    taken: dict[str, set[str]],
+    damped: set[str],
+) -> dict[str, FleetGrant]:
+    last: list[tuple[tuple[int, float], str]] = []  # the last few models served: what a clipped one lost to
+    for key, model in reversed(winners):
+        if all(m != model for _, m in last):
+            last.append((key, model))
+        if len(last) > 3:
+            break
+    budget_gpus = sum(m.granted * m.r.gpus_per_replica for m in models) + left
+    floors_exceed = sum(m.floor * m.r.gpus_per_replica for m in models) > budget_gpus + EPS
+    out: dict[str, FleetGrant] = {}
+    for m in models:
+        r, n = m.r, m.granted
+        lost_share: float | None = None
+        lost_to: tuple[str, ...] = ()
+        if n < r.desired and n >= m.floor:
+            lost_share = m.lost_share()
+            bar = m.key(n)
+            lost_to = tuple(w for k, w in last if k < bar and w != r.model)[:3]
+            lost_to = lost_to or tuple(sorted(taken.get(r.model, ())))[:3]
+        out[r.model] = FleetGrant(
+            r.model,
+            r.desired,
+            n,
+            n * r.gpus_per_replica,
+            m.floor,
+            r.late_budget,
+            r.late_share(n),
+            lost_share,
+            lost_to,
+            r.model in damped,
+            floors_exceed,
+        )
+    return out
 
 
 def marginal_values(
@@ -295,6 +499,20 @@ def marginal_values(
             if start == 0:
                 late[0] += weight * rate * span_s  # no replica: every request is late
     return _non_increasing([max(0.0, late[j] - late[j + 1]) for j in range(count)])
+
+
+def expected_requests(scenarios: Sequence[tuple[float, Sequence[float]]], *, step_s: float) -> float:
+    """Requests expected over the value window, sampled as `marginal_values` samples it (so that with no
+    replica every one of them is late, and the values add up to what the replicas keep from being late)."""
+    total = 0.0
+    for weight, path in scenarios:
+        if not path or weight <= 0:
+            continue
+        stride = max(1, math.ceil(len(path) / MAX_VALUE_STEPS))
+        sampled = path[::stride]
+        span_s = step_s * len(path) / len(sampled)
+        total += weight * span_s * sum(max(0.0, rate) for rate in sampled)
+    return total
 
 
 def _non_increasing(marginal: list[float]) -> tuple[float, ...]:
@@ -355,10 +573,11 @@ def fleet_request(
     priority: float = 1.0,
 ) -> FleetRequest:
     """What one model asks of the fleet after planning alone. Its floor is what its observed traffic needs
-    now; without a fresh observation, or when its own plan held (invalid or missing data), the floor is its
-    whole ask, so the budget never takes replicas from a model it cannot see (missing data never scales
-    down). Increments above the floor are valued over the window a replica granted now would serve in,
-    from T_load to the look-ahead plus the re-warm break-even."""
+    now (held through the reactive stabilisation window by `allocate`); without a fresh observation, or
+    when its own plan held (invalid or missing data), the floor is its whole ask, so the budget never takes
+    replicas from a model it cannot see (missing data never scales down). Every replica is valued over the
+    window a replica granted now would serve in, from T_load to the look-ahead plus the re-warm
+    break-even, against the requests expected over that window and the model's SLO target."""
     desired = decision.desired_replicas
     current = snapshot.current_replicas or 0
     floor, _ = reactive_floor(snapshot, spec, now)
@@ -366,6 +585,7 @@ def fleet_request(
     floor = desired if held or floor is None else min(max(floor, spec.min_replicas), desired)
     values: tuple[float, ...] = ()
     floor_values: tuple[float, ...] = ()
+    expected = 0.0
     fc = snapshot.forecast
     if fc is not None and desired > 0:
         # every replica, floor or increment, valued over the window a replica granted now would serve in:
@@ -387,14 +607,30 @@ def fleet_request(
             count=desired,
         )
         floor_values, values = every[:floor], every[floor:]
+        expected = expected_requests(scenarios, step_s=fc.step_s)
     rps = snapshot.observed_rps
     if not floor_values and floor > 0 and rps is not None and math.isfinite(rps) and rps > 0:
-        floor_values = marginal_values(  # no forecast: the floor at the observed rate
-            [(1.0, [rps] * MAX_VALUE_STEPS)],
-            step_s=(spec.lookahead_s + spec.break_even_s - spec.t_load_s) / MAX_VALUE_STEPS,
+        observed = [(1.0, [rps] * MAX_VALUE_STEPS)]  # no forecast: the floor at the observed rate
+        step_s = (spec.lookahead_s + spec.break_even_s - spec.t_load_s) / MAX_VALUE_STEPS
+        floor_values = marginal_values(
+            observed,
+            step_s=step_s,
             capacity_rps=spec.capacity_rps_per_replica,
             slo_wait_s=spec.slo_wait_s,
             start=0,
             count=floor,
         )
-    return FleetRequest(model, desired, floor, current, gpus_per_replica, priority, values, floor_values)
+        expected = expected_requests(observed, step_s=step_s)
+    return FleetRequest(
+        model,
+        desired,
+        floor,
+        current,
+        gpus_per_replica,
+        priority,
+        values,
+        floor_values,
+        expected,
+        spec.slo_target,
+        spec.scale_down_stabilization_s,
+    )

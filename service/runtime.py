@@ -464,7 +464,9 @@ class Controller:
                 )
                 for name, p in planned.items()
             ]
-            self.allocation = allocate(requests, budget)
+            # the last allocation's state damps one-tick spikes and holds floors (a restart damps one tick)
+            last = self.allocation.state if self.allocation is not None else None
+            self.allocation = allocate(requests, budget, last, now_s)
             decisions = {name: within_grant(d, name, self.allocation) for name, d in decisions.items()}
         records: dict[str, dict[str, Any]] = {}
         for name, decision in decisions.items():

@@ -124,8 +124,12 @@ class ControllerView:
                     "granted_replicas": g.granted,
                     "gpus": round(g.gpus, 3),
                     "clipped": g.clipped,
-                    "lost_value": None if g.lost_value is None else round(g.lost_value, 3),
+                    "floor_replicas": g.floor,
+                    "late_budget": round(g.late_budget, 6),
+                    "expected_late_share": None if g.late_share is None else round(g.late_share, 6),
+                    "lost_late_share": None if g.lost_share is None else round(g.lost_share, 6),
                     "lost_to": list(g.lost_to),
+                    "damped": g.damped,
                     "why": g.describe(a.budget_gpus, a.asked_gpus),
                 }
                 for m, g in sorted(a.grants.items())

@@ -49,6 +49,12 @@ def test_the_demo_fleet_shares_a_gpu_budget_and_explains_every_clip(tmp_path: Pa
     assert doc["used_gpus"] <= BUDGET
     for m, g in doc["models"].items():
         assert g["granted_replicas"] <= g["asked_replicas"] and (g["clipped"] == (m in doc["clipped"]))
+        # each model's floor, and its expected late share at the grant against its own SLO's budget
+        assert 0 <= g["floor_replicas"] <= g["asked_replicas"] and g["late_budget"] > 0
+        assert g["expected_late_share"] is None or 0 <= g["expected_late_share"] <= 1
+        assert isinstance(g["damped"], bool)
+    # the tick threads the fleet stage's state: every model's last ask is known to the next tick
+    assert set(ctl.allocation.state.asks) == set(ctl.models)
     text = client.get("/metrics").text
     assert f"prewarm_fleet_gpu_budget {BUDGET}" in text and "prewarm_fleet_clipped{" in text
 
