@@ -41,6 +41,7 @@ from backtest.tuning import (
 )
 from compute.base import Compute, Task
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
+from planner.fleet import DEFAULT_SLO_TARGET
 
 # what a config file says about one series (capacity_rps, t_load_s, slo_target, slo_wait_s; None: unset)
 Settings = Mapping[str, float | None]
@@ -197,13 +198,21 @@ def replay_fleet(
     *,
     align: bool = False,
     report: Path | None = None,
+    notes: Sequence[str] = (),
 ) -> FleetReplays:
     """The series replayed together on each of `budgets` (GPU counts, or shares of the fleet's p99.9 need
-    such as 70%); with `align`, each first shifted by whole weeks into the earliest one's week. Writes the
-    HTML report to `report` when given."""
-    members = [FleetMember(s, opts.fleet_config(s)) for s in (align_week(series) if align else series)]
+    such as 70%), each model against the options' SLO target (else the fleet stage's default); with
+    `align`, each first shifted by whole weeks into the earliest one's week. `notes` (e.g. how series were
+    renamed) join each run's. Writes the HTML report to `report` when given."""
+    target = opts.slo_target if opts.slo_target is not None else DEFAULT_SLO_TARGET
+    members = [
+        FleetMember(s, opts.fleet_config(s), slo_target=target)
+        for s in (align_week(series) if align else series)
+    ]
     need = p999_needs(members)
     runs = run_fleet_backtest(members, parse_budgets(budgets, need))
+    for run in runs:
+        run.notes[:0] = notes
     if report is not None:
         write_fleet_html(runs, report)
     return FleetReplays(len(members), need, runs)

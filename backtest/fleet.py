@@ -9,8 +9,12 @@ got. Policies:
   last, which is what Pending pods beyond a cluster's GPUs amount to;
 - `static`: reactive plus K spares per model (K = the config's first warm pool), capped the same way;
 - `predictive`: each model planned alone by prewarm, capped the same way;
-- `predictive-fleet`: the same plans through the fleet stage (planner/fleet.py): floors first, then the
-  replicas that prevent the most late requests per GPU and priority.
+- `predictive-fleet`: the same plans through the fleet stage (planner/fleet.py): each model's reactive
+  floor guaranteed, then the replicas that close the most SLO deficit per GPU and priority, held replicas
+  moved only for wants that outlast a tick.
+
+Each model is judged against its own SLO target: its violation rate against reactive's at the same budget,
+whether it meets its target, and the fleet's count of models that do and its worst model.
 
 The predictive policies of a model share one forecast feed (forecast once, plan many). The replay covers
 the span every series has in common, after each one's own warm-up; `align_week` first shifts each series by
@@ -27,13 +31,15 @@ from typing import Any
 import numpy as np
 
 from backtest.policies import ForecastFeed, Predictive, Reactive
+from backtest.records import within_target
 from backtest.run import BacktestConfig, Replay
 from backtest.simulator import Observation, ReplayResult, stepping
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
-from planner.fleet import VALUE_LEVELS, FleetRequest, allocate, fleet_request
+from planner.fleet import DEFAULT_SLO_TARGET, VALUE_LEVELS, FleetRequest, FleetState, allocate, fleet_request
 
 FLEET_POLICIES = ("reactive", "static", "predictive", "predictive-fleet")
 WEEK_S = 7 * SECONDS_PER_DAY
+WORSE_TOLERANCE = 0.002  # a model counts as worse off than under reactive beyond 0.2 points of its requests
 
 
 class FleetError(ValueError):
@@ -46,6 +52,7 @@ class FleetMember:
     cfg: BacktestConfig  # its own capacity, T_load and SLO
     gpus_per_replica: float = 1.0
     priority: float = 1.0
+    slo_target: float = DEFAULT_SLO_TARGET
 
 
 def align_week(series: Sequence[TrafficSeries]) -> list[TrafficSeries]:
@@ -77,6 +84,7 @@ class FleetPolicyResult:
     models: dict[str, ReplayResult]
     gpus_per_tick: list[float] = field(default_factory=list)
     gpus_by_model: dict[str, list[float]] = field(default_factory=dict)
+    targets: dict[str, float] = field(default_factory=dict)  # each model's SLO target
 
     @property
     def requests(self) -> float:
@@ -87,17 +95,33 @@ class FleetPolicyResult:
         req = self.requests
         return sum(r.slo_violations for r in self.models.values()) / req if req else 0.0
 
+    def target(self, model: str) -> float:
+        return self.targets.get(model, DEFAULT_SLO_TARGET)
+
+    def met(self, model: str) -> bool:
+        return within_target(self.models[model].slo_violation_rate, self.target(model))
+
+    def deficit(self, model: str) -> float:
+        """How far the model's violation rate is above its late budget, in units of that budget (0: met)."""
+        budget = 1.0 - self.target(model)
+        return max(0.0, self.models[model].slo_violation_rate - budget) / budget
+
     def as_dict(self) -> dict[str, Any]:
-        worst = max(self.models.values(), key=lambda r: r.slo_violation_rate)
+        worst = max(self.models, key=lambda m: self.models[m].slo_violation_rate)
         return {
             "violation_rate": round(self.violation_rate, 6),
             "replica_hours": round(sum(r.replica_seconds for r in self.models.values()) / 3600, 3),
             "peak_gpus": round(max(self.gpus_per_tick, default=0.0), 3),
-            "worst_model": worst.policy,
-            "worst_model_violation_rate": round(worst.slo_violation_rate, 6),
+            "models_meeting_target": sum(self.met(m) for m in self.models),
+            "worst_model": worst,
+            "worst_model_violation_rate": round(self.models[worst].slo_violation_rate, 6),
             "models": {
                 m: {
                     "violation_rate": round(r.slo_violation_rate, 6),
+                    "attainment": round(1.0 - r.slo_violation_rate, 6),
+                    "target": self.target(m),
+                    "met": self.met(m),
+                    "deficit": round(self.deficit(m), 4),
                     "replica_hours": round(r.replica_seconds / 3600, 3),
                     "requests": round(r.requests),
                 }
@@ -115,12 +139,34 @@ class FleetBacktest:
     policies: dict[str, FleetPolicyResult]
     notes: list[str] = field(default_factory=list)
 
+    def worse_than_reactive(self, policy: str) -> dict[str, tuple[float, float]]:
+        """The models whose violation rate under `policy` is above their rate under reactive at this budget
+        by more than WORSE_TOLERANCE: model -> (rate under the policy, rate under reactive)."""
+        base, res = self.policies.get("reactive"), self.policies.get(policy)
+        if base is None or res is None:
+            return {}
+        out = {}
+        for m, r in sorted(res.models.items()):
+            mine, theirs = r.slo_violation_rate, base.models[m].slo_violation_rate
+            if mine > theirs + WORSE_TOLERANCE:
+                out[m] = (mine, theirs)
+        return out
+
     def as_dict(self) -> dict[str, Any]:
+        policies = {}
+        for p, r in self.policies.items():
+            policies[p] = r.as_dict()
+            if p != "reactive" and "reactive" in self.policies:
+                policies[p]["worse_than_reactive"] = {
+                    m: {"violation_rate": round(a, 6), "reactive_violation_rate": round(b, 6)}
+                    for m, (a, b) in self.worse_than_reactive(p).items()
+                }
         return {
             "budget": self.budget_gpus,
             "start_s": self.start_s,
             "days": round((self.end_s - self.start_s) / SECONDS_PER_DAY, 3),
-            "policies": {p: r.as_dict() for p, r in self.policies.items()},
+            "worse_tolerance": WORSE_TOLERANCE,
+            "policies": policies,
             "notes": self.notes,
         }
 
@@ -185,7 +231,8 @@ def run_fleet_backtest(
         for n, r in replays.items()
     }
     gpus = {n: by_name[n].gpus_per_replica for n in replays}
-    lanes = [_Lane(b, p, replays, feeds, arrivals, sim_start) for b in budget_gpus for p in policies]
+    targets = {n: by_name[n].slo_target for n in replays}
+    lanes = [_Lane(b, p, replays, feeds, arrivals, sim_start, targets) for b in budget_gpus for p in policies]
     for _ in range(n_ticks):
         for lane in lanes:
             lane.tick(by_name, gpus)
@@ -197,6 +244,8 @@ def run_fleet_backtest(
         "one's warm-up)",
         "reactive, static and predictive share the budget first come, first served (held replicas kept, new "
         "asks in model-name order); predictive-fleet through the fleet stage",
+        f"a model is worse off than under reactive when its violation rate is over reactive's at the same "
+        f"budget by more than {WORSE_TOLERANCE:.1%} of its requests",
     ]
     out = [
         FleetBacktest(
@@ -223,8 +272,10 @@ class _Lane:
         feeds: dict[str, ForecastFeed],
         arrivals: dict[str, Any],
         start_s: float,
+        targets: dict[str, float],
     ) -> None:
         self.budget, self.policy = budget, policy
+        self.fleet_state = FleetState()
         self.deciders: dict[str, Reactive | Predictive] = {}
         self.gens: dict[str, Generator[Observation, int, ReplayResult]] = {}
         for n, r in replays.items():
@@ -232,7 +283,8 @@ class _Lane:
                 spare = r.cfg.warm_pools[0] if policy == "static" else 0
                 self.deciders[n] = r.cfg.reactive(spare=spare, name=policy)
             else:
-                self.deciders[n] = Predictive(r.cfg.planner_spec(), r.history, feed=feeds[n], name=policy)
+                spec = replace(r.cfg.planner_spec(), slo_target=targets[n])
+                self.deciders[n] = Predictive(spec, r.history, feed=feeds[n], name=policy)
             self.gens[n] = stepping(
                 arrivals[n],
                 n,
@@ -244,13 +296,15 @@ class _Lane:
                 t_load_sampler=r.cfg.t_load_sampler,
             )
         self.seen = {n: next(g) for n, g in self.gens.items()}
-        self.result = FleetPolicyResult(policy, {}, [], {n: [] for n in replays})
+        self.result = FleetPolicyResult(policy, {}, [], {n: [] for n in replays}, dict(targets))
 
     def tick(self, members: dict[str, FleetMember], gpus: dict[str, float]) -> None:
         asks = {n: max(0, int(d.decide(self.seen[n]))) for n, d in self.deciders.items()}
         if self.policy == "predictive-fleet":
             requests = [_request(n, self.deciders[n], self.seen[n], members[n]) for n in asks]  # type: ignore[arg-type]
-            alloc = allocate(requests, self.budget)
+            now = next(iter(self.seen.values())).now_s
+            alloc = allocate(requests, self.budget, self.fleet_state, now)
+            self.fleet_state = alloc.state
             grant = {n: min(asks[n], alloc.grants[n].granted) for n in asks}
         else:
             grant = _first_come(asks, {n: o.asked for n, o in self.seen.items()}, gpus, self.budget)

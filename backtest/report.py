@@ -288,39 +288,65 @@ def fleet_figure(run: FleetBacktest, policy: str) -> Any:
     return fig
 
 
+def _fleet_models_table(run: FleetBacktest) -> str:
+    """Every model's violation rate under each policy against its own target, ranked by its SLO deficit
+    under the fleet stage (else the worst over the policies), worst first. Shaded: target missed; bold:
+    worse off than under reactive."""
+    ranker = run.policies.get("predictive-fleet")
+    pols = list(run.policies)
+    models = list(next(iter(run.policies.values())).models)
+    models.sort(
+        key=lambda m: -(ranker.deficit(m) if ranker else max(r.deficit(m) for r in run.policies.values()))
+    )
+    worse = {p: run.worse_than_reactive(p) for p in pols}
+    head = ["model (by deficit)", "target", *pols]
+    rows = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for m in models:
+        cells = [f"<td class='l'>{html.escape(m)}</td>", f"<td>{run.policies[pols[0]].target(m):g}</td>"]
+        for p in pols:
+            res = run.policies[p]
+            cls = "worse" if m in worse[p] else ("" if res.met(m) else "miss")
+            cells.append(f"<td class='{cls}'>{res.models[m].slo_violation_rate:.3%}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    rows.append("</table>")
+    return "\n".join(rows)
+
+
 def write_fleet_html(runs: list[FleetBacktest], path: str | Path) -> None:
-    """The fleet replay's report: per budget, each policy's fleet figures and per-model violation rates, and
-    the GPUs each model held over time, stacked against the budget."""
+    """The fleet replay's report: per budget, each policy's fleet figures (violation rate, replica-hours,
+    models meeting their targets, the worst model), then every model's violation rate under each policy
+    against its own target, ranked by its SLO deficit (worst first), and the GPUs each model held over
+    time, stacked against the budget."""
     import matplotlib
     import matplotlib.pyplot as plt
 
     matplotlib.use("Agg")
     parts = [
         "<!doctype html><meta charset='utf-8'><title>prewarm fleet backtest</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}</style>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+        "td.miss{background:#fde0dc}td.worse{background:#f4b6ae;font-weight:bold}td.l{text-align:left}</style>",
         "<h1>prewarm fleet backtest</h1>",
     ]
     for run in runs:
         parts.append(f"<h2>budget {run.budget_gpus:g} GPUs</h2>")
         docs = {p: r.as_dict() for p, r in run.policies.items()}
-        models = sorted(next(iter(docs.values()))["models"])
-        head = ["policy", "violation rate", "replica-h", "peak GPUs", "worst model", *models]
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
+        n_models = len(next(iter(run.policies.values())).models)
+        head = ["policy", "violation rate", "replica-h", "peak GPUs", "models meeting target", "worst model"]
+        parts.append("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
         for p, d in docs.items():
             cells = [
-                f"{d['violation_rate']:.5f}",
+                f"{d['violation_rate']:.3%}",
                 f"{d['replica_hours']:,.1f}",
                 f"{d['peak_gpus']:g}",
-                html.escape(d["worst_model"]),
-                *[f"{d['models'][m]['violation_rate']:.5f}" for m in models],
+                f"{d['models_meeting_target']} of {n_models}",
+                f"{html.escape(d['worst_model'])} ({d['worst_model_violation_rate']:.3%})",
             ]
             parts.append(
-                f"<tr><td style='text-align:left'>{html.escape(p)}</td>"
-                + "".join(f"<td>{c}</td>" for c in cells)
-                + "</tr>"
+                f"<tr><td class='l'>{html.escape(p)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
             )
         parts.append("</table>")
+        parts.append(_fleet_models_table(run))
         for note in run.notes:
             parts.append(f"<p><small>{html.escape(note)}</small></p>")
         for p in run.policies:

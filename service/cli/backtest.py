@@ -91,8 +91,9 @@ def backtest(
     )
     names = split_series(series)
     if fleet_budget is not None:
-        loaded = fleet_series(traces or [], names)
-        print_fleet(replay_fleet(loaded, opts, fleet_budget, align=align_week, report=report), as_json)
+        loaded, renamed = fleet_series(traces or [], names)
+        fleet = replay_fleet(loaded, opts, fleet_budget, align=align_week, report=report, notes=renamed)
+        print_fleet(fleet, as_json)
         return
     trace = _one_trace(traces, align_week)
     chosen, label, settings = load_series(

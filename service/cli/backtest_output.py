@@ -104,17 +104,23 @@ def print_fleet(fleet: FleetReplays, as_json: bool) -> None:
             title=f"fleet of {fleet.members} on {r.budget_gpus:g} GPUs ({r.budget_gpus / need:.0%} of the "
             f"p99.9 need, {need:g})"
         )
-        for col in ("policy", "violation rate", "replica-h", "peak GPUs", "worst model", "its rate"):
-            table.add_column(col, justify="left" if col in ("policy", "worst model") else "right")
+        cols = ("policy", "violation rate", "replica-h", "peak GPUs", "met target", "worst model", "its rate")
+        for col in (*cols, "worse than reactive"):
+            table.add_column(
+                col, justify="left" if col in ("policy", "worst model", "worse than reactive") else "right"
+            )
         for name, res in r.policies.items():
             d = res.as_dict()
+            worse = r.worse_than_reactive(name)
             table.add_row(
                 name,
                 f"{d['violation_rate']:.5f}",
                 f"{d['replica_hours']:,.1f}",
                 f"{d['peak_gpus']:g}",
+                f"{d['models_meeting_target']} of {len(res.models)}",
                 d["worst_model"],
                 f"{d['worst_model_violation_rate']:.5f}",
+                ", ".join(f"{m} ({a:.2%} vs {b:.2%})" for m, (a, b) in worse.items()) or "-",
             )
         out.print(table)
         for note in r.notes:

@@ -4,6 +4,7 @@ every model of a --config file, with what the config says about each)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 from forecaster.durations import parse_duration_s
@@ -64,21 +65,59 @@ def load_series(
     return pick_series(source, names), label, {}
 
 
-def fleet_series(traces: list[Path], names: list[str] | None) -> list[TrafficSeries]:
-    """Every named series from the traces (a name may live in any of the files), for a fleet replay."""
+def fleet_series(traces: list[Path], names: list[str] | None) -> tuple[list[TrafficSeries], list[str]]:
+    """Every named series from the traces (a name may live in any of the files), for a fleet replay, and
+    what was renamed: a name that several files hold is prefixed with each file's label (`a/all`, `b/all`)."""
     if not traces:
         raise UsageError("--fleet-budget needs one or more TRACE files")
-    loaded: list[TrafficSeries] = []
+    per_file: list[tuple[Path, list[TrafficSeries]]] = []
     for path in traces:
         source = read_trace(path)  # every series: a name may live in any of the files
         wanted = [n for n in source.names() if names is None or n in names]
         if names is None and len(wanted) > MAX_SERIES_WITHOUT_FLAG:
             raise UsageError(f"{path} has {len(wanted)} series; pick some with --series")
-        loaded += [source.load(n) for n in wanted]
-    missing = sorted(set(names or ()) - {s.name for s in loaded})
+        per_file.append((path, [source.load(n) for n in wanted]))
+    found = {s.name for _, group in per_file for s in group}
+    missing = sorted(set(names or ()) - found)
     if missing:
         raise UsageError(f"--series not found in any TRACE: {', '.join(missing)}")
-    return loaded
+    return name_by_file(per_file)
+
+
+def name_by_file(per_file: list[tuple[Path, list[TrafficSeries]]]) -> tuple[list[TrafficSeries], list[str]]:
+    """Series names made unique across files: a name held by several files becomes `<label>/<name>` in each,
+    the label being the shortest tail of the file's path (without .csv/.gz) that tells the files apart."""
+    count = Counter(s.name for _, group in per_file for s in group)
+    repeated = {n for n, c in count.items() if c > 1}
+    if not repeated:
+        return [s for _, group in per_file for s in group], []
+    labels = _file_labels([p for p, group in per_file if any(s.name in repeated for s in group)])
+    out: list[TrafficSeries] = []
+    notes: list[str] = []
+    for path, group in per_file:
+        for s in group:
+            if s.name in repeated:
+                new = f"{labels[path]}/{s.name}"
+                notes.append(
+                    f"series {s.name!r} of {path} is named {new!r} (several TRACE files hold {s.name!r})"
+                )
+                s = TrafficSeries(new, s.start_s, s.step_s, s.values)
+            out.append(s)
+    return out, notes
+
+
+def _file_labels(paths: list[Path]) -> dict[Path, str]:
+    def parts(p: Path) -> list[str]:
+        name = p.name
+        for ext in (".gz", ".csv"):
+            name = name.removesuffix(ext)
+        return [*p.resolve().parent.parts[1:], name]
+
+    for depth in range(1, max(len(parts(p)) for p in paths) + 1):
+        labels = {p: "/".join(parts(p)[-depth:]) for p in paths}
+        if len(set(labels.values())) == len(paths):
+            return labels
+    return {p: str(p) for p in paths}  # the same file twice: its path, as given
 
 
 def _prometheus_series(
