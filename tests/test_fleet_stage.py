@@ -52,7 +52,7 @@ def granted(a: object) -> dict[str, int]:
 
 def steady(*requests: FleetRequest) -> FleetState:
     """The state a tick leaves when every model asked the same on it: their wants are not new."""
-    return FleetState({r.model: (r.desired, r.floor) for r in requests})
+    return FleetState({r.model: r.desired for r in requests})
 
 
 def test_under_the_budget_every_model_gets_what_it_asked() -> None:
@@ -144,6 +144,12 @@ def test_a_one_tick_spike_moves_no_held_replica() -> None:
     # gone on the next tick: nothing moved
     c = allocate([big, calm], budget_gpus=11, state=a.state)
     assert granted(c) == {"big": 10, "spiky": 1}
+    # a rise its forecast saw coming is no spike: it asked for 4 on the last tick, and its floor rising
+    # into that ask moves big's headroom at once
+    foreseen = replace(calm, desired=4)
+    d = allocate([big, foreseen], budget_gpus=11, state=steady(big, foreseen))
+    e = allocate([big, spike], budget_gpus=11, state=d.state)
+    assert granted(e) == {"big": 7, "spiky": 4} and not e.grants["spiky"].damped
 
 
 def test_a_held_warm_replica_moves_to_an_increment_only_for_a_gain_worth_a_cold_start() -> None:
@@ -157,10 +163,13 @@ def test_a_held_warm_replica_moves_to_an_increment_only_for_a_gain_worth_a_cold_
     big = ask("new", [10_000, 2_000, 100, 0], floor=2, current=2)
     b = allocate([held, big], budget_gpus=6, state=steady(held, big))
     assert HOLD_FACTOR < 1.0 / 0.2 and granted(b) == {"held": 3, "new": 3}
-    # and an increment that closes a deficit takes surplus even when worth less
-    short = ask("new", [10_000, 2_000, 160, 0], floor=2, current=2)  # 1.6% late at its floor
+    # closing a deficit earns no exemption: the move costs the same cold start (1.6% late at its floor,
+    # its next replica closes 0.3 of its budget, 1.5 times the held one's 0.2)
+    short = ask("new", [10_000, 2_000, 160, 130, 0], floor=2, current=2)
     c = allocate([held, short], budget_gpus=6, state=steady(held, short))
-    assert granted(c) == {"held": 3, "new": 3}
+    assert granted(c) == {"held": 4, "new": 2}
+    # but free GPUs go to deficit closers first: with one more GPU, new gets it
+    assert granted(allocate([held, short], budget_gpus=7, state=steady(held, short))) == {"held": 4, "new": 3}
 
 
 def test_the_floor_is_held_through_the_reactive_stabilisation_window() -> None:

@@ -139,8 +139,6 @@ def test_a_storm_of_server_errors_on_the_lease_stops_the_leader_at_its_deadline_
     assert a.is_leader(T0 + timedelta(seconds=22))
 
 
-
-
 def test_a_malformed_body_is_a_transient_failure_naming_the_call(kube: FakeKube) -> None:
     """A body that is not JSON (a proxy cutting a reply off) used to escape apply as json.JSONDecodeError:
     the tick recorded the decision without its actuation, and the failure was never counted."""
