@@ -393,6 +393,11 @@ def _move_held(
         while m.granted < r.desired:
             k = m.granted
             want_tier, want_neg = want = m.key(k)
+            if left + EPS >= need:  # GPUs an earlier move freed beyond its want (a bigger replica moved)
+                m.granted += 1
+                left -= need
+                winners.append((want, r.model))
+                continue
             steady = k < m.steady  # it asked for this replica on the last tick too
             own = None  # its own held replica, looked past (pushed back if it takes nothing)
             while held and (held[0][2] in gaining or (held[0][2] == i and own is None)):
