@@ -214,8 +214,10 @@ class _Model:
 
     def key(self, k: int) -> tuple[int, float]:
         """Rank of its (k + 1)-th replica, lower first: floors by priority, then to the least share of the
-        floor met; above the floor, by tier and then by negated worth (`worth`). Called once per replica
-        the stage weighs, so written flat."""
+        floor met; above the floor, replicas that close SLO deficit (its expected late requests above what
+        its SLO allows) before the rest, each by its value negated: the deficit it closes, or failing that
+        the late requests it prevents, in units of the model's late budget, per GPU and times priority.
+        Called once per replica the stage weighs, so written flat."""
         got = self.keys.get(k)
         if got is None:
             if k < self.floor:
@@ -233,13 +235,6 @@ class _Model:
                         got = SURPLUS, (after - before) * self.scale
             self.keys[k] = got
         return got
-
-    def worth(self, k: int) -> tuple[int, float]:
-        """(tier, value) of its (k + 1)-th replica above the floor: the deficit it closes (its expected late
-        requests above what the SLO allows), or failing that the late requests it prevents, in units of
-        the model's late budget, per GPU and times priority."""
-        tier, neg = self.key(k)
-        return tier, -neg
 
     def lost_share(self) -> float | None:
         curve, e = self.r.late_curve, self.r.expected_requests
