@@ -237,7 +237,7 @@ class _Model:
         return got
 
     def lost_share(self) -> float | None:
-        curve, e = self.r.late_curve, self.r.expected_requests
+        curve, e = self.curve, self.r.expected_requests
         k = self.granted
         if e <= 0 or k + 1 >= len(curve):
             return None
@@ -254,8 +254,9 @@ def allocate(
     previous tick's allocation left (None: a first tick, on which no held replica moves and no floor is
     held from before); `now` is the tick's time, for the floors' hold windows."""
     state = state if state is not None else FleetState()
-    models = [_Model(r, _held_floor(r, state, now), state.asks.get(r.model)) for r in requests]
-    next_state = _next_state(models, state, now)
+    recent = {r.model: _recent_floors(r, state, now) for r in requests}
+    models = [_Model(r, _held_floor(r, recent[r.model]), state.asks.get(r.model)) for r in requests]
+    next_state = _next_state(models, recent, state, now)
     asked_gpus = sum(r.desired * r.gpus_per_replica for r in requests)
     if asked_gpus <= budget_gpus + EPS:
         for m in models:
@@ -264,7 +265,7 @@ def allocate(
             budget_gpus,
             asked_gpus,
             asked_gpus,
-            _grants(models, budget_gpus - asked_gpus, [], {}, set()),
+            _grants(models, budget_gpus, [], {}, set()),
             next_state,
         )
     # 2. every model keeps the replicas it holds, up to what it asks (a budget that shrank takes some back)
@@ -277,38 +278,46 @@ def allocate(
     left, unmet = _fill(models, wants, left, winners)
     # 1, 4, 5. held headroom moves to floors, and to increments worth a cold start, for wants that persisted
     left, taken, damped = _move_held(models, unmet, left, winners)
-    left, unmet = _fill(
+    # GPUs freed by moves that no want of the moving model fitted go to the wants that still fit
+    _fill(
         models,
         [(models[i].key(models[i].granted), i) for _, i in unmet if models[i].granted < models[i].r.desired],
         left,
         winners,
     )
-    grants = _grants(models, left, winners, taken, damped)
+    grants = _grants(models, budget_gpus, winners, taken, damped)
     used = sum(g.gpus for g in grants.values())
     return FleetAllocation(budget_gpus, asked_gpus, used, grants, next_state)
 
 
-def _held_floor(r: FleetRequest, state: FleetState, now: float | None) -> int:
+def _recent_floors(r: FleetRequest, state: FleetState, now: float | None) -> tuple[tuple[float, int], ...]:
+    """The model's floors (time, replicas) still inside its hold window at `now` (none without a time)."""
+    if now is None or r.floor_hold_s <= 0:
+        return ()
+    return tuple((t, n) for t, n in state.floors.get(r.model, ()) if t > now - r.floor_hold_s + EPS)
+
+
+def _held_floor(r: FleetRequest, recent: tuple[tuple[float, int], ...]) -> int:
     """The floor the reactive autoscaler would hold now: the observed floor, or while a lower one is in its
     stabilisation window, the highest floor of the window (never above what the model holds or asks)."""
     floor = min(r.floor, r.desired)
-    if now is None or r.floor_hold_s <= 0:
+    highest = max((n for _, n in recent), default=floor)
+    if highest <= floor:
         return floor
-    recent = [n for t, n in state.floors.get(r.model, ()) if t > now - r.floor_hold_s + EPS]
-    if not recent or max(recent) <= floor:
-        return floor
-    return min(r.desired, max(floor, min(r.current, max(recent))))
+    return min(r.desired, max(floor, min(r.current, highest)))
 
 
-def _next_state(models: Sequence[_Model], state: FleetState, now: float | None) -> FleetState:
+def _next_state(
+    models: Sequence[_Model],
+    recent: Mapping[str, tuple[tuple[float, int], ...]],
+    state: FleetState,
+    now: float | None,
+) -> FleetState:
     asks = {m.r.model: m.r.desired for m in models}
     if now is None:
         return FleetState(asks, state.floors)
     floors = {
-        m.r.model: (
-            *((t, n) for t, n in state.floors.get(m.r.model, ()) if t > now - m.r.floor_hold_s + EPS),
-            (now, min(m.r.floor, m.r.desired)),
-        )
+        m.r.model: (*recent[m.r.model], (now, min(m.r.floor, m.r.desired)))
         for m in models
         if m.r.floor_hold_s > 0
     }
@@ -388,7 +397,7 @@ def _move_held(
         while m.granted < r.desired:
             k = m.granted
             want_tier, want_neg = want = m.key(k)
-            if left + EPS >= need:  # GPUs an earlier move freed beyond its want (a bigger replica moved)
+            if left + EPS >= need:  # GPUs moves freed (enough for the want, or more: a bigger replica moved)
                 m.granted += 1
                 left -= need
                 winners.append((want, r.model))
@@ -423,16 +432,13 @@ def _move_held(
                 heapq.heapreplace(held, (-tier, -neg, v_i))
             else:
                 heapq.heappop(held)
-            if left + EPS >= need:
-                m.granted += 1
-                left -= need
-                winners.append((want, r.model))
+            # the loop's top grants the want once the moved GPUs cover it
     return left, taken, damped
 
 
 def _grants(
     models: Sequence[_Model],
-    left: float,
+    budget_gpus: float,
     winners: list[tuple[tuple[int, float], str]],
     taken: dict[str, set[str]],
     damped: set[str],
@@ -443,7 +449,6 @@ def _grants(
             last.append((key, model))
         if len(last) > 3:
             break
-    budget_gpus = sum(m.granted * m.r.gpus_per_replica for m in models) + left
     floors_exceed = sum(m.floor * m.r.gpus_per_replica for m in models) > budget_gpus + EPS
     out: dict[str, FleetGrant] = {}
     for m in models:
