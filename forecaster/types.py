@@ -145,7 +145,9 @@ class Forecast:
     """A probabilistic forecast of requests per step for `len(mean)` steps from `origin_s`.
 
     `quantiles[q][i]` is the q-quantile of the count in step i; arrays are non-negative and, for each step,
-    non-decreasing in q. `mean` is the expected count.
+    non-decreasing in q. `mean` is the expected count. `p_any[i]`, from a model of sparse traffic
+    (forecaster/models/sparse.py), is the probability that at least one request arrives in step i (None:
+    the model does not say; a planner then reads it from the mean, as Poisson arrivals).
     """
 
     origin_s: float
@@ -154,12 +156,15 @@ class Forecast:
     quantiles: Mapping[float, FloatArray]
     model: str
     notes: tuple[str, ...] = field(default=())
+    p_any: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = self.mean.shape[0]
         for q, arr in self.quantiles.items():
             if arr.shape != (n,):
                 raise ValueError(f"quantile {q} has shape {arr.shape}, expected ({n},)")
+        if self.p_any is not None and self.p_any.shape != (n,):
+            raise ValueError(f"p_any has shape {self.p_any.shape}, expected ({n},)")
         object.__setattr__(self, "_derived", {})  # derived()'s cache; not a field, so not compared
 
     def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
@@ -205,4 +210,5 @@ class Forecast:
             quantiles={q: a[:n] for q, a in self.quantiles.items()},
             model=self.model,
             notes=self.notes,
+            p_any=None if self.p_any is None else self.p_any[:n],
         )

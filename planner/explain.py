@@ -19,6 +19,7 @@ class Reason(StrEnum):
     REACTIVE_FLOOR = "ReactiveFloor"  # the observed rate and queue need more than the forecast
     BURST_RESERVE = "BurstReserve"  # spare replicas of the tuned operating point, for unforecast bursts
     SLO_UNREACHABLE = "SloUnreachable"  # no tuned candidate met the SLO target: the most protective point
+    SCALE_TO_ZERO = "ScaleToZero"  # min_replicas 0: no request likely before a replica could be warm again
     SCALE_IN_HELD = "ScaleInHeld"  # releasing would cost more than keeping (re-warm break-even)
     SCALE_DOWN_STABILIZED = "ScaleDownStabilized"  # a higher recommendation within the window
     SCALE_UP_STABILIZED = "ScaleUpStabilized"  # a lower recommendation within the up window

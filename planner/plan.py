@@ -125,7 +125,8 @@ def plan(
                     "forecast_origin_s": forecast.origin_s,
                 }
             )
-            primary = Reason.FORECAST_DEMAND
+            # at zero the demand step's own reason says why (ScaleToZero), whatever later stages leave alone
+            primary = step.reason if step.reason == Reason.SCALE_TO_ZERO else Reason.FORECAST_DEMAND
         steps.append(step)
         raw = step.after
         value, step = apply_floor(raw, floor, floor_msg, current)

@@ -17,6 +17,7 @@ from planner.slo import anchor_factor, peak_need
 from planner.snapshot import Snapshot
 from planner.spec import PlannerSpec
 from planner.state import PlannerState
+from planner.zero import may_hold_none, zero_window
 
 EPS = 1e-9
 
@@ -155,6 +156,10 @@ def slo_demand(
     hold, hold_at, hold_share = peak_need(fc, now, now + spec.t_load_s, cap, wait, budget, f)
     kept = min(current, hold)
     n, at = (kept, hold_at) if kept > up else (up, up_at)
+    if spec.min_replicas == 0:
+        zero = _zero_or_more(fc, spec, now, current, n, at)
+        if zero is not None:
+            return zero
 
     def msg() -> str:
         out = (
@@ -171,6 +176,53 @@ def slo_demand(
         return out
 
     return n, at, Step("demand", None, n, Reason.FORECAST_DEMAND, msg)
+
+
+def _zero_or_more(
+    fc: Forecast, spec: PlannerSpec, now: float, current: int, n: int, at: float
+) -> tuple[int, float, Step] | None:
+    """Stage 1 for a model whose floor is zero (planner/zero.py): none when a request is at most the late
+    budget likely in its zero window; else, where the SLO stage asks at most one, one (kept, or asked for
+    T_load ahead of the requests expected); None where it asks more (its own step says why)."""
+    budget = spec.late_budget
+    assert budget is not None
+    zero, p = may_hold_none(fc, spec, now, current)
+    start, end = zero_window(spec, now, current)
+    if current >= 1:
+        span = (
+            f"before {fmt_time(end)} (T_load {fmt_duration(spec.t_load_s)} + a tick + the "
+            f"{fmt_duration(spec.break_even_s)} re-warm break-even)"
+        )
+    else:
+        span = f"from {fmt_time(start)} to {fmt_time(end)} (what a replica asked for now would serve)"
+    if zero:
+        return (
+            0,
+            now,
+            Step(
+                "demand",
+                None,
+                0,
+                Reason.SCALE_TO_ZERO,
+                lambda: (
+                    f"no replica: a {p:.2%} chance of any request {span}, within the {budget:.2%} late budget"
+                ),
+            ),
+        )
+    if n > 1:
+        return None
+    what = "keeping one replica" if current >= 1 else "pre-warming one replica"
+    return (
+        1,
+        at,
+        Step(
+            "demand",
+            None,
+            1,
+            Reason.FORECAST_DEMAND,
+            lambda: f"{what}: a {p:.2%} chance of a request {span}, above the {budget:.2%} late budget",
+        ),
+    )
 
 
 def _guard_need(fc: Forecast, spec: PlannerSpec, start: float, end: float) -> tuple[int, float]:
@@ -310,6 +362,8 @@ def scale_in_guard(fc: Forecast, spec: PlannerSpec, now: float, current: int, va
             "scale_in_guard", value, value, Reason.FORECAST_DEMAND, "no break-even time: release allowed"
         )
     needed, at = _guard_need(fc, spec, start, end)
+    if value == 0 and may_hold_none(fc, spec, now, current)[0]:
+        needed = 0  # the zero window already covers the break-even after the look-ahead
     need = min(current, needed)
     if need > value:
         return need, Step(
