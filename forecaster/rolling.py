@@ -32,16 +32,19 @@ Progress = Callable[[int], None]
 
 @dataclass
 class RollingCache:
-    """Forecasts already made, per model alias and origin time: (quantiles (L, H), mean (H,)) or the
-    error text of a failed window. Valid for one series at one horizon, step and set of levels; any other
-    key clears it. Kept as float32 (a thousand models' caches stay in memory between nightly fits)."""
+    """Forecasts already made, per model alias and origin time: (quantiles (L, H), mean (H,), chance of
+    any request (H,)) or the error text of a failed window. Valid for one series at one horizon, step and
+    set of levels; any other key clears it. Kept as float32 (a thousand models' caches stay in memory
+    between nightly fits)."""
 
     key: tuple[int, int, tuple[float, ...]] | None = None
-    rows: dict[str, dict[float, tuple[np.ndarray, np.ndarray] | str]] = field(default_factory=dict)
+    rows: dict[str, dict[float, tuple[np.ndarray, np.ndarray, np.ndarray] | str]] = field(
+        default_factory=dict
+    )
 
     def for_run(
         self, alias: str, key: tuple[int, int, tuple[float, ...]]
-    ) -> dict[float, tuple[np.ndarray, np.ndarray] | str]:
+    ) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray] | str]:
         if key != self.key:
             self.key, self.rows = key, {}
         return self.rows.setdefault(alias, {})
@@ -68,6 +71,9 @@ class RollingForecasts:
     actual: FloatArray  # (W, H), NaN past the end of the series or in gaps
     scale: FloatArray  # (W,) in-sample one-day seasonal naive MAE before each origin (MASE's denominator)
     failures: dict[int, str] = field(default_factory=dict)  # window -> error text
+    # (W, H) the chance of at least one request per step: the model's own (a sparse model's p_any), else
+    # read from its mean as Poisson arrivals, so every model is scored on "any request" alike
+    p_any: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def n_windows(self) -> int:
@@ -124,6 +130,7 @@ def rolling_forecasts(
     w, n_l = origin_idx.size, len(levels)
     q = np.full((w, n_l, horizon), np.nan)
     mean = np.full((w, horizon), np.nan)
+    p_any = np.full((w, horizon), np.nan)
     actual = np.full((w, horizon), np.nan)
     scale_all = naive_scale(series.values, series.step_s)
     failures: dict[int, str] = {}
@@ -150,18 +157,20 @@ def rolling_forecasts(
                 done = f"{type(exc).__name__}: {exc}"
                 model = None
             else:
+                chance = fc.p_any if fc.p_any is not None else -np.expm1(-np.maximum(fc.mean, 0.0))
                 done = (
                     np.stack([fc.quantiles[lv] for lv in levels]).astype(np.float32),
                     fc.mean.astype(np.float32),
+                    chance.astype(np.float32),
                 )
             if kept is not None:
                 kept[t] = done
         if isinstance(done, str):
             failures[k] = done
         else:
-            q[k], mean[k] = done
+            q[k], mean[k], p_any[k] = done
         if progress is not None:
             progress(1)
     return RollingForecasts(
-        alias, origin_idx, horizon, levels, q, mean, actual, scale_all[origin_idx], failures
+        alias, origin_idx, horizon, levels, q, mean, actual, scale_all[origin_idx], failures, p_any
     )

@@ -19,6 +19,7 @@ import numpy as np
 
 from forecaster.evaluation import coverage, mase, scaled_pinball, smape
 from forecaster.models import MODELS, ModelError
+from forecaster.models.sparse import brier, calibration_bins
 from forecaster.rolling import Progress, RollingForecasts, origin_grid, rolling_forecasts
 from forecaster.selection import (
     CV_EVERY_S,
@@ -47,6 +48,10 @@ class ModelScores:
     # coverage per horizon bucket (label such as "10-20m" -> level -> coverage): calibration that holds
     # on average can still be too narrow at the far end of the horizon, where pre-warming decides
     coverage_by_horizon: dict[str, dict[float, float]] = field(default_factory=dict)
+    # "any request in a step": Brier score of the chance against what came, and the decile calibration
+    # (mean chance, observed frequency, cases) of bins with 100+ cases; what a scale-to-zero decision reads
+    brier_any: float = float("nan")
+    calibration_any: list[tuple[float, float, int]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         def r(x: float) -> float | None:
@@ -62,6 +67,10 @@ class ModelScores:
             },
             "windows": self.windows,
             "failures": self.failures,
+            "any_request": {
+                "brier": r(self.brier_any),
+                "calibration": [[round(p, 4), round(f, 4), n] for p, f, n in self.calibration_any],
+            },
         }
 
 
@@ -88,6 +97,14 @@ class SeriesEvaluation:
         }
 
 
+def observed_any(actual: FloatArray) -> FloatArray:
+    """Whether any request came in each step: a whole count of at least one, or where a source reports
+    expected counts (fractional), the Poisson chance of any, 1 - exp(-count)."""
+    finite = actual[np.isfinite(actual)]
+    whole = bool(np.all(np.abs(finite - np.round(finite)) < 1e-9))
+    return np.asarray((actual >= 1).astype(np.float64) if whole else -np.expm1(-np.maximum(actual, 0.0)))
+
+
 def _scores(
     actual: FloatArray,
     point: FloatArray,
@@ -95,6 +112,7 @@ def _scores(
     scale: FloatArray,
     step_s: int,
     failures: int = 0,
+    p_any: FloatArray | None = None,
 ) -> ModelScores:
     edges = bucket_edges(actual.shape[1])
     by_horizon = {
@@ -103,7 +121,14 @@ def _scores(
         }
         for lo, hi in pairwise(edges)
     }
+    brier_any, calibration_any = float("nan"), []
+    if p_any is not None:
+        ok = np.isfinite(actual) & np.isfinite(p_any)
+        chance, came = p_any[ok], observed_any(actual)[ok]
+        brier_any, calibration_any = brier(chance, came), calibration_bins(chance, came)
     return ModelScores(
+        brier_any=brier_any,
+        calibration_any=calibration_any,
         mase=mase(actual, point, scale),
         smape=smape(actual, point),
         pinball=scaled_pinball(actual, qs, scale),
@@ -182,12 +207,13 @@ def evaluate_series(
             rf.scale[w],
             series.step_s,
             failures=int((~ok).sum()),
+            p_any=rf.p_any[w],
         )
 
     # auto: re-select at every evaluation origin from the windows it could have seen by then
     by_alias = {rf.alias: rf for rf in runs}
     origin_t = grid * series.step_s
-    act_rows, point_rows, scale_rows = [], [], []
+    act_rows, point_rows, scale_rows, any_rows = [], [], [], []
     q_rows: dict[float, list[FloatArray]] = {lv: [] for lv in levels}
     choices: Counter[str] = Counter()
     # auto's CV windows are spaced as live (cv_every_s: no closer than the horizon), back from each
@@ -208,6 +234,7 @@ def evaluate_series(
         qs = calib.apply_rolling(rf, np.array([e]), levels)
         act_rows.append(rf.actual[e])
         point_rows.append(prf.mean[e])
+        any_rows.append(rf.p_any[e])
         scale_rows.append(rf.scale[e])
         for lv in levels:
             q_rows[lv].append(qs[lv][0])
@@ -218,6 +245,7 @@ def evaluate_series(
             {lv: np.stack(v) for lv, v in q_rows.items()},
             np.asarray(scale_rows),
             series.step_s,
+            p_any=np.stack(any_rows),
         )
     chosen = choices.most_common(1)[0][0] if choices else ""
     last_choice = chosen

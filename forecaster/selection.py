@@ -46,6 +46,7 @@ from forecaster.models import MODELS, FitReport, ForecastModel, ModelError
 from forecaster.models.base import Timer
 from forecaster.models.combination import Combination, combo_alias
 from forecaster.models.profile import SeasonalProfile
+from forecaster.models.sparse import is_sparse
 from forecaster.rolling import (
     CAL_LEVELS,
     Progress,
@@ -194,7 +195,7 @@ class Calibrator:
             cal = np.maximum(cal, prev)  # ordered across levels
             out[lv] = cal
             prev = cal
-        return Forecast(fc.origin_s, fc.step_s, fc.mean, out, fc.model, fc.notes)
+        return Forecast(fc.origin_s, fc.step_s, fc.mean, out, fc.model, fc.notes, p_any=fc.p_any)
 
     def apply_rolling(
         self, rf: RollingForecasts, windows: np.ndarray, levels: Sequence[float]
@@ -380,6 +381,7 @@ def combine_runs(runs: Sequence[RollingForecasts]) -> RollingForecasts:
         first.actual,
         first.scale,
         failures,
+        np.mean([rf.p_any for rf in runs], axis=0),
     )
 
 
@@ -547,6 +549,13 @@ class AutoModel:
             series, first_s=last - self.cv_span_s, last_s=last, every_s=self.every_s, horizon=horizon
         )
 
+    def candidates_for(self, series: TrafficSeries) -> tuple[str, ...]:
+        """The candidates, and the model of sparse traffic where the history is sparse (mostly idle steps):
+        on dense traffic it is never the better forecast, and leaving it out keeps their selection as is."""
+        if "sparse" in self.candidates or not is_sparse(series):
+            return self.candidates
+        return (*self.candidates, "sparse")
+
     def fit(self, series: TrafficSeries) -> Self:
         timer = Timer()
         horizon = max(1, round(self.horizon_s / series.step_s))
@@ -572,7 +581,7 @@ class AutoModel:
                     progress=self.progress,
                     cache=self.cv_cache,
                 )
-                for c in self.candidates
+                for c in self.candidates_for(series)
             ]
             self.cv_cache.prune(series.start_s + int(origins[0]) * series.step_s)
             self.selection = select(runs, np.arange(origins.size), series.step_s, self.levels)
@@ -624,7 +633,13 @@ class AutoModel:
         cal = self._calib.apply(fc, want)
         notes = (*fc.notes, "quantiles split-conformal calibrated" if self.selection else "uncalibrated")
         return Forecast(
-            cal.origin_s, cal.step_s, cal.mean, {q: cal.quantiles[q] for q in levels}, self.chosen, notes
+            cal.origin_s,
+            cal.step_s,
+            cal.mean,
+            {q: cal.quantiles[q] for q in levels},
+            self.chosen,
+            notes,
+            p_any=cal.p_any,
         )
 
 

@@ -12,6 +12,7 @@ from forecaster.models.mstl import MSTLModel
 from forecaster.models.profile import SeasonalProfile
 from forecaster.models.prophet_model import ProphetModel
 from forecaster.models.seasonal_naive import SeasonalNaive
+from forecaster.models.sparse import SparseCounts
 
 MODELS: dict[str, Callable[[], ForecastModel]] = {
     "seasonal_naive_daily": lambda: SeasonalNaive("daily"),
@@ -22,6 +23,7 @@ MODELS: dict[str, Callable[[], ForecastModel]] = {
     "prophet": ProphetModel,
     "local_trend": LocalTrend,
     "recent_level": RecentLevel,
+    "sparse": SparseCounts,
 }
 BASELINES = ("seasonal_naive_daily", "seasonal_naive_weekly")
 

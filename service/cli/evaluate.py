@@ -32,7 +32,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     demo: DemoOpt = False,
 ) -> None:
-    """Rolling-origin evaluation of every model and of `auto` (MASE, sMAPE, pinball loss, coverage)."""
+    """Rolling-origin evaluation of every model and of `auto` (MASE, sMAPE, pinball loss, coverage, and for
+    "any request in a step" the Brier score and the worst decile's calibration gap)."""
     from forecaster.models import MODELS
     from forecaster.rolling_evaluation import evaluate_series, evaluation_cost
 
@@ -68,15 +69,19 @@ def _print(name: str, ev: SeriesEvaluation) -> None:
     table = Table(
         title=f"{name}: {ev.windows} windows of {ev.horizon} x {ev.step_s} s; auto chose {ev.chosen}"
     )
-    for col in ("model", "MASE", "sMAPE", "pinball", *[f"cov {quantile_key(q)}" for q in SCORE_LEVELS]):
+    cols = ("model", "MASE", "sMAPE", "pinball", *[f"cov {quantile_key(q)}" for q in SCORE_LEVELS])
+    for col in (*cols, "Brier (any)", "worst decile"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for alias, sc in sorted(ev.models.items(), key=lambda kv: (kv[0] != "auto", kv[1].mase)):
+        gap = max((abs(p - f) for p, f, _ in sc.calibration_any), default=float("nan"))
         table.add_row(
             alias,
             f"{sc.mase:.3f}",
             f"{sc.smape:.3f}",
             f"{sc.pinball:.4f}",
             *[f"{sc.coverage.get(q, float('nan')):.3f}" for q in SCORE_LEVELS],
+            f"{sc.brier_any:.4f}",
+            f"{gap:.3f}",
         )
     out.print(table)
     auto = ev.models.get("auto")
