@@ -33,6 +33,8 @@ from backtest.simulator import lognormal_t_load
 from backtest.tasks import replay_series
 from backtest.tuning import (
     DEFAULT_TUNE_WINDOW_S,
+    FAMILIES,
+    NONZERO_FAMILIES,
     TuningError,
     TuningGrid,
     TuningResult,
@@ -97,8 +99,9 @@ class ReplayOptions:
         runs = len(self.policies) + len(self.alpha_sweep)
         if "static" in self.policies:  # one run per pool size
             runs += len(self.warm_pools) - 1
-        if self.slo_targets:
-            runs += candidate_count(TuningGrid())
+        if self.slo_targets:  # the scale-to-zero families too where the floor may be zero
+            zero = self.min_replicas == 0
+            runs += candidate_count(TuningGrid(), FAMILIES if zero else NONZERO_FAMILIES)
         return runs
 
     def config(self, series: TrafficSeries, fixed: Settings) -> tuple[TrafficSeries, BacktestConfig]:

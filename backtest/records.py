@@ -187,6 +187,13 @@ class Frontier:
             else (None, [])
         )
         quantile = self.ratio("quantile")
+        # at a zero floor: prewarm against the serverless baselines (backtest/idle_policies.py), the same way
+        zero = {
+            f"predictive_hours_vs_{f}_at_equal_violation": None if r is None else round(r, 4)
+            for f in ("keepalive", "histogram")
+            if f in self.policies
+            for r in [self.ratio("predictive", f)]
+        }
         return {
             "targets": list(self.targets),
             "t_load_s": self.t_load_s,
@@ -194,6 +201,7 @@ class Frontier:
             "predictive_hours_vs_static_at_equal_violation": None if ratio is None else round(ratio, 4),
             "predictive_vs_static_by_target": [{"target": t, "ratio": round(r, 4)} for t, r in each],
             "quantile_hours_vs_static_at_equal_violation": None if quantile is None else round(quantile, 4),
+            **zero,
             "rule": "each family's setting chosen day by day on the trailing window at each target, scored "
             "on the day after; the pool's frontier interpolated in log violation rate at predictive's "
             "points inside its range (geometric mean of the ratios)",

@@ -9,7 +9,11 @@ Every policy family has one knob, walked as a path from its most protective sett
   pool runs, so prediction never costs a team more than the pool it replaces would on the same days;
 - `quantile`: the planner's alpha-quantile stage at alpha, falling (the stage before planning for the SLO,
   kept for comparison);
-- `oracle`: the clairvoyant plan at a headroom factor, falling (the room left, measured, not guessed).
+- `oracle`: the clairvoyant plan at a headroom factor, falling (the room left, measured, not guessed);
+- `keepalive` and `histogram` (backtest/idle_policies.py), for models whose floor is zero: a fixed
+  keep-alive after the last request, falling; the hybrid histogram policy's (head, tail) percentiles of the
+  idle times, narrowing. They run only where min_replicas is 0 (with a floor of one both are the reactive
+  autoscaler).
 
 Forecast once, plan many: the predictive candidates share one ForecastFeed (one fit and one re-anchoring
 pass, every level predicted in the same call) and one arrival stream; each candidate adds one planner +
@@ -27,6 +31,7 @@ the first failure of a monotone walk.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from backtest.policies import ForecastFeed, Oracle, Predictive
+from backtest.idle_policies import HybridHistogram, KeepAlive
+from backtest.policies import ForecastFeed, Oracle, Predictive, Reactive
 from backtest.records import within_target
 from backtest.run import BacktestConfig, Make, Replay
 from backtest.simulator import Policy, ReplayResult
@@ -42,13 +48,18 @@ from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner import PlannerSpec
 from planner.slo import LEVELS as SLO_LEVELS
 
-FAMILIES = ("static", "reactive", "predictive", "quantile", "oracle")
+FAMILIES = ("static", "reactive", "predictive", "quantile", "oracle", "keepalive", "histogram")
+ZERO_FAMILIES = ("keepalive", "histogram")  # the policies that scale to zero: only where min_replicas is 0
+NONZERO_FAMILIES = tuple(f for f in FAMILIES if f not in ZERO_FAMILIES)
 # every path from its most protective setting to its least
 DEFAULT_BUDGETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 DEFAULT_ALPHAS = (0.995, 0.98, 0.95, 0.9, 0.8, 0.5)
 DEFAULT_POOLS = (30, 25, 20, 15, 12, 10, 8, 6, 5, 4, 3, 2, 1, 0)
 DEFAULT_UTILIZATIONS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_HEADROOMS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
+DEFAULT_KEEPALIVES_S = (3600.0, 2700.0, 1800.0, 1200.0, 900.0, 600.0, 300.0, 180.0, 120.0, 60.0)
+# (head, tail) percentiles of the idle times; the published setting is (5, 99)
+DEFAULT_PERCENTILES = ((0.0, 100.0), (1.0, 99.9), (5.0, 99.0), (10.0, 95.0), (25.0, 90.0), (50.0, 75.0))
 MARGIN_SE = 1.0  # standard errors of the daily violation rates added to a window's rate before comparing
 DEFAULT_TUNE_WINDOW_S = 7 * SECONDS_PER_DAY
 
@@ -140,6 +151,8 @@ class TuningGrid:
     pools: tuple[int, ...] = DEFAULT_POOLS
     utilizations: tuple[float, ...] = DEFAULT_UTILIZATIONS
     headrooms: tuple[float, ...] = DEFAULT_HEADROOMS
+    keepalives_s: tuple[float, ...] = DEFAULT_KEEPALIVES_S
+    percentiles: tuple[tuple[float, float], ...] = DEFAULT_PERCENTILES
 
     def __post_init__(self) -> None:
         for b in self.budgets:
@@ -154,7 +167,23 @@ class TuningGrid:
             raise TuningError("target utilisations are in (0, 1]")
         if any(not 0.0 < h <= 2.0 for h in self.headrooms):
             raise TuningError("oracle headrooms are in (0, 2]")
-        if not (self.budgets and self.alphas and self.pools and self.utilizations and self.headrooms):
+        if any(not 0.0 < k <= 86_400.0 for k in self.keepalives_s):
+            raise TuningError("keep-alives are in (0, 86400] seconds")
+        for head, tail in self.percentiles:
+            if not 0.0 <= head < tail <= 100.0:
+                raise TuningError(f"histogram percentiles ({head}, {tail}): need 0 <= head < tail <= 100")
+        ranked = sorted(self.percentiles)
+        if any(b[1] > a[1] for a, b in itertools.pairwise(ranked)):
+            raise TuningError("histogram percentiles must narrow as the head rises (one monotone knob)")
+        if not (
+            self.budgets
+            and self.alphas
+            and self.pools
+            and self.utilizations
+            and self.headrooms
+            and self.keepalives_s
+            and self.percentiles
+        ):
             raise TuningError("every family needs at least one candidate")
 
     def path(self, family: str) -> list[Any]:
@@ -169,6 +198,10 @@ class TuningGrid:
             return sorted(set(self.alphas), reverse=True)
         if family == "oracle":
             return sorted(set(self.headrooms), reverse=True)
+        if family == "keepalive":
+            return sorted(set(self.keepalives_s), reverse=True)
+        if family == "histogram":
+            return sorted(set(self.percentiles))  # heads rising, tails falling: narrowing
         raise TuningError(f"unknown policy family {family!r}; choose from {', '.join(FAMILIES)}")
 
 
@@ -347,12 +380,17 @@ def candidate_levels(grid: TuningGrid, families: Sequence[str] = FAMILIES) -> tu
     return tuple(sorted(out))
 
 
+def default_families(cfg: BacktestConfig) -> tuple[str, ...]:
+    """Every family that means something for the model: the scale-to-zero ones only at a zero floor."""
+    return FAMILIES if cfg.min_replicas == 0 else NONZERO_FAMILIES
+
+
 def simulate_candidates(
     series: TrafficSeries,
     cfg: BacktestConfig,
     grid: TuningGrid | None = None,
     *,
-    families: Sequence[str] = FAMILIES,
+    families: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
     stop_at: float | None = None,
     runner: tuple[Runner, float, float, Callable[[], dict[str, int]]] | None = None,
@@ -367,6 +405,7 @@ def simulate_candidates(
     `runner` (run, start_s, end_s, models) replaces the one continuous replay with another way to run a
     setting: the nightly ledger's day-by-day replays (backtest/ledger.py)."""
     grid = grid or TuningGrid()
+    families = default_families(cfg) if families is None else families
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise TuningError(f"unknown policy family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
@@ -382,6 +421,16 @@ def simulate_candidates(
         "predictive": lambda b: _point(OperatingPoint(None, late_budget=b), base),
         "quantile": lambda a: _point(OperatingPoint(a), base),
         "oracle": lambda h: (f"oracle-{h:g}", {"headroom": h}, oracle_policy(cfg, h)),
+        "keepalive": lambda k: (
+            f"keepalive-{k / 60:g}m",
+            {"keep_alive_s": k},
+            keepalive_policy(cfg, k),
+        ),
+        "histogram": lambda p: (
+            f"histogram-{p[0]:g}-{p[1]:g}",
+            {"head_pct": p[0], "tail_pct": p[1]},
+            histogram_policy(cfg, p),
+        ),
     }
     # the pools first: the predictive family's own walk is compared with theirs
     walks = ["static"] if "static" in families or "predictive" in families else []
@@ -448,6 +497,28 @@ def oracle_policy(cfg: BacktestConfig, headroom: float) -> Make:
     return make
 
 
+def _zero_floor_reactive(cfg: BacktestConfig) -> Reactive:
+    return replace(cfg, min_replicas=0).reactive()
+
+
+def keepalive_policy(cfg: BacktestConfig, keep_alive_s: float) -> Make:
+    """A fixed keep-alive of `keep_alive_s` after the last request (backtest/idle_policies.py)."""
+
+    def make(replay: Replay, feed: ForecastFeed) -> Policy:
+        return KeepAlive(_zero_floor_reactive(cfg), keep_alive_s)
+
+    return make
+
+
+def histogram_policy(cfg: BacktestConfig, percentiles: tuple[float, float]) -> Make:
+    """The hybrid histogram policy at (head, tail) percentiles (backtest/idle_policies.py)."""
+
+    def make(replay: Replay, feed: ForecastFeed) -> Policy:
+        return HybridHistogram(_zero_floor_reactive(cfg), *percentiles, t_load_s=cfg.t_load_s)
+
+    return make
+
+
 def point_policy(p: OperatingPoint, base: PlannerSpec) -> Make:
     """The planner at operating point `p`, on a day's (or the whole replay's) shared forecast feed."""
     return lambda rp, fd: Predictive(p.spec(base), rp.history, name=p.label, feed=fd)
@@ -467,7 +538,7 @@ def _continuous(
     )
 
 
-def candidate_count(grid: TuningGrid, families: Sequence[str] = FAMILIES) -> int:
+def candidate_count(grid: TuningGrid, families: Sequence[str] = NONZERO_FAMILIES) -> int:
     """Simulations simulate_candidates runs at most (for progress bars)."""
     walks = set(families) | ({"static"} if "predictive" in families else set())
     return sum(len(grid.path(f)) for f in walks)

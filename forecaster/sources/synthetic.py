@@ -9,7 +9,11 @@ the product of parts that production traces show (see ../shared/traces/README.md
 - on/off clients: batch-like clients that are active a few hours a day at their own time (with jitter) and
   silent otherwise, adding a square-ish wave on top of the base;
 - occasional bursts: Poisson arrivals of spikes that multiply the rate and decay over tens of minutes;
-- count noise: gamma-Poisson (negative binomial), over-dispersed like real arrivals.
+- count noise: gamma-Poisson (negative binomial), over-dispersed like real arrivals;
+- sparse models (the long tail): traffic only in sessions, `sessions_per_day` of them on average, each
+  starting at a random time within the active hours (`active_hours`, local to UTC) and lasting
+  `session_min` minutes on average (exponential), on weekdays only if `weekdays_only`: a nightly batch
+  client, a tool used in working hours. Silent otherwise: exactly zero requests.
 
 Everything is drawn from one `numpy.random.Generator` seeded by (seed, model name), so a model's series does
 not change when other models are added to the fleet.
@@ -45,6 +49,10 @@ class TrafficShape:
     burst_multiplier: float = 2.5
     burst_decay_s: float = 1200.0
     dispersion: float = 30.0  # gamma shape of the gamma-Poisson noise: lower is noisier
+    sessions_per_day: float = 0.0  # > 0: a sparse model, active only in sessions
+    session_min: float = 30.0
+    active_hours: tuple[float, float] = (0.0, 24.0)  # [from, to) hour of day (UTC) sessions start in
+    weekdays_only: bool = False
 
     def __post_init__(self) -> None:
         if self.mean_rps <= 0:
@@ -53,6 +61,13 @@ class TrafficShape:
             raise ValueError(f"{self.name}: peak_to_trough must be >= 1, got {self.peak_to_trough}")
         if not 0 <= self.client_share < 1:
             raise ValueError(f"{self.name}: client_share must be in [0, 1), got {self.client_share}")
+        if self.sessions_per_day < 0 or self.session_min <= 0:
+            raise ValueError(f"{self.name}: sessions_per_day must be >= 0 and session_min > 0")
+        lo, hi = self.active_hours
+        if not 0 <= lo < hi <= 24:
+            raise ValueError(
+                f"{self.name}: active_hours {self.active_hours} must satisfy 0 <= from < to <= 24"
+            )
 
 
 DEMO_FLEET: tuple[TrafficShape, ...] = (
@@ -147,8 +162,29 @@ def rate_rps(shape: TrafficShape, start_s: float, n: int, step_s: int, seed: int
                 mult += np.where(dt >= 0, sz * np.exp(-np.maximum(dt, 0) / shape.burst_decay_s), 0.0)
             rate = rate * mult
 
+    if shape.sessions_per_day > 0 and n:
+        rate = rate * _sessions(shape, rng, t, start_s, n_days)
+
     # normalise to the requested mean before noise
     return np.asarray(rate * (shape.mean_rps / float(np.mean(rate))), dtype=np.float64)
+
+
+def _sessions(
+    shape: TrafficShape, rng: np.random.Generator, t: FloatArray, start_s: float, n_days: int
+) -> FloatArray:
+    """1 inside a session, 0 outside: each day's sessions start uniformly in the active hours."""
+    on = np.zeros(t.size)
+    lo, hi = shape.active_hours
+    first_day = np.floor(start_s / SECONDS_PER_DAY) * SECONDS_PER_DAY
+    for d in range(n_days):
+        day0 = first_day + d * SECONDS_PER_DAY
+        if shape.weekdays_only and (day0 // SECONDS_PER_DAY) % 7 >= 5:
+            continue
+        for _ in range(rng.poisson(shape.sessions_per_day)):
+            begin = day0 + rng.uniform(lo, hi) * 3600.0
+            length = rng.exponential(shape.session_min * 60.0)
+            on[(t >= begin) & (t < begin + length)] = 1.0
+    return on
 
 
 def synthetic_fleet(models: int) -> tuple[TrafficShape, ...]:

@@ -1,0 +1,126 @@
+"""The long tail in the backtest: at a zero floor the serverless baselines (keep-alive, the hybrid histogram)
+are tuned and walked forward like every other family, prewarm plans zero from a sparse forecast, and the
+frontier prices prewarm against them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from backtest.run import BacktestConfig, Replay
+from backtest.tuning import (
+    FAMILIES,
+    NONZERO_FAMILIES,
+    OperatingPoint,
+    TuningError,
+    TuningGrid,
+    default_families,
+    point_policy,
+)
+from forecaster.sources.synthetic import TrafficShape, generate
+from forecaster.sources.trace import write_trace
+from forecaster.types import TrafficSeries
+from service.cli import app
+
+DAY = 86_400
+NIGHTLY = TrafficShape(
+    "nightly-batch",
+    mean_rps=0.01,
+    peak_to_trough=1.0,
+    bursts_per_day=0.0,
+    sessions_per_day=1.0,
+    session_min=40.0,
+    active_hours=(1.5, 2.5),
+)
+
+
+def nightly(days: float) -> TrafficSeries:
+    return generate(NIGHTLY, days=days, step_s=60, seed=5)
+
+
+def test_the_scale_to_zero_families_run_only_where_the_floor_is_zero() -> None:
+    assert set(default_families(BacktestConfig(capacity_rps=1.0, min_replicas=0))) == set(FAMILIES)
+    assert default_families(BacktestConfig(capacity_rps=1.0)) == NONZERO_FAMILIES
+    assert {"keepalive", "histogram"} <= set(FAMILIES) - set(NONZERO_FAMILIES)
+
+
+def test_each_baseline_knob_is_walked_from_its_most_protective_setting() -> None:
+    grid = TuningGrid()
+    assert grid.path("keepalive") == sorted(grid.keepalives_s, reverse=True)
+    heads = [h for h, _ in grid.path("histogram")]
+    tails = [t for _, t in grid.path("histogram")]
+    assert heads == sorted(heads) and tails == sorted(tails, reverse=True)
+    assert (5.0, 99.0) in grid.path("histogram"), "the published setting is on the path"
+
+
+@pytest.mark.parametrize(
+    ("grid", "says"),
+    [
+        pytest.param({"keepalives_s": (0.0,)}, "keep-alives", id="zero keep-alive"),
+        pytest.param({"percentiles": ((10.0, 5.0),)}, "head < tail", id="head past tail"),
+        pytest.param({"percentiles": ((5.0, 90.0), (10.0, 99.0))}, "narrow", id="not monotone"),
+    ],
+)
+def test_a_bad_baseline_grid_says_what_is_wrong(grid: dict[str, object], says: str) -> None:
+    with pytest.raises(TuningError, match=says):
+        TuningGrid(**grid)  # type: ignore[arg-type]
+
+
+def test_prewarm_on_the_sparse_forecast_lets_a_nightly_model_sit_at_zero_and_warms_it_before_the_batch() -> (
+    None
+):
+    s = nightly(days=6.0)
+    cfg = BacktestConfig(capacity_rps=1.0, t_load_s=300.0, min_replicas=0, model="sparse", warmup_s=4 * DAY)
+    replay = Replay.of(s, cfg)
+    feed = replay.feed((0.05, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975))
+    res = replay.run(point_policy(OperatingPoint(None, late_budget=0.05), cfg.planner_spec())(replay, feed))
+    always = replay.run(cfg.reactive(spare=1, name="always-one-warm"))
+    asked = res.asked_per_tick
+    assert min(asked) == 0 and asked.count(0) > 0.7 * len(asked), "zero most of the day"
+    assert res.replica_seconds < 0.35 * always.replica_seconds
+    assert res.slo_violation_rate < 0.05, "the batch found its replica warm"
+
+
+@pytest.fixture(scope="module")
+def sparse_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("trace") / "nightly.csv.gz"
+    write_trace(path, [nightly(days=4.0)])
+    return path
+
+
+def test_cli_backtest_at_a_zero_floor_walks_the_baselines_forward_and_prices_prewarm_against_them(
+    sparse_trace: Path,
+) -> None:
+    r = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            str(sparse_trace),
+            "--policies",
+            "reactive",
+            "--capacity-rps",
+            "1",
+            "--min-replicas",
+            "0",
+            "--model",
+            "sparse",
+            "--slo-target",
+            "0.99,0.95",
+            "--tune-window",
+            "1d",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    wf = doc["walk_forward"][NIGHTLY.name]
+    assert {"keepalive", "histogram", "predictive", "static"} <= set(wf["policies"])
+    assert wf["policies"]["keepalive"]["settings"][0].startswith("keepalive-")
+    assert wf["policies"]["histogram"]["settings"][0].startswith("histogram-")
+    fr = doc["frontier"][NIGHTLY.name]
+    assert [p["target"] for p in fr["policies"]["keepalive"]] == [0.99, 0.95]
+    assert "predictive_hours_vs_keepalive_at_equal_violation" in fr
+    assert "predictive_hours_vs_histogram_at_equal_violation" in fr
