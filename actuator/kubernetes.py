@@ -318,6 +318,11 @@ class KubernetesActuator:
             target, ann, note = next_floor(
                 before, h.metadata.annotations or {}, want, 1, int(h.spec.max_replicas), "HPA"
             )
+            if want == 0:  # the planner's zero (min_replicas 0) meets what an HPA can hold
+                note = (
+                    " (an HPA cannot hold 0 replicas without its alpha HPAScaleToZero feature gate: floor 1; "
+                    "asked 0. Scale to zero through mode replicas or a KEDA ScaledObject)"
+                )
             if target == before and ann == (h.metadata.annotations or {}):
                 return before, before, note
             h.spec.min_replicas = target

@@ -409,6 +409,29 @@ def test_the_hpa_floor_is_capped_at_the_real_hpas_max_replicas(kube_cluster: Kub
     assert kube.hpa_floor("llm") == 4
 
 
+def test_a_zero_from_the_planner_is_held_as_a_floor_of_one_by_an_hpa_and_says_why(
+    kube_cluster: KubeCluster, kube: Kube
+) -> None:
+    llm = kube.deploy("llm", 2)
+    kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("llm", 2, 4))
+    result = KubernetesActuator(kube_cluster.api()).apply(llm, decision(0), "d-1")
+    assert (result.outcome, result.after) == (Outcome.APPLIED, 1), result.message
+    assert "HPAScaleToZero" in result.message
+    assert kube.hpa_floor("llm") == 1
+
+
+def test_replicas_mode_scales_a_deployment_to_zero_and_back(kube_cluster: KubeCluster, kube: Kube) -> None:
+    tail = kube.deploy("tail", 1)
+    act = KubernetesActuator(kube_cluster.api(), modes={tail: "replicas"})
+    down = act.apply(tail, decision(0), "d-1")
+    assert (down.outcome, down.before, down.after) == (Outcome.APPLIED, 1, 0), down.message
+    assert kube.apps.read_namespaced_deployment("tail", kube.ns).spec.replicas == 0
+    wait_until("no ready replica of tail", lambda: kube.ready("tail") == 0)
+    up = act.apply(tail, decision(1), "d-2")
+    assert (up.outcome, up.after) == (Outcome.APPLIED, 1), up.message
+    wait_until("tail pre-warmed again", lambda: kube.ready("tail") == 1)
+
+
 # -- keda-floor: KEDA's real ScaledObject CRD ---------------------------------------------------------------
 
 
@@ -438,6 +461,10 @@ def test_keda_floor_raises_min_replica_count_on_a_scaled_object_of_the_real_crd(
     assert got["spec"]["minReplicaCount"] == 5
     assert got["spec"]["triggers"] == so["spec"]["triggers"]  # the rest of the object survives the replace
     assert got["metadata"]["annotations"][ANNOTATION_ORIGINAL_FLOOR] == "1"
+    zero = act.apply(embed, decision(0), "d-zero")  # KEDA holds a zero floor: minReplicaCount 0
+    assert (zero.outcome, zero.after) == (Outcome.APPLIED, 0), zero.message
+    got = kube.custom.get_namespaced_custom_object(KEDA[0], KEDA[1], kube.ns, KEDA[2], "embed")
+    assert got["spec"]["minReplicaCount"] == 0
     capped = act.apply(embed, decision(30), "d-2")
     assert capped.after == 8 and "the ScaledObject allows 8; asked 30" in capped.message
     back = act.restore(embed)
