@@ -35,6 +35,7 @@ from backtest.tuning import (
     DEFAULT_TUNE_WINDOW_S,
     FAMILIES,
     NONZERO_FAMILIES,
+    ZERO_FLOOR_BUDGETS,
     TuningError,
     TuningGrid,
     TuningResult,
@@ -102,6 +103,7 @@ class ReplayOptions:
         if self.slo_targets:  # the scale-to-zero families too where the floor may be zero
             zero = self.min_replicas == 0
             runs += candidate_count(TuningGrid(), FAMILIES if zero else NONZERO_FAMILIES)
+            runs += len(ZERO_FLOOR_BUDGETS) if zero else 0
         return runs
 
     def config(self, series: TrafficSeries, fixed: Settings) -> tuple[TrafficSeries, BacktestConfig]:

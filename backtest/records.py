@@ -206,3 +206,32 @@ class Frontier:
             "on the day after; the pool's frontier interpolated in log violation rate at predictive's "
             "points inside its range (geometric mean of the ratios)",
         }
+
+
+def fleet_walks(walks: dict[str, list[WalkForward]]) -> dict[float, dict[str, dict[str, Any]]]:
+    """Many series' walk-forwards as one fleet: per target and family, the requests, late requests and
+    replica-hours summed over every series that ran the family, the fleet's late share, and the hours against
+    always-one-warm's (`one-warm`, at a zero floor) or the warm pool's on the same series. What a team with
+    dozens of rarely used models pays in all, and how many of their requests meet a cold start."""
+    out: dict[float, dict[str, dict[str, Any]]] = {}
+    for series_walks in walks.values():
+        for w in series_walks:
+            for family, fw in w.policies.items():
+                t = out.setdefault(w.target, {}).setdefault(
+                    family, {"series": 0, "requests": 0.0, "violations": 0.0, "replica_hours": 0.0}
+                )
+                t["series"] += 1
+                t["requests"] += fw.requests
+                t["violations"] += fw.violations
+                t["replica_hours"] += fw.replica_hours
+    for families in out.values():
+        base = families.get("one-warm") or families.get("static")
+        base_hours = base["replica_hours"] if base else 0.0
+        key = "hours_vs_one_warm" if "one-warm" in families else "hours_vs_static"
+        for t in families.values():
+            t["violation_rate"] = round(t["violations"] / t["requests"], 6) if t["requests"] else 0.0
+            t[key] = round(t["replica_hours"] / base_hours, 4) if base_hours else None
+            t["requests"] = round(t["requests"])
+            t["violations"] = round(t["violations"], 1)
+            t["replica_hours"] = round(t["replica_hours"], 2)
+    return out

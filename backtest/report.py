@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from backtest.fleet import FleetBacktest
-from backtest.records import Frontier
+from backtest.records import Frontier, fleet_walks
 from backtest.run import SeriesBacktest, alpha_policy, compare
 from backtest.simulator import ReplayResult
 from backtest.walk_forward import TRANSIENTS_NOTE, WalkForward
@@ -54,6 +54,9 @@ def to_json(runs: list[SeriesBacktest]) -> dict[str, Any]:
         }
     if any(r.frontier is not None for r in runs):
         doc["frontier"] = {r.series: r.frontier.as_dict() for r in runs if r.frontier is not None}
+    if sum(bool(r.walk_forwards) for r in runs) > 1:  # many models: the fleet's totals per family
+        totals = fleet_walks({r.series: r.walk_forwards for r in runs})
+        doc["fleet_walk_forward"] = {f"{t:g}": fams for t, fams in totals.items()}
     return doc
 
 

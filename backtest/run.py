@@ -23,6 +23,7 @@ from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
 from planner import PlannerSpec
 
 POLICIES = ("reactive", "static", "scheduled", "predictive", "oracle")
+DEFAULT_UTILIZATION = 0.8  # the reactive autoscaler's (and the planner's) target utilisation
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class BacktestConfig:
     tick_s: int = 30
     min_replicas: int = 1
     max_replicas: int = 10_000
-    target_utilization: float = 0.8
+    target_utilization: float = DEFAULT_UTILIZATION
     warmup_s: float = 2 * SECONDS_PER_DAY
     warm_pools: tuple[int, ...] = (2,)
     policies: tuple[str, ...] = POLICIES

@@ -12,8 +12,8 @@ Every policy family has one knob, walked as a path from its most protective sett
 - `oracle`: the clairvoyant plan at a headroom factor, falling (the room left, measured, not guessed);
 - `keepalive` and `histogram` (backtest/idle_policies.py), for models whose floor is zero: a fixed
   keep-alive after the last request, falling; the hybrid histogram policy's (head, tail) percentiles of the
-  idle times, narrowing. They run only where min_replicas is 0 (with a floor of one both are the reactive
-  autoscaler).
+  idle times, narrowing; and `one-warm`, always one replica warm (no knob: the pool they replace). They
+  run only where min_replicas is 0 (with a floor of one the first two are the reactive autoscaler).
 
 Forecast once, plan many: the predictive candidates share one ForecastFeed (one fit and one re-anchoring
 pass, every level predicted in the same call) and one arrival stream; each candidate adds one planner +
@@ -48,8 +48,9 @@ from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner import PlannerSpec
 from planner.slo import LEVELS as SLO_LEVELS
 
-FAMILIES = ("static", "reactive", "predictive", "quantile", "oracle", "keepalive", "histogram")
-ZERO_FAMILIES = ("keepalive", "histogram")  # the policies that scale to zero: only where min_replicas is 0
+FAMILIES = ("static", "reactive", "predictive", "quantile", "oracle", "keepalive", "histogram", "one-warm")
+# the policies of a zero floor, and the pool they replace (always one warm, the reactive autoscaler above)
+ZERO_FAMILIES = ("keepalive", "histogram", "one-warm")
 NONZERO_FAMILIES = tuple(f for f in FAMILIES if f not in ZERO_FAMILIES)
 # every path from its most protective setting to its least
 DEFAULT_BUDGETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
@@ -57,7 +58,15 @@ DEFAULT_ALPHAS = (0.995, 0.98, 0.95, 0.9, 0.8, 0.5)
 DEFAULT_POOLS = (30, 25, 20, 15, 12, 10, 8, 6, 5, 4, 3, 2, 1, 0)
 DEFAULT_UTILIZATIONS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_HEADROOMS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
-DEFAULT_KEEPALIVES_S = (3600.0, 2700.0, 1800.0, 1200.0, 900.0, 600.0, 300.0, 180.0, 120.0, 60.0)
+# 1 to 60 minutes, as the clouds' and Knative's settings run, and on to the 4 hours the hybrid histogram
+# keeps at most: a sparse model's sessions are hours apart, and a frontier cut at 60 minutes would leave the
+# keep-alive no point at the cold-start shares prewarm reaches
+DEFAULT_KEEPALIVES_S = (
+    14400.0, 10800.0, 7200.0, 5400.0, 3600.0, 2700.0, 1800.0, 1200.0, 900.0, 600.0, 300.0, 180.0, 120.0, 60.0
+)  # fmt: skip
+# at a zero floor the late budget runs further: whether to hold any replica is a chance of a request, and
+# a model with a few requests an hour is at zero only at chances that no per-step late share would allow
+ZERO_FLOOR_BUDGETS = (0.3, 0.5)
 # (head, tail) percentiles of the idle times; the published setting is (5, 99)
 DEFAULT_PERCENTILES = ((0.0, 100.0), (1.0, 99.9), (5.0, 99.0), (10.0, 95.0), (25.0, 90.0), (50.0, 75.0))
 MARGIN_SE = 1.0  # standard errors of the daily violation rates added to a window's rate before comparing
@@ -202,6 +211,8 @@ class TuningGrid:
             return sorted(set(self.keepalives_s), reverse=True)
         if family == "histogram":
             return sorted(set(self.percentiles))  # heads rising, tails falling: narrowing
+        if family == "one-warm":
+            return [1]  # no knob: a floor of one
         raise TuningError(f"unknown policy family {family!r}; choose from {', '.join(FAMILIES)}")
 
 
@@ -405,6 +416,8 @@ def simulate_candidates(
     `runner` (run, start_s, end_s, models) replaces the one continuous replay with another way to run a
     setting: the nightly ledger's day-by-day replays (backtest/ledger.py)."""
     grid = grid or TuningGrid()
+    if cfg.min_replicas == 0:
+        grid = replace(grid, budgets=tuple(sorted({*grid.budgets, *ZERO_FLOOR_BUDGETS})))
     families = default_families(cfg) if families is None else families
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
@@ -426,6 +439,7 @@ def simulate_candidates(
             {"keep_alive_s": k},
             keepalive_policy(cfg, k),
         ),
+        "one-warm": lambda n: ("one-warm", {"min_replicas": n}, one_warm_policy(cfg)),
         "histogram": lambda p: (
             f"histogram-{p[0]:g}-{p[1]:g}",
             {"head_pct": p[0], "tail_pct": p[1]},
@@ -499,6 +513,15 @@ def oracle_policy(cfg: BacktestConfig, headroom: float) -> Make:
 
 def _zero_floor_reactive(cfg: BacktestConfig) -> Reactive:
     return replace(cfg, min_replicas=0).reactive()
+
+
+def one_warm_policy(cfg: BacktestConfig) -> Make:
+    """Always one warm: the reactive autoscaler with a floor of one, the pool a zero floor replaces."""
+
+    def make(replay: Replay, feed: ForecastFeed) -> Policy:
+        return replace(cfg, min_replicas=1).reactive(name="one-warm")
+
+    return make
 
 
 def keepalive_policy(cfg: BacktestConfig, keep_alive_s: float) -> Make:

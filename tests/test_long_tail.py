@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from backtest.long_tail import in_long_tail, long_tail
 from backtest.run import BacktestConfig, Replay
 from backtest.tuning import (
     FAMILIES,
@@ -84,11 +85,59 @@ def test_prewarm_on_the_sparse_forecast_lets_a_nightly_model_sit_at_zero_and_war
     assert res.slo_violation_rate < 0.05, "the batch found its replica warm"
 
 
+WORKING_HOURS = TrafficShape(
+    "docs-assistant",
+    mean_rps=0.02,
+    peak_to_trough=1.0,
+    bursts_per_day=0.0,
+    sessions_per_day=6.0,
+    session_min=20.0,
+    active_hours=(8.0, 18.0),
+)
+BUSY = TrafficShape("chat", mean_rps=5.0, bursts_per_day=0.0)
+
+
 @pytest.fixture(scope="module")
 def sparse_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("trace") / "nightly.csv.gz"
-    write_trace(path, [nightly(days=4.0)])
+    path = tmp_path_factory.mktemp("trace") / "tail.csv.gz"
+    write_trace(
+        path,
+        [nightly(days=4.0), generate(WORKING_HOURS, days=4.0, step_s=60, seed=6), generate(BUSY, days=4.0)],
+    )
     return path
+
+
+def test_the_long_tail_is_picked_by_rule_not_by_hand() -> None:
+    week = 7 * DAY
+    busy = generate(BUSY, days=9.0, step_s=60)
+    quiet = generate(WORKING_HOURS, days=9.0, step_s=60, seed=6)
+    short = generate(WORKING_HOURS, days=2.0, step_s=60, seed=6)
+    assert in_long_tail(quiet, capacity_rps=1.0, utilization=0.8)
+    assert not in_long_tail(busy, capacity_rps=1.0, utilization=0.8), "never idle"
+    assert not in_long_tail(quiet, capacity_rps=0.01, utilization=0.8), "its sessions need many replicas"
+    chosen, note = long_tail([busy, quiet, short], 1.0, 0.8, min_span_s=week + 2 * DAY)
+    assert [s.name for s in chosen] == [WORKING_HOURS.name]
+    assert "1 of 3 series" in note and "1 shorter than 9 days left out" in note
+
+
+def test_many_series_walked_forward_add_up_to_one_fleet_per_family() -> None:
+    from backtest.records import FamilyWalk, WalkForward, fleet_walks
+
+    def walk(series: str, fams: dict[str, tuple[float, float, float]]) -> WalkForward:
+        pols = {
+            f: FamilyWalk(f, 0.99, r, v, h, 0, ("x",), 0, (v / r,), (h,)) for f, (r, v, h) in fams.items()
+        }
+        return WalkForward(series, 0.99, 7 * DAY, 0.0, pols)
+
+    totals = fleet_walks(
+        {
+            "a": [walk("a", {"predictive": (100, 1, 10), "one-warm": (100, 0, 24)})],
+            "b": [walk("b", {"predictive": (300, 3, 20), "one-warm": (300, 1, 24)})],
+        }
+    )
+    p = totals[0.99]["predictive"]
+    assert (p["series"], p["requests"], p["violations"], p["replica_hours"]) == (2, 400, 4.0, 30.0)
+    assert p["violation_rate"] == 0.01 and p["hours_vs_one_warm"] == pytest.approx(30 / 48, abs=1e-4)
 
 
 def test_cli_backtest_at_a_zero_floor_walks_the_baselines_forward_and_prices_prewarm_against_them(
@@ -99,6 +148,7 @@ def test_cli_backtest_at_a_zero_floor_walks_the_baselines_forward_and_prices_pre
         [
             "backtest",
             str(sparse_trace),
+            "--long-tail",
             "--policies",
             "reactive",
             "--capacity-rps",
@@ -124,3 +174,12 @@ def test_cli_backtest_at_a_zero_floor_walks_the_baselines_forward_and_prices_pre
     assert [p["target"] for p in fr["policies"]["keepalive"]] == [0.99, 0.95]
     assert "predictive_hours_vs_keepalive_at_equal_violation" in fr
     assert "predictive_hours_vs_histogram_at_equal_violation" in fr
+    assert set(doc["walk_forward"]) == {NIGHTLY.name, WORKING_HOURS.name}, "the busy model is not the tail"
+    fleet = doc["fleet_walk_forward"]["0.99"]
+    assert fleet["one-warm"]["hours_vs_one_warm"] == 1.0 and fleet["predictive"]["series"] == 2
+    assert {"keepalive", "histogram", "predictive", "static"} <= set(fleet)
+
+
+def test_cli_long_tail_needs_a_capacity_to_count_replicas_at(sparse_trace: Path) -> None:
+    r = CliRunner().invoke(app, ["backtest", str(sparse_trace), "--long-tail", "--min-replicas", "0"])
+    assert r.exit_code != 0 and "--long-tail needs --capacity-rps" in r.output

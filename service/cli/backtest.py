@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 from backtest.batch import BacktestFailed, ReplayOptions, replay_each, replay_fleet
-from backtest.run import sweep_alphas, sweep_pools
+from backtest.long_tail import long_tail
+from backtest.run import DEFAULT_UTILIZATION, sweep_alphas, sweep_pools
 from backtest.tuning import check_target
+from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from service.cli import options as opt
 from service.cli.backtest_output import print_fleet, print_runs
 from service.cli.common import (
@@ -61,6 +63,7 @@ def backtest(
     backend: opt.BackendOpt = None,
     workers: opt.WorkersOpt = None,
     ray_address: opt.RayAddressOpt = None,
+    long_tail: opt.BtLongTailOpt = False,
 ) -> None:
     """Replay traffic through every policy on simulated replicas with cold starts, and compare.
 
@@ -97,12 +100,35 @@ def backtest(
         return
     trace = _one_trace(traces, align_week)
     chosen, label, settings = load_series(
-        trace, demo, names, prometheus, query, config, start, end, days, step, bearer_token
+        trace, demo, names, prometheus, query, config, start, end, days, step, bearer_token, long_tail
     )
+    if long_tail:
+        chosen, label = _long_tail(chosen, label, opts)
     with compute_for(backend, workers, ray_address) as compute:
         bar = progress_bar("backtesting", shows_progress(as_json) and compute is None)
         runs = replay_each(chosen, opts, settings=settings, compute=compute, progress=bar, report=report)
     print_runs(runs, as_json, report, label)
+
+
+def _long_tail(
+    chosen: list[TrafficSeries], label: str, opts: ReplayOptions
+) -> tuple[list[TrafficSeries], str]:
+    """The series of the long tail (backtest/long_tail.py), judged on the range replayed."""
+    if opts.capacity_rps is None:
+        raise UsageError("--long-tail needs --capacity-rps: the rule counts replicas at that capacity")
+    ranged = [
+        s.slice(
+            s.index_at(opts.start_s) if opts.start_s is not None else 0,
+            s.index_at(opts.end_s) if opts.end_s is not None else len(s),
+        )
+        for s in chosen
+    ]
+    need_s = opts.warmup_s + (opts.tune_window_s + SECONDS_PER_DAY if opts.slo_targets else SECONDS_PER_DAY)
+    tail, note = long_tail(ranged, opts.capacity_rps, DEFAULT_UTILIZATION, need_s)
+    if not tail:
+        raise UsageError(f"--long-tail: no series qualifies ({note})")
+    keep = {s.name for s in tail}
+    return [s for s in chosen if s.name in keep], f"{label}; {note}"
 
 
 def _targets(text: str | None) -> tuple[float, ...]:

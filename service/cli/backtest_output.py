@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from backtest.batch import FleetReplays
-from backtest.records import Frontier
+from backtest.records import Frontier, fleet_walks
 from backtest.report import alpha_comparisons, to_json
 from backtest.run import SeriesBacktest, compare
 from backtest.walk_forward import TRANSIENTS_NOTE, WalkForward
@@ -53,9 +53,32 @@ def print_runs(runs: list[SeriesBacktest], as_json: bool, report: Path | None, l
             _print_walk_forward(wf)
         if r.frontier is not None and len(r.frontier.targets) > 1:
             _print_frontier(r.frontier)
+    if sum(bool(r.walk_forwards) for r in runs) > 1:
+        _print_fleet_walks(runs)
     if report is not None:
         out.print(f"report: {report}", highlight=False)
     out.print(f"source: {label}", highlight=False)
+
+
+def _print_fleet_walks(runs: list[SeriesBacktest]) -> None:
+    """The series as one fleet: each family's hours and late share summed over them, per target."""
+    totals = fleet_walks({r.series: r.walk_forwards for r in runs})
+    for target, families in totals.items():
+        ratio = "vs one-warm" if "one-warm" in families else "vs static"
+        table = Table(title=f"the {len(runs)} series as one fleet, walked forward at target {target:g}")
+        for col in ("family", "series", "requests", "late share", "replica-h", ratio):
+            table.add_column(col, justify="left" if col == "family" else "right")
+        for family, t in families.items():
+            r = t.get("hours_vs_one_warm", t.get("hours_vs_static"))
+            table.add_row(
+                family,
+                str(t["series"]),
+                f"{t['requests']:,}",
+                f"{t['violation_rate']:.3%}",
+                f"{t['replica_hours']:,.1f}",
+                "-" if r is None else f"{r:.3f}",
+            )
+        out.print(table)
 
 
 def _print_walk_forward(wf: WalkForward) -> None:

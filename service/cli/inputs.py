@@ -29,12 +29,15 @@ def open_source(trace: Path | None, demo: bool, only: set[str] | None) -> tuple[
     return read_trace(trace, only=only), str(trace)
 
 
-def pick_series(source: TrafficSource, series: list[str] | None) -> list[TrafficSeries]:
-    """The series named, or all of them when there are few enough to mean it."""
+def pick_series(
+    source: TrafficSource, series: list[str] | None, every: bool = False
+) -> list[TrafficSeries]:
+    """The series named, or all of them when there are few enough to mean it (or `every`: a rule such as
+    --long-tail picks among them next)."""
     if series:
         return [source.load(s) for s in series]
     names = source.names()
-    if len(names) > MAX_SERIES_WITHOUT_FLAG:
+    if len(names) > MAX_SERIES_WITHOUT_FLAG and not every:
         raise UsageError(
             f"the trace has {len(names)} series; pick some with --series (e.g. --series {names[0]})"
         )
@@ -53,6 +56,7 @@ def load_series(
     days: float,
     step: str,
     bearer_token: str | None,
+    every: bool = False,
 ) -> tuple[list[TrafficSeries], str, Settings]:
     """The series to replay, from a trace, the demo or Prometheus, with what a config says about each."""
     if prometheus is not None or config is not None:
@@ -62,7 +66,7 @@ def load_series(
     if query is not None:
         raise UsageError("--query needs --prometheus")
     source, label = open_source(trace, demo, set(names) if names else None)
-    return pick_series(source, names), label, {}
+    return pick_series(source, names, every), label, {}
 
 
 def fleet_series(traces: list[Path], names: list[str] | None) -> tuple[list[TrafficSeries], list[str]]:

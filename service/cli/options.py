@@ -162,6 +162,15 @@ BtBudgetOpt = Annotated[
         "come first served, predictive-fleet through the fleet stage.",
     ),
 ]
+BtLongTailOpt = Annotated[
+    bool,
+    typer.Option(
+        "--long-tail",
+        help="Replay only the long tail: series whose busiest interval needs at most 2 replicas at "
+        "--capacity-rps, idle (under half a request) in a quarter of their intervals or more, with a request "
+        "a day or more, and long enough to walk forward (see docs/backtest.md).",
+    ),
+]
 BtAlignOpt = Annotated[
     bool,
     typer.Option(
