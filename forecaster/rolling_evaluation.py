@@ -49,9 +49,14 @@ class ModelScores:
     # on average can still be too narrow at the far end of the horizon, where pre-warming decides
     coverage_by_horizon: dict[str, dict[float, float]] = field(default_factory=dict)
     # "any request in a step": Brier score of the chance against what came, and the decile calibration
-    # (mean chance, observed frequency, cases) of bins with 100+ cases; what a scale-to-zero decision reads
+    # (mean chance, observed frequency, cases) of every decile bin with a case; what scale to zero reads
     brier_any: float = float("nan")
     calibration_any: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def worst_decile_gap(self, min_cases: int = 100) -> float:
+        """The largest |mean chance - observed frequency| over the deciles holding `min_cases` or more."""
+        gaps = [abs(p - f) for p, f, n in self.calibration_any if n >= min_cases]
+        return max(gaps) if gaps else float("nan")
 
     def as_dict(self) -> dict[str, object]:
         def r(x: float) -> float | None:
@@ -125,7 +130,7 @@ def _scores(
     if p_any is not None:
         ok = np.isfinite(actual) & np.isfinite(p_any)
         chance, came = p_any[ok], observed_any(actual)[ok]
-        brier_any, calibration_any = brier(chance, came), calibration_bins(chance, came)
+        brier_any, calibration_any = brier(chance, came), calibration_bins(chance, came, min_cases=1)
     return ModelScores(
         brier_any=brier_any,
         calibration_any=calibration_any,

@@ -69,3 +69,30 @@ def test_evaluation_scores_every_model_and_auto_out_of_sample() -> None:
     weights = {"0m-10m": 1, "10m-20m": 1, "20m-40m": 2, "40m-1h": 2}
     pooled = sum(by[b][0.9] * w for b, w in weights.items()) / 6
     assert pooled == pytest.approx(act.coverage[0.9], abs=0.02)  # the buckets add up to the whole
+
+
+def test_every_model_is_scored_on_any_request_and_the_sparse_model_beats_the_rates_there() -> None:
+    from forecaster.models.sparse import SparseCounts
+    from forecaster.rolling_evaluation import observed_any
+    from forecaster.sources.synthetic import TrafficShape, generate
+
+    shape = TrafficShape(
+        "docs-assistant",
+        mean_rps=0.02,
+        peak_to_trough=1.0,
+        bursts_per_day=0.0,
+        sessions_per_day=6.0,
+        session_min=20.0,
+        active_hours=(8.0, 18.0),
+        weekdays_only=True,
+    )
+    s = generate(shape, days=12, step_s=300, seed=4)
+    ev = evaluate_series(s, horizon_s=1800, n_windows=40, candidates=("profile", "sparse"))
+    sparse, profile = ev.models["sparse"], ev.models["profile"]
+    assert sparse.brier_any < profile.brier_any
+    assert sum(n for _, _, n in sparse.calibration_any) == 40 * 6, "every step of every window, binned"
+    doc = ev.as_dict()["models"]["sparse"]["any_request"]  # type: ignore[index]
+    assert doc["brier"] == round(sparse.brier_any, 4) and len(doc["calibration"]) >= 2
+    assert SparseCounts.alias == "sparse"
+    np.testing.assert_allclose(observed_any(np.array([0.0, 1.0, 3.0])), [0.0, 1.0, 1.0])
+    np.testing.assert_allclose(observed_any(np.array([0.0, 0.5])), [0.0, 1 - np.exp(-0.5)])

@@ -73,7 +73,7 @@ def _print(name: str, ev: SeriesEvaluation) -> None:
     for col in (*cols, "Brier (any)", "worst decile"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for alias, sc in sorted(ev.models.items(), key=lambda kv: (kv[0] != "auto", kv[1].mase)):
-        gap = max((abs(p - f) for p, f, _ in sc.calibration_any), default=float("nan"))
+        gap = sc.worst_decile_gap()
         table.add_row(
             alias,
             f"{sc.mase:.3f}",
