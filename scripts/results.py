@@ -828,6 +828,172 @@ points.""",
     (out_dir / "fleet.md").write_text(text)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# the long tail: rarely used models at a zero floor
+
+
+TAIL_TARGETS = (0.8, 0.9, 0.95, 0.98, 0.99)
+TAIL_T_LOADS = ("5m", "2m")
+TAIL_FAMILIES = ("predictive", "keepalive", "histogram", "one-warm", "static")
+TAIL_MODELS = "profile,seasonal_naive_daily,seasonal_naive_weekly,sparse"
+
+
+def tail_cmd(trace: str, t_load: str) -> Command:
+    return prewarm(
+        "backtest",
+        trace,
+        "--long-tail",
+        "--capacity-rps",
+        "1",
+        "--min-replicas",
+        "0",
+        "--policies",
+        "reactive",
+        "--slo-target",
+        ",".join(f"{t:g}" for t in TAIL_TARGETS),
+        "--t-load",
+        t_load,
+        "--workers",
+        "2",
+        "--json",
+    )
+
+
+def _pooled_deciles(evals: dict[str, Any], model: str) -> list[tuple[float, float, int]]:
+    """Each decile of chance pooled over the series: (mean chance, observed frequency, cases)."""
+    acc: dict[int, list[float]] = {}
+    for ev in evals.values():
+        m = ev["models"].get(model)
+        if m is None:
+            continue
+        for p, f, n in m["any_request"]["calibration"]:
+            a = acc.setdefault(min(9, int(p * 10)), [0.0, 0.0, 0.0])
+            a[0] += p * n
+            a[1] += f * n
+            a[2] += n
+    return [(a[0] / a[2], a[1] / a[2], int(a[2])) for _, a in sorted(acc.items()) if a[2]]
+
+
+def page_long_tail(run: Runner, out_dir: Path) -> None:
+    parts: list[str] = []
+    cmds: list[Command] = []
+    summary: list[list[str]] = []
+    for t_load in TAIL_T_LOADS:
+        docs = [run.json(c) for c in (tail_cmd(SERVEGEN, t_load), tail_cmd(TWEETS, t_load))]
+        cmds += [tail_cmd(SERVEGEN, t_load), tail_cmd(TWEETS, t_load)]
+        frontier = {k: v for d in docs for k, v in d["frontier"].items()}
+        walks = {k: v for d in docs for k, v in d["walk_forwards"].items()}
+        names = sorted(frontier)
+        rows, vs_ka, vs_h = [], [], []
+        for n in names:
+            fr = frontier[n]
+            ka = fr.get("predictive_hours_vs_keepalive_at_equal_violation")
+            hi = fr.get("predictive_hours_vs_histogram_at_equal_violation")
+            vs_ka += [ka] if ka is not None else []
+            vs_h += [hi] if hi is not None else []
+            w = walks[n]["0.99"]["policies"]
+            cells = [n]
+            for f in TAIL_FAMILIES:
+                d = w.get(f)
+                cell = "–" if d is None else f"{pct(d['violation_rate'], 2)} / {hours(d['replica_hours'])}"
+                cells.append(cell)
+            cells += [ratio(ka), ratio(hi)]
+            rows.append(cells)
+        fleet_rows = []
+        for target in TAIL_TARGETS:
+            fams = {}
+            for d in docs:
+                for f, t in d["fleet_walk_forward"][f"{target:g}"].items():
+                    a = fams.setdefault(f, [0.0, 0.0, 0.0])
+                    a[0] += t["requests"]
+                    a[1] += t["violations"]
+                    a[2] += t["replica_hours"]
+            base = fams["one-warm"][2]
+            fleet_rows.append(
+                [f"{target:g}"]
+                + [
+                    f"{pct(fams[f][1] / fams[f][0], 2)} / {hours(fams[f][2])} ({fams[f][2] / base:.3f})"
+                    for f in TAIL_FAMILIES
+                ]
+            )
+        med_ka = statistics.median(vs_ka) if vs_ka else None
+        med_h = statistics.median(vs_h) if vs_h else None
+        summary.append(
+            [
+                t_load,
+                str(len(names)),
+                f"{ratio(med_ka)} ({len(vs_ka)} overlap; max {ratio(max(vs_ka) if vs_ka else None)})",
+                f"{ratio(med_h)} ({len(vs_h)} overlap; max {ratio(max(vs_h) if vs_h else None)})",
+            ]
+        )
+        parts += [
+            f"## T_load {t_load}",
+            f"Each series walked forward at target 0.99: late share / replica-hours per family, and "
+            f"prewarm's replica-hours against keep-alive's and the histogram's at equal realised late share "
+            f"over the targets {', '.join(f'{t:g}' for t in TAIL_TARGETS)} (– where the frontiers do not "
+            "overlap).",
+            table(["series", *(f"{f} 0.99" for f in TAIL_FAMILIES), "vs keepalive", "vs histogram"], rows),
+            f"The {len(names)} series as one fleet at each target: late share / replica-hours "
+            "(replica-hours against always one warm).",
+            table(["target", *TAIL_FAMILIES], fleet_rows),
+        ]
+    first = [run.json(c) for c in (tail_cmd(SERVEGEN, "5m"), tail_cmd(TWEETS, "5m"))]
+    evals: dict[str, Any] = {}
+    for trace, d in zip((SERVEGEN, TWEETS), first, strict=True):
+        ev_cmd = prewarm(
+            "evaluate",
+            trace,
+            "--series",
+            ",".join(sorted(d["frontier"])),
+            "--models",
+            TAIL_MODELS,
+            "--horizon",
+            "10m",
+            "--windows",
+            "300",
+            "--json",
+        )
+        cmds.append(ev_cmd)
+        evals.update(run.json(ev_cmd)["series"])
+    cal_rows = []
+    for model in ("sparse", "auto", "profile"):
+        for p, f, n in _pooled_deciles(evals, model):
+            if n >= 100:
+                cal_rows.append([model, f"{p:.3f}", f"{f:.3f}", f"{abs(p - f):.3f}", str(n)])
+    brier_rows = [
+        [model, num(statistics.median(e["models"][model]["any_request"]["brier"] for e in evals.values()), 4)]
+        for model in ("sparse", "auto", "profile", "seasonal_naive_daily")
+    ]
+    text = page(
+        "The long tail: scale to zero",
+        """\
+The rarely used models of the shared traces, picked by rule (`--long-tail`: the busiest interval needs at
+most 2 replicas at 1 request/s per replica and 80% utilisation, idle (under half a request) in a quarter
+of the intervals or more, a request a day or more, long enough for a 2-day warm-up, a 7-day tune window
+and a scored day): servegen's per-client series and the sparse tweet series. Every family is tuned day by
+day on the 7 days before and scored on the day after, at floor zero, SLO wait 2 s: `predictive` (prewarm's
+[scale to zero](../planner.md#scale-to-zero) and SLO stage, the forecaster `auto-fast`, which tries the
+[model of sparse traffic](../forecasting.md#models) on sparse histories), `keepalive` (1 minute to 4 hours
+after the last request), `histogram` (the hybrid histogram policy, Shahrad et al. ATC 2020), `one-warm`
+(always one replica, the reactive autoscaler above) and `static` (the warm pool tuned the same way). A
+late request here is one that waited more than 2 s: at zero, a cold start.""",
+        commands_block(cmds),
+        "Prewarm's replica-hours against each baseline's at equal realised late share: the median over the "
+        "series where the frontiers overlap (and the largest).",
+        table(["T_load", "series", "vs keepalive", "vs histogram"], summary),
+        *parts,
+        "## The sparse forecast",
+        "The chance of any request per step against the observed frequency (a step of expected counts "
+        "scored by its Poisson chance of any), pooled over the series of the first two commands, every "
+        "decile of predicted chance that holds 100 cases or more (`prewarm evaluate`: 300 origins per "
+        "series, a 10-minute horizon).",
+        table(["model", "mean chance", "observed", "gap", "cases"], cal_rows),
+        "Median Brier score of 'any request in a step' over the series (lower is better).",
+        table(["model", "Brier"], brier_rows),
+    )
+    (out_dir / "long-tail.md").write_text(text)
+
+
 def page_index(out_dir: Path) -> None:
     """What the results pages are and how to remake them (static: it lists the pages this script writes)."""
     rows = [
@@ -905,6 +1071,13 @@ PAGES = [
         False,
         "a borrowed daily shape against the recent level",
         lambda r, out, img: page_day_one(r, out),
+    ),
+    Page(
+        "long-tail",
+        "The long tail: scale to zero",
+        False,
+        "rarely used models at floor zero against keep-alive, the hybrid histogram and always one warm",
+        lambda r, out, img: page_long_tail(r, out),
     ),
     Page(
         "fleet",

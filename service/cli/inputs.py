@@ -29,9 +29,7 @@ def open_source(trace: Path | None, demo: bool, only: set[str] | None) -> tuple[
     return read_trace(trace, only=only), str(trace)
 
 
-def pick_series(
-    source: TrafficSource, series: list[str] | None, every: bool = False
-) -> list[TrafficSeries]:
+def pick_series(source: TrafficSource, series: list[str] | None, every: bool = False) -> list[TrafficSeries]:
     """The series named, or all of them when there are few enough to mean it (or `every`: a rule such as
     --long-tail picks among them next)."""
     if series:
