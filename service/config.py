@@ -165,7 +165,9 @@ class ModelConfig(_Strict):
         None, ge=0, le=86_400, description="a learned T_load is never below this; null: the control tick"
     )
     slo: SloConfig = SloConfig()
-    min_replicas: int = Field(1, ge=0, le=100_000)
+    min_replicas: int = Field(
+        1, ge=0, le=100_000, description="0: scale to zero when no request is likely (with slo.target)"
+    )
     max_replicas: int = Field(1000, ge=1, le=100_000)
     cost_miss: float = Field(9.0, gt=0, description="cost of being one replica short, per tick")
     cost_idle: float = Field(1.0, gt=0, description="cost of one idle replica, per tick")

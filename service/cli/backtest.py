@@ -102,8 +102,7 @@ def backtest(
     chosen, label, settings = load_series(
         trace, demo, names, prometheus, query, config, start, end, days, step, bearer_token, long_tail
     )
-    if long_tail:
-        chosen, label = _long_tail(chosen, label, opts)
+    chosen, label = _long_tail(chosen, label, opts) if long_tail else (chosen, label)
     with compute_for(backend, workers, ray_address) as compute:
         bar = progress_bar("backtesting", shows_progress(as_json) and compute is None)
         runs = replay_each(chosen, opts, settings=settings, compute=compute, progress=bar, report=report)
