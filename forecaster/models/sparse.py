@@ -44,9 +44,10 @@ ACTIVE = 0.5  # a step with at least this many (expected) requests is active, fo
 DECAYS_S = (None, 3600.0, 6 * 3600.0)  # None: one step
 HORIZONS = (1, 2, 3, 5, 8, 12, 20, 35, 60, 100)
 MAX_TRAIN_AHEAD_S = 6 * 3600.0
-MAX_ROWS = 60_000  # training rows kept (a seeded sample of origins x horizons): a 1-minute fortnight is 200k
+MAX_ROWS = 20_000  # training rows kept (a seeded sample of origins x horizons): a 1-minute fortnight is 200k
 L2 = 1.0
-SHRINK_STEPS = 5.0  # an hour's count level is shrunk to the overall one with this many steps' weight
+SHRINK_STEPS = 5.0
+GIVEN_GRID = np.linspace(0.0, 1.0, 201)  # an hour's count level is shrunk to the overall one with this many steps' weight
 NEVER_S = 30 * SECONDS_PER_DAY  # the idle time of a series with no active step yet
 SPARSE_SHARE = 0.25  # a history at least this idle (steps under ACTIVE requests) is sparse
 
@@ -79,7 +80,7 @@ def fit_logistic(x: FloatArray, z: FloatArray, l2: float = L2, iterations: int =
         except np.linalg.LinAlgError:
             delta = np.linalg.lstsq(hess, grad, rcond=None)[0]
         b -= delta
-        if float(np.max(np.abs(delta))) < 1e-7:
+        if float(np.max(np.abs(delta))) < 1e-6:
             break
     return b
 
@@ -100,7 +101,7 @@ class SparseCounts:
         self._idle_s: float = NEVER_S  # at the origin: seconds since the end of the last active step
         self._recent = 0.0  # share of active steps in the last day before the origin
         self._level = np.ones(24)  # count given any, per hour of day
-        self._given: FloatArray = np.ones(1)  # active counts, each divided by its hour's level
+        self._given: FloatArray = np.ones(GIVEN_GRID.size)  # quantiles of the count given any, mean 1
         self._whole = True
 
     # features -----------------------------------------------------------------------------------------
@@ -187,7 +188,8 @@ class SparseCounts:
         self._level = np.maximum(1.0, (ys + SHRINK_STEPS * overall) / (zs + SHRINK_STEPS))
         # the shape of the count given any: active steps' counts over their hour's level, mean 1
         given = yf[act] / self._level[hours[act]]
-        self._given = np.sort(given / given.mean()) if given.size else np.ones(1)
+        shape = np.sort(given / given.mean()) if given.size else np.ones(1)
+        self._given = np.quantile(shape, GIVEN_GRID)  # its quantiles, interpolated at predict
 
         self._anchor(series)
         self.report = FitReport.of(
@@ -234,7 +236,7 @@ class SparseCounts:
         quantiles: dict[float, FloatArray] = {}
         for q in levels:
             u = np.clip((q - (1.0 - p)) / np.maximum(p, 1e-12), 0.0, 1.0)  # the level within "given any"
-            scaled = np.quantile(self._given, u) * level
+            scaled = np.interp(u, GIVEN_GRID, self._given) * level
             quantiles[q] = np.where(q <= 1.0 - p, 0.0, scaled)
         for a, b in zip(sorted(quantiles), sorted(quantiles)[1:], strict=False):
             quantiles[b] = np.maximum(quantiles[b], quantiles[a])
