@@ -9,8 +9,9 @@ Real traffic at an expected count of `min_count` requests per step reads zero wi
 treated as missing data: the planner holds (never scaling down on it) and the refit does not learn it.
 
 Genuinely sparse or on/off traffic is not affected: where the forecast expects few requests, or expects the
-off periods, a zero is plausible and stays a zero. A real shutdown is held for at most `max_s`, after which
-the zeros are believed.
+off periods, a zero is plausible and stays a zero; where a model of sparse traffic gives the chance of any
+request, a zero is as plausible as that chance says (a session's end after a burst is not a dropout). A
+real shutdown is held for at most `max_s`, after which the zeros are believed.
 """
 
 from __future__ import annotations
@@ -110,10 +111,17 @@ def trailing_dropout(
         return None
     # a forecast refit during the run (on history with the run masked) starts after it: its nearest step
     # then stands for the zeros' time, which is fair as the run reaches the present
+    # how implausible each zero is, as the Poisson mean that reads 0 as rarely: the mean itself, or where
+    # a model of sparse traffic gives the chance of any request, -log(1 - p_any): a burst that just ended
+    # makes its mean high, but a session's end is a zero that model expects
     expect = {}
     for k in zero_idx:
         j = round((history.start_s + k * history.step_s - forecast.origin_s) / forecast.step_s)
-        expect[k] = float(forecast.mean[min(max(j, 0), forecast.horizon - 1)])
+        j = min(max(j, 0), forecast.horizon - 1)
+        if forecast.p_any is not None:
+            expect[k] = -math.log(max(1e-300, 1.0 - float(forecast.p_any[j])))
+        else:
+            expect[k] = float(forecast.mean[j])
     if not expect[zero_idx[-1]] >= min_count:
         return None  # the newest zero is plausible (sparse traffic, or an off period the forecast expects)
     # the dropout began at the first zero the forecast makes implausible (zeros before it were real)

@@ -46,7 +46,7 @@ from forecaster.models import MODELS, FitReport, ForecastModel, ModelError
 from forecaster.models.base import Timer
 from forecaster.models.combination import Combination, combo_alias
 from forecaster.models.profile import SeasonalProfile
-from forecaster.models.sparse import is_sparse
+from forecaster.models.sparse import SparseCounts, is_sparse
 from forecaster.rolling import (
     CAL_LEVELS,
     Progress,
@@ -525,6 +525,7 @@ class AutoModel:
         self.selection: Selection | None = None
         self._model: ForecastModel | None = None
         self._calib = Calibrator.identity()
+        self._chance: SparseCounts | None = None  # on a sparse history: the chance of any request
         self.cv_cache = RollingCache()
 
     def carry_from(self, previous: ForecastModel | None) -> Self:
@@ -603,6 +604,15 @@ class AutoModel:
             self._model = SeasonalProfile(self.priors).fit(series)
         else:
             self._model = MODELS[chosen]().fit(series)
+        # on a sparse history the chance of any request comes from the model of it, whichever model the
+        # quantiles come from: it is what scale to zero and the dropout watch read (a rate model's mean
+        # after a burst makes a session's end look like a telemetry dropout)
+        self._chance = None
+        if is_sparse(series) and self._model.alias != "sparse":
+            try:
+                self._chance = SparseCounts().fit(series)
+            except ModelError:
+                self._chance = None
         inner = self._model.report
         self.report = FitReport.of(
             self.alias,
@@ -623,6 +633,8 @@ class AutoModel:
         if self._model is None:
             return self.fit(series)
         self._model = self._model.update(series)
+        if self._chance is not None:
+            self._chance = self._chance.update(series)
         return self
 
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
@@ -632,6 +644,10 @@ class AutoModel:
         fc = self._model.predict(h, want)
         cal = self._calib.apply(fc, want)
         notes = (*fc.notes, "quantiles split-conformal calibrated" if self.selection else "uncalibrated")
+        p_any = cal.p_any
+        if p_any is None and self._chance is not None:
+            p_any = self._chance.p_any(h)
+            notes = (*notes, "chance of any request from the sparse model")
         return Forecast(
             cal.origin_s,
             cal.step_s,
@@ -639,7 +655,7 @@ class AutoModel:
             {q: cal.quantiles[q] for q in levels},
             self.chosen,
             notes,
-            p_any=cal.p_any,
+            p_any=p_any,
         )
 
 

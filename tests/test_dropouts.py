@@ -59,6 +59,18 @@ def test_a_forecast_that_expects_the_off_period_keeps_its_zeros() -> None:
     assert d is not None and (d.start_s, d.expected_count) == (2 * STEP, 500.0)
 
 
+def test_a_session_that_ended_is_no_dropout_where_the_forecast_gives_the_chance_of_any_request() -> None:
+    # a client that sent a thousand requests a step: its mean stays high, but the chance of any request
+    # says a zero is as plausible as a session's end; a chance next to certainty still makes a dropout
+    steps = 200
+    mean = np.full(steps, 1000.0)
+    ended = Forecast(0.0, STEP, mean, {0.9: mean}, "sparse", p_any=np.full(steps, 0.9))
+    assert trailing_dropout(series([1000, 1000, 0, 0]), ended, 20.0, 86_400.0) is None
+    sure = Forecast(0.0, STEP, mean, {0.9: mean}, "sparse", p_any=np.full(steps, 1.0 - 1e-12))
+    d = trailing_dropout(series([1000, 1000, 0, 0]), sure, 20.0, 86_400.0)
+    assert d is not None and d.expected_count == pytest.approx(-np.log(1e-12), rel=1e-3)
+
+
 def test_a_forecast_refit_during_the_run_still_judges_it() -> None:
     # the refit masked the run, so its forecast starts after the zeros: its first step stands for them
     d = trailing_dropout(series([1000, 0, 0, 0]), flat_forecast(800, origin_s=4 * STEP), 20.0, 86_400.0)

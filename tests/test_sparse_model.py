@@ -115,3 +115,13 @@ def test_the_model_is_registered_by_its_alias_and_refuses_to_predict_unfitted() 
     m = make_model("sparse")
     with pytest.raises(ModelError, match="before fit"):
         m.predict(3, LEVELS)
+
+
+def test_auto_gives_the_chance_of_any_request_on_a_sparse_history_whichever_model_it_chooses() -> None:
+    from forecaster.selection import AutoModel
+    from forecaster.sources.synthetic import DEMO_FLEET
+
+    fc = AutoModel(horizon_s=1800, candidates=("profile",)).fit(series(days=10.0)).predict(6, LEVELS)
+    assert fc.p_any is not None and fc.p_any.shape == (6,)
+    dense = generate(DEMO_FLEET[0], days=3.0, step_s=STEP)
+    assert AutoModel(horizon_s=1800, candidates=("profile",)).fit(dense).predict(6, LEVELS).p_any is None
