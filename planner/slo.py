@@ -37,7 +37,8 @@ LEVELS: tuple[float, ...] = (
     0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.9, 0.95, 0.975,
 )  # fmt: skip
 # and extrapolate the tail past it, exponential in -log(1 - u) through the two highest levels read (the tail
-# of a Gumbel-type distribution), for the mass a budget of a fraction of a percent answers for
+# of a Gumbel-type distribution), for the mass a budget of a fraction of a percent answers for (flat for a
+# forecast of sparse traffic: see _distribution)
 TAIL_LEVELS: tuple[float, ...] = (0.99, 0.997, 0.999, 0.9997)
 TAIL_FROM: tuple[float, float] = (0.95, 0.975)
 MAX_REPLICAS = 100_000
@@ -65,6 +66,11 @@ def _distribution(fc: Forecast, i: int) -> tuple[tuple[float, float], ...]:
     u1, u2 = TAIL_FROM
     r1, r2 = rates[LEVELS.index(u1)], rates[LEVELS.index(u2)]
     slope = (r2 - r1) / math.log((1.0 - u1) / (1.0 - u2))
+    if fc.p_any is not None:
+        # sparse traffic: the spread between the two levels is the step of a point mass at zero (whether
+        # any request comes), not the scale of a tail; extrapolated, it asked a model whose busiest 10
+        # minutes need 2 replicas for 10 of them all day. Its tail is read flat past the highest level
+        slope = 0.0
     tail = [max(rates[-1], r2 + slope * math.log((1.0 - u2) / (1.0 - u))) for u in TAIL_LEVELS]
     for k in range(1, len(tail)):
         tail[k] = max(tail[k], tail[k - 1])

@@ -81,6 +81,16 @@ def test_a_burst_that_would_need_many_replicas_is_not_held_for_when_no_request_i
     assert likely.desired_replicas > 1, "when it is likely, the SLO stage sizes the burst"
 
 
+def test_a_sparse_forecast_is_not_read_past_its_highest_level() -> None:
+    # the mixture's 0.95 and 0.975 quantiles straddle "any request": extrapolated as a tail, that step
+    # asked for ten replicas for a burst one serves
+    p = [0.5] * 30
+    quantiles = {q: np.full(30, 0.0 if q <= 0.5 else 60.0 if q < 0.975 else 120.0) for q in LEVELS}
+    fc = Forecast(NOW, STEP, np.asarray(p) * 60.0, quantiles, "sparse", p_any=np.asarray(p))
+    d = decide(fc, 1, spec(late_budget=0.02))
+    assert d.desired_replicas <= 3, d.steps[0].message
+
+
 def test_a_floor_of_one_never_reaches_zero() -> None:
     d = decide(sparse_forecast([0.0] * 30), 1, spec(min_replicas=1))
     assert d.desired_replicas == 1
