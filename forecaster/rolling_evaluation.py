@@ -19,7 +19,7 @@ import numpy as np
 
 from forecaster.evaluation import coverage, mase, scaled_pinball, smape
 from forecaster.models import MODELS, ModelError
-from forecaster.models.sparse import brier, calibration_bins
+from forecaster.models.sparse import brier, calibration_bins, is_sparse
 from forecaster.rolling import Progress, RollingForecasts, origin_grid, rolling_forecasts
 from forecaster.selection import (
     CV_EVERY_S,
@@ -219,6 +219,9 @@ def evaluate_series(
     by_alias = {rf.alias: rf for rf in runs}
     origin_t = grid * series.step_s
     act_rows, point_rows, scale_rows, any_rows = [], [], [], []
+    # live, auto on a sparse history takes the chance of any request from the sparse model whichever model
+    # its quantiles come from (forecaster/selection.py): scored the same way here
+    chance = by_alias.get("sparse") if is_sparse(series.slice(0, int(grid[eval_pos[0]]))) else None
     q_rows: dict[float, list[FloatArray]] = {lv: [] for lv in levels}
     choices: Counter[str] = Counter()
     # auto's CV windows are spaced as live (cv_every_s: no closer than the horizon), back from each
@@ -239,7 +242,7 @@ def evaluate_series(
         qs = calib.apply_rolling(rf, np.array([e]), levels)
         act_rows.append(rf.actual[e])
         point_rows.append(prf.mean[e])
-        any_rows.append(rf.p_any[e])
+        any_rows.append(chance.p_any[e] if chance is not None and chance.ok()[e] else rf.p_any[e])
         scale_rows.append(rf.scale[e])
         for lv in levels:
             q_rows[lv].append(qs[lv][0])
