@@ -46,8 +46,8 @@ HORIZONS = (1, 2, 3, 5, 8, 12, 20, 35, 60, 100)
 MAX_TRAIN_AHEAD_S = 6 * 3600.0
 MAX_ROWS = 20_000  # training rows kept (a seeded sample of origins x horizons): a 1-minute fortnight is 200k
 L2 = 1.0
-SHRINK_STEPS = 5.0
-GIVEN_GRID = np.linspace(0.0, 1.0, 201)  # an hour's count level is shrunk to the overall one with this many steps' weight
+SHRINK_STEPS = 5.0  # an hour's count level is shrunk to the overall one with this many steps' weight
+GIVEN_GRID = np.linspace(0.0, 1.0, 201)  # the levels the count given any is kept at
 NEVER_S = 30 * SECONDS_PER_DAY  # the idle time of a series with no active step yet
 SPARSE_SHARE = 0.25  # a history at least this idle (steps under ACTIVE requests) is sparse
 
