@@ -46,3 +46,17 @@ def periodic_series(
 
 def shape(name: str = "t", **kw: float) -> TrafficShape:
     return TrafficShape(name, **{"mean_rps": 10.0, **kw})  # type: ignore[arg-type]
+
+
+def working_hours(weekdays_only: bool = True) -> TrafficShape:
+    """A sparse model used in sessions during working hours (6 of 20 minutes a day between 08 and 18)."""
+    return TrafficShape(
+        "docs-assistant",
+        mean_rps=0.02,
+        peak_to_trough=1.0,
+        bursts_per_day=0.0,
+        sessions_per_day=6.0,
+        session_min=20.0,
+        active_hours=(8.0, 18.0),
+        weekdays_only=weekdays_only,
+    )

@@ -8,7 +8,7 @@ import pytest
 from forecaster.evaluation import coverage, mase, pinball, scaled_pinball, smape
 from forecaster.rolling import naive_scale
 from forecaster.rolling_evaluation import evaluate_series
-from tests.conftest import periodic_series
+from tests.conftest import periodic_series, working_hours
 
 NAN = np.nan
 
@@ -74,19 +74,9 @@ def test_evaluation_scores_every_model_and_auto_out_of_sample() -> None:
 def test_every_model_is_scored_on_any_request_and_the_sparse_model_beats_the_rates_there() -> None:
     from forecaster.models.sparse import SparseCounts
     from forecaster.rolling_evaluation import observed_any
-    from forecaster.sources.synthetic import TrafficShape, generate
+    from forecaster.sources.synthetic import generate
 
-    shape = TrafficShape(
-        "docs-assistant",
-        mean_rps=0.02,
-        peak_to_trough=1.0,
-        bursts_per_day=0.0,
-        sessions_per_day=6.0,
-        session_min=20.0,
-        active_hours=(8.0, 18.0),
-        weekdays_only=True,
-    )
-    s = generate(shape, days=12, step_s=300, seed=4)
+    s = generate(working_hours(), days=12, step_s=300, seed=4)
     ev = evaluate_series(s, horizon_s=1800, n_windows=40, candidates=("profile", "sparse"))
     sparse, profile = ev.models["sparse"], ev.models["profile"]
     assert sparse.brier_any < profile.brier_any

@@ -25,6 +25,7 @@ from forecaster.sources.synthetic import TrafficShape, generate
 from forecaster.sources.trace import write_trace
 from forecaster.types import TrafficSeries
 from service.cli import app
+from tests.conftest import working_hours
 
 DAY = 86_400
 NIGHTLY = TrafficShape(
@@ -85,15 +86,7 @@ def test_prewarm_on_the_sparse_forecast_lets_a_nightly_model_sit_at_zero_and_war
     assert res.slo_violation_rate < 0.05, "the batch found its replica warm"
 
 
-WORKING_HOURS = TrafficShape(
-    "docs-assistant",
-    mean_rps=0.02,
-    peak_to_trough=1.0,
-    bursts_per_day=0.0,
-    sessions_per_day=6.0,
-    session_min=20.0,
-    active_hours=(8.0, 18.0),
-)
+WORKING_HOURS = working_hours(weekdays_only=False)
 BUSY = TrafficShape("chat", mean_rps=5.0, bursts_per_day=0.0)
 
 

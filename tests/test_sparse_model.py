@@ -10,21 +10,13 @@ import pytest
 
 from forecaster.models import ModelError, make_model
 from forecaster.models.sparse import SparseCounts, brier, calibration_bins
-from forecaster.sources.synthetic import TrafficShape, generate
+from forecaster.sources.synthetic import generate
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
 from planner.zero import chance_of_request
+from tests.conftest import working_hours
 
 LEVELS = (0.05, 0.5, 0.9, 0.975)
-WORKING_HOURS = TrafficShape(
-    "docs-assistant",
-    mean_rps=0.02,
-    peak_to_trough=1.0,
-    bursts_per_day=0.0,
-    sessions_per_day=6.0,
-    session_min=20.0,
-    active_hours=(8.0, 18.0),
-    weekdays_only=True,
-)
+WORKING_HOURS = working_hours()
 STEP = 300
 
 
