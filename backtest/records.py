@@ -8,7 +8,7 @@ chooses each day's setting: the records are shared, the computation is not.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -37,6 +37,10 @@ class FamilyWalk:
     daily_replica_hours: tuple[float, ...]
     # what the tuner promised each day: its choice's violation rate plus one standard error on the window
     promised_rates: tuple[float, ...] = ()
+    # ready replicas per tick over the scored days, each day's from that day's chosen setting: when the family
+    # kept the model warm (the HTML report's timeline strips). Empty where the replay kept no per-tick states
+    # (the nightly ledger's day-by-day replays)
+    ready_per_tick: tuple[int, ...] = field(default=(), repr=False)
 
     @property
     def days_within_promise(self) -> int:

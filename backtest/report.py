@@ -134,6 +134,9 @@ FAMILY_COLORS = {
     "predictive": "tab:red",
     "quantile": "tab:purple",
     "oracle": "tab:green",
+    "keepalive": "tab:blue",
+    "histogram": "tab:cyan",
+    "one-warm": "tab:brown",
 }
 
 
@@ -220,6 +223,87 @@ def _walk_forward_html(wf: WalkForward) -> list[str]:
     return parts
 
 
+def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first index, length) of each run of True in `mask`."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a), int(b - a)) for a, b in zip(starts, ends, strict=True)]
+
+
+def strip_target(runs: list[SeriesBacktest]) -> float:
+    """The target the timeline strips show: the strictest every walked series ran."""
+    return min(max(w.target for w in r.walk_forwards) for r in runs if r.walk_forwards)
+
+
+def tail_strips_figure(runs: list[SeriesBacktest], target: float) -> Any:
+    """One timeline strip per walked series, busiest first: when its requests came (the top row, black) and,
+    per family, when the walk-forward at `target` kept it warm (one shade per ready replica, up to three),
+    with each family's replica-hours over the scored days."""
+    import matplotlib.pyplot as plt
+
+    walked = [(r, w) for r in runs for w in r.walk_forwards if w.target == target]
+    walked.sort(key=lambda rw: -next(iter(rw[1].policies.values())).requests)
+    rows_each = 1 + max(len(w.policies) for _, w in walked)
+    fig, axes = plt.subplots(
+        len(walked), 1, figsize=(11, 0.35 + 0.32 * rows_each * len(walked)), sharex=True, squeeze=False
+    )
+    for ax, (run, wf) in zip(axes[:, 0], walked, strict=True):
+        per_day = round(86_400 / run.config.tick_s)
+        days = len(next(iter(wf.policies.values())).settings)
+        first = round((wf.first_day_s - run.start_s) / run.config.tick_s)
+        demand = np.asarray(run.demand_per_tick[first : first + days * per_day])
+        rows = [(f, w) for f, w in wf.policies.items() if w.ready_per_tick]
+        top = len(rows)
+        ax.broken_barh([(a / per_day, n / per_day) for a, n in _spans(demand > 0)], (top, 0.8), color="k")
+        labels = [f"requests ({round(next(iter(wf.policies.values())).requests):,})"]
+        for row, (family, w) in enumerate(rows):
+            ready = np.asarray(w.ready_per_tick)
+            y = top - 1 - row
+            for level in (1, 2, 3):
+                spans = [(a / per_day, n / per_day) for a, n in _spans(ready >= level)]
+                ax.broken_barh(spans, (y, 0.8), color=FAMILY_COLORS.get(family, "k"), alpha=0.4)
+            labels.append(f"{family}: {w.replica_hours:,.0f} h, {w.violation_rate:.2%} late")
+        ax.set_yticks([top - i + 0.4 for i in range(top + 1)], labels, fontsize=7)
+        ax.set_ylim(-0.1, top + 0.9)
+        ax.set_xlim(0, days)
+        ax.set_title(run.series, fontsize=8, loc="left")
+    axes[-1, 0].set_xlabel("scored day (each day's setting tuned on the days before it)")
+    fig.tight_layout()
+    return fig
+
+
+def _tail_html(runs: list[SeriesBacktest]) -> list[str]:
+    """Many walked series as one fleet: each family's totals per target and the timeline strips."""
+    import matplotlib.pyplot as plt
+
+    parts = ["<h2>the series as one fleet</h2>"]
+    for target, families in fleet_walks({r.series: r.walk_forwards for r in runs}).items():
+        parts.append(
+            f"<h3>walked forward at target {target:g}</h3><table><tr><th>family</th><th>series</th>"
+            "<th>requests</th><th>late share</th><th>replica-hours</th><th>vs baseline</th></tr>"
+        )
+        for family, t in families.items():
+            ratio = t.get("hours_vs_one_warm", t.get("hours_vs_static"))
+            parts.append(
+                f"<tr><td style='text-align:left'>{family}</td><td>{t['series']}</td>"
+                f"<td>{t['requests']:,}</td>"
+                f"<td>{t['violation_rate']:.3%}</td><td>{t['replica_hours']:,.1f}</td>"
+                f"<td>{'-' if ratio is None else f'{ratio:.3f}'}</td></tr>"
+            )
+        parts.append("</table>")
+    if any(w.ready_per_tick for r in runs for wf in r.walk_forwards for w in wf.policies.values()):
+        target = strip_target(runs)
+        fig = tail_strips_figure(runs, target)
+        parts.append(
+            f"<h3>when each family kept each model warm, at target {target:g}, busiest first</h3>"
+            "<p><small>black: ticks with requests; shaded: warm replicas (darker: more, up to three)"
+            "</small></p>"
+            f"<img alt='timeline strips' src='data:image/png;base64,{_png(fig)}'>"
+        )
+        plt.close(fig)
+    return parts
+
+
 def write_html(runs: list[SeriesBacktest], path: str | Path) -> None:
     import matplotlib
 
@@ -268,6 +352,8 @@ def write_html(runs: list[SeriesBacktest], path: str | Path) -> None:
             parts.append("<h3>frontier over the SLO targets (out of sample)</h3>")
             parts.append(f"<img alt='frontier' src='data:image/png;base64,{_png(fig)}'>")
             plt.close(fig)
+    if sum(bool(r.walk_forwards) for r in runs) > 1:
+        parts += _tail_html(runs)
     Path(path).write_text("\n".join(parts))
 
 

@@ -367,6 +367,7 @@ class CandidateRuns:
     start_s: float  # the replay's first and last simulated second (epoch)
     end_s: float
     families: dict[str, list[Candidate]] = field(default_factory=dict)
+    tick_s: float = 0.0  # the replay's tick, where its results keep per-tick states (0: they do not)
     models: dict[str, int] = field(default_factory=dict)  # forecasts by model, from the shared feed
     # settings not simulated because the walk stopped at a setting that failed the target before them
     skipped: dict[str, list[str]] = field(default_factory=dict)
@@ -426,7 +427,7 @@ def simulate_candidates(
         run, start_s, end_s, models = _continuous(series, cfg, candidate_levels(grid, families))
     else:
         run, start_s, end_s, models = runner
-    runs = CandidateRuns(series.name, start_s, end_s)
+    runs = CandidateRuns(series.name, start_s, end_s, tick_s=cfg.tick_s if runner is None else 0.0)
     base = cfg.planner_spec()
     makers: dict[str, Callable[[Any], tuple[str, dict[str, Any], Make]]] = {
         "static": lambda k: (f"static-{k}", {"spare_replicas": k}, pool_policy(cfg, k)),

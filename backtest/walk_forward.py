@@ -47,11 +47,13 @@ def walk_forward(runs: CandidateRuns, target: float, tune_window_s: float) -> Wa
     """Score every family of `runs` day by day, each day's setting chosen on the days before it."""
     check_target(target, "--slo-target")
     window = _window_days(runs, tune_window_s)
+    per_day = round(SECONDS_PER_DAY / runs.tick_s) if runs.tick_s else 0  # ticks a day, where they are kept
     policies = {}
     for family in (f for f in FAMILIES if f in runs.families):
         req = vio = hours = 0.0
         on_target = unreachable = 0
         settings, rates, day_hours, promised = [], [], [], []
+        ready: list[int] = []
         for d in range(window, runs.days):
             sel = select(family, runs, target, range(d - window, d))
             r = sel.chosen.candidate.result
@@ -65,6 +67,7 @@ def walk_forward(runs: CandidateRuns, target: float, tune_window_s: float) -> Wa
             rates.append(rate)
             day_hours.append(dh)
             promised.append(sel.chosen.upper)
+            ready += r.ready_per_tick[d * per_day : (d + 1) * per_day]
         policies[family] = FamilyWalk(
             family,
             target,
@@ -77,6 +80,7 @@ def walk_forward(runs: CandidateRuns, target: float, tune_window_s: float) -> Wa
             tuple(rates),
             tuple(day_hours),
             tuple(promised),
+            tuple(ready),
         )
     first = runs.start_s + window * SECONDS_PER_DAY
     return WalkForward(runs.series, target, float(window * SECONDS_PER_DAY), first, policies)

@@ -134,8 +134,9 @@ def test_many_series_walked_forward_add_up_to_one_fleet_per_family() -> None:
 
 
 def test_cli_backtest_at_a_zero_floor_walks_the_baselines_forward_and_prices_prewarm_against_them(
-    sparse_trace: Path,
+    sparse_trace: Path, tmp_path: Path
 ) -> None:
+    report = tmp_path / "tail.html"
     r = CliRunner().invoke(
         app,
         [
@@ -155,6 +156,8 @@ def test_cli_backtest_at_a_zero_floor_walks_the_baselines_forward_and_prices_pre
             "--tune-window",
             "1d",
             "--json",
+            "--report",
+            str(report),
         ],
     )
     assert r.exit_code == 0, r.output
@@ -171,6 +174,27 @@ def test_cli_backtest_at_a_zero_floor_walks_the_baselines_forward_and_prices_pre
     fleet = doc["fleet_walk_forward"]["0.99"]
     assert fleet["one-warm"]["hours_vs_one_warm"] == 1.0 and fleet["predictive"]["series"] == 2
     assert {"keepalive", "histogram", "predictive", "static"} <= set(fleet)
+    page = report.read_text()
+    assert "<h2>the series as one fleet</h2>" in page and "walked forward at target 0.95" in page
+    assert "when each family kept each model warm, at target 0.99, busiest first" in page
+    assert "alt='timeline strips'" in page
+
+
+def test_the_walk_forward_keeps_when_each_day_s_chosen_setting_held_replicas() -> None:
+    from backtest.tuning import simulate_candidates
+    from backtest.walk_forward import walk_forward
+
+    cfg = BacktestConfig(capacity_rps=1.0, t_load_s=300.0, min_replicas=0, model="profile", warmup_s=2 * DAY)
+    runs = simulate_candidates(nightly(days=5.0), cfg, families=("keepalive", "one-warm"))
+    wf = walk_forward(runs, 0.99, DAY)
+    per_day = DAY // cfg.tick_s
+    for family, w in wf.policies.items():
+        assert len(w.ready_per_tick) == len(w.settings) * per_day, family
+        ready_h = sum(w.ready_per_tick) * cfg.tick_s / 3600
+        assert 0 < ready_h <= w.replica_hours + 1e-9, "ready replicas are a part of those paid for"
+    one = wf.policies["one-warm"]
+    assert min(one.ready_per_tick) == 1, "always one warm"
+    assert min(wf.policies["keepalive"].ready_per_tick) == 0, "the keep-alive let the model reach zero"
 
 
 def test_cli_long_tail_needs_a_capacity_to_count_replicas_at(sparse_trace: Path) -> None:
