@@ -28,23 +28,20 @@ CAL_LEVELS: tuple[float, ...] = (
 )  # fmt: skip
 
 Progress = Callable[[int], None]
+Row = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # one window's forecast, as RollingCache keeps it
 
 
 @dataclass
 class RollingCache:
     """Forecasts already made, per model alias and origin time: (quantiles (L, H), mean (H,), chance of
-    any request (H,)) or the error text of a failed window. Valid for one series at one horizon, step and
-    set of levels; any other key clears it. Kept as float32 (a thousand models' caches stay in memory
-    between nightly fits)."""
+    any request per step (H,), chance of any within the window (1,)) or the error text of a failed window.
+    Valid for one series at one horizon, step and set of levels; any other key clears it. Kept as float32
+    (a thousand models' caches stay in memory between nightly fits)."""
 
     key: tuple[int, int, tuple[float, ...]] | None = None
-    rows: dict[str, dict[float, tuple[np.ndarray, np.ndarray, np.ndarray] | str]] = field(
-        default_factory=dict
-    )
+    rows: dict[str, dict[float, Row | str]] = field(default_factory=dict)
 
-    def for_run(
-        self, alias: str, key: tuple[int, int, tuple[float, ...]]
-    ) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray] | str]:
+    def for_run(self, alias: str, key: tuple[int, int, tuple[float, ...]]) -> dict[float, Row | str]:
         if key != self.key:
             self.key, self.rows = key, {}
         return self.rows.setdefault(alias, {})
@@ -74,6 +71,9 @@ class RollingForecasts:
     # (W, H) the chance of at least one request per step: the model's own (a sparse model's p_any), else
     # read from its mean as Poisson arrivals, so every model is scored on "any request" alike
     p_any: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    # (W,) the chance of at least one request anywhere in the window: 1 - the model's p_none at its last
+    # step where it gives one (requests in sessions), else the steps' chances as independent draws
+    p_window: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def n_windows(self) -> int:
@@ -131,6 +131,7 @@ def rolling_forecasts(
     q = np.full((w, n_l, horizon), np.nan)
     mean = np.full((w, horizon), np.nan)
     p_any = np.full((w, horizon), np.nan)
+    p_window = np.full(w, np.nan)
     actual = np.full((w, horizon), np.nan)
     scale_all = naive_scale(series.values, series.step_s)
     failures: dict[int, str] = {}
@@ -158,19 +159,21 @@ def rolling_forecasts(
                 model = None
             else:
                 chance = fc.p_any if fc.p_any is not None else -np.expm1(-np.maximum(fc.mean, 0.0))
+                window = 1.0 - (fc.p_none[-1] if fc.p_none is not None else np.prod(1.0 - chance))
                 done = (
                     np.stack([fc.quantiles[lv] for lv in levels]).astype(np.float32),
                     fc.mean.astype(np.float32),
                     chance.astype(np.float32),
+                    np.array([window], dtype=np.float32),
                 )
             if kept is not None:
                 kept[t] = done
         if isinstance(done, str):
             failures[k] = done
         else:
-            q[k], mean[k], p_any[k] = done
+            q[k], mean[k], p_any[k], p_window[k] = done[0], done[1], done[2], done[3][0]
         if progress is not None:
             progress(1)
     return RollingForecasts(
-        alias, origin_idx, horizon, levels, q, mean, actual, scale_all[origin_idx], failures, p_any
+        alias, origin_idx, horizon, levels, q, mean, actual, scale_all[origin_idx], failures, p_any, p_window
     )

@@ -52,10 +52,16 @@ class ModelScores:
     # (mean chance, observed frequency, cases) of every decile bin with a case; what scale to zero reads
     brier_any: float = float("nan")
     calibration_any: list[tuple[float, float, int]] = field(default_factory=list)
+    # the same for "any request within the horizon" (a window the length of T_load: whether a model at
+    # zero sees a request before a replica asked for now could serve), over windows observed whole
+    brier_window: float = float("nan")
+    calibration_window: list[tuple[float, float, int]] = field(default_factory=list)
 
-    def worst_decile_gap(self, min_cases: int = 100) -> float:
-        """The largest |mean chance - observed frequency| over the deciles holding `min_cases` or more."""
-        gaps = [abs(p - f) for p, f, n in self.calibration_any if n >= min_cases]
+    def worst_decile_gap(self, min_cases: int = 100, *, window: bool = False) -> float:
+        """The largest |mean chance - observed frequency| over the deciles holding `min_cases` or more (of
+        each step, or with `window` of each whole horizon)."""
+        bins = self.calibration_window if window else self.calibration_any
+        gaps = [abs(p - f) for p, f, n in bins if n >= min_cases]
         return max(gaps) if gaps else float("nan")
 
     def as_dict(self) -> dict[str, object]:
@@ -75,6 +81,10 @@ class ModelScores:
             "any_request": {
                 "brier": r(self.brier_any),
                 "calibration": [[round(p, 4), round(f, 4), n] for p, f, n in self.calibration_any],
+                "window": {
+                    "brier": r(self.brier_window),
+                    "calibration": [[round(p, 4), round(f, 4), n] for p, f, n in self.calibration_window],
+                },
             },
         }
 
@@ -118,6 +128,7 @@ def _scores(
     step_s: int,
     failures: int = 0,
     p_any: FloatArray | None = None,
+    p_window: FloatArray | None = None,
 ) -> ModelScores:
     edges = bucket_edges(actual.shape[1])
     by_horizon = {
@@ -131,9 +142,20 @@ def _scores(
         ok = np.isfinite(actual) & np.isfinite(p_any)
         chance, came = p_any[ok], observed_any(actual)[ok]
         brier_any, calibration_any = brier(chance, came), calibration_bins(chance, came, min_cases=1)
+    brier_window, calibration_window = float("nan"), []
+    if p_window is not None:
+        whole = np.all(np.isfinite(actual), axis=1) & np.isfinite(p_window)
+        # any in the window: one minus the chance that no step saw one
+        came_w = 1.0 - np.prod(1.0 - observed_any(actual[whole]), axis=1)
+        chance_w = p_window[whole]
+        if chance_w.size:
+            brier_window = brier(chance_w, came_w)
+            calibration_window = calibration_bins(chance_w, came_w, min_cases=1)
     return ModelScores(
         brier_any=brier_any,
         calibration_any=calibration_any,
+        brier_window=brier_window,
+        calibration_window=calibration_window,
         mase=mase(actual, point, scale),
         smape=smape(actual, point),
         pinball=scaled_pinball(actual, qs, scale),
@@ -213,12 +235,13 @@ def evaluate_series(
             series.step_s,
             failures=int((~ok).sum()),
             p_any=rf.p_any[w],
+            p_window=rf.p_window[w],
         )
 
     # auto: re-select at every evaluation origin from the windows it could have seen by then
     by_alias = {rf.alias: rf for rf in runs}
     origin_t = grid * series.step_s
-    act_rows, point_rows, scale_rows, any_rows = [], [], [], []
+    act_rows, point_rows, scale_rows, any_rows, window_rows = [], [], [], [], []
     # live, auto on a sparse history takes the chance of any request from the sparse model whichever model
     # its quantiles come from (forecaster/selection.py): scored the same way here
     chance = by_alias.get("sparse") if is_sparse(series.slice(0, int(grid[eval_pos[0]]))) else None
@@ -242,7 +265,9 @@ def evaluate_series(
         qs = calib.apply_rolling(rf, np.array([e]), levels)
         act_rows.append(rf.actual[e])
         point_rows.append(prf.mean[e])
-        any_rows.append(chance.p_any[e] if chance is not None and chance.ok()[e] else rf.p_any[e])
+        from_sparse = chance is not None and bool(chance.ok()[e])
+        any_rows.append(chance.p_any[e] if chance is not None and from_sparse else rf.p_any[e])
+        window_rows.append(chance.p_window[e] if chance is not None and from_sparse else rf.p_window[e])
         scale_rows.append(rf.scale[e])
         for lv in levels:
             q_rows[lv].append(qs[lv][0])
@@ -254,6 +279,7 @@ def evaluate_series(
             np.asarray(scale_rows),
             series.step_s,
             p_any=np.stack(any_rows),
+            p_window=np.asarray(window_rows),
         )
     chosen = choices.most_common(1)[0][0] if choices else ""
     last_choice = chosen

@@ -195,7 +195,9 @@ class Calibrator:
             cal = np.maximum(cal, prev)  # ordered across levels
             out[lv] = cal
             prev = cal
-        return Forecast(fc.origin_s, fc.step_s, fc.mean, out, fc.model, fc.notes, p_any=fc.p_any)
+        return Forecast(
+            fc.origin_s, fc.step_s, fc.mean, out, fc.model, fc.notes, p_any=fc.p_any, p_none=fc.p_none
+        )
 
     def apply_rolling(
         self, rf: RollingForecasts, windows: np.ndarray, levels: Sequence[float]
@@ -382,6 +384,7 @@ def combine_runs(runs: Sequence[RollingForecasts]) -> RollingForecasts:
         first.scale,
         failures,
         np.mean([rf.p_any for rf in runs], axis=0),
+        np.mean([rf.p_window for rf in runs], axis=0),
     )
 
 
@@ -644,9 +647,9 @@ class AutoModel:
         fc = self._model.predict(h, want)
         cal = self._calib.apply(fc, want)
         notes = (*fc.notes, "quantiles split-conformal calibrated" if self.selection else "uncalibrated")
-        p_any = cal.p_any
+        p_any, p_none = cal.p_any, cal.p_none
         if p_any is None and self._chance is not None:
-            p_any = self._chance.p_any(h)
+            p_any, p_none = self._chance.chances(h)
             notes = (*notes, "chance of any request from the sparse model")
         return Forecast(
             cal.origin_s,
@@ -656,6 +659,7 @@ class AutoModel:
             self.chosen,
             notes,
             p_any=p_any,
+            p_none=p_none,
         )
 
 

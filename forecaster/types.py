@@ -147,7 +147,10 @@ class Forecast:
     `quantiles[q][i]` is the q-quantile of the count in step i; arrays are non-negative and, for each step,
     non-decreasing in q. `mean` is the expected count. `p_any[i]`, from a model of sparse traffic
     (forecaster/models/sparse.py), is the probability that at least one request arrives in step i (None:
-    the model does not say; a planner then reads it from the mean, as Poisson arrivals).
+    the model does not say; a planner then reads it from the mean, as Poisson arrivals). `p_none[i]`, from
+    the same model, is the probability that no request arrives from the origin through step i, each step's
+    chance given none since the origin: requests come in sessions, so it is well above the product of the
+    steps' own chances once a session has ended (None: not given).
     """
 
     origin_s: float
@@ -157,6 +160,7 @@ class Forecast:
     model: str
     notes: tuple[str, ...] = field(default=())
     p_any: FloatArray | None = None
+    p_none: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = self.mean.shape[0]
@@ -165,6 +169,8 @@ class Forecast:
                 raise ValueError(f"quantile {q} has shape {arr.shape}, expected ({n},)")
         if self.p_any is not None and self.p_any.shape != (n,):
             raise ValueError(f"p_any has shape {self.p_any.shape}, expected ({n},)")
+        if self.p_none is not None and self.p_none.shape != (n,):
+            raise ValueError(f"p_none has shape {self.p_none.shape}, expected ({n},)")
         object.__setattr__(self, "_derived", {})  # derived()'s cache; not a field, so not compared
 
     def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
@@ -211,4 +217,5 @@ class Forecast:
             model=self.model,
             notes=self.notes,
             p_any=None if self.p_any is None else self.p_any[:n],
+            p_none=None if self.p_none is None else self.p_none[:n],
         )

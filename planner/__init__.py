@@ -7,7 +7,17 @@ argument; state goes in and comes out.
 from planner.explain import Decision, Reason, Step
 from planner.plan import plan
 from planner.snapshot import Snapshot
-from planner.spec import PlannerSpec, SpecError
+from planner.spec import PlannerSpec, SpecError, untuned_late_budget
 from planner.state import PlannerState
 
-__all__ = ["Decision", "PlannerSpec", "PlannerState", "Reason", "Snapshot", "SpecError", "Step", "plan"]
+__all__ = [
+    "Decision",
+    "PlannerSpec",
+    "PlannerState",
+    "Reason",
+    "Snapshot",
+    "SpecError",
+    "Step",
+    "plan",
+    "untuned_late_budget",
+]

@@ -112,7 +112,8 @@ def plan(
             if spec.late_budget is not None:
                 fresh = floor is not None  # an observed rate the reactive floor could use: fresh and valid
                 observed = snapshot.observed_rps if fresh else None
-                _, at, step = slo_demand(forecast, spec, now, current, observed)
+                warm = current if snapshot.ready_replicas is None else min(current, snapshot.ready_replicas)
+                _, at, step = slo_demand(forecast, spec, now, current, observed, warm)
             else:
                 rate, at, step = demand(forecast, spec, now)
                 inputs["demand_rps"] = round(rate, 6)

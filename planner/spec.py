@@ -179,3 +179,13 @@ class PlannerSpec:
     @property
     def usable_rps_per_replica(self) -> float:
         return self.capacity_rps_per_replica * self.target_utilization
+
+
+def untuned_late_budget(slo_target: float | None, min_replicas: int) -> float | None:
+    """The late budget a model plans at before its first tuning run: its SLO's own (lambda = 1) where it may
+    scale to zero, because only a late budget weighs the chance of a request against a cold start (the
+    alpha-quantile stage plans zero only where the quantile is zero, which a model seeing a request an hour
+    never has); None, the alpha-quantile stage, otherwise."""
+    if min_replicas == 0 and slo_target is not None:
+        return 1.0 - slo_target
+    return None

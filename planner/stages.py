@@ -142,12 +142,18 @@ def demand(fc: Forecast, spec: PlannerSpec, now: float) -> tuple[float, float, S
 
 
 def slo_demand(
-    fc: Forecast, spec: PlannerSpec, now: float, current: int, observed_rps: float | None = None
+    fc: Forecast,
+    spec: PlannerSpec,
+    now: float,
+    current: int,
+    observed_rps: float | None = None,
+    warm: int | None = None,
 ) -> tuple[int, float, Step]:
     """Stage 1, planning for the SLO (planner/slo.py): for the steps this decision can still reach,
     [now + T_load, now + T_load + tick], the fewest replicas whose expected late share is within the
     budget; and of the replicas held, those the steps before them need (a replica released now is back
-    only after T_load). Returns (replicas, the step they are for, the Step)."""
+    only after T_load). `warm`: of the `current` replicas, those ready (None: all of them). Returns
+    (replicas, the step they are for, the Step)."""
     budget = spec.late_budget
     assert budget is not None
     cap, wait = spec.capacity_rps_per_replica, spec.slo_wait_s
@@ -157,7 +163,7 @@ def slo_demand(
     kept = min(current, hold)
     n, at = (kept, hold_at) if kept > up else (up, up_at)
     if spec.min_replicas == 0:
-        zero = _zero_or_more(fc, spec, now, current, n, at)
+        zero = _zero_or_more(fc, spec, now, current if warm is None else warm, n, at)
         if zero is not None:
             return zero
 
@@ -183,7 +189,9 @@ def _zero_or_more(
 ) -> tuple[int, float, Step] | None:
     """Stage 1 for a model whose floor is zero (planner/zero.py): none when a request is at most the late
     budget likely in its zero window; else, where the SLO stage asks at most one, one (kept, or asked for
-    T_load ahead of the requests expected); None where it asks more (its own step says why)."""
+    T_load ahead of the requests expected); None where it asks more (its own step says why). `current`
+    counts warm replicas only: a pre-warm still loading is judged as the ask it was, by the window it was
+    asked for, so that the two windows' questions never alternate the ask from tick to tick."""
     budget = spec.late_budget
     assert budget is not None
     zero, p = may_hold_none(fc, spec, now, current)

@@ -19,6 +19,13 @@ replicas all day; whether any request comes at all is this gate's question.
 The chance is read from the forecast's `p_any` where a model of sparse traffic gives it (the probability of
 at least one request per step; a part of a step by the count expected given any, its requests spread
 evenly over the step); else from its mean, as Poisson arrivals: 1 - exp(-expected requests).
+
+Holding one, the window starts now, and the question is whether a request comes given that none has since
+the forecast's origin: where the model also gives `p_none` (no request from the origin through each step),
+that chance is 1 - p_none(end) / p_none(now). Requests come in sessions: after one ends, the steps' own
+chances still count the session possibly going on, and their product would hold the replica as if each
+step were a fresh draw. A request that did come since the origin (a forecast is refreshed every few
+minutes) was seen by a tick, whose reactive floor of one the scale-down stabilisation keeps for its window.
 """
 
 from __future__ import annotations
@@ -31,16 +38,38 @@ from planner.spec import PlannerSpec
 EPS = 1e-12
 
 
-def chance_of_request(fc: Forecast, start: float, end: float) -> float:
+def chance_of_request(fc: Forecast, start: float, end: float, *, given_none: bool = False) -> float:
     """The chance that at least one request arrives in [start, end), by the forecast; each step counted
-    for the part of it inside the span (arrivals spread evenly within a step). A span past the forecast's
-    end is certain to see one: nothing says otherwise, and at zero that would be a cold start unplanned."""
+    for the part of it inside the span (arrivals spread evenly within a step). With `given_none` and a
+    forecast that gives `p_none`: given that none arrived from its origin to `start`. A span past the
+    forecast's end is certain to see one: nothing says otherwise, and at zero that would be a cold start
+    unplanned."""
     if end <= start:
         return 0.0
     fc_end = fc.origin_s + fc.horizon * fc.step_s
     if end > fc_end + EPS or start < fc.origin_s - fc.step_s - EPS:
         return 1.0
+    if given_none and fc.p_none is not None:
+        return fc.derived(("p-any-given-none", start, end), lambda: _chance_given_none(fc, start, end))
     return fc.derived(("p-any", start, end), lambda: _chance(fc, start, end))
+
+
+def _chance_given_none(fc: Forecast, start: float, end: float) -> float:
+    assert fc.p_none is not None
+    log_none = [math.log(max(1e-300, min(1.0, float(v)))) for v in fc.p_none]
+
+    def through(t: float) -> float:  # log P(no request from the origin to t), even within a step
+        x = max(0.0, (t - fc.origin_s) / fc.step_s)
+        i = min(math.floor(x + EPS), fc.horizon)
+        before = log_none[i - 1] if i > 0 else 0.0
+        if i >= fc.horizon:
+            return before
+        return before + (x - i) * (log_none[i] - before)
+
+    lo = through(start)
+    if lo <= math.log(1e-300) + 1:
+        return 1.0  # a request since the origin was all but certain: nothing to condition on
+    return -math.expm1(through(end) - lo)
 
 
 def _chance(fc: Forecast, start: float, end: float) -> float:
@@ -84,5 +113,5 @@ def may_hold_none(fc: Forecast, spec: PlannerSpec, now: float, current: int) -> 
     model whose floor is zero and whose operating point plans for the SLO (a late budget) ever may."""
     if spec.min_replicas > 0 or spec.late_budget is None:
         return False, 1.0
-    p = chance_of_request(fc, *zero_window(spec, now, current))
+    p = chance_of_request(fc, *zero_window(spec, now, current), given_none=current >= 1)
     return p <= spec.late_budget, p

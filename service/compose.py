@@ -26,7 +26,7 @@ from compute.local import LocalCompute
 from forecaster.dropouts import DropoutWatch
 from forecaster.sources.prometheus import PrometheusSource
 from forecaster.types import SECONDS_PER_DAY, TrafficSeries
-from planner import PlannerSpec
+from planner import PlannerSpec, untuned_late_budget
 from planner.explain import Decision
 from service.budget import BudgetSource, QuotaBudget
 from service.config import ConfigError, ModelConfig, PrewarmConfig
@@ -73,6 +73,7 @@ def planner_spec(m: ModelConfig, tick_s: float, where: str) -> PlannerSpec:
         tick_s=tick_s,
         slo_wait_s=m.slo.wait_s,
         slo_target=m.slo.target,
+        late_budget=untuned_late_budget(m.slo.target, m.min_replicas),
         alpha=m.alpha,
         cost_miss=m.cost_miss,
         cost_idle=m.cost_idle,

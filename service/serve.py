@@ -29,7 +29,7 @@ from backtest.tuning import TuningGrid
 from compute.base import Compute, Outcome
 from forecaster.sources.synthetic import DEFAULT_START_S, DEMO_FLEET, SyntheticSource, TrafficShape
 from forecaster.types import SECONDS_PER_DAY
-from planner import PlannerSpec
+from planner import PlannerSpec, untuned_late_budget
 from service.budget import BudgetSource
 from service.logs import configure as configure_logging
 from service.nightly import SERIAL, run_night
@@ -44,6 +44,10 @@ RETRY_FIRST_S = 5.0  # a model without a forecast is refreshed again after 5 s, 
 COLLECT_EVERY_S = 2.0  # finished fits are taken into use this soon
 DEMO_T_LOAD_S = 600.0
 DEMO_SLO_TARGET = 0.99
+# replicas each demo model needs at its p99.9 rate: a busy model fifteen, a model of the long tail one (its
+# floor is zero: it scales to zero between sessions, and its forecast is the sparse model's)
+DEMO_PEAK_REPLICAS = 15
+DEMO_SPARSE_PEAK_REPLICAS = 1
 
 
 @dataclass
@@ -74,23 +78,27 @@ def build_demo(
     days_after: float = 30.0,
     compute: Compute | None = None,
 ) -> Controller:
-    """The demo fleet: four models with different shapes (or `shapes`, e.g. synthetic_fleet(1000) for scale
-    runs), 14 days of history before the demo starts and `days_after` to replay, each with an SLO target
-    that the nightly tuning meets; full fits run on `compute` (in this process by default)."""
+    """The demo fleet: four busy models with different shapes and two of the long tail (or `shapes`, e.g.
+    synthetic_fleet(1000) for scale runs), 14 days of history before the demo starts and `days_after` to
+    replay, each with an SLO target that the nightly tuning meets; full fits run on `compute` (in this
+    process by default)."""
     source = SyntheticSource(shapes, days=DEMO_HISTORY_DAYS + days_after, step_s=60, start_s=DEFAULT_START_S)
     fleet = SimulatedFleet(clock, DEMO_T_LOAD_S)
     runtimes: list[ModelRuntime] = []
     rails: dict[Target, Rails] = {}
     for shape in shapes:
         series = source.load(shape.name)
-        cap = float(np.quantile(series.values[: DEMO_HISTORY_DAYS * 1440] / 60, 0.999)) / 15
+        peak = DEMO_SPARSE_PEAK_REPLICAS if shape.sparse else DEMO_PEAK_REPLICAS
+        cap = float(np.quantile(series.values[: DEMO_HISTORY_DAYS * 1440] / 60, 0.999)) / peak
         target = Target("Simulated", "demo", shape.name)
         spec = PlannerSpec(
             capacity_rps_per_replica=cap,
             t_load_s=DEMO_T_LOAD_S,
             tick_s=tick_s,
+            min_replicas=0 if shape.sparse else 1,
             max_replicas=200,
             slo_target=slo_target,
+            late_budget=untuned_late_budget(slo_target, 0 if shape.sparse else 1),
         )
 
         def history(now_s: float, s: Any = series) -> Any:
@@ -102,7 +110,7 @@ def build_demo(
                 target,
                 spec,
                 history,
-                forecaster=forecaster,
+                forecaster="sparse" if shape.sparse else forecaster,
                 lead_time=LeadTimeEstimator(DEMO_T_LOAD_S, min_samples=5),
                 tune_window_s=tune_window_s,
             )

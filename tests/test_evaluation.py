@@ -83,6 +83,10 @@ def test_every_model_is_scored_on_any_request_and_the_sparse_model_beats_the_rat
     assert sum(n for _, _, n in sparse.calibration_any) == 40 * 6, "every step of every window, binned"
     doc = ev.as_dict()["models"]["sparse"]["any_request"]  # type: ignore[index]
     assert doc["brier"] == round(sparse.brier_any, 4) and len(doc["calibration"]) >= 2
+    # and anywhere within the 30-minute horizon: one case per window observed whole
+    assert sum(n for _, _, n in sparse.calibration_window) == 40
+    assert doc["window"]["brier"] == round(sparse.brier_window, 4)
+    assert sparse.brier_window < profile.brier_window, "sessions, not a fresh draw per step"
     assert SparseCounts.alias == "sparse"
     np.testing.assert_allclose(observed_any(np.array([0.0, 1.0, 3.0])), [0.0, 1.0, 1.0])
     np.testing.assert_allclose(observed_any(np.array([0.0, 0.5])), [0.0, 1 - np.exp(-0.5)])

@@ -128,6 +128,28 @@ def test_the_chance_over_a_span_combines_steps_and_thins_a_part_of_one() -> None
     assert chance_of_request(fc, NOW, NOW + 600) == 1.0, "past the forecast's end nothing says otherwise"
 
 
+def test_holding_one_the_chance_is_given_that_none_came_since_the_forecast_s_origin() -> None:
+    # a session just ended: each minute alone may still see it go on (0.3), but given none since the origin
+    # the chance of a new request falls minute by minute (0.3, then 0.1, then 0.02 ...)
+    hazard = np.array([0.3, 0.1, 0.02, 0.01] + [0.001] * 26)
+    p_none = np.cumprod(1 - hazard)
+    marginal = sparse_forecast([0.3] * 3 + [0.1] * 27)
+    fc = Forecast(NOW, STEP, marginal.mean, marginal.quantiles, "sparse", p_any=marginal.p_any, p_none=p_none)
+    assert chance_of_request(fc, NOW, NOW + 180, given_none=True) == pytest.approx(1 - p_none[2])
+    # from minute 1 on, given none in minute 0; half a minute is half the minute's log-chance of none
+    assert chance_of_request(fc, NOW + 60, NOW + 180, given_none=True) == pytest.approx(1 - 0.9 * 0.98)
+    assert chance_of_request(fc, NOW + 60, NOW + 90, given_none=True) == pytest.approx(1 - 0.9**0.5)
+    assert chance_of_request(fc, NOW, NOW + 180) > 0.6, "the steps' own chances, as at zero"
+    sp = spec(late_budget=0.5)
+    holding = decide(fc, 1, sp)
+    window_steps = (sp.lookahead_s + sp.break_even_s) / STEP  # 10.5 minutes
+    given_none = 1 - p_none[9] * (1 - hazard[10]) ** (window_steps - 10)
+    assert holding.desired_replicas == 0
+    assert f"a {given_none:.2%} chance of any request before" in holding.steps[0].message
+    at_zero = decide(fc, 0, spec(late_budget=0.05))
+    assert at_zero.desired_replicas == 1, "at zero, the window T_load ahead by the steps' own chances"
+
+
 def test_without_p_any_the_chance_is_read_from_the_mean_as_poisson_arrivals() -> None:
     mean = np.array([0.1, 0.2, 0.3])
     fc = Forecast(NOW, STEP, mean, {0.5: mean}, "profile")

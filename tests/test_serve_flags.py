@@ -10,6 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from forecaster.sources.synthetic import DEMO_FLEET
 from service.cli import app
 from tests.serve_process import ServeProcess
 
@@ -90,15 +91,15 @@ def test_the_demo_refuses_print_config_and_the_config_only_flags() -> None:
 def test_the_demo_runs_as_the_readme_says_and_its_readiness_says_why_posts_are_refused(
     tmp_path: Path,
 ) -> None:
-    """`prewarm serve` with nothing else, as a process: ready, ticking four models, the POST endpoints refused
-    without a token and /readyz saying so; SIGTERM stops it cleanly."""
+    """`prewarm serve` with nothing else, as a process: ready, ticking every demo model, the POST endpoints
+    refused without a token and /readyz saying so; SIGTERM stops it cleanly."""
     demo = ServeProcess(None, tmp_path, name="demo").start("--store", f"sqlite:///{tmp_path / 'demo.db'}")
     try:
         ready = demo.wait_for("/readyz 200", lambda: (r := demo.get("/readyz"))[0] == 200 and r, 120)
         body = ready[1]
         assert any("POST endpoints are refused: no api token" in w for w in body["warnings"]), body
         status, models = demo.get("/v1/models")
-        assert status == 200 and len(models) == 4
+        assert status == 200 and len(models) == len(DEMO_FLEET)
         status, refused = demo.request("POST", f"/v1/models/{models[0]['name']}/pause", {})
         assert status == 403 and "no api token" in refused["detail"]
         demo.signal(signal.SIGTERM)

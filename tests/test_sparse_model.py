@@ -53,6 +53,21 @@ def test_a_request_just_seen_makes_the_next_minutes_likelier_than_a_long_silence
     assert p_after > 1.5 * p_quiet
 
 
+def test_after_a_session_no_request_since_the_origin_is_likelier_than_the_minutes_alone_say() -> None:
+    s = series()
+    v = s.values
+    m = SparseCounts().fit(s)
+    ends = [i + 1 for i in np.flatnonzero(v >= 1) if i + 1 < v.size and v[i + 1] == 0]
+    assert ends
+    for i in ends[-10:]:
+        fc = m.update(s.slice(0, i)).predict(6, LEVELS)
+        assert fc.p_none is not None and fc.p_any is not None
+        assert fc.p_none[0] == pytest.approx(1 - fc.p_any[0]), "the first step is the same question"
+        assert np.all(np.diff(fc.p_none) <= 1e-12), "never likelier to see none over a longer span"
+        independent = np.cumprod(1 - fc.p_any)
+        assert fc.p_none[-1] > independent[-1], "requests come in sessions, not as a fresh draw each step"
+
+
 def test_held_out_days_are_calibrated_within_five_points_per_decile() -> None:
     s = series(days=28.0)
     n_day = int(SECONDS_PER_DAY / STEP)

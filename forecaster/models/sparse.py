@@ -220,17 +220,34 @@ class SparseCounts:
         return self
 
     def p_any(self, h: int) -> FloatArray:
-        """The chance of at least one request in each of the next h steps."""
+        """The chance of at least one request in each of the next h steps, never above the chance of one
+        from the origin through that step (1 - p_none): the two are fitted as separate questions (the lead
+        unknown, or seen to be quiet), and a planner asking both must not read a step as likelier than
+        the span that holds it."""
+        return self.chances(h)[0]
+
+    def p_none(self, h: int) -> FloatArray:
+        """The chance of no request from the origin through each of the next h steps: the product of each
+        step's chance given that none came since the origin (the idle time grown by the steps before it,
+        nothing unseen in between). After a session, that chance falls with the idle time as the hazard of a
+        new session, not as the steps' own chances, which still count the session possibly going on."""
+        return self.chances(h)[1]
+
+    def chances(self, h: int) -> tuple[FloatArray, FloatArray]:
+        """(p_any, p_none) of the next h steps, from one pass."""
         if self._coef is None:
             raise ModelError(f"{self.alias}: predict() before fit()")
         k = np.arange(h, dtype=np.float64)
         starts = self._origin + k * self._step
         gap = self._idle_s + k * self._step
-        x = self._features(starts, gap, k * self._step, np.full(h, self._recent))
-        return _sigmoid(x @ self._coef)
+        recent = np.full(h, self._recent)
+        own = _sigmoid(self._features(starts, gap, k * self._step, recent) @ self._coef)
+        hazard = _sigmoid(self._features(starts, gap, np.zeros(h), recent) @ self._coef)
+        none = np.asarray(np.cumprod(1.0 - hazard))
+        return np.minimum(own, 1.0 - none), none
 
     def predict(self, h: int, levels: Sequence[float]) -> Forecast:
-        p = self.p_any(h)
+        p, none = self.chances(h)
         starts = self._origin + np.arange(h) * float(self._step)
         level = self._level[((starts % SECONDS_PER_DAY) // 3600).astype(np.int64)]
         quantiles: dict[float, FloatArray] = {}
@@ -242,7 +259,7 @@ class SparseCounts:
             quantiles[b] = np.maximum(quantiles[b], quantiles[a])
         mean = p * level
         note = f"idle {self._idle_s / 60:.0f} min at the origin" if self._idle_s < NEVER_S else "never active"
-        return Forecast(self._origin, self._step, mean, quantiles, self.alias, (note,), p_any=p)
+        return Forecast(self._origin, self._step, mean, quantiles, self.alias, (note,), p_any=p, p_none=none)
 
 
 def calibration_bins(

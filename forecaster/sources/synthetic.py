@@ -53,6 +53,12 @@ class TrafficShape:
     session_min: float = 30.0
     active_hours: tuple[float, float] = (0.0, 24.0)  # [from, to) hour of day (UTC) sessions start in
     weekdays_only: bool = False
+    scheduled: bool = False  # True: exactly round(sessions_per_day) sessions a day (a cron job), not Poisson
+
+    @property
+    def sparse(self) -> bool:
+        """Active only in sessions: a model of the long tail, which may scale to zero between them."""
+        return self.sessions_per_day > 0
 
     def __post_init__(self) -> None:
         if self.mean_rps <= 0:
@@ -96,6 +102,27 @@ DEMO_FLEET: tuple[TrafficShape, ...] = (
     ),
     TrafficShape(
         "vision-small", mean_rps=5.0, peak_to_trough=2.5, peak_hour=11.0, weekend_factor=0.6, dispersion=8.0
+    ),
+    # the long tail: a batch client that runs once a night, and an assistant used in office hours on weekdays
+    TrafficShape(
+        "nightly-batch",
+        mean_rps=0.01,
+        peak_to_trough=1.0,
+        bursts_per_day=0.0,
+        sessions_per_day=1.0,
+        session_min=40.0,
+        active_hours=(1.5, 2.5),
+        scheduled=True,
+    ),
+    TrafficShape(
+        "docs-assistant",
+        mean_rps=0.02,
+        peak_to_trough=1.0,
+        bursts_per_day=0.0,
+        sessions_per_day=6.0,
+        session_min=20.0,
+        active_hours=(8.0, 18.0),
+        weekdays_only=True,
     ),
 )
 
@@ -180,7 +207,8 @@ def _sessions(
         day0 = first_day + d * SECONDS_PER_DAY
         if shape.weekdays_only and (day0 // SECONDS_PER_DAY) % 7 >= 5:
             continue
-        for _ in range(rng.poisson(shape.sessions_per_day)):
+        count = round(shape.sessions_per_day) if shape.scheduled else rng.poisson(shape.sessions_per_day)
+        for _ in range(count):
             begin = day0 + rng.uniform(lo, hi) * 3600.0
             length = rng.exponential(shape.session_min * 60.0)
             on[(t >= begin) & (t < begin + length)] = 1.0

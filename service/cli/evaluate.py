@@ -70,7 +70,8 @@ def _print(name: str, ev: SeriesEvaluation) -> None:
         title=f"{name}: {ev.windows} windows of {ev.horizon} x {ev.step_s} s; auto chose {ev.chosen}"
     )
     cols = ("model", "MASE", "sMAPE", "pinball", *[f"cov {quantile_key(q)}" for q in SCORE_LEVELS])
-    for col in (*cols, "Brier (any)", "worst decile"):
+    # "any request": per step, and anywhere within the horizon (at T_load, what scale to zero asks)
+    for col in (*cols, "Brier (any)", "worst decile", "worst decile (horizon)"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for alias, sc in sorted(ev.models.items(), key=lambda kv: (kv[0] != "auto", kv[1].mase)):
         gap = sc.worst_decile_gap()
@@ -82,6 +83,7 @@ def _print(name: str, ev: SeriesEvaluation) -> None:
             *[f"{sc.coverage.get(q, float('nan')):.3f}" for q in SCORE_LEVELS],
             f"{sc.brier_any:.4f}",
             f"{gap:.3f}",
+            f"{sc.worst_decile_gap(window=True):.3f}",
         )
     out.print(table)
     auto = ev.models.get("auto")
