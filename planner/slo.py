@@ -157,16 +157,21 @@ def anchored(dist: Sequence[tuple[float, float]], factor: float) -> tuple[tuple[
 
 def anchor_factor(fc: Forecast, now: float, observed_rps: float | None, window_s: float) -> float:
     """How far the traffic observed now runs above the forecast's mean for now (1: not above it, or no
-    observation). The forecast was anchored on the last whole step, up to a step and a refresh ago; the
-    observed rate is a tick old, and a rise above the forecast persists over minutes. Only upwards: a lull
-    below the forecast (or a quiet half-minute at low traffic) never lowers the plan, and the observed count
-    is read one Poisson standard deviation low, so that noise alone does not raise it either."""
+    observation; of a sparse forecast, above its count given any request). The forecast was anchored on the
+    last whole step, up to a step and a refresh ago; the observed rate is a tick old, and a rise above the
+    forecast persists over minutes. Only upwards: a lull below the forecast (or a quiet half-minute at low
+    traffic) never lowers the plan, and the observed count is read one Poisson standard deviation low, so
+    that noise alone does not raise it either."""
     if observed_rps is None or observed_rps <= 0 or window_s <= 0:
         return 1.0
     i = math.floor((now - fc.origin_s) / fc.step_s + EPS)
     if not 0 <= i < fc.horizon:
         return 1.0
     mean = sum(w * r for w, r in step_distribution(fc, i))
+    if fc.p_any is not None and fc.p_any[i] > 0:
+        # a request seen says requests are coming: compared with the count given any, not with a mean that
+        # the chance of none dilutes (a session under way is not a rise of the whole distribution)
+        mean /= min(1.0, float(fc.p_any[i]))
     if mean <= 0:
         return 1.0
     count = observed_rps * window_s

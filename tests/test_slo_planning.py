@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from forecaster.types import Forecast
 from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan
-from planner.slo import late_share, replicas_within, step_distribution
+from planner.slo import anchor_factor, late_share, replicas_within, step_distribution
 
 STEP = 60
 CAP = 10.0  # requests/s one replica serves
@@ -126,3 +126,16 @@ def test_traffic_running_above_the_forecast_now_raises_the_plan_and_a_lull_never
     assert demand_after(SPEC, fc, 20.0) == demand_after(SPEC, fc, 0.0) == as_forecast
     fixed = dataclasses.replace(SPEC, slo_anchor=False)
     assert demand_after(fixed, fc, 150.0) == demand_after(fixed, fc, 100.0) == as_forecast
+
+
+def test_a_session_under_way_is_compared_with_the_sparse_forecast_s_count_given_any() -> None:
+    """A sparse forecast's mean is diluted by its chance of none: a session running at its usual count is
+    no rise above the forecast, and scaling the whole distribution by it asked a burst's replicas."""
+    p = np.full(60, 0.2)
+    given_any = 6.0  # requests per 1-minute step when any come
+    quantiles = {q: np.where(q <= 1 - p, 0.0, given_any) for q in (0.5, 0.75, 0.8, 0.9, 0.95, 0.975)}
+    fc = Forecast(0.0, 60, p * given_any, quantiles, "sparse", p_any=p)
+    assert anchor_factor(fc, 0.0, given_any / 60, 60.0) == 1.0, "the usual session count"
+    assert anchor_factor(fc, 0.0, 4 * given_any / 60, 60.0) > 2.0, "a session four times the usual"
+    rate_fc = Forecast(0.0, 60, p * given_any, quantiles, "profile")
+    assert anchor_factor(rate_fc, 0.0, given_any / 60, 60.0) > 2.0, "a rate forecast's mean, as before"
