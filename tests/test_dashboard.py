@@ -228,3 +228,47 @@ def test_the_api_reference_renders_in_a_browser_without_network(tmp_path: Path) 
     assert "<h1>prewarm API</h1>" in dom
     for path in ("/v1/models/{model}/forecast", "/v1/models/{model}/pause", "/readyz", "/metrics"):
         assert f"<code>{path}</code>" in dom, path
+
+
+def test_a_model_of_the_long_tail_shows_its_zero_and_the_pre_warm_before_its_first_request(
+    tmp_path: Path,
+) -> None:
+    """The page addressed to the demo's office-hours assistant (#docs-assistant) after its morning: the
+    decisions say why it held no replica overnight and why one was pre-warmed before 08:00."""
+    _, view, _ = ticked_demo(tmp_path / "store.db", MORNING_MINUTES)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(view, api_token=None), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:  # a real server starting up
+            time.sleep(0.05)
+        dom = subprocess.run(
+            [
+                browser(),
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={tmp_path / 'p'}",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                f"http://127.0.0.1:{port}/#docs-assistant",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    summary = re.search(r'<div id="summary"[^>]*>(.*?)</div>\s*</div>', dom, re.S)
+    assert summary and "docs-assistant" in summary.group(1), "the page shows the model its address names"
+    assert 'data-model="docs-assistant" class="on"' in dom
+    decisions = re.search(r'<ul id="decisions">(.*)</ul>', dom, re.S)
+    assert decisions
+    assert "ScaleToZero" in decisions.group(1) and "chance of any request" in decisions.group(1)
+    assert "pre-warming one replica" in decisions.group(1)
