@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forecaster.dropouts import DropoutWatch, trailing_dropout
 from forecaster.types import Forecast, TrafficSeries
@@ -100,3 +104,53 @@ def test_the_watch_remembers_dropouts_and_the_refit_sees_them_as_gaps() -> None:
 def test_bad_settings_name_the_key_the_value_and_the_range(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         DropoutWatch(**kwargs)
+
+
+def _dropout_step_by_step(
+    history: TrafficSeries, forecast: Forecast, min_count: float, max_s: float
+) -> tuple[float, float, float] | None:
+    """The rule read one step at a time (how it was first written): the array version must agree."""
+    v = history.values
+    i = len(v)
+    while i > 0 and not (v[i - 1] > 0):
+        i -= 1
+    zero_idx = [k for k in range(i, len(v)) if v[k] == 0]
+    if not zero_idx:
+        return None
+    expect = {}
+    for k in zero_idx:
+        j = round((history.start_s + k * history.step_s - forecast.origin_s) / forecast.step_s)
+        j = min(max(j, 0), forecast.horizon - 1)
+        p = forecast.p_any
+        expect[k] = -math.log(max(1e-300, 1.0 - float(p[j]))) if p is not None else float(forecast.mean[j])
+    if not expect[zero_idx[-1]] >= min_count:
+        return None
+    first = next(k for k in zero_idx if expect[k] >= min_count)
+    start = history.start_s + (i if first == zero_idx[0] else first) * history.step_s
+    if history.end_s - start > max_s:
+        return None
+    return start, history.end_s, min(expect[k] for k in zero_idx if k >= first)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.sampled_from([0.0, 0.0, 0.0, 3.0, 40.0, math.nan]), min_size=1, max_size=40),
+    means=st.lists(st.floats(0.0, 60.0), min_size=1, max_size=50),
+    sparse=st.booleans(),
+    origin_steps=st.integers(-5, 45),
+    max_steps=st.integers(0, 45),
+)
+def test_the_array_rule_agrees_with_the_rule_read_step_by_step(
+    values: list[float], means: list[float], sparse: bool, origin_steps: int, max_steps: int
+) -> None:
+    mean = np.asarray(means)
+    p_any = 1 - np.exp(-mean / 2) if sparse else None  # -log(1 - p_any) reaches past 20 too
+    fc = Forecast(origin_steps * STEP, STEP, mean, {0.9: mean}, "test", p_any=p_any)
+    s = series(values)
+    got = trailing_dropout(s, fc, 20.0, max_steps * STEP)
+    want = _dropout_step_by_step(s, fc, 20.0, max_steps * STEP)
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert (got.start_s, got.end_s) == want[:2] and got.expected_count == pytest.approx(want[2])
