@@ -265,9 +265,9 @@ def evaluate_series(
         qs = calib.apply_rolling(rf, np.array([e]), levels)
         act_rows.append(rf.actual[e])
         point_rows.append(prf.mean[e])
-        from_sparse = chance is not None and bool(chance.ok()[e])
-        any_rows.append(chance.p_any[e] if chance is not None and from_sparse else rf.p_any[e])
-        window_rows.append(chance.p_window[e] if chance is not None and from_sparse else rf.p_window[e])
+        odds = chance if chance is not None and chance.ok()[e] else rf
+        any_rows.append(odds.p_any[e])
+        window_rows.append(odds.p_window[e])
         scale_rows.append(rf.scale[e])
         for lv in levels:
             q_rows[lv].append(qs[lv][0])

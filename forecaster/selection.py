@@ -611,10 +611,9 @@ class AutoModel:
         # on a sparse history the chance of any request comes from the model of it, whichever model the
         # quantiles come from: it is what scale to zero and the dropout watch read (a rate model's mean
         # after a burst makes a session's end look like a telemetry dropout)
-        self._chance, self._ceiling = None, None
-        if is_sparse(series):
-            self._ceiling = _largest(series)
-        if is_sparse(series) and self._model.alias != "sparse":
+        sparse = is_sparse(series)
+        self._chance, self._ceiling = None, _largest(series) if sparse else None
+        if sparse and self._model.alias != "sparse":
             try:
                 self._chance = SparseCounts().fit(series)
             except ModelError:

@@ -55,8 +55,12 @@ def chance_of_request(fc: Forecast, start: float, end: float, *, given_none: boo
 
 
 def _chance_given_none(fc: Forecast, start: float, end: float) -> float:
-    assert fc.p_none is not None
-    log_none = [math.log(max(1e-300, min(1.0, float(v)))) for v in fc.p_none]
+    p_none = fc.p_none
+    assert p_none is not None
+    # once per forecast: each tick asks of a new window
+    log_none: list[float] = fc.derived(
+        "log-p-none", lambda: [math.log(max(1e-300, min(1.0, float(v)))) for v in p_none]
+    )
 
     def through(t: float) -> float:  # log P(no request from the origin to t), even within a step
         x = max(0.0, (t - fc.origin_s) / fc.step_s)

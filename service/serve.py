@@ -89,16 +89,17 @@ def build_demo(
     for shape in shapes:
         series = source.load(shape.name)
         peak = DEMO_SPARSE_PEAK_REPLICAS if shape.sparse else DEMO_PEAK_REPLICAS
+        floor = 0 if shape.sparse else 1
         cap = float(np.quantile(series.values[: DEMO_HISTORY_DAYS * 1440] / 60, 0.999)) / peak
         target = Target("Simulated", "demo", shape.name)
         spec = PlannerSpec(
             capacity_rps_per_replica=cap,
             t_load_s=DEMO_T_LOAD_S,
             tick_s=tick_s,
-            min_replicas=0 if shape.sparse else 1,
+            min_replicas=floor,
             max_replicas=200,
             slo_target=slo_target,
-            late_budget=untuned_late_budget(slo_target, 0 if shape.sparse else 1),
+            late_budget=untuned_late_budget(slo_target, floor),
         )
 
         def history(now_s: float, s: Any = series) -> Any:

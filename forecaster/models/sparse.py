@@ -226,15 +226,12 @@ class SparseCounts:
         the span that holds it."""
         return self.chances(h)[0]
 
-    def p_none(self, h: int) -> FloatArray:
-        """The chance of no request from the origin through each of the next h steps: the product of each
-        step's chance given that none came since the origin (the idle time grown by the steps before it,
-        nothing unseen in between). After a session, that chance falls with the idle time as the hazard of a
-        new session, not as the steps' own chances, which still count the session possibly going on."""
-        return self.chances(h)[1]
-
     def chances(self, h: int) -> tuple[FloatArray, FloatArray]:
-        """(p_any, p_none) of the next h steps, from one pass."""
+        """(p_any, p_none) of the next h steps. p_none is the chance of no request from the origin through
+        each step: the product of each step's chance given that none came since the origin (the idle time
+        grown by the steps before it, nothing unseen in between). After a session, that chance falls with
+        the idle time as the hazard of a new session, not as the steps' own chances, which still count the
+        session possibly going on."""
         if self._coef is None:
             raise ModelError(f"{self.alias}: predict() before fit()")
         k = np.arange(h, dtype=np.float64)
