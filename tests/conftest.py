@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from forecaster.sources.synthetic import DEMO_FLEET, TrafficShape, generate
+from forecaster.sources.synthetic import DEMO_FLEET, DOCS_ASSISTANT, TrafficShape, generate
 from forecaster.types import TrafficSeries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,14 +50,6 @@ def shape(name: str = "t", **kw: float) -> TrafficShape:
 
 
 def working_hours(weekdays_only: bool = True) -> TrafficShape:
-    """A sparse model used in sessions during working hours (6 of 20 minutes a day between 08 and 18)."""
-    return TrafficShape(
-        "docs-assistant",
-        mean_rps=0.02,
-        peak_to_trough=1.0,
-        bursts_per_day=0.0,
-        sessions_per_day=6.0,
-        session_min=20.0,
-        active_hours=(8.0, 18.0),
-        weekdays_only=weekdays_only,
-    )
+    """A sparse model used in sessions during working hours (6 of 20 minutes a day between 08 and 18): the
+    demo's assistant, on weekdays only or every day."""
+    return replace(DOCS_ASSISTANT, weekdays_only=weekdays_only)

@@ -5,11 +5,13 @@ explained, and a screenshot shows the band and the capacity line in their colour
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ import uvicorn
 from PIL import Image
 
 from api.app import create_app
+from service.view import ControllerView
 from tests.fakes import ticked_demo
 from tests.prometheus_harness import free_port
 
@@ -32,49 +35,58 @@ def browser() -> str:
     raise RuntimeError("chromium not installed: run `bash scripts/test.sh`, which installs Debian's chromium")
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, list[str]]:
-    """(the DOM after the scripts ran, a 1280x1500 screenshot, the models) of the demo's page."""
-    tmp = tmp_path_factory.mktemp("dashboard")
-    exe = browser()
-    ctl, view, _ = ticked_demo(tmp / "store.db", MORNING_MINUTES)
+@contextlib.contextmanager
+def served(view: ControllerView) -> Iterator[str]:
+    """The app over `view` on a real uvicorn server on a free port, up before its URL is yielded."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(view, api_token=None), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    shot = tmp / "dashboard.png"
     try:
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:  # a real server starting up
             time.sleep(0.05)
         assert server.started
-        common = [
-            exe,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--window-size=1280,1500",
-            "--virtual-time-budget=15000",
-        ]
-        url = f"http://127.0.0.1:{port}/"
-        dom = subprocess.run(
-            [*common, f"--user-data-dir={tmp / 'p1'}", "--dump-dom", url],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
-        subprocess.run(
-            [*common, f"--user-data-dir={tmp / 'p2'}", f"--screenshot={shot}", url],
-            capture_output=True,
-            timeout=120,
-        )
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def headless(*args: str) -> list[str]:
+    """A headless Chromium command line."""
+    return [browser(), "--headless=new", "--no-sandbox", "--disable-gpu", *args]
+
+
+def dump_dom(url: str, profile: Path, *flags: str) -> str:
+    """The DOM of `url` after its scripts ran, in headless Chromium with a fresh profile."""
+    return subprocess.run(
+        headless(*flags, f"--user-data-dir={profile}", "--dump-dom", url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, list[str]]:
+    """(the DOM after the scripts ran, a 1280x1500 screenshot, the models) of the demo's page."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    browser()  # fails before the demo is ticked where Chromium is missing
+    ctl, view, _ = ticked_demo(tmp / "store.db", MORNING_MINUTES)
+    shot = tmp / "dashboard.png"
+    window = ("--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1280,1500")
+    budget = "--virtual-time-budget=15000"
+    with served(view) as base:
+        url = f"{base}/"
+        dom = dump_dom(url, tmp / "p1", *window, budget)
+        subprocess.run(
+            headless(*window, budget, f"--user-data-dir={tmp / 'p2'}", f"--screenshot={shot}", url),
+            capture_output=True,
+            timeout=120,
+        )
     if shot.exists():  # kept for a person to look at (CI uploads nothing; locally: .artifacts/)
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(shot, ARTIFACTS / "dashboard.png")
@@ -195,36 +207,9 @@ def test_the_api_reference_renders_in_a_browser_without_network(tmp_path: Path) 
 
     clock = Clock(demo_start_s())
     view = ControllerView(build_demo(clock, f"sqlite:///{tmp_path / 's.db'}"), clock)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(view, api_token=None), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:  # a real server starting up
-            time.sleep(0.05)
-        dom = subprocess.run(
-            [
-                browser(),
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--no-first-run",
-                f"--user-data-dir={tmp_path / 'p'}",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-                f"http://127.0.0.1:{port}/docs",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served(view) as base:
+        flags = ("--disable-background-networking", "--no-first-run", "--virtual-time-budget=5000")
+        dom = dump_dom(f"{base}/docs", tmp_path / "p", *flags)
     assert "<h1>prewarm API</h1>" in dom
     for path in ("/v1/models/{model}/forecast", "/v1/models/{model}/pause", "/readyz", "/metrics"):
         assert f"<code>{path}</code>" in dom, path
@@ -236,35 +221,13 @@ def test_a_model_of_the_long_tail_shows_its_zero_and_the_pre_warm_before_its_fir
     """The page addressed to the demo's office-hours assistant (#docs-assistant) after its morning: the
     decisions say why it held no replica overnight and why one was pre-warmed before 08:00."""
     _, view, _ = ticked_demo(tmp_path / "store.db", MORNING_MINUTES)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(view, api_token=None), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:  # a real server starting up
-            time.sleep(0.05)
-        dom = subprocess.run(
-            [
-                browser(),
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'p'}",
-                "--virtual-time-budget=15000",
-                "--dump-dom",
-                f"http://127.0.0.1:{port}/#docs-assistant",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served(view) as base:
+        dom = dump_dom(
+            f"{base}/#docs-assistant",
+            tmp_path / "p",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=15000",
+        )
     summary = re.search(r'<div id="summary"[^>]*>(.*?)</div>\s*</div>', dom, re.S)
     assert summary and "docs-assistant" in summary.group(1), "the page shows the model its address names"
     assert 'data-model="docs-assistant" class="on"' in dom

@@ -5,6 +5,7 @@ frontier prices prewarm against them."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,22 +22,14 @@ from backtest.tuning import (
     default_families,
     point_policy,
 )
-from forecaster.sources.synthetic import TrafficShape, generate
+from forecaster.sources.synthetic import NIGHTLY_BATCH, TrafficShape, generate
 from forecaster.sources.trace import write_trace
 from forecaster.types import TrafficSeries
 from service.cli import app
 from tests.conftest import working_hours
 
 DAY = 86_400
-NIGHTLY = TrafficShape(
-    "nightly-batch",
-    mean_rps=0.01,
-    peak_to_trough=1.0,
-    bursts_per_day=0.0,
-    sessions_per_day=1.0,
-    session_min=40.0,
-    active_hours=(1.5, 2.5),
-)
+NIGHTLY = replace(NIGHTLY_BATCH, scheduled=False)  # the demo's batch client, some nights none or two
 
 
 def nightly(days: float) -> TrafficSeries:

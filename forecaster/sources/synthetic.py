@@ -76,6 +76,28 @@ class TrafficShape:
             )
 
 
+# the long tail: a batch client that runs once a night, and an assistant used in office hours on weekdays
+NIGHTLY_BATCH = TrafficShape(
+    "nightly-batch",
+    mean_rps=0.01,
+    peak_to_trough=1.0,
+    bursts_per_day=0.0,
+    sessions_per_day=1.0,
+    session_min=40.0,
+    active_hours=(1.5, 2.5),
+    scheduled=True,
+)
+DOCS_ASSISTANT = TrafficShape(
+    "docs-assistant",
+    mean_rps=0.02,
+    peak_to_trough=1.0,
+    bursts_per_day=0.0,
+    sessions_per_day=6.0,
+    session_min=20.0,
+    active_hours=(8.0, 18.0),
+    weekdays_only=True,
+)
+
 DEMO_FLEET: tuple[TrafficShape, ...] = (
     TrafficShape("chat-large", mean_rps=40.0, peak_to_trough=3.5, peak_hour=20.0, weekend_factor=0.75),
     TrafficShape(
@@ -103,27 +125,8 @@ DEMO_FLEET: tuple[TrafficShape, ...] = (
     TrafficShape(
         "vision-small", mean_rps=5.0, peak_to_trough=2.5, peak_hour=11.0, weekend_factor=0.6, dispersion=8.0
     ),
-    # the long tail: a batch client that runs once a night, and an assistant used in office hours on weekdays
-    TrafficShape(
-        "nightly-batch",
-        mean_rps=0.01,
-        peak_to_trough=1.0,
-        bursts_per_day=0.0,
-        sessions_per_day=1.0,
-        session_min=40.0,
-        active_hours=(1.5, 2.5),
-        scheduled=True,
-    ),
-    TrafficShape(
-        "docs-assistant",
-        mean_rps=0.02,
-        peak_to_trough=1.0,
-        bursts_per_day=0.0,
-        sessions_per_day=6.0,
-        session_min=20.0,
-        active_hours=(8.0, 18.0),
-        weekdays_only=True,
-    ),
+    NIGHTLY_BATCH,
+    DOCS_ASSISTANT,
 )
 
 
