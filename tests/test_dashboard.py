@@ -230,6 +230,8 @@ def test_a_model_of_the_long_tail_shows_its_zero_and_the_pre_warm_before_its_fir
         )
     summary = re.search(r'<div id="summary"[^>]*>(.*?)</div>\s*</div>', dom, re.S)
     assert summary and "docs-assistant" in summary.group(1), "the page shows the model its address names"
+    slo = re.search(r'<div id="slo"[^>]*>(.*?)</div>', dom, re.S)
+    assert slo and "operating point late budget 1% (lambda 1)" in slo.group(1), "it plans for its SLO untuned"
     assert 'data-model="docs-assistant" class="on"' in dom
     decisions = re.search(r'<ul id="decisions">(.*)</ul>', dom, re.S)
     assert decisions
