@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from service.patches import apply as patched
+
 DAY = 86_400
 STALE_AFTER_S = 300.0
 HOLD_REASONS = ("ForecastStale", "DataDropout", "ForecastMissing", "ObservedRateMissing")
@@ -265,15 +267,25 @@ def check(
     db = sqlite3.connect(cfg.store)
     ids = {i for (i,) in db.execute("SELECT id FROM decisions WHERE id <= ?", (committed_before_kill,))}
     lost = committed_before_kill - len(ids)
-    rows = db.execute(
-        "SELECT model, at_s, current_replicas, desired_replicas, record FROM decisions ORDER BY model, at_s"
-    ).fetchall()
+    rows = [  # a decision stored as a patch of its base is read back whole (service/store.py)
+        (
+            model,
+            at_s,
+            current,
+            desired,
+            patched(json.loads(base), json.loads(rec)) if base else json.loads(rec),
+        )
+        for model, at_s, current, desired, rec, base in db.execute(
+            "SELECT d.model, d.at_s, d.current_replicas, d.desired_replicas, d.record, b.record "
+            "FROM decisions d LEFT JOIN decision_bases b ON b.id = d.base_id ORDER BY d.model, d.at_s"
+        )
+    ]
     down_on_missing = []
     worst_gap: dict[str, float] = {}
     last: dict[str, float] = {}
     held = 0
     for model, at_s, current, desired, record in rows:
-        reasons = json.loads(record)["reasons"]
+        reasons = record["reasons"]
         if any(r in HOLD_REASONS for r in reasons):
             held += 1
             if desired < current:

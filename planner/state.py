@@ -16,10 +16,9 @@ class PlannerState:
     scale_events: tuple[tuple[float, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "recommendations": [list(r) for r in self.recommendations],
-            "scale_events": [list(e) for e in self.scale_events],
-        }
+        """JSON-ready: the pairs are written as arrays by the encoder, not copied into lists here (the store
+        writes every model's state every tick)."""
+        return {"recommendations": self.recommendations, "scale_events": self.scale_events}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlannerState:

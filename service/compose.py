@@ -202,6 +202,7 @@ def build_from_config(
         DecisionStore(cfg.store.url),
         refit_every_s=cfg.schedules.refit_s,
         forecast_horizon_s=cfg.schedules.forecast_horizon_s,
+        publish_every_s=cfg.schedules.publish_every_s,
         gpu_budget=budget,
         compute=compute,
     )

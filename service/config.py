@@ -320,7 +320,17 @@ class SchedulesConfig(_Strict):
         description="forecast re-anchored on new data this often (full refit daily)",
     )
     forecast_horizon_s: float = Field(
-        86_400.0, ge=600, le=7 * 86_400, description="how far ahead each refresh forecasts (API, dashboard)"
+        86_400.0,
+        ge=600,
+        le=7 * 86_400,
+        description="how far ahead the published forecast reaches (API, dashboard)",
+    )
+    publish_every_s: float = Field(
+        900.0,
+        ge=60,
+        le=86_400,
+        description="the published forecast is re-predicted this often; every refresh re-predicts what the "
+        "planner reads",
     )
     backtest_hour_utc: int = Field(3, ge=0, le=23, description="hour of the nightly backtest (UTC)")
     backtest_days: float = Field(14.0, ge=3, le=90, description="history each nightly backtest replays")

@@ -131,6 +131,7 @@ class ModelRuntime:
     forecast: Forecast | None = None
     forecast_doc: dict[str, Any] | None = None
     stored_forecast_s: float | None = None
+    published_s: float | None = None  # when forecast_doc (the API's day ahead) was last predicted
     healthy: bool = True
     health_note: str = ""
     state: PlannerState = field(default_factory=PlannerState)
@@ -223,6 +224,7 @@ class Controller:
         *,
         refit_every_s: float = 300.0,
         forecast_horizon_s: float = 86_400.0,
+        publish_every_s: float = 900.0,
         gpu_budget: float | BudgetSource | None = None,
         compute: Compute | None = None,
     ) -> None:
@@ -236,6 +238,7 @@ class Controller:
         )
         self.allocation: FleetAllocation | None = None  # the fleet stage's newest allocation
         self.forecast_horizon_s = forecast_horizon_s
+        self.publish_every_s = publish_every_s
         self.actuator = actuator
         self.store = store
         self.refit_every_s = refit_every_s
@@ -304,11 +307,13 @@ class Controller:
             if r.anchored_s != hist.end_s:  # a fit on this very history needs no re-anchoring
                 r.model = r.model.update(hist)
                 r.anchored_s = hist.end_s
-            # the planner needs the look-ahead and the break-even after it until the next refresh; the API
-            # and the dashboard serve up to forecast_horizon_s
-            span = (now_s - hist.end_s) + max(
-                r.spec.lookahead_s + r.spec.break_even_s + self.refit_every_s, self.forecast_horizon_s
-            )
+            # the planner reads the look-ahead and the break-even after it for as long as the forecast may
+            # age (a refresh that fails leaves it in use until max_forecast_age_s); the API and the
+            # dashboard serve up to forecast_horizon_s, re-predicted every publish_every_s (a day ahead is
+            # most of a refresh's cost, and it reads the same five minutes later)
+            planning_s = r.spec.lookahead_s + r.spec.break_even_s + r.spec.max_forecast_age_s
+            publish = r.published_s is None or now_s - r.published_s >= self.publish_every_s
+            span = (now_s - hist.end_s) + max(planning_s, self.forecast_horizon_s if publish else 0.0)
             h = max(1, math.ceil(span / hist.step_s) + 1)
             # with a fleet budget, the fleet stage values replicas from the p99 path too (one more quantile
             # per forecast costs a thousand models' tick about a tenth, so only when it is read)
@@ -318,10 +323,11 @@ class Controller:
             levels = tuple(sorted({0.5, 0.9, r.spec.quantile, *value, *dist}))
             self._score_coverage(r, hist)
             r.forecast = r.model.predict(h, levels)
-            r.forecast_doc = forecast_doc(r.forecast)  # served by the API from memory
-            if r.stored_forecast_s is None or now_s - r.stored_forecast_s >= STORE_FORECAST_EVERY_S:
-                self.store.put_forecast(name, r.forecast.origin_s, r.forecast_doc)
-                r.stored_forecast_s = now_s
+            if publish:
+                r.forecast_doc, r.published_s = forecast_doc(r.forecast), now_s  # served by the API
+                if r.stored_forecast_s is None or now_s - r.stored_forecast_s >= STORE_FORECAST_EVERY_S:
+                    self.store.put_forecast(name, r.forecast.origin_s, r.forecast_doc)
+                    r.stored_forecast_s = now_s
             r.refit.last_ok_s, r.refit.last_error, r.refit.pending = now_s, None, None
         except (ModelError, SourceError, ValueError) as exc:
             r.refit.pending = None
@@ -373,6 +379,7 @@ class Controller:
             log.warning("full fit failed", extra={"model": r.name, "error": outcome.error})
             return
         r.model, r.full_fit_s, r.fit_error = outcome.value, r.fit_started_s, ""
+        r.published_s = None  # a new fit is published at its first forecast
         r.fit_failures, r.fit_retry_s = 0, 0.0
         r.anchored_s = r.fit_history_end_s
         report = r.model.report

@@ -30,10 +30,15 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
+
+from service.patches import apply as patched
+from service.patches import diff
 
 metadata = MetaData()
 
@@ -48,10 +53,22 @@ decisions = Table(
     Column("raw_replicas", Integer, nullable=False),
     Column("desired_replicas", Integer, nullable=False),
     Column("reason", String(64), nullable=False),
-    Column("record", JSON, nullable=False),  # Decision.as_dict()
+    # Decision.as_dict(); with base_id, the patch of that base that gives it (service/patches.py)
+    Column("record", JSON, nullable=False),
     Column("actuation", JSON, nullable=True),  # ActuationResult.as_dict()
+    Column("base_id", Integer, nullable=True),
     # the API's question is always "this model's newest decisions": one index answers it without a sort
     Index("ix_decisions_model_at", "model", "at_s"),
+)
+# whole records that a model's decisions are stored as patches of: a steady model's decisions differ in a
+# few values from tick to tick (the time, the window, the observed rate and the sentences quoting them). A
+# base goes when no decision refers to it any more (purge)
+decision_bases = Table(
+    "decision_bases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("record", JSON, nullable=False),
 )
 planner_states = Table(
     "planner_states",
@@ -101,6 +118,18 @@ replay_days = Table(
 )
 
 
+# a patch holding more values than this is a changed decision: it is stored whole and becomes the base
+PATCH_LIMIT = 24
+
+
+@dataclass
+class _Base:
+    """A model's newest base record this process stored (its decisions are stored as patches of it)."""
+
+    id: int
+    record: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class StoredDecision:
     id: int
@@ -136,6 +165,10 @@ class DecisionStore:
         for table in metadata.tables.values():  # indexes added since a database was created
             for index in table.indexes:
                 index.create(self.engine, checkfirst=True)
+        if "base_id" not in {c["name"] for c in inspect(self.engine).get_columns("decisions")}:
+            with self.engine.begin() as conn:  # a database from before repeats were stored compactly
+                conn.execute(text("ALTER TABLE decisions ADD COLUMN base_id INTEGER"))
+        self._bases: dict[str, _Base] = {}  # each model's newest base this process stored
 
     def record(
         self,
@@ -167,47 +200,74 @@ class DecisionStore:
 
     def record_many(self, items: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]) -> list[int]:
         """Store one tick's decisions of many models, each with the planner state it produced, in one
-        transaction (one commit for a thousand models, not a thousand); returns their ids in order."""
+        transaction (one commit for a thousand models, not a thousand); returns their ids in order. A
+        decision equal to its model's newest full one but for the time it was made (most ticks of a steady
+        model) is stored as a repeat of it: its columns, and no record."""
         if not items:
             return []
-        rows = [
-            {
-                "model": model,
-                "at_s": float(d["at_s"]),
-                "valid": bool(d["valid"]),
-                "current_replicas": int(d["current_replicas"]),
-                "raw_replicas": int(d["raw_replicas"]),
-                "desired_replicas": int(d["desired_replicas"]),
-                "reason": str(d["reason"]),
-                "record": dict(d),
-                "actuation": None,
-            }
+        patches = [
+            diff(b.record, d, PATCH_LIMIT) if (b := self._bases.get(model)) is not None else None
             for model, d, _ in items
         ]
         with self.engine.begin() as conn:
-            ids = [
-                int(row[0])
-                for row in conn.execute(
-                    insert(decisions).returning(decisions.c.id, sort_by_parameter_order=True), rows
-                )
+            rebased = [(model, dict(d)) for (model, d, _), p in zip(items, patches, strict=True) if p is None]
+            new_ids = iter(self._insert_bases(conn, rebased))
+            bases = {model: _Base(next(new_ids), record) for model, record in rebased}
+            rows = [
+                {
+                    "model": model,
+                    "at_s": float(d["at_s"]),
+                    "valid": bool(d["valid"]),
+                    "current_replicas": int(d["current_replicas"]),
+                    "raw_replicas": int(d["raw_replicas"]),
+                    "desired_replicas": int(d["desired_replicas"]),
+                    "reason": str(d["reason"]),
+                    "record": [] if p is None else p,  # a new base's own decision is its empty patch
+                    "actuation": None,
+                    "base_id": (bases[model] if p is None else self._bases[model]).id,
+                }
+                for (model, d, _), p in zip(items, patches, strict=True)
             ]
-            known = set(conn.execute(select(planner_states.c.model)).scalars())
-            states = [{"m": model, "st": dict(state), "at": float(d["at_s"])} for model, d, state in items]
-            old = [st for st in states if st["m"] in known]
-            if old:
-                conn.execute(
-                    update(planner_states)
-                    .where(planner_states.c.model == bindparam("m"))
-                    .values(state=bindparam("st"), updated_at_s=bindparam("at")),
-                    old,
-                )
-            new = [
-                {"model": st["m"], "state": st["st"], "updated_at_s": st["at"]}
-                for st in states
-                if st["m"] not in known
-            ]
-            if new:
-                conn.execute(insert(planner_states), new)
+            ids = self._insert_many(conn, items, rows)
+        self._bases.update(bases)  # committed: later decisions may be patches of them
+        return ids
+
+    @staticmethod
+    def _insert_bases(conn: Any, records: list[tuple[str, dict[str, Any]]]) -> list[int]:
+        if not records:
+            return []
+        q = insert(decision_bases).returning(decision_bases.c.id, sort_by_parameter_order=True)
+        return [int(row[0]) for row in conn.execute(q, [{"model": m, "record": r} for m, r in records])]
+
+    @staticmethod
+    def _insert_many(
+        conn: Any,
+        items: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+        rows: list[dict[str, Any]],
+    ) -> list[int]:
+        ids = [
+            int(row[0])
+            for row in conn.execute(
+                insert(decisions).returning(decisions.c.id, sort_by_parameter_order=True), rows
+            )
+        ]
+        known = set(conn.execute(select(planner_states.c.model)).scalars())
+        states = [{"m": model, "st": dict(state), "at": float(d["at_s"])} for model, d, state in items]
+        old = [st for st in states if st["m"] in known]
+        if old:
+            conn.execute(
+                update(planner_states)
+                .where(planner_states.c.model == bindparam("m"))
+                .values(state=bindparam("st"), updated_at_s=bindparam("at")),
+                old,
+            )
+        new = [
+            {"model": st["m"], "state": st["st"], "updated_at_s": st["at"]}
+            for st in states
+            if st["m"] not in known
+        ]
+        if new:
+            conn.execute(insert(planner_states), new)
         return ids
 
     def set_actuations(self, results: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
@@ -249,16 +309,33 @@ class DecisionStore:
             q = q.where(decisions.c.at_s >= since_s)
         q = q.order_by(decisions.c.at_s.desc(), decisions.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
-            return [self._row(r) for r in conn.execute(q)]
+            return self._rows(conn, list(conn.execute(q)))
 
     def decision(self, decision_id: int) -> StoredDecision | None:
         with self.engine.connect() as conn:
             r = conn.execute(select(decisions).where(decisions.c.id == decision_id)).first()
-        return self._row(r) if r else None
+            return self._rows(conn, [r])[0] if r else None
 
     @staticmethod
-    def _row(r: Any) -> StoredDecision:
-        return StoredDecision(int(r.id), str(r.model), float(r.at_s), dict(r.record), r.actuation)
+    def _rows(conn: Any, rows: list[Any]) -> list[StoredDecision]:
+        """The stored decisions, each read back whole (a patch applied to its base)."""
+        wanted = {int(r.base_id) for r in rows if r.base_id is not None}
+        bases: dict[int, dict[str, Any]] = {}
+        if wanted:
+            b = decision_bases.c
+            bases = {
+                int(i): dict(rec) for i, rec in conn.execute(select(b.id, b.record).where(b.id.in_(wanted)))
+            }
+        return [
+            StoredDecision(
+                int(r.id),
+                str(r.model),
+                float(r.at_s),
+                dict(r.record) if r.base_id is None else patched(bases[int(r.base_id)], r.record),
+                r.actuation,
+            )
+            for r in rows
+        ]
 
     def put_forecast(self, model: str, origin_s: float, forecast: Mapping[str, Any]) -> None:
         with self.engine.begin() as conn:
@@ -330,12 +407,23 @@ class DecisionStore:
             conn.execute(delete(replay_days).where(t.model == model, t.day_s < keep_s))
 
     def purge(self, older_than_s: float) -> int:
-        """Drop decisions, forecasts and backtests older than the retention horizon; returns rows removed."""
+        """Drop decisions, forecasts and backtests older than the retention horizon, and the bases no
+        decision needs any more; returns rows removed (bases not counted)."""
+        d = decisions.c
         with self.engine.begin() as conn:
-            n = conn.execute(delete(decisions).where(decisions.c.at_s < older_than_s)).rowcount
+            n = conn.execute(delete(decisions).where(d.at_s < older_than_s)).rowcount
             n += conn.execute(delete(forecasts).where(forecasts.c.origin_s < older_than_s)).rowcount
             n += conn.execute(delete(backtests).where(backtests.c.at_s < older_than_s)).rowcount
             n += conn.execute(delete(tuning_runs).where(tuning_runs.c.at_s < older_than_s)).rowcount
+            # bases no decision refers to any more (this process's newest ones stay: the next tick's
+            # decisions may be patches of them)
+            keep = {b.id for b in self._bases.values()}
+            used = select(d.base_id).where(d.base_id.is_not(None))
+            conn.execute(
+                delete(decision_bases).where(
+                    decision_bases.c.id.not_in(used), decision_bases.c.id.not_in(keep)
+                )
+            )
         return int(n)
 
 

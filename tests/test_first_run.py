@@ -127,7 +127,7 @@ def test_a_first_run_is_ready_forecasts_acts_pauses_and_stops_cleanly(
 
         # a forecast on the two days that exist, within one tick of the fit finishing
         model = svc.wait_for("a fit", lambda: (m := svc.get(f"/v1/models/{MODEL}")[1])["fit"] and m, 120)
-        # from the first sample to the read (trailing gaps within max_staleness_s count), not the 14 days asked
+        # from the first sample to the read (a trailing gap within max_staleness_s counts), not 14 days
         assert 1.9 * 86_400 < model["fit"]["history_s"] <= time.time() - traffic.start_s + STEP
         (installed,) = [e for e in svc.events() if e["event"] == "full fit installed"]
         svc.wait_for("a forecast", lambda: svc.get(f"/v1/models/{MODEL}/forecast?horizon=1h")[0] == 200, 10)

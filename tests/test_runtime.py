@@ -215,17 +215,28 @@ def test_a_telemetry_dropout_holds_the_fleet_says_why_and_is_not_learned(tmp_pat
     assert rt.dropouts.spans and rt.dropouts.spans[0][0] == series.start_s + busy * STEP
 
 
-def test_forecasts_refresh_every_five_minutes_reach_a_day_ahead_and_are_stored_hourly(tmp_path: Path) -> None:
+def test_forecasts_refresh_every_five_minutes_publish_a_day_ahead_every_fifteen_and_are_stored_hourly(
+    tmp_path: Path,
+) -> None:
     ctl, clock, series, _, _ = world(tmp_path)
     rt = ctl.models[series.name]
-    origins = []
-    for _ in range(24):  # two hours of 5-minute refreshes
+    spec = rt.spec
+    origins, published = [], []
+    for i in range(24):  # two hours of 5-minute refreshes
         ctl.refit_model(series.name, clock.t)
-        assert rt.forecast is not None
-        origins.append(rt.forecast.origin_s)
-        assert rt.forecast.origin_s + rt.forecast.horizon * rt.forecast.step_s >= clock.t + 86_400
+        fc, doc = rt.forecast, rt.forecast_doc
+        assert fc is not None and doc is not None
+        origins.append(fc.origin_s)
+        # what the planner reads: the look-ahead and the break-even after it, for as long as it may serve;
+        # a day ahead only where the refresh publishes
+        planned = spec.max_forecast_age_s + spec.lookahead_s + spec.break_even_s
+        reach = fc.origin_s + fc.horizon * fc.step_s - clock.t
+        assert planned <= reach and (reach >= 86_400) == (i % 3 == 0)
+        published.append(doc["origin_s"])
+        assert doc["origin_s"] + len(doc["mean"]) * doc["step_s"] >= doc["origin_s"] + 86_400
         clock.t += 300
     assert len(set(origins)) == 24  # each refresh re-anchored on the step that had just arrived
+    assert published == [origins[i - i % 3] for i in range(24)]  # the API's day ahead: every 15 minutes
     with sqlite3.connect(tmp_path / "prewarm.db") as conn:
         stored = conn.execute("SELECT origin_s FROM forecasts ORDER BY origin_s").fetchall()
     assert [o for (o,) in stored] == [origins[0], origins[12]]

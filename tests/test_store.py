@@ -3,20 +3,29 @@ loses no committed decision."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from service.store import DecisionStore
+from service.patches import apply as patched
+from service.patches import diff
+from service.store import PATCH_LIMIT, DecisionStore
 
 WRITER = """
 import sys
-from service.store import DecisionStore
+from service.patches import apply as patched
+from service.patches import diff
+from service.store import PATCH_LIMIT, DecisionStore
 store = DecisionStore(sys.argv[1])
 for i in range(100000):
     d = {"at_s": float(i), "valid": True, "current_replicas": 1, "raw_replicas": 2, "desired_replicas": 2,
@@ -117,3 +126,133 @@ def test_a_failed_batch_stores_none_of_its_decisions(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="JSON serializable"):
         store.record_many([("a", decision(30.0), {}), ("b", decision(30.0), unstorable)])
     assert store.decisions("a") == [] and store.decisions("b") == [] and store.state("a") is None
+
+
+def steady(at_s: float, desired: int = 3, observed: float = 10.0) -> dict[str, Any]:
+    """A decision as a steady model makes it tick after tick: its time, window and observed rate move."""
+    return {
+        **decision(at_s),
+        "desired_replicas": desired,
+        "steps": [{"stage": "reactive_floor", "after": desired, "message": f"observed {observed:.3g} req/s"}],
+        "inputs": {"observed_rps": observed, "window_start_s": at_s, "window_end_s": at_s + 630.0},
+    }
+
+
+def wide(value: float) -> dict[str, float]:
+    """More inputs than a patch may change."""
+    return {f"x{i}": value for i in range(PATCH_LIMIT)}
+
+
+def stored(db: Path) -> list[tuple[int, Any, int | None]]:
+    """(id, stored record, base id) of every decision row."""
+    with sqlite3.connect(db) as conn:
+        return [
+            (i, json.loads(rec), b) for i, rec, b in conn.execute("SELECT id, record, base_id FROM decisions")
+        ]
+
+
+def bases(db: Path) -> list[int]:
+    with sqlite3.connect(db) as conn:
+        return [i for (i,) in conn.execute("SELECT id FROM decision_bases ORDER BY id")]
+
+
+def test_a_steady_models_decisions_are_stored_as_patches_and_read_back_whole(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    store = DecisionStore(f"sqlite:///{db}")
+    made = [steady(30.0), steady(60.0, observed=11.5), steady(90.0, observed=12.0), steady(120.0, desired=4)]
+    ids = [store.record_many([("m", d, {})])[0] for d in made]
+    rows = stored(db)
+    (base,) = bases(db)
+    assert all(b == base for _, _, b in rows)
+    assert rows[0][1] == []  # the base's own decision: nothing to patch
+    # the next: its time, window, rate and the sentence quoting it (a few values, not the whole record)
+    assert sorted(tuple(path) for path, _ in rows[1][1]) == [
+        ("at_s",),
+        ("inputs", "observed_rps"),
+        ("inputs", "window_end_s"),
+        ("inputs", "window_start_s"),
+        ("steps", 0, "message"),
+    ]
+    assert [d.record for d in reversed(store.decisions("m"))] == made
+    assert [store.decision(i).record for i in ids] == made  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param(lambda d: {**d, "steps": [*d["steps"], {"stage": "bounds"}]}, id="a stage more"),
+        pytest.param(lambda d: {**d, "inputs": {**d["inputs"], "queue_length": 2.0}}, id="an input more"),
+        pytest.param(lambda d: {**d, "inputs": dict.fromkeys(d["inputs"], -1.0)}, id="many values"),
+    ],
+)  # fmt: skip
+def test_a_decision_of_another_shape_is_stored_whole_as_a_new_base(
+    tmp_path: Path, changed: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
+    db = tmp_path / "r.db"
+    store = DecisionStore(f"sqlite:///{db}")
+    first = {**steady(30.0), "inputs": steady(30.0)["inputs"] | wide(0.0)}
+    store.record_many([("m", first, {}), ("n", steady(30.0), {})])
+    other = changed(first)
+    (i,) = store.record_many([("m", other, {})])
+    assert len(bases(db)) == 3 and stored(db)[-1] == (i, [], bases(db)[-1])
+    assert store.decision(i).record == other  # type: ignore[union-attr]
+
+
+def test_a_purge_keeps_the_bases_that_kept_decisions_need(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    store = DecisionStore(f"sqlite:///{db}")
+    made = [steady(float(t), observed=float(t)) for t in (30, 60, 90, 120)]
+    for d in made:
+        store.record_many([("m", d, {})])
+    store.record_many([("gone", steady(30.0), {})])
+    store.record_many([("gone", {**steady(35.0), "steps": []}, {})])  # a second base of its own
+    assert len(bases(db)) == 3
+    assert store.purge(45.0) == 3
+    assert [d.record for d in reversed(store.decisions("m"))] == made[1:]  # their base is older, and kept
+    assert len(bases(db)) == 2  # "gone"'s first base had no decision left; its newest is kept for the next
+    again = DecisionStore(f"sqlite:///{db}")  # a restart: its bases are new ones
+    again.purge(100.0)
+    assert len(bases(db)) == 1 and [d.record for d in again.decisions("m")] == [made[3]]
+
+
+def test_a_failed_batch_leaves_no_base_and_no_patch_of_what_it_did_not_store(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    store = DecisionStore(f"sqlite:///{db}")
+    with pytest.raises(Exception, match="JSON serializable"):
+        store.record_many([("m", steady(30.0), {}), ("n", steady(30.0), {"recommendations": object()})])
+    assert bases(db) == []
+    (first,) = store.record_many([("m", steady(60.0), {})])
+    assert stored(db) == [(first, [], bases(db)[0])]
+    assert store.decision(first).record == steady(60.0)  # type: ignore[union-attr]
+
+
+def test_a_database_from_before_patches_gets_their_column_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    DecisionStore(f"sqlite:///{db}").record("m", decision(5.0), None, {})
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE decisions DROP COLUMN base_id")
+        conn.execute("DROP TABLE decision_bases")
+    again = DecisionStore(f"sqlite:///{db}")
+    again.record_many([("m", steady(30.0), {})])
+    again.record_many([("m", steady(60.0), {})])
+    assert [d.record for d in again.decisions("m")] == [steady(60.0), steady(30.0), decision(5.0)]
+
+
+scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.floats(-5, 5) | st.text(max_size=3)
+documents = st.dictionaries(
+    st.text(max_size=2), st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.text(max_size=2), inner, max_size=3), max_leaves=8), max_size=4
+)  # fmt: skip
+
+
+@given(base=documents, record=documents)
+def test_a_patch_applied_to_its_base_gives_the_record_back_exactly(
+    base: dict[str, Any], record: dict[str, Any]
+) -> None:
+    patch = diff(base, record, limit=1_000)
+    if patch is None:  # only records of another shape get no patch
+        assert base.keys() != record.keys() or base != record
+        return
+    again = patched(base, json.loads(json.dumps(patch)))  # as the store writes and reads it
+    assert json.dumps(again) == json.dumps(record)  # equal, and written the same (1 is not 1.0)
+    assert diff(base, base, limit=0) == []
