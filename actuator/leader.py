@@ -20,6 +20,8 @@ The protocol is client-go's (k8s.io/client-go/tools/leaderelection), with time p
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import socket
 import uuid
@@ -157,6 +159,11 @@ class LeaseElector:
         self._observed = seen
         return seen
 
+    def observe(self, lease: client.V1Lease, now: datetime) -> None:
+        """Note the Lease as read elsewhere (one list for many Leases), so that the time it has been seen
+        unchanged keeps running while this instance does not try to hold it."""
+        self._observe(lease, now)
+
     def try_acquire(self, now: datetime) -> bool:
         """One attempt to acquire or renew, started at `now`. True when this instance holds the Lease after
         the call; a failed renew leaves `is_leader` to lapse at the renew deadline."""
@@ -224,3 +231,70 @@ class LeaseElector:
         except Exception as exc:
             self.last_error = str(api_error(exc, f"release Lease {self.namespace}/{self.name}"))
             return False
+
+
+def member_lease_name(prefix: str, identity: str) -> str:
+    """A replica's membership Lease: a valid object name whatever the identity holds (`_` is not one)."""
+    return f"{prefix}-member-{hashlib.sha1(identity.encode()).hexdigest()[:12]}"
+
+
+class Membership:
+    """Which prewarm replicas are alive: each renews a Lease of its own (`<prefix>-member-<hash>`) and reads
+    the others'. A member is alive while its Lease's record changed within its lease duration of *our* time
+    (as LeaseElector judges expiry: never by comparing its renewTime with our clock); one first seen counts
+    as alive until a duration has passed without a change. A member Lease unchanged for `GC_DURATIONS`
+    durations (a replica gone for good) is deleted."""
+
+    GC_DURATIONS = 20
+
+    def __init__(self, elector: LeaseElector, prefix: str) -> None:
+        self.own = elector
+        self.prefix = f"{prefix}-member-"
+        self._seen: dict[str, _Observed] = {}
+        self.last_error: str | None = None
+
+    def step(self, now: datetime) -> tuple[tuple[str, ...], list[client.V1Lease]] | None:
+        """Renew our Lease and read every Lease of the namespace (one list): the live members' identities,
+        sorted, and the Leases read (the shard Leases' observers use them); None when they cannot be read."""
+        e = self.own
+        e.try_acquire(now)
+        try:
+            leases = e.api.list_namespaced_lease(e.namespace, **e._t).items or []
+        except Exception as exc:
+            self.last_error = str(api_error(exc, f"list Leases in {e.namespace}"))
+            return None
+        self.last_error = None
+        alive = {e.identity} if e.is_leader(now) else set()
+        names = set()
+        for lease in leases:
+            name = (lease.metadata.name if lease.metadata else None) or ""
+            if not name.startswith(self.prefix) or name == e.name:
+                continue
+            names.add(name)
+            spec = lease.spec or client.V1LeaseSpec()
+            seen = _Observed(
+                holder=spec.holder_identity or "",
+                renew_time=spec.renew_time,
+                resource_version=(lease.metadata.resource_version if lease.metadata else None) or "",
+                duration_s=float(spec.lease_duration_seconds or e.duration_s),
+                since=now,
+            )
+            old = self._seen.get(name)
+            if old is not None and (old.holder, old.renew_time, old.resource_version) == (
+                seen.holder,
+                seen.renew_time,
+                seen.resource_version,
+            ):
+                seen = old
+            self._seen[name] = seen
+            quiet = now - seen.since
+            if seen.holder and quiet < timedelta(seconds=seen.duration_s):
+                alive.add(seen.holder)
+            elif quiet >= timedelta(seconds=self.GC_DURATIONS * seen.duration_s):
+                with contextlib.suppress(Exception):  # another replica may have deleted it first
+                    e.api.delete_namespaced_lease(name, e.namespace, **e._t)
+        self._seen = {k: v for k, v in self._seen.items() if k in names}
+        return tuple(sorted(alive)), leases
+
+    def release(self, now: datetime) -> bool:
+        return self.own.release(now)

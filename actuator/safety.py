@@ -41,6 +41,8 @@ class GuardedActuator:
     # with the server's words, rather than reading as "another instance leads"
     leader_problem: Callable[[], str | None] = lambda: None
     leading: bool | None = None  # the last leadership answer (None until a write asked): for /metrics
+    # with several replicas sharing the fleet: whether this one holds the shard of the target's model
+    holds: Callable[[Target], bool] | None = None
 
     def rails_for(self, t: Target) -> Rails:
         return self.rails.setdefault(t, Rails())
@@ -69,6 +71,8 @@ class GuardedActuator:
                 r.permanent_error = f"cannot hold the leader Lease: {problem}"
                 return ActuationResult(Outcome.FAILED, r.permanent_error, permanent=True)
             return ActuationResult(Outcome.SKIPPED, "another prewarm instance holds the leader Lease")
+        if self.holds is not None and not self.holds(t):
+            return ActuationResult(Outcome.SKIPPED, f"another prewarm replica holds the shard Lease of {t}")
         note = ""
         if r.max_added_per_tick is not None:
             try:
@@ -94,4 +98,6 @@ class GuardedActuator:
         self.leading = self.is_leader()
         if not self.leading:
             return ActuationResult(Outcome.SKIPPED, "another prewarm instance holds the leader Lease")
+        if self.holds is not None and not self.holds(t):
+            return ActuationResult(Outcome.SKIPPED, f"another prewarm replica holds the shard Lease of {t}")
         return self.inner.restore(t)

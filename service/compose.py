@@ -30,7 +30,7 @@ from planner import PlannerSpec, untuned_late_budget
 from planner.explain import Decision
 from service.budget import BudgetSource, QuotaBudget
 from service.config import ConfigError, ModelConfig, PrewarmConfig
-from service.leadership import LeaderLoop
+from service.leadership import LeaderLoop, Leadership, ShardLoop, shard_of
 from service.runtime import Controller, ModelRuntime, SimulatedFleet
 from service.store import DecisionStore
 
@@ -150,7 +150,7 @@ def build_from_config(
         )
         rails[t] = Rails(mode=Mode(m.mode), max_added_per_tick=m.max_added_per_tick)
     is_leader: Callable[[], bool] = lambda: True  # noqa: E731
-    leader: LeaderLoop | None = None
+    leader: Leadership | None = None
     budget: float | BudgetSource | None = cfg.fleet.gpu_budget
     quota = cfg.fleet.gpu_quota
     if kinds & {"Deployment", "StatefulSet"} or quota is not None:
@@ -166,22 +166,38 @@ def build_from_config(
                 f"ResourceQuota {quota.namespace}/{quota.name} {quota.resource}",
                 refresh_s=quota.refresh_s,
             )
+    holds: Callable[[Target], bool] | None = None
+    kc = cfg.kubernetes
+    if kc.shards > 1 and not kinds & {"Deployment", "StatefulSet"}:
+        raise ConfigError(
+            f"kubernetes.shards={kc.shards}: shards are held as Kubernetes Leases, and no model targets a "
+            "Deployment or StatefulSet (allowed: 1 here)"
+        )
     if kinds & {"Deployment", "StatefulSet"}:
-        from actuator.leader import LeaseElector
+        from actuator.leader import LeaseElector, Membership, member_lease_name
 
         by_kind["kubernetes"] = k8s
-        kc = cfg.kubernetes
-        elector = LeaseElector(
-            api,
-            namespace=kc.lease_namespace,
-            name=kc.lease_name,
-            identity=identity,
-            lease_duration_s=kc.lease_duration_s,
-            renew_deadline_s=kc.renew_deadline_s,
-            retry_period_s=kc.retry_period_s,
-        )
-        # renewed on its own schedule by the service (LeaderLoop.start); a write asks the newest renew
-        leader = LeaderLoop(elector, clock)
+
+        def elector(name: str) -> LeaseElector:
+            return LeaseElector(
+                api,
+                namespace=kc.lease_namespace,
+                name=name,
+                identity=identity,
+                lease_duration_s=kc.lease_duration_s,
+                renew_deadline_s=kc.renew_deadline_s,
+                retry_period_s=kc.retry_period_s,
+            )
+
+        # renewed on their own schedule by the service (start()); a write asks the newest renew
+        if kc.shards == 1:
+            leader = LeaderLoop(elector(kc.lease_name), clock)
+        else:
+            membership = Membership(elector(member_lease_name(kc.lease_name, identity)), kc.lease_name)
+            shards = ShardLoop(membership, [elector(f"{kc.lease_name}-{k}") for k in range(kc.shards)], clock)
+            shard_by_target = {r.target: shard_of(r.name, kc.shards) for r in runtimes}
+            holds = lambda t: shards.holds(shard_by_target[t])  # noqa: E731
+            leader = shards
         is_leader = leader.leading
     if "RayServe" in kinds:
         from actuator.ray_serve import RayServeActuator
@@ -193,6 +209,7 @@ def build_from_config(
         RoutingActuator(by_kind),
         kill_switch=cfg.kill_switch,
         is_leader=is_leader,
+        holds=holds,
         rails=rails,
         leader_problem=leader.problem if leader is not None else lambda: None,
     )

@@ -348,6 +348,13 @@ class KubernetesConfig(_Strict):
         10.0, gt=0, le=600, description="the leader stops acting when it has not renewed for this long"
     )
     retry_period_s: float = Field(2.0, gt=0, le=60, description="renew (or try to acquire) this often")
+    shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="several replicas share the fleet: models hash to this many shards, a Lease each "
+        "(<lease_name>-<k>), and each replica acts on an even share of them (1: one leader acts on all)",
+    )
     restore_floor_on_stop: bool = Field(
         True, description="on a clean shutdown, the leader gives each HPA/ScaledObject its own floor back"
     )

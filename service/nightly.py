@@ -153,6 +153,8 @@ def run_night(
     tasks: list[tuple[tuple[str, ...], Task]] = []
     done: dict[str, dict[str, Outcome]] = {job: {} for job in JOBS}
     for name in ctl.models:
+        if not ctl.acting(name):  # another replica's shard: its night runs there
+            continue
         jobs = tuple(
             j
             for j, on in (

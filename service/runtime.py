@@ -35,7 +35,7 @@ from planner.explain import Decision
 from planner.fleet import VALUE_LEVELS, FleetAllocation, allocate, fleet_request, within_grant
 from planner.slo import LEVELS as SLO_LEVELS
 from service.budget import BudgetSource, FixedBudget
-from service.leadership import LeaderLoop
+from service.leadership import Leadership, shard_of
 from service.store import DecisionStore
 
 log = logging.getLogger("prewarm.controller")
@@ -242,8 +242,9 @@ class Controller:
         self.actuator = actuator
         self.store = store
         self.refit_every_s = refit_every_s
-        # the leader Lease, renewed on its own schedule (service/leadership.py); None: this process acts alone
-        self.leader: LeaderLoop | None = None
+        # the leader Lease, or the shard Leases, renewed on their own schedule (service/leadership.py); None:
+        # this process acts alone
+        self.leader: Leadership | None = None
         self._reasons: Counter[tuple[str, str]] = Counter()
         self._shapes: dict[str, DailyShape] = {}  # each model's own daily shape, read once a day
         self._shapes_day = -1
@@ -255,6 +256,27 @@ class Controller:
             if tuned and tuned[0].get("target") == r.spec.slo_target:  # and its tuned operating point
                 r.apply_tuning(tuned[0])
             actuator.rails_for(r.target)
+
+    def shard(self, name: str) -> int:
+        """The shard of the model (0 with one shard)."""
+        shards = self.leader.shards if self.leader is not None else 1
+        return shard_of(name, shards) if shards > 1 else 0
+
+    def acting(self, name: str) -> bool:
+        """Whether this replica plans the model: always with one shard (a standby plans every model and
+        skips the writes, ready to take over), else only while it holds the model's shard."""
+        return self.leader is None or self.leader.shards == 1 or self.leader.holds(self.shard(name))
+
+    def budget_share(self) -> float:
+        """This replica's part of the fleet's GPU budget: with shards, the held shards' models' share of the
+        fleet's GPUs per replica (a split without borrowing: a shard whose models need more does not get
+        another shard's unused part); 1 alone."""
+        if self.leader is None or self.leader.shards == 1:
+            return 1.0
+        total = sum(r.gpus_per_replica for r in self.models.values())
+        held = set(self.leader.held())
+        mine = sum(r.gpus_per_replica for r in self.models.values() if self.shard(r.name) in held)
+        return mine / total if total > 0 else 0.0
 
     def rails(self, name: str) -> Rails:
         return self.actuator.rails_for(self.models[name].target)
@@ -434,11 +456,14 @@ class Controller:
         return self._tick([name], now_s, budget=None).get(name)
 
     def tick_all(self, now_s: float) -> None:
-        """One tick for every model. With a fleet GPU budget, every model plans first, the fleet stage fits
-        the asks into the budget (planner/fleet.py), and each clipped decision carries its BudgetLimited
+        """One tick for every model this replica acts on (every model, or those of the shards it holds).
+        With a fleet GPU budget, every model plans first, the fleet stage fits the asks into the budget
+        (this replica's share of it: budget_share), and each clipped decision carries its BudgetLimited
         step; without one, each model's plan stands alone."""
         budget = self.budget.read(now_s) if self.budget is not None else None
-        self._tick(list(self.models), now_s, budget=budget)
+        if budget is not None:
+            budget *= self.budget_share()
+        self._tick([name for name in self.models if self.acting(name)], now_s, budget=budget)
 
     @property
     def gpu_budget(self) -> float | None:

@@ -229,8 +229,8 @@ class Jobs:
     def _collect(self, now: float) -> list[str]:
         done = []
         for name, r in self.ctl.models.items():
-            if name not in self.last_refit:
-                continue  # not refreshed even once yet: the next tick does it
+            if name not in self.last_refit or not self.ctl.acting(name):
+                continue  # not refreshed even once yet (the next tick does it), or another replica's
             finished = self.ctl.fit_finished(name)
             waiting = r.fitting is not None and not finished
             if finished or (r.forecast is None and not waiting and now >= self._retry_at.get(name, 0.0)):
@@ -249,7 +249,7 @@ class Jobs:
         n = len(self.ctl.models)
         fresh = set(self._collect(now))
         for i, name in enumerate(self.ctl.models):
-            if name in fresh:
+            if name in fresh or not self.ctl.acting(name):  # another replica's shard: it refreshes it
                 continue
             if name not in self.last_refit or now - self.last_refit[name] >= self.ctl.refit_every_s:
                 first = name not in self.last_refit
@@ -404,7 +404,7 @@ def serve_config(path: Any, *, overrides: dict[str, Any] | None = None) -> None:
             "models": len(ctl.models),
             "compute": f"{backend.backend} x{backend.workers}",
             "store": cfg.store.url,
-            "identity": leader.elector.identity if leader is not None else None,
+            "identity": leader.identity if leader is not None else None,
             "api_token": "configured" if token.token() else f"none: {token.why_none()}",
             "kill_switch": cfg.kill_switch,
         },

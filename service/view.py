@@ -99,10 +99,26 @@ class ControllerView:
             "forecast_p90": p90,
         }
 
+    def shards(self) -> dict[str, Any] | None:
+        """The shards this replica holds, of how many, among which members (None: one Lease, or none)."""
+        leader = self.ctl.leader
+        if leader is None or leader.shards == 1:
+            return None
+        held = leader.held()
+        return {
+            "count": leader.shards,
+            "held": held,
+            "members": list(getattr(leader, "members", ())),
+            "models": sum(1 for name in self.ctl.models if self.ctl.shard(name) in held),
+            "budget_share": round(self.ctl.budget_share(), 6),
+        }
+
     def fleet(self) -> dict[str, Any]:
-        """The fleet stage's newest allocation: the budget, what the models asked and got, who was clipped."""
+        """The fleet stage's newest allocation: the budget, what the models asked and got, who was clipped;
+        with shards, this replica's: its shards, and its share of the budget."""
         a = self.ctl.allocation
         source = self.ctl.budget.as_dict() if self.ctl.budget is not None else {}
+        source = {**source, "shards": self.shards()}
         if self.ctl.gpu_budget is None or a is None:
             return {
                 **source,
@@ -194,6 +210,8 @@ class ControllerView:
         now = self.clock()
         out: dict[str, Any] = {}
         for r in self.ctl.models.values():
+            if not self.ctl.acting(r.name):
+                continue  # another replica's shard: its /readyz answers for it
             rails = self.ctl.rails(r.name)
             problems = []
             if r.refit.last_ok_s is None:
@@ -257,6 +275,7 @@ class ControllerView:
             "warnings": warnings,
             "degraded": [name for name, m in out.items() if m["problems"]],
             "leader": self.ctl.leader.leading() if self.ctl.leader is not None else None,
+            "shards": self.shards(),
             "models": out,
             "jobs": {k: v.as_dict() for k, v in self.jobs.items()},
         }
@@ -334,6 +353,10 @@ class ControllerView:
                     float(leading),
                 )
             )
+        shards = self.shards()
+        if shards is not None:  # summed over the replicas, held < count says a shard has no holder
+            s.append(("prewarm_shards", "Shards the fleet is divided into", {}, float(shards["count"])))
+            s.append(("prewarm_shards_held", "Shards this replica holds", {}, float(len(shards["held"]))))
         s += _service_job_metrics(self.jobs)
         s += _fleet_metrics(self.ctl)
         for reason, model, n in self.ctl.reason_counts():

@@ -204,7 +204,7 @@ def test_the_standalone_overlay_runs_two_replicas_behind_a_lease_and_a_disruptio
     assert objs["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
     roles = [d for d in docs("standalone") if d["kind"] == "Role"]
     lease_rules = [r for d in roles for r in d["rules"] if "leases" in r["resources"]]
-    assert lease_rules and set(lease_rules[0]["verbs"]) == {"get", "create", "update"}
+    assert lease_rules and set(lease_rules[0]["verbs"]) == {"get", "list", "create", "update", "delete"}
 
 
 def test_the_alert_rules_pass_promtool_and_the_prometheusrule_carries_the_same_groups() -> None:
