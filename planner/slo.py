@@ -92,23 +92,58 @@ def replicas_within(
     """The fewest replicas whose expected late share over `dist` is at most `budget`. Late shares fall as
     replicas are added, so the count is found by walking up from the count the mean rate needs, every
     level's Erlang B carried up the counts (recomputing it per candidate would be quadratic)."""
-    total = sum(w * r for w, r in dist)
-    if total <= 0:
-        return 0
-    offered = [r / capacity_rps for _, r in dist]
-    n = max(1, math.ceil(total / capacity_rps - EPS))
-    blocking = [erlang_b(n, a) for a in offered]
-    while n < MAX_REPLICAS:
+    return LateCurve(dist, capacity_rps, wait_s).replicas(budget)
+
+
+class LateCurve:
+    """A step's expected late (requests/s) at each replica count from the one its mean rate needs up, walked
+    as far as a budget has asked: the tuning candidates of a model ask the same step for a dozen budgets,
+    and each walked the same counts again (most of a first night). The counts a budget gets are the same
+    as a walk of its own: the same arithmetic, and the first count within it."""
+
+    def __init__(self, dist: Sequence[tuple[float, float]], capacity_rps: float, wait_s: float) -> None:
+        self.dist, self.capacity_rps, self.wait_s = dist, capacity_rps, wait_s
+        self.total = sum(w * r for w, r in dist)
+        self.offered = [r / capacity_rps for _, r in dist]
+        self.n0 = max(1, math.ceil(self.total / capacity_rps - EPS)) if self.total > 0 else 0
+        self.lates: list[float] = []  # late at n0, n0 + 1, ...
+        self._blocking: list[float] = []
+
+    def _extend(self) -> None:
+        n = self.n0 + len(self.lates)
+        if not self.lates:
+            self._blocking = [erlang_b(n, a) for a in self.offered]
+        else:
+            self._blocking = [a * b / (n + a * b) for a, b in zip(self.offered, self._blocking, strict=True)]
         late = 0.0
-        for (w, rate), a, b in zip(dist, offered, blocking, strict=True):
+        for (w, rate), a, b in zip(self.dist, self.offered, self._blocking, strict=True):
             if a > 0:
-                p = 1.0 if n <= a else late_probability(n, a, b, capacity_rps, wait_s)
+                p = 1.0 if n <= a else late_probability(n, a, b, self.capacity_rps, self.wait_s)
                 late += w * rate * p
-        if late <= budget * total + EPS:
-            return n
-        n += 1
-        blocking = [a * b / (n + a * b) for a, b in zip(offered, blocking, strict=True)]
-    return MAX_REPLICAS
+        self.lates.append(late)
+
+    def share(self, n: int) -> float:
+        """The expected late share with n replicas (n at least the mean rate's count), as late_share gives
+        it: the same terms, summed in the same order."""
+        if self.total <= 0:
+            return 0.0
+        while self.n0 + len(self.lates) <= n:
+            self._extend()
+        return self.lates[n - self.n0] / self.total
+
+    def replicas(self, budget: float) -> int:
+        """The fewest replicas whose expected late share is at most `budget`."""
+        if self.total <= 0:
+            return 0
+        limit = budget * self.total + EPS
+        for k, late in enumerate(self.lates):
+            if late <= limit:
+                return self.n0 + k
+        while self.n0 + len(self.lates) < MAX_REPLICAS:
+            self._extend()
+            if self.lates[-1] <= limit:
+                return self.n0 + len(self.lates) - 1
+        return MAX_REPLICAS
 
 
 def step_need(
@@ -116,10 +151,19 @@ def step_need(
 ) -> int:
     """Replicas forecast step i (its rates scaled by `factor`) needs to keep its expected late share
     within the budget (once per forecast, step, budget and factor: a forecast serves the ticks until the
-    next refresh)."""
+    next refresh; the budgets of one step share its late curve)."""
+
     return fc.derived(
         ("slo-need", i, capacity_rps, wait_s, budget, factor),
-        lambda: replicas_within(anchored(step_distribution(fc, i), factor), capacity_rps, wait_s, budget),
+        lambda: _curve(fc, i, capacity_rps, wait_s, factor).replicas(budget),
+    )
+
+
+def _curve(fc: Forecast, i: int, capacity_rps: float, wait_s: float, factor: float) -> LateCurve:
+    """Step i's late curve (its rates scaled by `factor`), once per forecast."""
+    return fc.derived(
+        ("slo-curve", i, capacity_rps, wait_s, factor),
+        lambda: LateCurve(anchored(step_distribution(fc, i), factor), capacity_rps, wait_s),
     )
 
 
@@ -146,7 +190,7 @@ def peak_need(
         n = step_need(fc, i, capacity_rps, wait_s, budget, factor)
         if n > best:
             best, at = n, fc.origin_s + i * fc.step_s
-            share = late_share(anchored(step_distribution(fc, i), factor), n, capacity_rps, wait_s)
+            share = _curve(fc, i, capacity_rps, wait_s, factor).share(n)
     return best, at, share
 
 

@@ -66,4 +66,11 @@ def test_without_a_budget_each_model_plans_alone_and_the_fleet_view_says_so(tmp_
     Jobs(ctl, view, clock).tick_all()
     assert ctl.allocation is None
     doc = TestClient(create_app(view, api_token=None)).get("/v1/fleet").json()
-    assert doc == {"budget_gpus": None, "asked_gpus": None, "used_gpus": None, "clipped": [], "models": {}}
+    assert doc == {
+        "budget_gpus": None,
+        "asked_gpus": None,
+        "used_gpus": None,
+        "clipped": [],
+        "models": {},
+        "shards": None,  # one replica acts on every model
+    }

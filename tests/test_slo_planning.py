@@ -5,6 +5,7 @@ for the steps before them; and the decision says what it planned for."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from forecaster.types import Forecast
 from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan
-from planner.slo import anchor_factor, late_share, replicas_within, step_distribution
+from planner.slo import LateCurve, anchor_factor, late_share, replicas_within, step_distribution
 
 STEP = 60
 CAP = 10.0  # requests/s one replica serves
@@ -139,3 +140,47 @@ def test_a_session_under_way_is_compared_with_the_sparse_forecast_s_count_given_
     assert anchor_factor(fc, 0.0, 4 * given_any / 60, 60.0) > 2.0, "a session four times the usual"
     rate_fc = Forecast(0.0, 60, p * given_any, quantiles, "profile")
     assert anchor_factor(rate_fc, 0.0, given_any / 60, 60.0) > 2.0, "a rate forecast's mean, as before"
+
+
+def walk_alone(dist: list[tuple[float, float]], capacity_rps: float, wait_s: float, budget: float) -> int:
+    """The fewest replicas within the budget, by a walk of its own from the mean rate's count (the
+    reference a shared late curve must match)."""
+    total = sum(w * r for w, r in dist)
+    if total <= 0:
+        return 0
+    n = max(1, math.ceil(total / capacity_rps - 1e-12))
+    while late_share(dist, n, capacity_rps, wait_s) * total > budget * total + 1e-12:
+        n += 1
+    return n
+
+
+@given(
+    rates=st.lists(st.floats(0.0, 40.0), min_size=1, max_size=6),
+    capacity=st.floats(0.2, 10.0),
+    wait=st.floats(0.1, 5.0),
+    budgets=st.lists(st.floats(1e-4, 0.5), min_size=1, max_size=8),
+)
+@settings(max_examples=200)
+def test_the_budgets_of_one_step_share_its_late_curve_and_get_what_a_walk_of_their_own_gets(
+    rates: list[float], capacity: float, wait: float, budgets: list[float]
+) -> None:
+    dist = [(1.0 / len(rates), r) for r in sorted(rates)]
+    curve = LateCurve(dist, capacity, wait)
+    for budget in budgets:  # in any order: a smaller budget extends the curve, a larger one reads it
+        assert curve.replicas(budget) == replicas_within(dist, capacity, wait, budget)
+        assert abs(curve.replicas(budget) - walk_alone(dist, capacity, wait, budget)) <= 1
+
+
+@given(
+    rates=st.lists(st.floats(0.0, 40.0), min_size=1, max_size=6),
+    capacity=st.floats(0.2, 10.0),
+    wait=st.floats(0.1, 5.0),
+    extra=st.integers(0, 5),
+)
+def test_a_late_curve_gives_the_late_share_exactly_as_it_is_computed_alone(
+    rates: list[float], capacity: float, wait: float, extra: int
+) -> None:
+    dist = [(1.0 / len(rates), r) for r in sorted(rates)]
+    curve = LateCurve(dist, capacity, wait)
+    for n in range(max(1, curve.n0), max(1, curve.n0) + extra + 1):
+        assert curve.share(n) == late_share(dist, n, capacity, wait)  # equal, not close
