@@ -1,7 +1,8 @@
 """Scale: the live loop holding N models, and the nightly job fanned out on a compute backend.
 
     python -m benchmarks.bench_fleet --models 1000 [--backend local|ray] [--workers 2] [--ray-address A]
-                                     [--nightly-models 4] [--ticks 20] [--forecaster auto-fast] [--json]
+                                     [--nightly-models 4] [--ticks 20] [--forecaster auto-fast]
+                                     [--shards 12] [--replicas 3] [--json]
 
 The synthetic fleet (`synthetic_fleet(N)`: the demo's shapes, renamed and shifted), 14 days x 1 minute of
 history per model, each with an SLO target so that the nightly job is the service's full night: every
@@ -19,6 +20,8 @@ model's backtest and its tuning run (30 predictive candidates + the baselines' k
   `--ticks` control ticks of 30 s of simulated time, each timed whole (every model planned, recorded and
   applied; refreshes of the forecasts spread over the ticks as the service spreads them).
 - rss_mb: this process's peak resident memory (the live loop's; workers are separate processes).
+- shards: the same live loop as one of `--replicas` replicas sharing the fleet in `--shards` shards
+  (service/leadership.py), holding its even share: the models it acts on and its tick.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,37 @@ from tests.fakes import Clock
 
 TICK_S = 30.0
 DAY = 86_400.0
+
+
+@dataclass
+class Held:
+    """One replica's share of the shards, held as given (the Leases' part is tests/test_shards.py's)."""
+
+    shards: int
+    mine: set[int]
+    identity: str = "bench"
+    on_change: Callable[[bool], None] | None = None
+
+    def leading(self) -> bool:
+        return bool(self.mine)
+
+    def holds(self, shard: int) -> bool:
+        return shard in self.mine
+
+    def held(self) -> list[int]:
+        return sorted(self.mine)
+
+    def problem(self) -> str | None:
+        return None
+
+    def step(self) -> object:
+        return self.held()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, *, release: bool = True) -> None:
+        pass
 
 
 def peak_rss_mb() -> float:
@@ -100,6 +136,8 @@ def main() -> None:
     ap.add_argument("--nightly-models", type=int, default=4)
     ap.add_argument("--ticks", type=int, default=20)
     ap.add_argument("--forecaster", default="auto-fast")
+    ap.add_argument("--shards", type=int, default=12)
+    ap.add_argument("--replicas", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
@@ -157,6 +195,25 @@ def main() -> None:
         models_without_forecast=missing,
         rss_mb=round(peak_rss_mb(), 1),
     )
+    if args.shards > 1:  # the same fleet, one of --replicas replicas holding its even share of the shards
+        held = Held(args.shards, set(range(0, args.shards, args.replicas)))
+        ctl.leader = held
+        mine = sum(1 for name in ctl.models if ctl.acting(name))
+        times = []
+        for _ in range(args.ticks):
+            clock.t += TICK_S
+            t = time.perf_counter()
+            jobs.tick_all()
+            times.append(time.perf_counter() - t)
+        ms = np.asarray(times) * 1000
+        out["shards"] = {
+            "count": args.shards,
+            "replicas": args.replicas,
+            "held": len(held.mine),
+            "models": mine,
+            "tick_p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "tick_p99_ms": round(float(np.percentile(ms, 99)), 1),
+        }
     many.close()
     if args.json:
         print(json.dumps(out))
