@@ -80,6 +80,26 @@ class _Observed:
     duration_s: float
     since: datetime
 
+    @classmethod
+    def of(cls, lease: client.V1Lease, now: datetime, old: _Observed | None, duration_s: float) -> _Observed:
+        """The Lease as read at `now`; `old` (the record seen before, with the time it was first seen)
+        when it is unchanged."""
+        spec = lease.spec or client.V1LeaseSpec()
+        seen = cls(
+            holder=spec.holder_identity or "",
+            renew_time=spec.renew_time,
+            resource_version=(lease.metadata.resource_version if lease.metadata else None) or "",
+            duration_s=float(spec.lease_duration_seconds or duration_s),
+            since=now,
+        )
+        if old is not None and (old.holder, old.renew_time, old.resource_version) == (
+            seen.holder,
+            seen.renew_time,
+            seen.resource_version,
+        ):
+            return old  # unchanged: keep the time we first saw it
+        return seen
+
 
 class LeaseElector:
     def __init__(
@@ -141,23 +161,8 @@ class LeaseElector:
         )
 
     def _observe(self, lease: client.V1Lease, now: datetime) -> _Observed:
-        spec = lease.spec or client.V1LeaseSpec()
-        seen = _Observed(
-            holder=spec.holder_identity or "",
-            renew_time=spec.renew_time,
-            resource_version=(lease.metadata.resource_version if lease.metadata else None) or "",
-            duration_s=float(spec.lease_duration_seconds or self.duration_s),
-            since=now,
-        )
-        old = self._observed
-        if old is not None and (old.holder, old.renew_time, old.resource_version) == (
-            seen.holder,
-            seen.renew_time,
-            seen.resource_version,
-        ):
-            return old  # unchanged: keep the time we first saw it
-        self._observed = seen
-        return seen
+        self._observed = _Observed.of(lease, now, self._observed, self.duration_s)
+        return self._observed
 
     def observe(self, lease: client.V1Lease, now: datetime) -> None:
         """Note the Lease as read elsewhere (one list for many Leases), so that the time it has been seen
@@ -271,22 +276,7 @@ class Membership:
             if not name.startswith(self.prefix) or name == e.name:
                 continue
             names.add(name)
-            spec = lease.spec or client.V1LeaseSpec()
-            seen = _Observed(
-                holder=spec.holder_identity or "",
-                renew_time=spec.renew_time,
-                resource_version=(lease.metadata.resource_version if lease.metadata else None) or "",
-                duration_s=float(spec.lease_duration_seconds or e.duration_s),
-                since=now,
-            )
-            old = self._seen.get(name)
-            if old is not None and (old.holder, old.renew_time, old.resource_version) == (
-                seen.holder,
-                seen.renew_time,
-                seen.resource_version,
-            ):
-                seen = old
-            self._seen[name] = seen
+            seen = self._seen[name] = _Observed.of(lease, now, self._seen.get(name), e.duration_s)
             quiet = now - seen.since
             if seen.holder and quiet < timedelta(seconds=seen.duration_s):
                 alive.add(seen.holder)

@@ -30,8 +30,6 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,41 +41,21 @@ from service.nightly import run_night
 from service.runtime import Controller
 from service.serve import Jobs, build_demo, demo_start_s
 from service.view import ControllerView
-from tests.fakes import Clock
+from tests.fakes import Clock, HeldShards
 
 TICK_S = 30.0
 DAY = 86_400.0
 
 
-@dataclass
-class Held:
-    """One replica's share of the shards, held as given (the Leases' part is tests/test_shards.py's)."""
-
-    shards: int
-    mine: set[int]
-    identity: str = "bench"
-    on_change: Callable[[bool], None] | None = None
-
-    def leading(self) -> bool:
-        return bool(self.mine)
-
-    def holds(self, shard: int) -> bool:
-        return shard in self.mine
-
-    def held(self) -> list[int]:
-        return sorted(self.mine)
-
-    def problem(self) -> str | None:
-        return None
-
-    def step(self) -> object:
-        return self.held()
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, *, release: bool = True) -> None:
-        pass
+def timed_ticks(jobs: Jobs, clock: Clock, ticks: int) -> np.ndarray:
+    """Each of `ticks` control ticks, TICK_S apart, timed whole (ms)."""
+    times = []
+    for _ in range(ticks):
+        clock.t += TICK_S
+        t = time.perf_counter()
+        jobs.tick_all()
+        times.append(time.perf_counter() - t)
+    return np.asarray(times) * 1000
 
 
 def peak_rss_mb() -> float:
@@ -179,13 +157,7 @@ def main() -> None:
     out["first_fits_s"] = round(time.perf_counter() - t, 2)
     clock.t += TICK_S
     jobs.tick_all()  # takes the fits into use
-    times = []
-    for _ in range(args.ticks):
-        clock.t += TICK_S
-        t = time.perf_counter()
-        jobs.tick_all()
-        times.append(time.perf_counter() - t)
-    ms = np.asarray(times) * 1000
+    ms = timed_ticks(jobs, clock, args.ticks)
     missing = sum(1 for r in ctl.models.values() if r.forecast is None)
     out.update(
         tick_p50_ms=round(float(np.percentile(ms, 50)), 1),
@@ -196,16 +168,10 @@ def main() -> None:
         rss_mb=round(peak_rss_mb(), 1),
     )
     if args.shards > 1:  # the same fleet, one of --replicas replicas holding its even share of the shards
-        held = Held(args.shards, set(range(0, args.shards, args.replicas)))
+        held = HeldShards(args.shards, set(range(0, args.shards, args.replicas)), members=())
         ctl.leader = held
         mine = sum(1 for name in ctl.models if ctl.acting(name))
-        times = []
-        for _ in range(args.ticks):
-            clock.t += TICK_S
-            t = time.perf_counter()
-            jobs.tick_all()
-            times.append(time.perf_counter() - t)
-        ms = np.asarray(times) * 1000
+        ms = timed_ticks(jobs, clock, args.ticks)
         out["shards"] = {
             "count": args.shards,
             "replicas": args.replicas,

@@ -44,6 +44,24 @@ class Leadership(Protocol):
     def stop(self, *, release: bool = True) -> None: ...
 
 
+def _renewing(
+    step: Callable[[], object], period_s: float, stop: threading.Event, name: str
+) -> threading.Thread:
+    """A daemon thread running `step` every `period_s` until `stop` is set."""
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                step()
+            except Exception:  # a broken attempt must not end the loop: the next one may work
+                log.exception("lease renew attempt failed", extra={"loop": name})
+            stop.wait(period_s)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 class LeaderLoop:
     def __init__(
         self,
@@ -103,16 +121,7 @@ class LeaderLoop:
         return now_leading
 
     def start(self) -> None:
-        def run() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.step()
-                except Exception:  # a broken attempt must not end the loop: the next one may work
-                    log.exception("leader election attempt failed")
-                self._stop.wait(self.elector.retry_period_s)
-
-        self._thread = threading.Thread(target=run, name="prewarm-leader", daemon=True)
-        self._thread.start()
+        self._thread = _renewing(self.step, self.elector.retry_period_s, self._stop, "prewarm-leader")
 
     def stop(self, *, release: bool = True) -> None:
         """Stop renewing; with `release`, give the Lease up so a standby takes over at once."""
@@ -254,16 +263,7 @@ class ShardLoop:
         return sorted(held)
 
     def start(self) -> None:
-        def run() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.step()
-                except Exception:  # a broken round must not end the loop: the next one may work
-                    log.exception("shard lease round failed")
-                self._stop.wait(self.membership.own.retry_period_s)
-
-        self._thread = threading.Thread(target=run, name="prewarm-shards", daemon=True)
-        self._thread.start()
+        self._thread = _renewing(self.step, self.membership.own.retry_period_s, self._stop, "prewarm-shards")
 
     def stop(self, *, release: bool = True) -> None:
         """Stop renewing; with `release`, give every Lease up so the other members take the shards at once."""

@@ -6,8 +6,6 @@ through the official client, with the permissions of the Role prewarm ships; tim
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from service.config import ConfigError, parse_config
 from service.leadership import ShardLoop, assign, shard_of
 from service.serve import Jobs, build_demo, demo_start_s
 from service.view import ControllerView
-from tests.fakes import Clock
+from tests.fakes import Clock, HeldShards
 from tests.kube_cluster import KubeCluster
 from tests.test_kube_real import RBAC_YAML, Kube, service_account_with
 
@@ -148,35 +146,6 @@ def test_models_hash_to_shards_stably_and_about_evenly() -> None:
     counts = Counter(shard_of(n, 12) for n in names)
     assert sorted(counts) == list(range(12)) and max(counts.values()) < 1.3 * min(counts.values())
     assert (shard_of("llm", 12), shard_of("chat-large", 12)) == (0, 7)  # crc32: the same in every process
-
-
-@dataclass
-class HeldShards:
-    """The Leadership port, held as told: a hand-written fake of ShardLoop for the service's side."""
-
-    shards: int
-    mine: set[int]
-    identity: str = "pod-a"
-    on_change: Callable[[bool], None] | None = None
-    members: tuple[str, ...] = ("pod-a", "pod-b")
-
-    def leading(self) -> bool:
-        return bool(self.mine)
-
-    def holds(self, shard: int) -> bool:
-        return shard in self.mine
-
-    def held(self) -> list[int]:
-        return sorted(self.mine)
-
-    def problem(self) -> str | None:
-        return None
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, *, release: bool = True) -> None:
-        self.mine = set()
 
 
 def test_a_replica_plans_refreshes_and_reports_only_the_models_of_the_shards_it_holds(tmp_path: Path) -> None:
