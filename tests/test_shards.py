@@ -117,6 +117,13 @@ def test_a_replica_that_stops_cleanly_hands_its_shards_over_at_the_next_renew(ku
     assert a.held() == []
     b.step()  # a's membership Lease is released: b is alone, and a's shard Leases are free
     assert b.held() == list(range(SHARDS))
+    # a gone for good: once b has seen its membership Lease unchanged for 20 lease durations, b deletes it
+    now[0] += 20 * DURATION_S + RETRY_S
+    b.step()
+    names = {lease.metadata.name for lease in kube.coord.list_namespaced_lease(kube.ns).items}
+    assert member_lease_name("prewarm", b.identity) in names
+    assert member_lease_name("prewarm", a.identity) not in names
+    assert b.held() == list(range(SHARDS))
 
 
 @given(
