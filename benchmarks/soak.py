@@ -267,17 +267,13 @@ def check(
     db = sqlite3.connect(cfg.store)
     ids = {i for (i,) in db.execute("SELECT id FROM decisions WHERE id <= ?", (committed_before_kill,))}
     lost = committed_before_kill - len(ids)
-    rows = [  # a decision stored as a patch of its base is read back whole (service/store.py)
-        (
-            model,
-            at_s,
-            current,
-            desired,
-            patched(json.loads(base), json.loads(rec)) if base else json.loads(rec),
-        )
+    # a decision stored as a patch of its base is read back whole (service/store.py), each base parsed once
+    bases = {i: json.loads(rec) for i, rec in db.execute("SELECT id, record FROM decision_bases")}
+    rows = [
+        (model, at_s, current, desired, patched(bases[base], json.loads(rec)) if base else json.loads(rec))
         for model, at_s, current, desired, rec, base in db.execute(
-            "SELECT d.model, d.at_s, d.current_replicas, d.desired_replicas, d.record, b.record "
-            "FROM decisions d LEFT JOIN decision_bases b ON b.id = d.base_id ORDER BY d.model, d.at_s"
+            "SELECT model, at_s, current_replicas, desired_replicas, record, base_id FROM decisions "
+            "ORDER BY model, at_s"
         )
     ]
     down_on_missing = []

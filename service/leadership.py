@@ -173,7 +173,7 @@ def _holder(lease: Any) -> str:
 
 class ShardLoop:
     """Several prewarm replicas sharing one fleet: models hash to `shards` shards, each with a Lease of its
-    own (`<lease_name>-<k>`), and each replica holds the shards that rendezvous hashing gives it among the
+    own (`<lease_name>-<k>`), and each replica holds the shards `assign` gives it among the
     live members (service replicas renewing a membership Lease each: actuator/leader.py Membership).
 
     Every `retry_period_s` the loop renews its membership, reads every Lease of the namespace in one list,

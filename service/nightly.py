@@ -152,9 +152,7 @@ def run_night(
     never raised."""
     tasks: list[tuple[tuple[str, ...], Task]] = []
     done: dict[str, dict[str, Outcome]] = {job: {} for job in JOBS}
-    for name in ctl.models:
-        if not ctl.acting(name):  # another replica's shard: its night runs there
-            continue
+    for name in ctl.acting_names():  # another replica's shards' nights run there
         jobs = tuple(
             j
             for j, on in (

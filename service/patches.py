@@ -9,6 +9,7 @@ recomputed). Records of another shape (a stage more or less, an input added) get
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,26 +41,18 @@ def _diff(a: Any, b: Any, path: Path, out: Patch, limit: int) -> bool:
         return len(out) <= limit
     for k, v in pairs:
         w = b[k]
+        # 1 and 1.0 are equal, and written differently: a changed type is a changed value
         if (v != w or type(v) is not type(w)) and not _diff(v, w, [*path, k], out, limit):
-            return False  # 1 and 1.0 are equal, and written differently
+            return False
     return True
 
 
 def apply(base: Mapping[str, Any], patch: Patch) -> dict[str, Any]:
     """`base` with every value of `patch` set (the base itself is left as it was)."""
-    out = _copy(base)
+    out = copy.deepcopy(dict(base))
     for path, value in patch:
         node = out
         for key in path[:-1]:
             node = node[key]
         node[path[-1]] = value
-    assert isinstance(out, dict)
     return out
-
-
-def _copy(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _copy(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_copy(x) for x in v]
-    return v

@@ -259,13 +259,19 @@ class Controller:
 
     def shard(self, name: str) -> int:
         """The shard of the model (0 with one shard)."""
-        shards = self.leader.shards if self.leader is not None else 1
-        return shard_of(name, shards) if shards > 1 else 0
+        return shard_of(name, self.leader.shards if self.leader is not None else 1)
 
     def acting(self, name: str) -> bool:
         """Whether this replica plans the model: always with one shard (a standby plans every model and
         skips the writes, ready to take over), else only while it holds the model's shard."""
         return self.leader is None or self.leader.shards == 1 or self.leader.holds(self.shard(name))
+
+    def acting_names(self) -> list[str]:
+        """The models this replica plans (as `acting`), the held shards read once for all of them."""
+        if self.leader is None or self.leader.shards == 1:
+            return list(self.models)
+        held = set(self.leader.held())
+        return [name for name in self.models if self.shard(name) in held]
 
     def budget_share(self) -> float:
         """This replica's part of the fleet's GPU budget: with shards, the held shards' models' share of the
@@ -463,7 +469,7 @@ class Controller:
         budget = self.budget.read(now_s) if self.budget is not None else None
         if budget is not None:
             budget *= self.budget_share()
-        self._tick([name for name in self.models if self.acting(name)], now_s, budget=budget)
+        self._tick(self.acting_names(), now_s, budget=budget)
 
     @property
     def gpu_budget(self) -> float | None:

@@ -248,8 +248,9 @@ class Jobs:
         now = self.clock()
         n = len(self.ctl.models)
         fresh = set(self._collect(now))
+        acting = set(self.ctl.acting_names())
         for i, name in enumerate(self.ctl.models):
-            if name in fresh or not self.ctl.acting(name):  # another replica's shard: it refreshes it
+            if name in fresh or name not in acting:  # another replica's shard: it refreshes it
                 continue
             if name not in self.last_refit or now - self.last_refit[name] >= self.ctl.refit_every_s:
                 first = name not in self.last_refit

@@ -166,7 +166,7 @@ class DecisionStore:
             for index in table.indexes:
                 index.create(self.engine, checkfirst=True)
         if "base_id" not in {c["name"] for c in inspect(self.engine).get_columns("decisions")}:
-            with self.engine.begin() as conn:  # a database from before repeats were stored compactly
+            with self.engine.begin() as conn:  # a database from before decisions were stored as patches
                 conn.execute(text("ALTER TABLE decisions ADD COLUMN base_id INTEGER"))
         self._bases: dict[str, _Base] = {}  # each model's newest base this process stored
 
@@ -200,9 +200,9 @@ class DecisionStore:
 
     def record_many(self, items: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]) -> list[int]:
         """Store one tick's decisions of many models, each with the planner state it produced, in one
-        transaction (one commit for a thousand models, not a thousand); returns their ids in order. A
-        decision equal to its model's newest full one but for the time it was made (most ticks of a steady
-        model) is stored as a repeat of it: its columns, and no record."""
+        transaction (one commit for a thousand models, not a thousand); returns their ids in order. Each
+        decision is stored as a patch of its model's newest base record (service/patches.py); one of another
+        shape, or with more than PATCH_LIMIT values changed, becomes a new base (its own patch empty)."""
         if not items:
             return []
         patches = [
