@@ -1,8 +1,9 @@
 """Scale: the live loop holding N models, and the nightly job fanned out on a compute backend.
 
     python -m benchmarks.bench_fleet --models 1000 [--backend local|ray] [--workers 2] [--ray-address A]
-                                     [--nightly-models 4] [--ticks 20] [--forecaster auto-fast]
-                                     [--shards 12] [--replicas 3] [--json]
+                                     [--ray-nodes 3] [--nightly-models 4] [--ticks 20]
+                                     [--forecaster auto-fast] [--shards 12] [--replicas 3]
+                                     [--night-beside-tick] [--json]
 
 The synthetic fleet (`synthetic_fleet(N)`: the demo's shapes, renamed and shifted), 14 days x 1 minute of
 history per model, each with an SLO target so that the nightly job is the service's full night: every
@@ -15,11 +16,19 @@ model's backtest and its tuning run (30 predictive candidates + the baselines' k
   `per_model_s` is one worker's time per model for a steady night (the second), `first_night_per_model_s`
   for the first (a new fleet, or a changed configuration); `speedup_vs_1_worker` the ratio of the first
   nights (the most work to divide); `identical_to_serial` whether both pairs' documents are equal; and
-  `projected_nightly_s` the whole fleet's steady night on `--workers`.
+  `projected_nightly_s` the whole fleet's steady night on `--workers`. With `--ray-nodes N` the nights
+  run on a Ray cluster started here, a head and N-1 worker nodes of one CPU each, each its own
+  `ray start` (or pass a running one's `--ray-address`); the one-worker pair then runs serially in this
+  process, the reference the cluster's documents must equal.
 - tick: the live loop holding all N models (full fits on the backend first, as the service starts), then
   `--ticks` control ticks of 30 s of simulated time, each timed whole (every model planned, recorded and
   applied; refreshes of the forecasts spread over the ticks as the service spreads them).
 - rss_mb: this process's peak resident memory (the live loop's; workers are separate processes).
+- tick_beside_night (`--night-beside-tick`, local backend): the service runs the tick and the night in
+  one process and its pool. A first night of `--workers` models runs on a pool of `--workers` workers in a
+  thread while the live loop ticks; once with the workers at niceness 0 and once at the default
+  `compute.worker_nice`: each the tick's p50/p99 beside the night, its ratio to the idle tick's, and the
+  night's seconds.
 - shards: the same live loop as one of `--replicas` replicas sharing the fleet in `--shards` shards
   (service/leadership.py), holding its even share: the models it acts on and its tick.
 """
@@ -27,8 +36,10 @@ model's backtest and its tuning run (30 predictive candidates + the baselines' k
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +47,9 @@ from typing import Any
 import numpy as np
 
 from compute.base import Compute, Outcome
+from compute.local import LocalCompute
 from forecaster.sources.synthetic import synthetic_fleet
+from service.config import ComputeConfig
 from service.nightly import run_night
 from service.runtime import Controller
 from service.serve import Jobs, build_demo, demo_start_s
@@ -111,6 +124,8 @@ def main() -> None:
     ap.add_argument("--backend", choices=("local", "ray"), default="local")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ray-address", default=None)
+    ap.add_argument("--ray-nodes", type=int, default=0, help="start a Ray cluster of this many nodes here")
+    ap.add_argument("--night-beside-tick", action="store_true")
     ap.add_argument("--nightly-models", type=int, default=4)
     ap.add_argument("--ticks", type=int, default=20)
     ap.add_argument("--forecaster", default="auto-fast")
@@ -118,12 +133,27 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.ray_nodes:
+            from tests.ray_harness import ray_head
+
+            head = stack.enter_context(ray_head(cpus=1, worker_nodes=args.ray_nodes - 1))
+            args.backend, args.ray_address, args.workers = "ray", head.address, args.ray_nodes
+        out = run(args)
+    if args.json:
+        print(json.dumps(out))
+        return
+    for k, v in out.items():
+        print(f"{k:24s} {v}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     start = demo_start_s()
     out: dict[str, Any] = {"models": args.models, "backend": args.backend, "workers": args.workers}
 
-    # -- two nights of a sample of the fleet, on one worker and on --workers
-    one = backend(args.backend, 1, args.ray_address)
+    # -- two nights of a sample of the fleet, on one worker and on --workers (on a cluster: serially here)
+    one = LocalCompute(1) if args.ray_address else backend(args.backend, 1, None)
     a1, a2, serial = two_nights(args.nightly_models, args.forecaster, tmp / "night1.db", one, start)
     if args.backend == "ray" and args.ray_address is None:
         one.close()  # a fresh local Ray with --workers CPUs next
@@ -180,12 +210,43 @@ def main() -> None:
             "tick_p50_ms": round(float(np.percentile(ms, 50)), 1),
             "tick_p99_ms": round(float(np.percentile(ms, 99)), 1),
         }
+    if args.night_beside_tick and args.backend == "local":
+        idle = out["tick_p99_ms"]
+        out["tick_beside_night"] = {
+            f"nice_{nice}": tick_beside_night(jobs, clock, args, nice, tmp / f"beside{nice}.db", idle)
+            for nice in (0, ComputeConfig().worker_nice)
+        }
     many.close()
-    if args.json:
-        print(json.dumps(out))
-        return
-    for k, v in out.items():
-        print(f"{k:24s} {v}")
+    return out
+
+
+def tick_beside_night(
+    jobs: Jobs, clock: Clock, args: argparse.Namespace, nice: int, store: Path, idle_p99_ms: float
+) -> dict[str, Any]:
+    """The live loop's ticks while a first night of --workers models fills a pool of --workers workers at
+    niceness `nice` (in a thread of this process, as the service runs it)."""
+    pool = LocalCompute(args.workers, nice=nice)
+    sample = fleet(args.workers, args.forecaster, store, Clock(clock.t), None)
+    took: list[float] = []
+
+    def night_now() -> None:
+        took.append(night(sample, pool, clock.t)[0])
+
+    thread = threading.Thread(target=night_now)
+    thread.start()
+    times = []
+    while thread.is_alive() and len(times) < args.ticks:
+        times.extend(timed_ticks(jobs, clock, 1))
+    thread.join()
+    pool.close()
+    ms = np.asarray(times)
+    return {
+        "ticks": len(times),
+        "tick_p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "tick_p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "tick_p99_vs_idle": round(float(np.percentile(ms, 99)) / idle_p99_ms, 3),
+        "night_s": round(took[0], 1),
+    }
 
 
 if __name__ == "__main__":

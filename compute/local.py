@@ -18,6 +18,13 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def _lower_priority(nice: int) -> None:
+    """A pool worker's initializer: run below the process that owns the pool (the service's control tick)
+    so that a night of backtests on every core leaves the tick its CPU; idle cores still go to the night."""
+    if nice:
+        os.nice(nice)
+
+
 def _attempt(task: Task) -> Outcome:
     """One attempt in a worker: an exception comes back as an outcome (the parent decides on retries)."""
     return run_with_retries(task, 0)
@@ -57,11 +64,16 @@ class _Submitted:
 class LocalCompute:
     backend = "local"
 
-    def __init__(self, workers: int | None = None, *, retries: int = DEFAULT_RETRIES) -> None:
+    def __init__(
+        self, workers: int | None = None, *, retries: int = DEFAULT_RETRIES, nice: int = 0
+    ) -> None:
         self.workers = default_workers() if workers is None else workers
         if self.workers < 1:
             raise ValueError(f"compute.workers={self.workers} must be >= 1")
+        if not 0 <= nice <= 19:
+            raise ValueError(f"compute.worker_nice={nice} must be within [0, 19]")
         self.retries = retries
+        self.nice = nice  # the pool's workers only: a serial backend runs in the caller's own process
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -69,7 +81,9 @@ class LocalCompute:
             # forkserver: workers start from a clean process, not a fork of one running threads (the
             # scheduler, uvicorn), and import the task's module by name
             ctx = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=ctx, initializer=_lower_priority, initargs=(self.nice,)
+            )
         return self._pool
 
     def _pool_submit(self, task: Task) -> Future[Outcome]:

@@ -228,12 +228,17 @@ def build_from_config(
 
 
 def build_compute(
-    backend: str = "local", *, workers: int | None = None, ray_address: str | None = None, retries: int = 2
+    backend: str = "local",
+    *,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    retries: int = 2,
+    worker_nice: int = 0,
 ) -> Compute:
     """The compute backend (compute/): the one place that chooses it. `ray` is imported only here and only
     when asked for; `ray_address` "auto" reads RAY_ADDRESS."""
     if backend == "local":
-        return LocalCompute(workers, retries=retries)
+        return LocalCompute(workers, retries=retries, nice=worker_nice)
     if backend == "ray":
         try:
             from compute.ray_backend import RayCompute
@@ -248,7 +253,9 @@ def build_compute(
 
 def compute_from_config(cfg: PrewarmConfig) -> Compute:
     c = cfg.compute
-    return build_compute(c.backend, workers=c.workers, ray_address=c.ray_address, retries=c.retries)
+    return build_compute(
+        c.backend, workers=c.workers, ray_address=c.ray_address, retries=c.retries, worker_nice=c.worker_nice
+    )
 
 
 def _history(source: PrometheusSource, name: str) -> Callable[[float], TrafficSeries]:

@@ -387,6 +387,13 @@ class ComputeConfig(_Strict):
         None, description="Ray cluster address (host:port or ray://...); auto: RAY_ADDRESS; null: start one"
     )
     retries: int = Field(2, ge=0, le=10, description="attempts after the first for a failed or lost task")
+    worker_nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="local workers' niceness: the control tick in the service's own process runs first when "
+        "a night fills every core (0: equal priority)",
+    )
 
     @model_validator(mode="after")
     def _ray_only(self) -> ComputeConfig:

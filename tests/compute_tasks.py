@@ -35,3 +35,24 @@ def die_first(flag: str, value: int) -> int:
 
 def always_die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def niceness() -> int:
+    """The niceness of the process that runs the task."""
+    return os.nice(0)
+
+
+def node_once_all_run(folder: str, key: str, count: int) -> str:
+    """The Ray node that runs this task, returned once `count` such tasks run at the same time (each leaves
+    a file in `folder`): on nodes of one CPU each, that many at once are on that many nodes."""
+    import time
+
+    import ray
+
+    Path(folder, key).write_text("running")
+    deadline = time.monotonic() + 120
+    while len(list(Path(folder).iterdir())) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(list(Path(folder).iterdir()))} of {count} tasks ever ran at once")
+        time.sleep(0.05)
+    return str(ray.get_runtime_context().get_node_id())

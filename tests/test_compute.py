@@ -4,6 +4,7 @@ and the night's backtests and tuning runs are identical whichever backend runs t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,8 +35,9 @@ def pool() -> Iterator[LocalCompute]:
 
 @pytest.fixture(scope="module")
 def ray_compute() -> Iterator[Compute]:
-    """A real Ray head on 127.0.0.1 (as a cluster would run it), reached by its address."""
-    with ray_head() as head:
+    """A real Ray cluster of three nodes on 127.0.0.1 (a head and two worker nodes, one CPU each, each its
+    own `ray start`), reached by the head's address."""
+    with ray_head(cpus=1, worker_nodes=2) as head:
         from compute.ray_backend import RayCompute
 
         compute = RayCompute(head.address, retries=1)
@@ -66,6 +68,21 @@ def test_the_pool_returns_what_serial_does(pool: LocalCompute) -> None:
     assert pool.map(squares()) == LocalCompute(workers=1).map(squares())
 
 
+def test_pool_workers_run_below_the_process_that_owns_them_and_the_serial_backend_in_it() -> None:
+    mine = os.nice(0)
+    low = LocalCompute(workers=2, nice=10)
+    try:
+        assert {o.value for o in low.map([Task(f"m{i}", ct.niceness) for i in range(4)])} == {
+            min(19, mine + 10)
+        }
+    finally:
+        low.close()
+    (serial,) = LocalCompute(workers=1, nice=10).map([Task("m", ct.niceness)])
+    assert serial.value == mine  # one worker runs the tasks in the caller: the caller's priority is its own
+    with pytest.raises(ValueError, match=r"compute.worker_nice=20 must be within \[0, 19\]"):
+        LocalCompute(workers=2, nice=20)
+
+
 def test_a_killed_pool_worker_is_replaced_and_its_task_retried(tmp_path: Path, pool: LocalCompute) -> None:
     out = pool.map([Task("lost", ct.die_first, (str(tmp_path / "flag"), 5)), *squares()])
     assert out[0].ok and out[0].value == 5 and out[0].attempts == 2
@@ -76,6 +93,15 @@ def test_a_task_that_always_kills_its_worker_is_recorded_and_the_rest_complete(p
     out = pool.map([*squares(), Task("doomed", ct.always_die)])
     assert not out[-1].ok and "worker lost" in out[-1].error and out[-1].attempts == 2
     assert pool.map(squares())[5].value == 25  # the pool is usable after
+
+
+def test_the_ray_cluster_runs_tasks_on_each_of_its_three_nodes(tmp_path: Path, ray_compute: Compute) -> None:
+    assert ray_compute.workers == 3
+    out = ray_compute.map(
+        [Task(f"m{i}", ct.node_once_all_run, (str(tmp_path), f"m{i}", 3)) for i in range(3)]
+    )
+    assert all(o.ok for o in out), [o.error for o in out]
+    assert len({o.value for o in out}) == 3  # one CPU per node: three at once is one on each
 
 
 def test_ray_runs_the_same_tasks_to_the_same_results(tmp_path: Path, ray_compute: Compute) -> None:

@@ -170,6 +170,11 @@ def test_a_fleet_budget_outside_its_range_is_refused() -> None:
             {"retries": 11}, "compute.retries=11: Input should be less than or equal to 10", id="retries"
         ),
         pytest.param(
+            {"worker_nice": 20},
+            "compute.worker_nice=20: Input should be less than or equal to 19",
+            id="worker-nice",
+        ),
+        pytest.param(
             {"ray_address": "10.0.0.1:6379"},
             "ray_address='10.0.0.1:6379' needs backend: ray (backend is 'local')",
             id="address-without-ray",
