@@ -105,6 +105,8 @@ def trailing_dropout(
     # over arrays: a model of the long tail holds hours of trailing zeros, and this runs for every model at
     # every tick (element by element it was two fifths of a 1,000-model tick)
     v = history.values
+    if v[-1] > 0:
+        return None  # the newest count is positive: no run of zeros reaches the present (most ticks)
     positive = np.flatnonzero(v > 0)  # zeros and NaN gaps continue the run; any positive count ends it
     i = int(positive[-1]) + 1 if positive.size else 0
     zero_idx = i + np.flatnonzero(v[i:] == 0)

@@ -139,6 +139,53 @@ class StoredDecision:
     actuation: dict[str, Any] | None
 
 
+class _SqliteBulk:
+    """A tick's writes on SQLite as plain statements run many times by the driver: SQLAlchemy's executemany
+    builds and type-processes every row's parameters, which cost more per model than planning it. The same
+    rows and JSON text as the SQLAlchemy path (a test compares the two)."""
+
+    DECISION_COLUMNS = (
+        "model, at_s, valid, current_replicas, raw_replicas, desired_replicas, reason, record, actuation, "
+        "base_id"
+    )
+
+    @staticmethod
+    def insert(
+        conn: Any,
+        items: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+        rows: list[dict[str, Any]],
+    ) -> list[int]:
+        # JSON first: a value that cannot be stored fails the batch before any row is written. No actuation
+        # yet is JSON null, as SQLAlchemy's JSON type writes None
+        values = [
+            (
+                r["model"], r["at_s"], int(r["valid"]), r["current_replicas"], r["raw_replicas"],
+                r["desired_replicas"], r["reason"], json.dumps(r["record"]), "null", r["base_id"],
+            )
+            for r in rows
+        ]  # fmt: skip
+        states = [(model, json.dumps(dict(state)), float(d["at_s"])) for model, d, state in items]
+        conn.exec_driver_sql(
+            f"INSERT INTO decisions ({_SqliteBulk.DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+        # this transaction holds SQLite's write lock from its first insert, and a rowid table gives each
+        # new row the largest rowid + 1: the rows just written are the newest len(rows) ids, in order
+        top = int(conn.exec_driver_sql("SELECT max(id) FROM decisions").scalar_one())
+        conn.exec_driver_sql(
+            "INSERT INTO planner_states (model, state, updated_at_s) VALUES (?, ?, ?) ON CONFLICT(model) "
+            "DO UPDATE SET state = excluded.state, updated_at_s = excluded.updated_at_s",
+            states,
+        )
+        return list(range(top - len(rows) + 1, top + 1))
+
+    @staticmethod
+    def set_actuations(conn: Any, results: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+        conn.exec_driver_sql(
+            "UPDATE decisions SET actuation = ? WHERE id = ?", [(json.dumps(dict(a)), i) for i, a in results]
+        )
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(conn: Any, _record: Any) -> None:
@@ -169,6 +216,9 @@ class DecisionStore:
             with self.engine.begin() as conn:  # a database from before decisions were stored as patches
                 conn.execute(text("ALTER TABLE decisions ADD COLUMN base_id INTEGER"))
         self._bases: dict[str, _Base] = {}  # each model's newest base this process stored
+        self.bulk_sql = (
+            sqlite  # the tick's writes as plain SQLite statements (_SqliteBulk); else SQLAlchemy's
+        )
 
     def record(
         self,
@@ -228,7 +278,7 @@ class DecisionStore:
                 }
                 for (model, d, _), p in zip(items, patches, strict=True)
             ]
-            ids = self._insert_many(conn, items, rows)
+            ids = (_SqliteBulk.insert if self.bulk_sql else self._insert_many)(conn, items, rows)
         self._bases.update(bases)  # committed: later decisions may be patches of them
         return ids
 
@@ -275,6 +325,9 @@ class DecisionStore:
         if not results:
             return
         with self.engine.begin() as conn:
+            if self.bulk_sql:
+                _SqliteBulk.set_actuations(conn, results)
+                return
             conn.execute(
                 update(decisions)
                 .where(decisions.c.id == bindparam("decision_id"))

@@ -120,12 +120,51 @@ def test_a_ticks_decisions_of_many_models_are_stored_in_order_with_their_states(
     assert store.record_many([]) == []
 
 
-def test_a_failed_batch_stores_none_of_its_decisions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bulk_sql", [True, False], ids=["sqlite-statements", "sqlalchemy"])
+def test_a_failed_batch_stores_none_of_its_decisions(tmp_path: Path, bulk_sql: bool) -> None:
     store = DecisionStore(f"sqlite:///{tmp_path / 'p.db'}")
+    store.bulk_sql = bulk_sql
     unstorable = {"recommendations": object()}  # fails inside the transaction, after the decisions' insert
     with pytest.raises(Exception, match="JSON serializable"):
         store.record_many([("a", decision(30.0), {}), ("b", decision(30.0), unstorable)])
     assert store.decisions("a") == [] and store.decisions("b") == [] and store.state("a") is None
+
+
+def test_the_ticks_sqlite_statements_write_the_rows_sqlalchemy_writes(tmp_path: Path) -> None:
+    """The tick's writes as plain SQLite statements (ids, JSON text, states inserted and updated, patches and
+    new bases, actuations) leave the database byte for byte as SQLAlchemy's executemany does."""
+    tables = []
+    for bulk_sql in (False, True):
+        path = tmp_path / f"{bulk_sql}.db"
+        store = DecisionStore(f"sqlite:///{path}")
+        store.bulk_sql = bulk_sql
+        store.record("b", decision(0.0), None, {"recommendations": [[0.0, 1]], "scale_events": []})
+        for t in range(5):
+            at = 30.0 * t
+            made = [
+                (
+                    m,
+                    steady(at, desired=5 if (t, m) == (3, "a") else 3, observed=10.0 + t),
+                    {"recommendations": [[at, t]]},
+                )
+                for m in ("a", "b", "c")
+            ]
+            if t == 2:
+                made.append(("c", {**steady(at), "steps": []}, {}))  # another shape: a new base mid-batch
+            ids = store.record_many(made)
+            assert ids == list(range(ids[0], ids[0] + len(made)))
+            assert [store.decision(i).record for i in ids] == [dict(d) for _, d, _ in made]  # type: ignore[union-attr]
+            store.set_actuations(
+                [(ids[0], {"outcome": "applied", "tick": t}), (ids[-1], {"outcome": "failed"})]
+            )
+        with sqlite3.connect(path) as con:
+            tables.append(
+                [
+                    list(con.execute(f"SELECT * FROM {t} ORDER BY 1"))
+                    for t in ("decisions", "decision_bases", "planner_states")
+                ]
+            )
+    assert tables[0] == tables[1] and len(tables[0][0]) == 17
 
 
 def steady(at_s: float, desired: int = 3, observed: float = 10.0) -> dict[str, Any]:
