@@ -216,9 +216,8 @@ class DecisionStore:
             with self.engine.begin() as conn:  # a database from before decisions were stored as patches
                 conn.execute(text("ALTER TABLE decisions ADD COLUMN base_id INTEGER"))
         self._bases: dict[str, _Base] = {}  # each model's newest base this process stored
-        self.bulk_sql = (
-            sqlite  # the tick's writes as plain SQLite statements (_SqliteBulk); else SQLAlchemy's
-        )
+        # the tick's writes as plain SQLite statements (_SqliteBulk); on another database, SQLAlchemy's
+        self.bulk_sql = sqlite
 
     def record(
         self,
