@@ -50,6 +50,7 @@ from compute.base import Compute, Outcome
 from compute.local import LocalCompute
 from forecaster.sources.synthetic import synthetic_fleet
 from service.config import ComputeConfig
+from service.heap import Heap
 from service.nightly import run_night
 from service.runtime import Controller
 from service.serve import Jobs, build_demo, demo_start_s
@@ -178,7 +179,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # -- the live loop holding every model
     clock = Clock(start)
     ctl = fleet(args.models, args.forecaster, tmp / "live.db", clock, many)
-    jobs = Jobs(ctl, ControllerView(ctl, clock), clock, compute=many)
+    heap = Heap()  # as the service runs the tick: the garbage collector after it, not inside it
+    jobs = Jobs(ctl, ControllerView(ctl, clock), clock, compute=many, heap=heap)
     t = time.perf_counter()
     jobs.tick_all()  # submits every model's first full fit
     for r in ctl.models.values():

@@ -95,6 +95,7 @@ def child(cfg: SoakConfig, resume: bool) -> None:
     from forecaster.sources.synthetic import synthetic_fleet
     from forecaster.types import TrafficSeries
     from planner.explain import Decision
+    from service.heap import Heap
     from service.runtime import SimulatedFleet
     from service.serve import Jobs, build_demo, demo_start_s
     from service.view import ControllerView
@@ -187,7 +188,7 @@ def child(cfg: SoakConfig, resume: bool) -> None:
             return self.inner.cold_starts(target)
 
     ctl.actuator.inner = StormyFleet(ctl.actuator.inner)  # type: ignore[arg-type,assignment]
-    jobs = Jobs(ctl, ControllerView(ctl, clock), clock, compute=compute)
+    jobs = Jobs(ctl, ControllerView(ctl, clock), clock, compute=compute, heap=Heap())
     n_ticks = cfg.days * DAY // cfg.tick_s
     db = sqlite3.connect(cfg.store)
 
@@ -212,6 +213,7 @@ def child(cfg: SoakConfig, resume: bool) -> None:
             break
         say(event="tick", tick=k)  # the parent may kill here: mid-tick
         jobs.tick_all()
+        jobs.collect()  # the service's collector between ticks (finished fits, the hourly full collection)
         if k == faults.kill_worker_tick and compute._pool is not None:
             victim = next(iter(compute._pool._processes))  # a worker running tonight's full fits
             os.kill(victim, signal.SIGKILL)

@@ -9,6 +9,7 @@ forecasts, pre-warming ahead of the daily peak and explained decisions within a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -31,6 +32,7 @@ from forecaster.sources.synthetic import DEFAULT_START_S, DEMO_FLEET, SyntheticS
 from forecaster.types import SECONDS_PER_DAY
 from planner import PlannerSpec, untuned_late_budget
 from service.budget import BudgetSource
+from service.heap import Heap
 from service.logs import configure as configure_logging
 from service.nightly import SERIAL, run_night
 from service.runtime import Controller, JobStatus, ModelRuntime, SimulatedFleet
@@ -145,8 +147,10 @@ class Jobs:
         backtest_days: float = 14.0,
         grid: TuningGrid | None = None,
         compute: Compute = SERIAL,
+        heap: Heap | None = None,
     ) -> None:
         self.ctl, self.view, self.clock = ctl, view, clock
+        self.heap = heap  # the garbage collector kept out of the tick (service/heap.py); None: CPython's own
         self.last_refit: dict[str, float] = {}
         self.nightly_hour_utc, self.backtest_days, self.grid = nightly_hour_utc, backtest_days, grid
         self.compute = compute
@@ -227,6 +231,10 @@ class Jobs:
             self._lock.release()
 
     def _collect(self, now: float) -> list[str]:
+        if self.heap is not None and self.heap.full_pass_if_due(now):
+            log.info(
+                "full garbage collection between ticks", extra={"seconds": round(self.heap.full_pass_s, 3)}
+            )
         done = []
         for name, r in self.ctl.models.items():
             if name not in self.last_refit or not self.ctl.acting(name):
@@ -241,7 +249,7 @@ class Jobs:
     def tick_all(self) -> None:
         """Refresh the models whose forecasts are due, then one control tick for every model (recorded in
         one transaction, applied, each actuation recorded: service/runtime.py)."""
-        with self._lock:
+        with self._lock, self.heap.quiet(self.clock()) if self.heap is not None else contextlib.nullcontext():
             self._tick_all()
 
     def _tick_all(self) -> None:
@@ -385,6 +393,7 @@ def serve_config(path: Any, *, overrides: dict[str, Any] | None = None) -> None:
         nightly_hour_utc=cfg.schedules.backtest_hour_utc,
         backtest_days=cfg.schedules.backtest_days,
         compute=backend,
+        heap=Heap(),
     )
     view.jobs.setdefault("nightly_backtest", JobStatus())
     purge = view.jobs.setdefault("retention", JobStatus())
@@ -451,7 +460,7 @@ def serve(
     ctl = build_demo(clock, store_url)
     token = FixedToken(api_token)
     view = ControllerView(ctl, clock, api_auth=token)  # /readyz says when the POST endpoints are refused
-    jobs = Jobs(ctl, view, clock)
+    jobs = Jobs(ctl, view, clock, heap=Heap())
     tick_s = next(iter(ctl.models.values())).spec.tick_s
     jobs.tick_all()  # the first forecasts and decisions before the API answers
     jobs.nightly_if_due()
