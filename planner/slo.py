@@ -26,9 +26,7 @@ import math
 from collections.abc import Sequence
 from itertools import pairwise
 
-import numpy as np
-
-from forecaster.types import FloatArray, Forecast
+from forecaster.types import Forecast
 from planner.queueing import erlang_b, late_probability, wait_probability
 
 EPS = 1e-12
@@ -58,33 +56,25 @@ WEIGHTS = tuple(_weights(ALL_LEVELS))
 
 def step_distribution(fc: Forecast, i: int) -> tuple[tuple[float, float], ...]:
     """(probability, rate in requests/s) pairs standing for forecast step i's distribution, rates rising."""
-    return fc.derived(("slo-dist", i), lambda: tuple(zip(WEIGHTS, _rates(fc)[i].tolist(), strict=True)))
+    return fc.derived(("slo-dist", i), lambda: _distribution(fc, i))
 
 
-def _rates(fc: Forecast) -> FloatArray:
-    """Every step's rates at ALL_LEVELS (steps x levels), one array pass per forecast: a refresh brings a new
-    forecast, and the steps a tick reads (the look-ahead and the break-even after it) were each built
-    level by level in Python, most of a tick's plan. The same arithmetic, elementwise, as one step's."""
-    return fc.derived("slo-rates", lambda: _all_rates(fc))
-
-
-def _all_rates(fc: Forecast) -> FloatArray:
-    # the levels a forecaster reports are read as stored, the others as quantile() interpolates them
-    rates = np.stack([np.asarray(fc.quantile(q), dtype=np.float64) / fc.step_s for q in LEVELS], axis=1)
-    # fmax, as max(0.0, x) reads a NaN as 0; quantile paths may cross by rounding: keep them monotone
-    rates = np.maximum.accumulate(np.fmax(rates, 0.0), axis=1)
+def _distribution(fc: Forecast, i: int) -> tuple[tuple[float, float], ...]:
+    rates = [max(0.0, fc.quantile_values(q)[i] / fc.step_s) for q in LEVELS]
+    for a, b in pairwise(range(len(rates))):  # quantile paths may cross by rounding: keep them monotone
+        rates[b] = max(rates[b], rates[a])
     u1, u2 = TAIL_FROM
-    r1, r2 = rates[:, LEVELS.index(u1)], rates[:, LEVELS.index(u2)]
+    r1, r2 = rates[LEVELS.index(u1)], rates[LEVELS.index(u2)]
     slope = (r2 - r1) / math.log((1.0 - u1) / (1.0 - u2))
     if fc.p_any is not None:
         # sparse traffic: the spread between the two levels is the step of a point mass at zero (whether
         # any request comes), not the scale of a tail; extrapolated, it asked a model whose busiest 10
         # minutes need 2 replicas for 10 of them all day. Its tail is read flat past the highest level
-        slope = np.zeros_like(slope)
-    tail = np.stack(
-        [np.fmax(rates[:, -1], r2 + slope * math.log((1.0 - u2) / (1.0 - u))) for u in TAIL_LEVELS], axis=1
-    )
-    return np.concatenate([rates, np.maximum.accumulate(tail, axis=1)], axis=1)
+        slope = 0.0
+    tail = [max(rates[-1], r2 + slope * math.log((1.0 - u2) / (1.0 - u))) for u in TAIL_LEVELS]
+    for k in range(1, len(tail)):
+        tail[k] = max(tail[k], tail[k - 1])
+    return tuple(zip(WEIGHTS, (*rates, *tail), strict=True))
 
 
 def late_share(dist: Sequence[tuple[float, float]], n: int, capacity_rps: float, wait_s: float) -> float:

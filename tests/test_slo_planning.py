@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.types import Forecast
-from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan, slo
+from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan
 from planner.slo import LateCurve, anchor_factor, late_share, replicas_within, step_distribution
 
 STEP = 60
@@ -71,41 +71,6 @@ def test_the_step_distribution_is_a_distribution_with_a_rising_tail() -> None:
     assert sum(w for w, _ in dist) == pytest.approx(1.0)
     rates = [r for _, r in dist]
     assert rates == sorted(rates) and rates[-1] > rates[-5]  # extrapolated past the highest level read
-
-
-def one_step(fc: Forecast, i: int) -> tuple[tuple[float, float], ...]:
-    """Step i's distribution level by level in plain Python: what the forecast-wide array pass must equal."""
-    rates = [max(0.0, float(fc.quantile(q)[i]) / fc.step_s) for q in slo.LEVELS]
-    for a in range(len(rates) - 1):
-        rates[a + 1] = max(rates[a + 1], rates[a])
-    u1, u2 = slo.TAIL_FROM
-    r1, r2 = rates[slo.LEVELS.index(u1)], rates[slo.LEVELS.index(u2)]
-    slope = 0.0 if fc.p_any is not None else (r2 - r1) / math.log((1.0 - u1) / (1.0 - u2))
-    tail = [max(rates[-1], r2 + slope * math.log((1.0 - u2) / (1.0 - u))) for u in slo.TAIL_LEVELS]
-    for k in range(1, len(tail)):
-        tail[k] = max(tail[k], tail[k - 1])
-    return tuple(zip(slo.WEIGHTS, (*rates, *tail), strict=True))
-
-
-@settings(max_examples=80, deadline=None)
-@given(
-    counts=st.lists(st.floats(0.0, 1e6), min_size=1, max_size=12),
-    levels=st.sets(st.sampled_from((0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.99)), min_size=2),
-    noise=st.lists(st.floats(-50.0, 50.0), min_size=12, max_size=12),
-    sparse=st.booleans(),
-)
-def test_every_steps_distribution_equals_a_step_by_step_reading_of_the_forecast(
-    counts: list[float], levels: set[float], noise: list[float], sparse: bool
-) -> None:
-    base = np.asarray(counts)
-    # paths that cross and dip below zero, as rounding can leave them
-    quantiles = {
-        q: base * (0.5 + q) + np.asarray(noise[: len(counts)]) * k for k, q in enumerate(sorted(levels))
-    }
-    fc = Forecast(0.0, STEP, base, quantiles, "test", p_any=np.full(len(counts), 0.5) if sparse else None)
-    assert [step_distribution(fc, i) for i in range(len(counts))] == [
-        one_step(fc, i) for i in range(len(counts))
-    ]
 
 
 def tick(spec: PlannerSpec, fc: Forecast, now: float, current: int, observed: float | None = None) -> int:
