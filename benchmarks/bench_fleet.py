@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.shards > 1:  # the same fleet, one of --replicas replicas holding its even share of the shards
         held = HeldShards(args.shards, set(range(0, args.shards, args.replicas)), members=())
         ctl.leader = held
-        mine = sum(1 for name in ctl.models if ctl.acting(name))
+        mine = len(ctl.acting_names())
         ms = timed_ticks(jobs, clock, args.ticks)
         out["shards"] = {
             "count": args.shards,

@@ -29,7 +29,6 @@ class Heap:
             raise ValueError(f"full_every_s={full_every_s!r} must be > 0")
         self.full_every_s = full_every_s
         self.last_full_s: float | None = None  # the service clock's time of the last full pass
-        self.after_tick_s = 0.0  # seconds the last collection after a tick took
         self.full_pass_s = 0.0  # seconds the last full pass took
 
     @contextmanager
@@ -44,10 +43,8 @@ class Heap:
         finally:
             if enabled:
                 gc.enable()
-            started = time.perf_counter()
             gc.collect()  # frozen objects are not visited: this walks what the block left
             gc.freeze()
-            self.after_tick_s = time.perf_counter() - started
 
     def full_pass_if_due(self, now_s: float) -> bool:
         """A full pass over every object, frozen ones included, when one is due; returns whether it ran."""

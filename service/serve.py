@@ -226,18 +226,22 @@ class Jobs:
         if not self._lock.acquire(blocking=False):
             return []
         try:
-            return self._collect(self.clock())
+            now = self.clock()
+            # here, not in _collect: the tick collects too, and the full pass belongs between ticks
+            if self.heap is not None and self.heap.full_pass_if_due(now):
+                log.info(
+                    "full garbage collection between ticks",
+                    extra={"seconds": round(self.heap.full_pass_s, 3)},
+                )
+            return self._collect(now)
         finally:
             self._lock.release()
 
     def _collect(self, now: float) -> list[str]:
-        if self.heap is not None and self.heap.full_pass_if_due(now):
-            log.info(
-                "full garbage collection between ticks", extra={"seconds": round(self.heap.full_pass_s, 3)}
-            )
         done = []
+        acting = set(self.ctl.acting_names())
         for name, r in self.ctl.models.items():
-            if name not in self.last_refit or not self.ctl.acting(name):
+            if name not in self.last_refit or name not in acting:
                 continue  # not refreshed even once yet (the next tick does it), or another replica's
             finished = self.ctl.fit_finished(name)
             waiting = r.fitting is not None and not finished

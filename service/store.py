@@ -144,10 +144,8 @@ class _SqliteBulk:
     builds and type-processes every row's parameters, which cost more per model than planning it. The same
     rows and JSON text as the SQLAlchemy path (a test compares the two)."""
 
-    DECISION_COLUMNS = (
-        "model, at_s, valid, current_replicas, raw_replicas, desired_replicas, reason, record, actuation, "
-        "base_id"
-    )
+    # the columns SQLAlchemy would write as JSON text (None as JSON null, as its JSON type writes it)
+    JSON_COLUMNS = frozenset(c.name for c in decisions.c if isinstance(c.type, JSON))
 
     @staticmethod
     def insert(
@@ -155,19 +153,17 @@ class _SqliteBulk:
         items: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
         rows: list[dict[str, Any]],
     ) -> list[int]:
-        # JSON first: a value that cannot be stored fails the batch before any row is written. No actuation
-        # yet is JSON null, as SQLAlchemy's JSON type writes None
+        # the rows' own keys are the columns; JSON first: a value that cannot be stored fails the batch
+        # before any row is written
+        columns = list(rows[0])
+        as_json = [c in _SqliteBulk.JSON_COLUMNS for c in columns]
         values = [
-            (
-                r["model"], r["at_s"], int(r["valid"]), r["current_replicas"], r["raw_replicas"],
-                r["desired_replicas"], r["reason"], json.dumps(r["record"]), "null", r["base_id"],
-            )
+            tuple(json.dumps(r[c]) if j else r[c] for c, j in zip(columns, as_json, strict=True))
             for r in rows
-        ]  # fmt: skip
+        ]
         states = [(model, json.dumps(dict(state)), float(d["at_s"])) for model, d, state in items]
         conn.exec_driver_sql(
-            f"INSERT INTO decisions ({_SqliteBulk.DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            values,
+            f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
         )
         # this transaction holds SQLite's write lock from its first insert, and a rowid table gives each
         # new row the largest rowid + 1: the rows just written are the newest len(rows) ids, in order
