@@ -13,7 +13,7 @@ from actuator.errors import ActuatorError
 from actuator.safety import Mode
 from api.ports import TokenSource, UnknownModel
 from planner.queueing import wait_probability
-from service.runtime import Controller, ModelRuntime
+from service.runtime import Controller, ModelRuntime, forecast_doc
 
 
 class ControllerView:
@@ -77,7 +77,7 @@ class ControllerView:
     def forecast(self, name: str) -> dict[str, Any] | None:
         r = self._rt(name)
         # the latest forecast is in memory once this process has refitted; the store has it after a restart
-        return r.forecast_doc if r.forecast_doc is not None else self.ctl.store.latest_forecast(name)
+        return forecast_doc(r.published) if r.published is not None else self.ctl.store.latest_forecast(name)
 
     def history(self, name: str, since_s: float) -> dict[str, Any]:
         r = self._rt(name)

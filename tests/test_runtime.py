@@ -20,7 +20,7 @@ from forecaster.types import TrafficSeries
 from planner import PlannerSpec
 from planner.explain import Decision
 from planner.queueing import wait_probability
-from service.runtime import Controller, ModelRuntime, SimulatedFleet
+from service.runtime import Controller, ModelRuntime, SimulatedFleet, forecast_doc
 from service.store import DecisionStore
 from service.view import ControllerView
 from tests.fakes import Clock
@@ -224,8 +224,9 @@ def test_forecasts_refresh_every_five_minutes_publish_a_day_ahead_every_fifteen_
     origins, published = [], []
     for i in range(24):  # two hours of 5-minute refreshes
         ctl.refit_model(series.name, clock.t)
-        fc, doc = rt.forecast, rt.forecast_doc
-        assert fc is not None and doc is not None
+        fc, day_ahead = rt.forecast, rt.published
+        assert fc is not None and day_ahead is not None
+        doc = forecast_doc(day_ahead)
         origins.append(fc.origin_s)
         # what the planner reads: the look-ahead and the break-even after it, for as long as it may serve;
         # a day ahead only where the refresh publishes
@@ -233,6 +234,8 @@ def test_forecasts_refresh_every_five_minutes_publish_a_day_ahead_every_fifteen_
         reach = fc.origin_s + fc.horizon * fc.step_s - clock.t
         assert planned <= reach and (reach >= 86_400) == (i % 3 == 0)
         published.append(doc["origin_s"])
+        if i == 0:  # the document rendered when read is the one stored when it was published
+            assert ctl.store.latest_forecast(series.name) == doc
         assert doc["origin_s"] + len(doc["mean"]) * doc["step_s"] >= doc["origin_s"] + 86_400
         clock.t += 300
     assert len(set(origins)) == 24  # each refresh re-anchored on the step that had just arrived
