@@ -64,9 +64,7 @@ class _Submitted:
 class LocalCompute:
     backend = "local"
 
-    def __init__(
-        self, workers: int | None = None, *, retries: int = DEFAULT_RETRIES, nice: int = 0
-    ) -> None:
+    def __init__(self, workers: int | None = None, *, retries: int = DEFAULT_RETRIES, nice: int = 0) -> None:
         self.workers = default_workers() if workers is None else workers
         if self.workers < 1:
             raise ValueError(f"compute.workers={self.workers} must be >= 1")

@@ -262,11 +262,12 @@ class Jobs:
         fresh = set(self._collect(now))
         acting = set(self.ctl.acting_names())
         for i, name in enumerate(self.ctl.models):
-            if name in fresh or name not in acting:  # another replica's shard: it refreshes it
+            if name not in acting:  # another replica's shard: it refreshes it
                 continue
             if name not in self.last_refit or now - self.last_refit[name] >= self.ctl.refit_every_s:
                 first = name not in self.last_refit
-                self._refresh(name, now)
+                if name not in fresh:  # refreshed by the collector just now: due, and done
+                    self._refresh(name, now)
                 # after the first, each model's refreshes keep their own phase in the interval, so that a
                 # thousand models refresh a few at a time on every tick rather than all on one
                 self.last_refit[name] = now - (i / n) * self.ctl.refit_every_s if first else now
