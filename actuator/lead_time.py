@@ -52,6 +52,7 @@ class LeadTimeEstimator:
         # starts already counted; bounded (a long-running service sees thousands of cold starts, and an
         # actuator reports only its recent ones, so a key this old cannot come back)
         self._seen: dict[tuple[str, float], None] = {}  # insertion-ordered: the oldest go first
+        self._estimate: LeadTime | None = None  # until a new cold start is observed (read every tick)
 
     def observe(self, starts: Iterable[ColdStart]) -> int:
         """Add cold starts not seen before; returns how many were new."""
@@ -65,6 +66,8 @@ class LeadTimeEstimator:
                 del self._seen[next(iter(self._seen))]
             self._window.append(c)
             new += 1
+        if new:
+            self._estimate = None
         return new
 
     @property
@@ -72,6 +75,11 @@ class LeadTimeEstimator:
         return list(self._window)
 
     def estimate(self) -> LeadTime:
+        if self._estimate is None:
+            self._estimate = self._compute()
+        return self._estimate
+
+    def _compute(self) -> LeadTime:
         n = len(self._window)
         phases = self._phase_medians()
         if n < self.min_samples:

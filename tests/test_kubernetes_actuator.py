@@ -179,6 +179,23 @@ def test_a_learned_t_load_never_falls_below_its_floor_and_says_why() -> None:
     assert "0 s is below the control tick (schedules.tick_s) (30 s), which is used" in lead.note
 
 
+def test_the_estimate_read_every_tick_changes_exactly_when_a_new_cold_start_is_observed() -> None:
+    """The tick reads the estimate of every model; it is kept between cold starts, and a new one (not one
+    seen before) is in the next read."""
+
+    def start(i: int, t_load_s: float) -> ColdStart:
+        return ColdStart(f"llm-{i}", 1000.0 * i, 1000.0 * i + t_load_s, {"loading_and_warmup": t_load_s})
+
+    est = LeadTimeEstimator(300.0, min_samples=3, quantile=0.8)
+    assert est.estimate().source == "configured"
+    est.observe([start(i, 60.0) for i in range(3)])
+    assert (est.estimate().source, est.estimate().t_load_s) == ("learned", 60.0)
+    assert est.observe([start(0, 60.0)]) == 0 and est.estimate().t_load_s == 60.0  # seen before
+    est.observe([start(3, 500.0), start(4, 500.0)])
+    lead = est.estimate()
+    assert (lead.t_load_s, lead.samples) == (500.0, 5) and "of the last 5 cold starts" in lead.note
+
+
 def test_every_process_gets_its_own_lease_identity_even_with_one_pod_name() -> None:
     one, two = process_identity("prewarm-7d9f"), process_identity("prewarm-7d9f")
     assert one != two and one.startswith("prewarm-7d9f_") and two.startswith("prewarm-7d9f_")
