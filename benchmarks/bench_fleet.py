@@ -26,9 +26,9 @@ model's backtest and its tuning run (30 predictive candidates + the baselines' k
 - rss_mb: this process's peak resident memory (the live loop's; workers are separate processes).
 - tick_beside_night (`--night-beside-tick`, local backend): the service runs the tick and the night in
   one process and its pool. A first night of `--workers` models runs on a pool of `--workers` workers in a
-  thread while the live loop ticks; once with the workers at niceness 0 and once at the default
-  `compute.worker_nice`: each the tick's p50/p99 beside the night, their ratios to the idle tick's (all
-  models acting), and the night's seconds.
+  thread while the live loop ticks; with the workers at niceness 0, at the default `compute.worker_nice`,
+  and at that niceness stopped during each tick (`compute.pause_for_tick`, the default): each the tick's
+  p50/p99 beside the night, their ratios to the idle tick's (all models acting), and the night's seconds.
 - shards: the same live loop as one of `--replicas` replicas sharing the fleet in `--shards` shards
   (service/leadership.py), holding its even share: the models it acts on and its tick.
 """
@@ -201,9 +201,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.night_beside_tick and args.backend == "local":
         idle = (out["tick_p50_ms"], out["tick_p99_ms"])
+        default = ComputeConfig()
+        variants = {  # (niceness, pause_for_tick): as before both, niceness alone, the default
+            "nice_0": (0, False),
+            f"nice_{default.worker_nice}": (default.worker_nice, False),
+            f"nice_{default.worker_nice}_paused": (default.worker_nice, default.pause_for_tick),
+        }
         out["tick_beside_night"] = {
-            f"nice_{nice}": tick_beside_night(jobs, clock, args, nice, tmp / f"beside{nice}.db", idle)
-            for nice in (0, ComputeConfig().worker_nice)
+            name: tick_beside_night(jobs, clock, args, nice, pause, tmp / f"beside-{name}.db", idle)
+            for name, (nice, pause) in variants.items()
         }
     if args.shards > 1:  # the same fleet, one of --replicas replicas holding its even share of the shards
         held = HeldShards(args.shards, set(range(0, args.shards, args.replicas)), members=())
@@ -223,11 +229,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def tick_beside_night(
-    jobs: Jobs, clock: Clock, args: argparse.Namespace, nice: int, store: Path, idle: tuple[float, float]
+    jobs: Jobs,
+    clock: Clock,
+    args: argparse.Namespace,
+    nice: int,
+    pause: bool,
+    store: Path,
+    idle: tuple[float, float],
 ) -> dict[str, Any]:
     """The live loop's ticks while a first night of --workers models fills a pool of --workers workers at
-    niceness `nice` (in a thread of this process, as the service runs it)."""
-    pool = LocalCompute(args.workers, nice=nice)
+    niceness `nice`, stopped during each tick with `pause` (in a thread of this process, on the pool the
+    tick pauses, as the service runs them)."""
+    pool = LocalCompute(args.workers, nice=nice, pause_for_tick=pause)
+    own, jobs.compute = jobs.compute, pool
     sample = fleet(args.workers, args.forecaster, store, Clock(clock.t), None)
     took: list[float] = []
 
@@ -241,6 +255,7 @@ def tick_beside_night(
         times.extend(timed_ticks(jobs, clock, 1))
     thread.join()
     pool.close()
+    jobs.compute = own
     ms = np.asarray(times)
     return {
         "ticks": len(times),

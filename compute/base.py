@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +55,12 @@ class Compute(Protocol):
 
     def submit(self, task: Task) -> Pending:
         """Start one task and return at once (the control tick submits refits this way)."""
+        ...
+
+    def paused(self) -> AbstractContextManager[None]:
+        """While inside, the backend's workers on this machine run nothing (the control tick runs inside it,
+        so that a night filling every core takes none of the tick's CPU, caches or memory bandwidth); their
+        tasks go on after it, and a task submitted meanwhile starts then."""
         ...
 
     def close(self) -> None: ...

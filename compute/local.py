@@ -4,21 +4,25 @@ pool; the tasks it lost are resubmitted to a new pool, up to the retry limit, th
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Sequence
+import signal
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import forkserver
 
 from compute.base import DEFAULT_RETRIES, Done, Outcome, Pending, Task, describe, run_with_retries
+from compute.forkserver_watch import WATCH_ENV
 
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _lower_priority(nice: int) -> None:
+def _start_worker(nice: int) -> None:
     """A pool worker's initializer: run below the process that owns the pool (the service's control tick)
     so that a night of backtests on every core leaves the tick its CPU; idle cores still go to the night."""
     if nice:
@@ -64,7 +68,14 @@ class _Submitted:
 class LocalCompute:
     backend = "local"
 
-    def __init__(self, workers: int | None = None, *, retries: int = DEFAULT_RETRIES, nice: int = 0) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        retries: int = DEFAULT_RETRIES,
+        nice: int = 0,
+        pause_for_tick: bool = False,
+    ) -> None:
         self.workers = default_workers() if workers is None else workers
         if self.workers < 1:
             raise ValueError(f"compute.workers={self.workers} must be >= 1")
@@ -72,6 +83,7 @@ class LocalCompute:
             raise ValueError(f"compute.worker_nice={nice} must be within [0, 19]")
         self.retries = retries
         self.nice = nice  # the pool's workers only: a serial backend runs in the caller's own process
+        self.pause_for_tick = pause_for_tick  # paused() stops the workers (else it does nothing)
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -79,8 +91,17 @@ class LocalCompute:
             # forkserver: workers start from a clean process, not a fork of one running threads (the
             # scheduler, uvicorn), and import the task's module by name
             ctx = multiprocessing.get_context("forkserver")
+            # the forkserver kills the workers when this process exits, however it exits (a worker stopped
+            # by a tick would otherwise wait for ever): compute/forkserver_watch.py. Started here, so that
+            # only the forkserver sees the variable (once per process: a running one is kept)
+            ctx.set_forkserver_preload(["__main__", "compute.forkserver_watch"])
+            os.environ[WATCH_ENV] = str(os.getpid())
+            try:
+                forkserver.ensure_running()
+            finally:
+                os.environ.pop(WATCH_ENV, None)
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=ctx, initializer=_lower_priority, initargs=(self.nice,)
+                max_workers=self.workers, mp_context=ctx, initializer=_start_worker, initargs=(self.nice,)
             )
         return self._pool
 
@@ -104,6 +125,36 @@ class LocalCompute:
         pending = [self.submit(t) for t in tasks]
         return [p.outcome() for p in pending]
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """With pause_for_tick, the pool's workers are stopped (SIGSTOP) inside and continued (SIGCONT) on
+        the way out, however it is left. Niceness gives the tick the CPU but not the caches and memory
+        bandwidth a busy neighbour takes: beside a night on both cores the tick ran 1.1x its idle time at
+        niceness 19. A task loses the time of the ticks (a 0.4 s tick every 30 s: 1.3%).
+
+        Each worker is signalled through a pidfd opened while it is known to be alive (its sentinel not
+        ready after the open), so a pid that a dead worker left to another process is never signalled."""
+        pool = self._pool
+        held: list[int] = []
+        try:
+            if self.pause_for_tick and pool is not None:
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    fd = _pidfd_of_live(proc)
+                    if fd is None:
+                        continue
+                    try:
+                        signal.pidfd_send_signal(fd, signal.SIGSTOP)
+                    except ProcessLookupError:
+                        os.close(fd)
+                        continue
+                    held.append(fd)
+            yield
+        finally:
+            for fd in held:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGCONT)
+                os.close(fd)
+
     def close(self) -> None:
         """Stop the workers, a running task included: an idle worker blocks on its task queue, whose
         writing end it holds itself, so it never sees the parent go and outlives it as an orphan."""
@@ -118,3 +169,18 @@ class LocalCompute:
                 proc.terminate()
         for proc in processes:
             proc.join(timeout=10)
+
+
+def _pidfd_of_live(proc: multiprocessing.process.BaseProcess) -> int | None:
+    """A pidfd of a pool worker that is alive after the open (so the pid is still the worker's), or None:
+    it has exited, or this system has no pidfds (Linux 5.3+), where the workers are never paused."""
+    if proc.pid is None:
+        return None
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (OSError, AttributeError):
+        return None
+    if not proc.is_alive():
+        os.close(fd)
+        return None
+    return fd

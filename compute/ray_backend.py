@@ -5,7 +5,9 @@ must be able to import prewarm (the same image, or `pip install prewarm` in the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +60,11 @@ class RayCompute:
 
     def map(self, tasks: Sequence[Task]) -> list[Outcome]:
         return [p.outcome() for p in [self.submit(t) for t in tasks]]
+
+    def paused(self) -> AbstractContextManager[None]:
+        """Nothing is paused: a cluster's workers run on its own nodes, not beside the tick (a local Ray
+        started by this process shares its cores; its workers are Ray's to schedule)."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:
         ray.shutdown()

@@ -234,11 +234,12 @@ def build_compute(
     ray_address: str | None = None,
     retries: int = 2,
     worker_nice: int = 0,
+    pause_for_tick: bool = False,
 ) -> Compute:
     """The compute backend (compute/): the one place that chooses it. `ray` is imported only here and only
     when asked for; `ray_address` "auto" reads RAY_ADDRESS."""
     if backend == "local":
-        return LocalCompute(workers, retries=retries, nice=worker_nice)
+        return LocalCompute(workers, retries=retries, nice=worker_nice, pause_for_tick=pause_for_tick)
     if backend == "ray":
         try:
             from compute.ray_backend import RayCompute
@@ -254,7 +255,12 @@ def build_compute(
 def compute_from_config(cfg: PrewarmConfig) -> Compute:
     c = cfg.compute
     return build_compute(
-        c.backend, workers=c.workers, ray_address=c.ray_address, retries=c.retries, worker_nice=c.worker_nice
+        c.backend,
+        workers=c.workers,
+        ray_address=c.ray_address,
+        retries=c.retries,
+        worker_nice=c.worker_nice,
+        pause_for_tick=c.pause_for_tick,
     )
 
 

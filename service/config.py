@@ -394,6 +394,11 @@ class ComputeConfig(_Strict):
         description="local workers' niceness: the control tick in the service's own process runs first when "
         "a night fills every core (0: equal priority)",
     )
+    pause_for_tick: bool = Field(
+        True,
+        description="local workers are stopped while the control tick runs and go on after it: the tick keeps "
+        "its idle speed beside a night (which loses the ticks' share of its time)",
+    )
 
     @model_validator(mode="after")
     def _ray_only(self) -> ComputeConfig:

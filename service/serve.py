@@ -253,7 +253,8 @@ class Jobs:
     def tick_all(self) -> None:
         """Refresh the models whose forecasts are due, then one control tick for every model (recorded in
         one transaction, applied, each actuation recorded: service/runtime.py)."""
-        with self._lock, self.heap.quiet(self.clock()) if self.heap is not None else contextlib.nullcontext():
+        quiet = self.heap.quiet(self.clock()) if self.heap is not None else contextlib.nullcontext()
+        with self._lock, quiet, self.compute.paused():
             self._tick_all()
 
     def _tick_all(self) -> None:

@@ -56,3 +56,15 @@ def node_once_all_run(folder: str, key: str, count: int) -> str:
             raise TimeoutError(f"only {len(list(Path(folder).iterdir()))} of {count} tasks ever ran at once")
         time.sleep(0.05)
     return str(ray.get_runtime_context().get_node_id())
+
+
+def spin_until(folder: str, key: str) -> int:
+    """Busy on a core until the file `stop` appears in `folder`, having left its pid in `folder`/`key`;
+    returns its pid (a night's task, as far as the scheduler can tell)."""
+    Path(folder, key).write_text(str(os.getpid()))
+    stop = Path(folder, "stop")
+    n = 0
+    while not stop.exists():
+        for _ in range(10_000):
+            n += 1
+    return os.getpid()

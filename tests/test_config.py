@@ -175,6 +175,11 @@ def test_a_fleet_budget_outside_its_range_is_refused() -> None:
             id="worker-nice",
         ),
         pytest.param(
+            {"pause_for_tick": "sometimes"},
+            "compute.pause_for_tick='sometimes': Input should be a valid boolean",
+            id="pause-for-tick",
+        ),
+        pytest.param(
             {"ray_address": "10.0.0.1:6379"},
             "ray_address='10.0.0.1:6379' needs backend: ray (backend is 'local')",
             id="address-without-ray",
@@ -307,3 +312,15 @@ def test_a_prewarm_variable_that_names_no_config_key_is_left_alone_but_a_misspel
     assert cfg.models[0].name == "llama-8b"
     with pytest.raises(ConfigError, match=r"api.tokn='x': Extra inputs are not permitted"):
         parse_config(GOOD, env={"PREWARM_API__TOKN": "x"})
+
+
+def test_the_compute_section_reaches_the_local_pool() -> None:
+    from compute.local import LocalCompute
+    from service.compose import compute_from_config
+
+    default = compute_from_config(parse_config(GOOD))
+    assert isinstance(default, LocalCompute) and (default.nice, default.pause_for_tick) == (19, True)
+    chosen = compute_from_config(
+        parse_config({**GOOD, "compute": {"worker_nice": 5, "pause_for_tick": False}})
+    )
+    assert isinstance(chosen, LocalCompute) and (chosen.nice, chosen.pause_for_tick) == (5, False)

@@ -4,6 +4,8 @@ refresh, and /readyz warns when a model's fit is overdue."""
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,9 @@ class HeldCompute:
 
     def map(self, tasks: Sequence[Task]) -> list[Outcome]:
         return [run_with_retries(t, 0) for t in tasks]
+
+    def paused(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     def close(self) -> None:
         pass
