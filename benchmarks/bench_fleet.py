@@ -26,9 +26,11 @@ model's backtest and its tuning run (30 predictive candidates + the baselines' k
 - rss_mb: this process's peak resident memory (the live loop's; workers are separate processes).
 - tick_beside_night (`--night-beside-tick`, local backend): the service runs the tick and the night in
   one process and its pool. A first night of `--workers` models runs on a pool of `--workers` workers in a
-  thread while the live loop ticks; with the workers at niceness 0, at the default `compute.worker_nice`,
-  and at that niceness stopped during each tick (`compute.pause_for_tick`, the default): each the tick's
-  p50/p99 beside the night, their ratios to the idle tick's (all models acting), and the night's seconds.
+  thread while the live loop ticks, a tick's length apart (the service's ticks leave the night most of
+  each period); with the workers at niceness 0, then at the default `compute.worker_nice` with the ticks
+  taking turns between the pool running on and the pool stopped for the tick (`compute.pause_for_tick`,
+  the default), so that those two share one night: each the tick's p50/p99 beside the night, the idle
+  tick's measured the same way just before it, their ratios, and the night's seconds.
 - shards: the same live loop as one of `--replicas` replicas sharing the fleet in `--shards` shards
   (service/leadership.py), holding its even share: the models it acts on and its tick.
 """
@@ -200,16 +202,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_mb=round(peak_rss_mb(), 1),
     )
     if args.night_beside_tick and args.backend == "local":
-        idle = (out["tick_p50_ms"], out["tick_p99_ms"])
-        default = ComputeConfig()
-        variants = {  # (niceness, pause_for_tick): as before both, niceness alone, the default
-            "nice_0": (0, False),
-            f"nice_{default.worker_nice}": (default.worker_nice, False),
-            f"nice_{default.worker_nice}_paused": (default.worker_nice, default.pause_for_tick),
-        }
+        low = ComputeConfig().worker_nice
         out["tick_beside_night"] = {
-            name: tick_beside_night(jobs, clock, args, nice, pause, tmp / f"beside-{name}.db", idle)
-            for name, (nice, pause) in variants.items()
+            **tick_beside_night(jobs, clock, args, 0, {"nice_0": False}, tmp / "beside-0.db"),
+            **tick_beside_night(
+                jobs,
+                clock,
+                args,
+                low,
+                {f"nice_{low}": False, f"nice_{low}_paused": True},
+                tmp / "beside-low.db",
+            ),
         }
     if args.shards > 1:  # the same fleet, one of --replicas replicas holding its even share of the shards
         held = HeldShards(args.shards, set(range(0, args.shards, args.replicas)), members=())
@@ -228,19 +231,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def spaced_ticks(jobs: Jobs, clock: Clock, gap_s: float) -> float:
+    """One control tick (ms), then `gap_s` of real time: the service ticks every tick_s, a tick taking a few
+    percent of it, and a night runs in between; back-to-back ticks would leave it none."""
+    (ms,) = timed_ticks(jobs, clock, 1)
+    time.sleep(gap_s)
+    return float(ms)
+
+
 def tick_beside_night(
-    jobs: Jobs,
-    clock: Clock,
-    args: argparse.Namespace,
-    nice: int,
-    pause: bool,
-    store: Path,
-    idle: tuple[float, float],
+    jobs: Jobs, clock: Clock, args: argparse.Namespace, nice: int, settings: dict[str, bool], store: Path
 ) -> dict[str, Any]:
     """The live loop's ticks while a first night of --workers models fills a pool of --workers workers at
-    niceness `nice`, stopped during each tick with `pause` (in a thread of this process, on the pool the
-    tick pauses, as the service runs them)."""
-    pool = LocalCompute(args.workers, nice=nice, pause_for_tick=pause)
+    niceness `nice` (in a thread of this process, on the pool the tick pauses, as the service runs them).
+    The ticks take turns over `settings` (name: whether the pool is paused during that tick), so that the
+    settings share one night and one stretch of the machine's time; each is compared with idle ticks
+    measured just before the night, spaced the same way (a tick's length apart)."""
+    gap_s = float(np.percentile(timed_ticks(jobs, clock, 3), 50)) / 1000
+    idle = np.asarray([spaced_ticks(jobs, clock, gap_s) for _ in range(args.ticks)])
+    pool = LocalCompute(args.workers, nice=nice)
     own, jobs.compute = jobs.compute, pool
     sample = fleet(args.workers, args.forecaster, store, Clock(clock.t), None)
     took: list[float] = []
@@ -250,20 +259,30 @@ def tick_beside_night(
 
     thread = threading.Thread(target=night_now)
     thread.start()
-    times: list[float] = []
-    while thread.is_alive() and len(times) < args.ticks:
-        times.extend(timed_ticks(jobs, clock, 1))
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    while thread.is_alive() and min(len(t) for t in times.values()) < args.ticks:
+        for name, pause in settings.items():
+            pool.pause_for_tick = pause
+            times[name].append(spaced_ticks(jobs, clock, gap_s))
     thread.join()
     pool.close()
     jobs.compute = own
-    ms = np.asarray(times)
+
+    def pct(a: np.ndarray | list[float], q: float) -> float:
+        return round(float(np.percentile(a, q)), 1)
+
     return {
-        "ticks": len(times),
-        "tick_p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "tick_p99_ms": round(float(np.percentile(ms, 99)), 1),
-        "tick_p50_vs_idle": round(float(np.percentile(ms, 50)) / idle[0], 3),
-        "tick_p99_vs_idle": round(float(np.percentile(ms, 99)) / idle[1], 3),
-        "night_s": round(took[0], 1),
+        name: {
+            "ticks": len(ms),
+            "tick_p50_ms": pct(ms, 50),
+            "tick_p99_ms": pct(ms, 99),
+            "idle_p50_ms": pct(idle, 50),
+            "idle_p99_ms": pct(idle, 99),
+            "tick_p50_vs_idle": round(pct(ms, 50) / pct(idle, 50), 3),
+            "tick_p99_vs_idle": round(pct(ms, 99) / pct(idle, 99), 3),
+            "night_s": round(took[0], 1),  # the night the settings shared
+        }
+        for name, ms in times.items()
     }
 
 
