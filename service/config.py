@@ -396,8 +396,8 @@ class ComputeConfig(_Strict):
     )
     pause_for_tick: bool = Field(
         True,
-        description="local workers are stopped while the control tick runs and go on after it: the tick keeps "
-        "its idle speed beside a night (which loses the ticks' share of its time)",
+        description="local workers are stopped while the control tick runs and go on after it: the tick "
+        "keeps its idle speed beside a night (which loses the ticks' share of its time)",
     )
 
     @model_validator(mode="after")

@@ -37,7 +37,10 @@ def state(pid: int) -> str:
 
 
 def pids(folder: Path, keys: list[str]) -> list[int]:
-    wait_for("every task running", lambda: all((folder / k).exists() and (folder / k).read_text() for k in keys))
+    def running() -> bool:
+        return all((folder / k).exists() and (folder / k).read_text() for k in keys)
+
+    wait_for("every task running", running)
     return [int((folder / k).read_text()) for k in keys]
 
 

@@ -5,7 +5,6 @@ refresh, and /readyz warns when a model's fit is overdue."""
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
