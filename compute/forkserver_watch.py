@@ -24,12 +24,19 @@ from pathlib import Path
 WATCH_ENV = "PREWARM_FORKSERVER_OWNER"
 
 
-def _parent_of(pid: int) -> int | None:
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command (state first, then the parent's pid, ...), or None
+    once the process is gone. The command, in parentheses, may hold spaces and parentheses of its own."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[1])  # the fields after the command's closing parenthesis
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _parent_of(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields else None
 
 
 def _kill_children() -> None:
@@ -51,15 +58,15 @@ def _kill_children() -> None:
             os.close(fd)
 
 
-def _watch(owner: int, owner_fd: int) -> None:
+def _watch(owner_fd: int) -> None:
     select.select([owner_fd], [], [])  # a pidfd is readable once its process has exited
     _kill_children()
     os._exit(0)
 
 
 def _start() -> None:
-    owner = os.environ.get(WATCH_ENV)
-    if owner is None or not owner.isdigit() or int(owner) != os.getppid() or not hasattr(os, "pidfd_open"):
+    owner = os.environ.get(WATCH_ENV, "")
+    if not owner.isdigit() or int(owner) != os.getppid() or not hasattr(os, "pidfd_open"):
         return
     try:
         fd = os.pidfd_open(int(owner))
@@ -69,7 +76,7 @@ def _start() -> None:
         os.close(fd)
         _kill_children()
         os._exit(0)
-    threading.Thread(target=_watch, args=(int(owner), fd), daemon=True, name="prewarm-owner-watch").start()
+    threading.Thread(target=_watch, args=(fd,), daemon=True, name="prewarm-owner-watch").start()
 
 
 _start()

@@ -138,7 +138,7 @@ class LocalCompute:
         held: list[int] = []
         try:
             if self.pause_for_tick and pool is not None:
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                for proc in _workers(pool):
                     fd = _pidfd_of_live(proc)
                     if fd is None:
                         continue
@@ -161,14 +161,19 @@ class LocalCompute:
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        # the executor keeps no public handle on its processes; this is the only way to reach them
-        processes = list((getattr(pool, "_processes", None) or {}).values())
+        processes = _workers(pool)
         pool.shutdown(wait=False, cancel_futures=True)
         for proc in processes:
             if proc.is_alive():
                 proc.terminate()
         for proc in processes:
             proc.join(timeout=10)
+
+
+def _workers(pool: ProcessPoolExecutor) -> list[multiprocessing.process.BaseProcess]:
+    """The pool's worker processes now: the executor keeps no public handle on them, this is the only way
+    to reach them."""
+    return list((getattr(pool, "_processes", None) or {}).values())
 
 
 def _pidfd_of_live(proc: multiprocessing.process.BaseProcess) -> int | None:

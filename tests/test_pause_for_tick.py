@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compute.base import Task
+from compute.forkserver_watch import stat_fields
 from compute.local import LocalCompute
 from tests import compute_tasks as ct
 
@@ -29,11 +30,8 @@ def wait_for(what: str, ok: Callable[[], bool]) -> None:
 
 def state(pid: int) -> str:
     """The process's state letter (R running, S sleeping, T stopped, Z zombie; '' once it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[0]
+    fields = stat_fields(pid)
+    return fields[0] if fields else ""
 
 
 def pids(folder: Path, keys: list[str]) -> list[int]:
