@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -64,6 +65,18 @@ def test_a_smaller_budget_never_asks_for_fewer_replicas(
     dist = step_distribution(forecast([median] * 3, spread), 1)
     lo, hi = sorted(budgets)
     assert replicas_within(dist, CAP, 2.0, lo) >= replicas_within(dist, CAP, 2.0, hi)
+
+
+def test_a_quantile_path_reads_the_forecast_s_own_floats_at_8_bytes_a_value() -> None:
+    fc = forecast(np.linspace(1.0, 900.0, 2400))
+    for q in (0.05, 0.5, 0.975):
+        tracemalloc.start()
+        path = fc.quantile_values(q)
+        held, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert list(path) == fc.quantile(q).tolist() and all(type(v) is float for v in path[:3])
+        assert path is fc.quantile_values(q)  # once per forecast and level
+        assert held < 10 * len(path)  # as a list of Python floats, 32 bytes a value
 
 
 def test_the_step_distribution_is_a_distribution_with_a_rising_tail() -> None:
