@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 from forecaster.types import Forecast
-from planner.queueing import erlang_b, late_probability, wait_probability
+from planner.queueing import erlang_b, wait_probability
 
 EPS = 1e-12
 # the forecast quantiles a step's distribution is read from (the feed predicts them once per refresh). The
@@ -118,7 +118,11 @@ class LateCurve:
         late = 0.0
         for (w, rate), a, b in zip(self.dist, self.offered, self._blocking, strict=True):
             if a > 0:
-                p = 1.0 if n <= a else late_probability(n, a, b, self.capacity_rps, self.wait_s)
+                if n <= a:
+                    p = 1.0
+                else:  # late_probability inlined, the same arithmetic (the curves are most of a first night)
+                    p = n * b / (n - a * (1.0 - b)) * math.exp(-(n - a) * self.capacity_rps * self.wait_s)
+                    p = p if p < 1.0 else 1.0
                 late += w * rate * p
         self.lates.append(late)
 
@@ -152,19 +156,38 @@ def step_need(
     """Replicas forecast step i (its rates scaled by `factor`) needs to keep its expected late share
     within the budget (once per forecast, step, budget and factor: a forecast serves the ticks until the
     next refresh; the budgets of one step share its late curve)."""
+    needs = _needs(fc, capacity_rps, wait_s, budget, factor)
+    return _need(needs, fc, i, capacity_rps, wait_s, budget, factor)
 
-    return fc.derived(
-        ("slo-need", i, capacity_rps, wait_s, budget, factor),
-        lambda: _curve(fc, i, capacity_rps, wait_s, factor).replicas(budget),
-    )
+
+def _needs(fc: Forecast, capacity_rps: float, wait_s: float, budget: float, factor: float) -> dict[int, int]:
+    """The steps' needs at one budget and factor, by step, as far as asked (one table per forecast: a
+    lookup per step was a third of a plan)."""
+    return fc.derived(("slo-needs", capacity_rps, wait_s, budget, factor), dict)
+
+
+def _need(
+    needs: dict[int, int],
+    fc: Forecast,
+    i: int,
+    capacity_rps: float,
+    wait_s: float,
+    budget: float,
+    factor: float,
+) -> int:
+    n = needs.get(i)
+    if n is None:
+        n = needs[i] = _curve(fc, i, capacity_rps, wait_s, factor).replicas(budget)
+    return n
 
 
 def _curve(fc: Forecast, i: int, capacity_rps: float, wait_s: float, factor: float) -> LateCurve:
     """Step i's late curve (its rates scaled by `factor`), once per forecast."""
-    return fc.derived(
-        ("slo-curve", i, capacity_rps, wait_s, factor),
-        lambda: LateCurve(anchored(step_distribution(fc, i), factor), capacity_rps, wait_s),
-    )
+    curves: dict[int, LateCurve] = fc.derived(("slo-curves", capacity_rps, wait_s, factor), dict)
+    curve = curves.get(i)
+    if curve is None:
+        curve = curves[i] = LateCurve(anchored(step_distribution(fc, i), factor), capacity_rps, wait_s)
+    return curve
 
 
 def steps_between(fc: Forecast, start: float, end: float) -> range:
@@ -186,8 +209,9 @@ def peak_need(
     """(replicas, step start, that step's expected late share at them) of the neediest step overlapping
     [start, end): what a decision answering for that span must hold."""
     best, at, share = 0, start, 0.0
+    needs = _needs(fc, capacity_rps, wait_s, budget, factor)
     for i in steps_between(fc, start, end):
-        n = step_need(fc, i, capacity_rps, wait_s, budget, factor)
+        n = _need(needs, fc, i, capacity_rps, wait_s, budget, factor)
         if n > best:
             best, at = n, fc.origin_s + i * fc.step_s
             share = _curve(fc, i, capacity_rps, wait_s, factor).share(n)

@@ -159,7 +159,12 @@ def slo_demand(
     cap, wait = spec.capacity_rps_per_replica, spec.slo_wait_s
     f = anchor_factor(fc, now, observed_rps, spec.reactive_window_s) if spec.slo_anchor else 1.0
     up, up_at, up_share = peak_need(fc, now + spec.t_load_s, now + spec.lookahead_s, cap, wait, budget, f)
-    hold, hold_at, hold_share = peak_need(fc, now, now + spec.t_load_s, cap, wait, budget, f)
+    # what the steps before T_load need counts only for replicas held above `up`: at or below it, nothing
+    # held could be kept past it, so their peak (a new late curve per step and anchor, most of a first
+    # night's tuning) is read only when it can change the count
+    hold, hold_at, hold_share = (
+        peak_need(fc, now, now + spec.t_load_s, cap, wait, budget, f) if current > up else (0, now, 0.0)
+    )
     kept = min(current, hold)
     n, at = (kept, hold_at) if kept > up else (up, up_at)
     if spec.min_replicas == 0:
