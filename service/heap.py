@@ -11,22 +11,48 @@ docs/scale.md). Instead:
   survivors out of the way of every later collection;
 - between ticks, once every `full_every_s` of the service's clock, a full pass (unfreeze, collect, freeze)
   reclaims the cycles that became garbage among frozen objects since, so that memory stays flat.
+
+And what the tick freed goes back to the system. The tick frees most of what it allocates (the refreshed
+forecasts' derived tables, late curves, superseded records) in small blocks spread over the heap, among
+blocks that live on; the C allocator returns memory to the system only from the top of its heap, so the
+pages the tick emptied stayed resident, each tick leaving a slightly different pattern. After the
+collection, glibc's `malloc_trim(0)` gives back every whole free page: at 2,000 models after 20 ticks the
+process grew by 1,053 MB without it and by 976 MB with it, for about a millisecond per tick. On a C
+library without it (musl, macOS) nothing is trimmed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 FULL_EVERY_S = 3600.0
 
+# returns the allocator's free pages to the system (its argument: bytes kept free at the top of the heap)
+Trim = Callable[[int], int]
+
+
+def malloc_trim() -> Trim | None:
+    """glibc's malloc_trim, or None where the C library has none."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
 
 class Heap:
-    def __init__(self, full_every_s: float = FULL_EVERY_S) -> None:
+    def __init__(self, full_every_s: float = FULL_EVERY_S, trim: Trim | None = None) -> None:
+        """`trim`: what gives free memory back after each tick (None: glibc's malloc_trim where there is
+        one); pass `lambda _: 0` to keep it."""
         if not full_every_s > 0:
             raise ValueError(f"full_every_s={full_every_s!r} must be > 0")
+        self.trim = trim if trim is not None else malloc_trim()
         self.full_every_s = full_every_s
         self.last_full_s: float | None = None  # the service clock's time of the last full pass
         self.full_pass_s = 0.0  # seconds the last full pass took
@@ -45,6 +71,8 @@ class Heap:
                 gc.enable()
             gc.collect()  # frozen objects are not visited: this walks what the block left
             gc.freeze()
+            if self.trim is not None:
+                self.trim(0)  # after the collection: the pages it emptied go back too
 
     def full_pass_if_due(self, now_s: float) -> bool:
         """A full pass over every object, frozen ones included, when one is due; returns whether it ran."""
@@ -59,4 +87,6 @@ class Heap:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        if self.trim is not None:
+            self.trim(0)
         self.full_pass_s = time.perf_counter() - started
