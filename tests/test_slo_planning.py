@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from forecaster.types import Forecast
 from planner import PlannerSpec, PlannerState, Reason, Snapshot, plan
+from planner.explain import text
 from planner.slo import LateCurve, anchor_factor, late_share, replicas_within, step_distribution
 
 STEP = 60
@@ -197,3 +198,31 @@ def test_a_late_curve_gives_the_late_share_exactly_as_it_is_computed_alone(
     curve = LateCurve(dist, capacity, wait)
     for n in range(max(1, curve.n0), max(1, curve.n0) + extra + 1):
         assert curve.share(n) == late_share(dist, n, capacity, wait)  # equal, not close
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    medians=st.lists(st.floats(0.0, 800.0), min_size=20, max_size=20),
+    current=st.integers(0, 120),
+    now=st.floats(0.0, 600.0),
+    observed=st.one_of(st.none(), st.floats(0.0, 1500.0)),
+)
+def test_the_count_held_for_the_steps_before_t_load_is_what_reading_them_always_gave(
+    medians: list[float], current: int, now: float, observed: float | None
+) -> None:
+    """slo_demand reads the steps before T_load only when the replicas held exceed what the reachable steps
+    need; the count, its step and its sentence are those of reading both windows every time."""
+    from planner.slo import peak_need
+    from planner.stages import slo_demand
+
+    fc = forecast(medians)
+    spec = dataclasses.replace(SPEC, min_replicas=1)
+    f = anchor_factor(fc, now, observed, spec.reactive_window_s)
+    cap, wait, budget = spec.capacity_rps_per_replica, spec.slo_wait_s, spec.late_budget
+    assert budget is not None
+    up, up_at, _ = peak_need(fc, now + spec.t_load_s, now + spec.lookahead_s, cap, wait, budget, f)
+    hold, hold_at, _ = peak_need(forecast(medians), now, now + spec.t_load_s, cap, wait, budget, f)
+    kept = min(current, hold)
+    n, at, step = slo_demand(fc, spec, now, current, observed)
+    assert (n, at) == ((kept, hold_at) if kept > up else (up, up_at))
+    assert ("keeping" in text(step.message)) == (kept > up)
