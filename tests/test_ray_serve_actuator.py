@@ -83,7 +83,17 @@ def serve() -> Iterator[str]:
                 },
             ],
         }
-        requests.put(f"{url}/api/serve/applications/", json=config, timeout=60).raise_for_status()
+
+        def accepted() -> bool:
+            # the same declarative config again is idempotent: the first PUT starts Serve's controller,
+            # which on a loaded machine took longer than one read timeout (60 s) to answer
+            try:
+                requests.put(f"{url}/api/serve/applications/", json=config, timeout=60).raise_for_status()
+            except requests.Timeout:
+                return False
+            return True
+
+        wait_for(accepted, "the dashboard to accept the Serve config", timeout_s=4 * READY_TIMEOUT_S)
 
         def running() -> bool:
             apps = requests.get(f"{url}/api/serve/applications/", timeout=10).json().get("applications", {})
