@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 from forecaster.types import Forecast
-from planner.queueing import erlang_b, wait_probability
+from planner.queueing import erlang_b, late_probability, wait_probability
 
 EPS = 1e-12
 # the forecast quantiles a step's distribution is read from (the feed predicts them once per refresh). The
@@ -118,11 +118,7 @@ class LateCurve:
         late = 0.0
         for (w, rate), a, b in zip(self.dist, self.offered, self._blocking, strict=True):
             if a > 0:
-                if n <= a:
-                    p = 1.0
-                else:  # late_probability inlined, the same arithmetic (the curves are most of a first night)
-                    p = n * b / (n - a * (1.0 - b)) * math.exp(-(n - a) * self.capacity_rps * self.wait_s)
-                    p = p if p < 1.0 else 1.0
+                p = 1.0 if n <= a else late_probability(n, a, b, self.capacity_rps, self.wait_s)
                 late += w * rate * p
         self.lates.append(late)
 
@@ -150,19 +146,10 @@ class LateCurve:
         return MAX_REPLICAS
 
 
-def step_need(
-    fc: Forecast, i: int, capacity_rps: float, wait_s: float, budget: float, factor: float = 1.0
-) -> int:
-    """Replicas forecast step i (its rates scaled by `factor`) needs to keep its expected late share
-    within the budget (once per forecast, step, budget and factor: a forecast serves the ticks until the
-    next refresh; the budgets of one step share its late curve)."""
-    needs = _needs(fc, capacity_rps, wait_s, budget, factor)
-    return _need(needs, fc, i, capacity_rps, wait_s, budget, factor)
-
-
 def _needs(fc: Forecast, capacity_rps: float, wait_s: float, budget: float, factor: float) -> dict[int, int]:
-    """The steps' needs at one budget and factor, by step, as far as asked (one table per forecast: a
-    lookup per step was a third of a plan)."""
+    """The replicas each step (its rates scaled by `factor`) needs to keep its expected late share within
+    the budget, by step, as far as asked: one table per forecast, budget and factor (a forecast serves the
+    ticks until the next refresh; the budgets of one step share its late curve)."""
     return fc.derived(("slo-needs", capacity_rps, wait_s, budget, factor), dict)
 
 
