@@ -74,6 +74,11 @@ def timed_ticks(jobs: Jobs, clock: Clock, ticks: int) -> np.ndarray:
     return np.asarray(times) * 1000
 
 
+def pct(a: np.ndarray | list[float], q: float) -> float:
+    """The q-th percentile of timings in ms, to 0.1 ms."""
+    return round(float(np.percentile(a, q)), 1)
+
+
 def peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -194,8 +199,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ms = timed_ticks(jobs, clock, args.ticks)
     missing = sum(1 for r in ctl.models.values() if r.forecast is None)
     out.update(
-        tick_p50_ms=round(float(np.percentile(ms, 50)), 1),
-        tick_p99_ms=round(float(np.percentile(ms, 99)), 1),
+        tick_p50_ms=pct(ms, 50),
+        tick_p99_ms=pct(ms, 99),
         tick_max_ms=round(float(ms.max()), 1),
         ticks=args.ticks,
         models_without_forecast=missing,
@@ -224,8 +229,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "replicas": args.replicas,
             "held": len(held.mine),
             "models": mine,
-            "tick_p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "tick_p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "tick_p50_ms": pct(ms, 50),
+            "tick_p99_ms": pct(ms, 99),
         }
     many.close()
     return out
@@ -267,10 +272,6 @@ def tick_beside_night(
     thread.join()
     pool.close()
     jobs.compute = own
-
-    def pct(a: np.ndarray | list[float], q: float) -> float:
-        return round(float(np.percentile(a, q)), 1)
-
     return {
         name: {
             "ticks": len(ms),
