@@ -22,7 +22,11 @@ model's backtest and its tuning run (30 predictive candidates + the baselines' k
   process, the reference the cluster's documents must equal.
 - tick: the live loop holding all N models (full fits on the backend first, as the service starts), then
   `--ticks` control ticks of 30 s of simulated time, each timed whole (every model planned, recorded and
-  applied; refreshes of the forecasts spread over the ticks as the service spreads them).
+  applied), with the service's collector run every COLLECT_EVERY_S between them: it refreshes the
+  forecasts as they fall due (spread over the refresh interval as the service spreads them), and its runs
+  between two ticks are timed together (`collector_per_tick_*`). Then as many ticks with nothing between
+  them, each refreshing what fell due since the last (`tick_refreshing_*`: the tick as it ran before the
+  collector took the refreshes), and the ratio of the two p99s.
 - rss_mb: this process's peak resident memory (the live loop's; workers are separate processes).
 - tick_beside_night (`--night-beside-tick`, local backend): the service runs the tick and the night in
   one process and its pool. A first night of `--workers` models runs on a pool of `--workers` workers in a
@@ -55,7 +59,7 @@ from service.config import ComputeConfig
 from service.heap import Heap
 from service.nightly import run_night
 from service.runtime import Controller
-from service.serve import Jobs, build_demo, demo_start_s
+from service.serve import COLLECT_EVERY_S, Jobs, build_demo, demo_start_s
 from service.view import ControllerView
 from tests.fakes import Clock, HeldShards
 
@@ -63,11 +67,33 @@ TICK_S = 30.0
 DAY = 86_400.0
 
 
-def timed_ticks(jobs: Jobs, clock: Clock, ticks: int) -> np.ndarray:
-    """Each of `ticks` control ticks, TICK_S apart, timed whole (ms)."""
+class Collector:
+    """The service's collector between ticks: every COLLECT_EVERY_S of the clock (finished fits taken into
+    use, the forecasts that fell due refreshed); each period's runs timed together (ms)."""
+
+    def __init__(self) -> None:
+        self.periods: list[float] = []
+
+    def between(self, jobs: Jobs, clock: Clock) -> None:
+        took = 0.0
+        for _ in range(round(TICK_S / COLLECT_EVERY_S) - 1):
+            clock.t += COLLECT_EVERY_S
+            t = time.perf_counter()
+            jobs.collect()
+            took += time.perf_counter() - t
+        clock.t += TICK_S - (round(TICK_S / COLLECT_EVERY_S) - 1) * COLLECT_EVERY_S
+        self.periods.append(took * 1000)
+
+
+def timed_ticks(jobs: Jobs, clock: Clock, ticks: int, collector: Collector | None = None) -> np.ndarray:
+    """Each of `ticks` control ticks, TICK_S apart, timed whole (ms); with a collector, it runs between
+    them (as in the service: the ticks then leave the due refreshes to it), else each tick refreshes them."""
     times: list[float] = []
     for _ in range(ticks):
-        clock.t += TICK_S
+        if collector is None:
+            clock.t += TICK_S
+        else:
+            collector.between(jobs, clock)
         t = time.perf_counter()
         jobs.tick_all()
         times.append(time.perf_counter() - t)
@@ -196,12 +222,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out["first_fits_s"] = round(time.perf_counter() - t, 2)
     clock.t += TICK_S
     jobs.tick_all()  # takes the fits into use
-    ms = timed_ticks(jobs, clock, args.ticks)
+    collector = Collector()
+    ms = timed_ticks(jobs, clock, args.ticks, collector)
+    # the same loop with nothing between the ticks: each tick refreshes what fell due (the tick before the
+    # collector took the refreshes), in the same run
+    alone = timed_ticks(jobs, clock, args.ticks)
     missing = sum(1 for r in ctl.models.values() if r.forecast is None)
     out.update(
         tick_p50_ms=pct(ms, 50),
         tick_p99_ms=pct(ms, 99),
         tick_max_ms=round(float(ms.max()), 1),
+        collector_per_tick_p50_ms=pct(collector.periods, 50),  # the collector's runs between two ticks
+        collector_per_tick_p99_ms=pct(collector.periods, 99),
+        tick_refreshing_p50_ms=pct(alone, 50),
+        tick_refreshing_p99_ms=pct(alone, 99),
+        tick_p99_vs_refreshing=round(pct(ms, 99) / pct(alone, 99), 3),
         ticks=args.ticks,
         models_without_forecast=missing,
         rss_mb=round(peak_rss_mb(), 1),
@@ -223,7 +258,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         held = HeldShards(args.shards, set(range(0, args.shards, args.replicas)), members=())
         ctl.leader = held
         mine = len(ctl.acting_names())
-        ms = timed_ticks(jobs, clock, args.ticks)
+        ms = timed_ticks(jobs, clock, args.ticks, Collector())
         out["shards"] = {
             "count": args.shards,
             "replicas": args.replicas,
@@ -239,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def spaced_ticks(jobs: Jobs, clock: Clock, gap_s: float) -> float:
     """One control tick (ms), then `gap_s` of real time: the service ticks every tick_s, a tick taking a few
     percent of it, and a night runs in between; back-to-back ticks would leave it none."""
-    (ms,) = timed_ticks(jobs, clock, 1)
+    (ms,) = timed_ticks(jobs, clock, 1, Collector())
     time.sleep(gap_s)
     return float(ms)
 
@@ -252,7 +287,7 @@ def tick_beside_night(
     The ticks take turns over `settings` (name: whether the pool is paused during that tick), so that the
     settings share one night and one stretch of the machine's time; each is compared with idle ticks
     measured just before the night, spaced the same way (a tick's length apart)."""
-    gap_s = float(np.percentile(timed_ticks(jobs, clock, 3), 50)) / 1000
+    gap_s = float(np.percentile(timed_ticks(jobs, clock, 3, Collector()), 50)) / 1000
     idle = np.asarray([spaced_ticks(jobs, clock, gap_s) for _ in range(args.ticks)])
     pool = LocalCompute(args.workers, nice=nice)
     own, jobs.compute = jobs.compute, pool

@@ -220,9 +220,11 @@ class Jobs:
             self._retry_at.pop(name, None)
 
     def collect(self) -> list[str]:
-        """Between ticks: take each finished full fit into use and refresh that model's forecast at once, and
-        retry the models that have no forecast yet when their backoff has passed. Returns the refreshed
-        models. Never runs beside a tick (it would change a model mid-plan): skipped while one runs."""
+        """Between ticks: take each finished full fit into use and refresh that model's forecast at once,
+        retry the models that have no forecast yet when their backoff has passed, and refresh the forecasts
+        that are due (every COLLECT_EVERY_S, a few models each time: the tick then plans on forecasts already
+        refreshed, and spends its time on the decisions). Returns the refreshed models. Never runs beside a
+        tick (it would change a model mid-plan): skipped while one runs."""
         if not self._lock.acquire(blocking=False):
             return []
         try:
@@ -233,7 +235,9 @@ class Jobs:
                     "full garbage collection between ticks",
                     extra={"seconds": round(self.heap.full_pass_s, 3)},
                 )
-            return self._collect(now)
+            done = self._collect(now)
+            # the first refresh of a model stays with the tick (it also sets the model's phase)
+            return done + self._refresh_due(now, set(done), first=False)
         finally:
             self._lock.release()
 
@@ -257,21 +261,36 @@ class Jobs:
         with self._lock, quiet, self.compute.paused():
             self._tick_all()
 
-    def _tick_all(self) -> None:
-        now = self.clock()
+    def _refresh_due(self, now: float, fresh: set[str], *, first: bool = True) -> list[str]:
+        """Refresh each model this replica acts on whose refresh interval has passed (`fresh`: refreshed just
+        now by the collector, due and done), and with `first` each never refreshed; returns the models
+        refreshed."""
         n = len(self.ctl.models)
-        fresh = set(self._collect(now))
         acting = set(self.ctl.acting_names())
+        done = []
         for i, name in enumerate(self.ctl.models):
             if name not in acting:  # another replica's shard: it refreshes it
                 continue
-            if name not in self.last_refit or now - self.last_refit[name] >= self.ctl.refit_every_s:
-                first = name not in self.last_refit
-                if name not in fresh:  # refreshed by the collector just now: due, and done
+            last = self.last_refit.get(name)
+            if (last is None and first) or (last is not None and now - last >= self.ctl.refit_every_s):
+                if name not in fresh:
                     self._refresh(name, now)
-                # after the first, each model's refreshes keep their own phase in the interval, so that a
-                # thousand models refresh a few at a time on every tick rather than all on one
-                self.last_refit[name] = now - (i / n) * self.ctl.refit_every_s if first else now
+                    done.append(name)
+                # each model's refreshes keep their own phase in the interval, so that a thousand models
+                # refresh a few at a time rather than all at once: the first sets it, and each later one
+                # keeps it (a refresh taken up late, behind a tick holding the lock, does not shift it)
+                every = self.ctl.refit_every_s
+                self.last_refit[name] = (
+                    now - (i / n) * every if last is None else last + math.floor((now - last) / every) * every
+                )
+        return done
+
+    def _tick_all(self) -> None:
+        now = self.clock()
+        n = len(self.ctl.models)
+        # what the collector has not refreshed yet (all of it where nothing collects between ticks: tests
+        # that drive the tick alone; in the service, the models that fell due since its last run)
+        self._refresh_due(now, set(self._collect(now)))
         t = time.perf_counter()
         self.ctl.tick_all(now)
         each = (time.perf_counter() - t) / max(1, n)

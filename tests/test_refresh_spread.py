@@ -12,7 +12,7 @@ from pathlib import Path
 
 from compute.local import LocalCompute
 from forecaster.sources.synthetic import synthetic_fleet
-from service.serve import Jobs, build_demo, demo_start_s
+from service.serve import COLLECT_EVERY_S, Jobs, build_demo, demo_start_s
 from service.view import ControllerView
 from tests.fakes import Clock
 
@@ -82,3 +82,43 @@ def run(jobs: Jobs, clock: Clock) -> tuple[list[int], list[int], dict[str, list[
             if r.published_s == now:
                 publishes[name].append(now)
     return refreshed, published, publishes
+
+
+def test_with_the_collector_between_ticks_the_refreshes_leave_the_tick_and_keep_their_phase(
+    tmp_path: Path,
+) -> None:
+    """The service's collector runs every COLLECT_EVERY_S: it refreshes each forecast as it falls due, so
+    the tick refreshes only those due at its own instant (40 models' phases are 7.5 s apart: a quarter of
+    them), where alone it refreshes all; each model still every refresh interval exactly."""
+    compute = LocalCompute(workers=2)
+    try:
+        jobs, clock = fleet(tmp_path, compute)
+        ctl = jobs.ctl
+        jobs.tick_all()
+        for r in ctl.models.values():
+            assert r.fitting is not None
+            r.fitting.outcome()
+        clock.t += TICK_S
+        jobs.tick_all()  # the fits land together, every model refreshed at once
+        by_tick: list[int] = []
+        by_collector = 0
+        times: dict[str, list[float]] = {name: [] for name in ctl.models}
+        for _ in range(40):
+            for _ in range(int(TICK_S / COLLECT_EVERY_S) - 1):
+                clock.t += COLLECT_EVERY_S
+                for name in jobs.collect():
+                    by_collector += 1
+                    times[name].append(clock.t)
+            clock.t += COLLECT_EVERY_S
+            jobs.tick_all()
+            now = clock.t
+            done = [name for name, r in ctl.models.items() if r.refit.last_ok_s == now]
+            by_tick.append(len(done))
+            for name in done:
+                times[name].append(now)
+    finally:
+        compute.close()
+    assert set(by_tick) == {MODELS // 10 // 4}  # alone, the tick refreshes MODELS // 10
+    assert by_collector == 4 * MODELS - sum(by_tick)  # 40 ticks: four intervals, each model in each
+    for name, seen in times.items():
+        assert {b - a for a, b in itertools.pairwise(seen)} == {ctl.refit_every_s}, (name, seen)
