@@ -73,6 +73,16 @@ class DropoutWatch:
             self._remember(found.start_s, found.end_s)
         return found
 
+    def check_recent(
+        self, history: TrafficSeries, forecast: Forecast | None, lookahead_s: float
+    ) -> Dropout | None:
+        """check() of the newest max_s + lookahead_s of `history`. At most ticks its newest count is
+        positive: no run of zeros reaches the present, known without slicing it (every model, every tick)."""
+        v = history.values
+        if v.size and v[-1] > 0:
+            return None
+        return self.check(history.tail(self.max_s + lookahead_s), forecast)
+
     def clean(self, history: TrafficSeries) -> TrafficSeries:
         """`history` with the remembered dropouts as gaps (NaN)."""
         if not self.spans or len(history) == 0:

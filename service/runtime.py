@@ -606,11 +606,11 @@ class Controller:
         if len(hist) == 0:
             return None, None
         r.data_age_s = max(0.0, now_s - hist.end_s)
-        dropout = r.dropouts.check(hist.tail(r.dropouts.max_s + r.spec.lookahead_s), r.forecast)
+        dropout = r.dropouts.check_recent(hist, r.forecast, r.spec.lookahead_s)
         r.dropout_note = dropout.describe(hist.step_s) if dropout else ""
         # the rate over the whole steps that cover the planner's reactive window (at least one service
         # time: planner/spec.py)
-        recent = hist.tail(r.spec.reactive_window_s).values
+        recent = hist.values[-max(1, math.ceil(r.spec.reactive_window_s / hist.step_s)) :]
         if not math.isfinite(float(recent[-1])):
             return None, None  # a gap: no reactive floor this tick, and the planner never scales down on it
         seen = recent[np.isfinite(recent)]

@@ -154,3 +154,30 @@ def test_the_array_rule_agrees_with_the_rule_read_step_by_step(
     else:
         assert got is not None
         assert (got.start_s, got.end_s) == want[:2] and got.expected_count == pytest.approx(want[2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.sampled_from([0.0, 0.0, 3.0, 40.0, math.nan]), min_size=0, max_size=40),
+    max_steps=st.integers(0, 45),
+    lookahead_steps=st.integers(0, 10),
+)
+def test_the_tick_s_check_of_the_recent_steps_finds_what_the_check_of_their_tail_finds(
+    values: list[float], max_steps: int, lookahead_steps: int
+) -> None:
+    """check_recent skips the slice when the newest count is positive: the same dropouts, and the same
+    spans remembered, as checking the tail every time."""
+    fc = flat_forecast(1000.0)
+    fast, slow = DropoutWatch(max_s=max_steps * STEP), DropoutWatch(max_s=max_steps * STEP)
+    for end in range(len(values) + 1):  # tick after tick, one more step each
+        s = series(values[:end])
+        got = fast.check_recent(s, fc, lookahead_steps * STEP)
+        want = slow.check(s.tail(max_steps * STEP + lookahead_steps * STEP), fc)
+        assert (got is None) == (want is None)
+        if got is not None and want is not None:
+            assert (got.start_s, got.end_s, got.expected_count) == (
+                want.start_s,
+                want.end_s,
+                want.expected_count,
+            )
+    assert fast.spans == slow.spans
