@@ -515,8 +515,8 @@ class Controller:
         records: dict[str, dict[str, Any]] = {}
         for name, decision in decisions.items():
             p = planned[name]
-            record: dict[str, Any] = dict(decision.as_dict())
-            record["inputs"] = {**dict(decision.inputs), "t_load_source": p.t_load_note}
+            record: dict[str, Any] = decision.as_dict()  # a fresh dict, its inputs a fresh copy
+            record["inputs"]["t_load_source"] = p.t_load_note
             record["ready_replicas"] = p.have.ready if p.have else None
             if p.read_error:
                 record["read_error"] = p.read_error
