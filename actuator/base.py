@@ -6,6 +6,8 @@ Every call returns a record, never nothing: an ActuationResult says applied, ski
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -101,3 +103,18 @@ class FloorRestorer(Protocol):
     def restore(self, target: Target) -> ActuationResult:
         """Put the owner's own floor back (UNCHANGED where prewarm holds no floor)."""
         ...
+
+
+@runtime_checkable
+class BulkReader(Protocol):
+    """An actuator that can read many targets' state at once: within `reading(targets)` (one control tick)
+    it answers current(), cold_starts() and apply()'s "already there" from reads made once for all of them
+    (one LIST per kind and namespace), where each call alone would read the API again; writes still read
+    what they replace afresh."""
+
+    def reading(self, targets: Sequence[Target]) -> AbstractContextManager[None]: ...
+
+
+def reading(actuator: object, targets: Sequence[Target]) -> AbstractContextManager[None]:
+    """`actuator`'s bulk reads of `targets` for one tick where it makes them; otherwise nothing changes."""
+    return actuator.reading(targets) if isinstance(actuator, BulkReader) else nullcontext()

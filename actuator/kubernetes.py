@@ -18,7 +18,10 @@ decision's Reason, message = its explanation) and the decision id in an annotati
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +43,22 @@ GPU_QUOTA_RESOURCE = "requests.nvidia.com/gpu"
 EVENT_MESSAGE_MAX = 1024
 REQUEST_TIMEOUT_S = 10.0  # a request unanswered this long is a transient failure (retried next tick)
 SEEN_PODS_KEPT = 1024  # Ready pods remembered per target (the estimator keeps its own, smaller window)
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Listed:
+    """One namespace's objects as one LIST of each kind read them at the start of a tick, or the error
+    that LIST met (raised again to each target that needs it, as its own read would have been)."""
+
+    workloads: dict[tuple[str, str], Any] = field(default_factory=dict)  # (kind, name) -> object
+    hpas: list[Any] | ActuatorError | None = None
+    scaled_objects: list[dict[str, Any]] | ActuatorError | None = None
+    pods: list[Any] | ActuatorError | None = None
+    unlisted: set[str] = field(default_factory=set)  # kinds read per target (their LIST was refused)
+    failed: dict[str, ActuatorError] = field(default_factory=dict)  # kinds whose LIST failed for now
 
 
 def api_error(exc: Exception, what: str) -> ActuatorError:
@@ -114,6 +133,64 @@ class KubernetesActuator:
         self.clock = clock
         # pods that became Ready, per target (each model learns its T_load from its own pods only)
         self._seen: dict[Target, dict[str, ColdStart]] = {}
+        # within reading(): each namespace's objects, listed once for the tick (None: every call reads)
+        self._listed: dict[str, _Listed] | None = None
+
+    # -- bulk reads for one tick -----------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self, targets: Sequence[Target]) -> Iterator[None]:
+        """Within the block, each target's namespace is read once: one LIST of its Deployments (and
+        StatefulSets where a target is one), HPAs, ScaledObjects and pods, which current(), cold_starts()
+        and apply()'s "already there" then read. Read per target, a tick cost about eight requests a model,
+        three of them LISTs of every HPA in the namespace: quadratic in the models of a namespace. A write
+        still reads what it replaces afresh (its resourceVersion); a LIST that RBAC refuses (a Role from
+        before `list` on workloads was granted) leaves that kind read per target, as before."""
+        by_ns: dict[str, set[str]] = {}
+        for t in targets:
+            if t.kind in ("Deployment", "StatefulSet"):
+                by_ns.setdefault(t.namespace, set()).add(t.kind)
+        self._listed = {ns: self._list_namespace(ns, kinds) for ns, kinds in sorted(by_ns.items())}
+        try:
+            yield
+        finally:
+            self._listed = None
+
+    def _list_namespace(self, ns: str, kinds: set[str]) -> _Listed:
+        out = _Listed()
+        lists: dict[str, Callable[..., Any]] = {
+            "Deployment": self.apps.list_namespaced_deployment,
+            "StatefulSet": self.apps.list_namespaced_stateful_set,
+        }
+        for kind in sorted(kinds):
+            try:
+                items = lists[kind](ns, **self._t).items
+            except Exception as exc:
+                err = api_error(exc, f"list {kind}s in {ns}")
+                if isinstance(err, PermanentError):  # refused (RBAC), or no such namespace: one by one,
+                    # each target then meets its own error, or reads what its Role grants
+                    log.warning("reading workloads one by one", extra={"namespace": ns, "why": str(err)})
+                    out.unlisted.add(kind)
+                else:
+                    out.failed[kind] = err  # transient: each target fails with it, as its own read would
+                continue
+            out.workloads.update({(kind, w.metadata.name): w for w in items})
+        try:
+            out.hpas = self.hpa.list_namespaced_horizontal_pod_autoscaler(ns, **self._t).items
+        except Exception as exc:
+            out.hpas = api_error(exc, f"list HorizontalPodAutoscalers in {ns}")
+        try:
+            out.scaled_objects = self._list_scaled_objects(ns)
+        except ActuatorError as exc:
+            out.scaled_objects = exc
+        try:
+            out.pods = self.core.list_namespaced_pod(ns, **self._t).items
+        except Exception as exc:
+            out.pods = api_error(exc, f"list pods in {ns}")
+        return out
+
+    def _listed_in(self, ns: str) -> _Listed | None:
+        return self._listed.get(ns) if self._listed is not None else None
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -138,6 +215,13 @@ class KubernetesActuator:
             raise PermanentError(f"{what}: {resource}={hard[resource]!r} is not a quantity") from None
 
     def _workload(self, t: Target) -> Any:
+        listed = self._listed_in(t.namespace)
+        if listed is not None and t.kind in listed.failed:
+            raise listed.failed[t.kind]
+        if listed is not None and t.kind not in listed.unlisted:
+            w = listed.workloads.get((t.kind, t.name))
+            if w is not None:
+                return w  # not listed: read alone below, which says what is wrong with it
         try:
             if t.kind == "Deployment":
                 return self.apps.read_namespaced_deployment(t.name, t.namespace, **self._t)
@@ -148,27 +232,42 @@ class KubernetesActuator:
         raise PermanentError(f"{t}: kind must be Deployment or StatefulSet")
 
     def _hpas(self, t: Target) -> list[Any]:
-        try:
-            items = self.hpa.list_namespaced_horizontal_pod_autoscaler(t.namespace, **self._t).items
-        except Exception as exc:
-            raise api_error(exc, f"list HorizontalPodAutoscalers in {t.namespace}") from exc
+        listed = self._listed_in(t.namespace)
+        if listed is not None and listed.hpas is not None:
+            if isinstance(listed.hpas, ActuatorError):
+                raise listed.hpas
+            items = listed.hpas
+        else:
+            try:
+                items = self.hpa.list_namespaced_horizontal_pod_autoscaler(t.namespace, **self._t).items
+            except Exception as exc:
+                raise api_error(exc, f"list HorizontalPodAutoscalers in {t.namespace}") from exc
         return [
             h
             for h in items
             if h.spec.scale_target_ref.kind == t.kind and h.spec.scale_target_ref.name == t.name
         ]
 
-    def _scaled_objects(self, t: Target) -> list[dict[str, Any]]:
+    def _list_scaled_objects(self, ns: str) -> list[dict[str, Any]]:
         try:
-            doc = self.custom.list_namespaced_custom_object(KEDA[0], KEDA[1], t.namespace, KEDA[2], **self._t)
+            doc = self.custom.list_namespaced_custom_object(KEDA[0], KEDA[1], ns, KEDA[2], **self._t)
         except ApiException as exc:
             if exc.status == 404:  # KEDA not installed: nothing can target the workload through it
                 return []
-            raise api_error(exc, f"list ScaledObjects in {t.namespace}") from exc
+            raise api_error(exc, f"list ScaledObjects in {ns}") from exc
         except Exception as exc:
-            raise api_error(exc, f"list ScaledObjects in {t.namespace}") from exc
+            raise api_error(exc, f"list ScaledObjects in {ns}") from exc
+        return doc.get("items", []) if isinstance(doc, dict) else []
+
+    def _scaled_objects(self, t: Target) -> list[dict[str, Any]]:
+        listed = self._listed_in(t.namespace)
+        if listed is not None and listed.scaled_objects is not None:
+            if isinstance(listed.scaled_objects, ActuatorError):
+                raise listed.scaled_objects
+            items = listed.scaled_objects
+        else:
+            items = self._list_scaled_objects(t.namespace)
         out = []
-        items: list[dict[str, Any]] = doc.get("items", []) if isinstance(doc, dict) else []
         for so in items:
             ref = so.get("spec", {}).get("scaleTargetRef", {})
             if ref.get("name") == t.name and ref.get("kind", "Deployment") == t.kind:
@@ -217,6 +316,54 @@ class KubernetesActuator:
 
     def apply(self, t: Target, decision: Decision, decision_id: str) -> ActuationResult:
         want = int(decision.desired_replicas)
+        already = self._already(t, want)
+        if already is not None:
+            return already
+        with self._fresh():
+            return self._write(t, decision, decision_id, want)
+
+    def _already(self, t: Target, want: int) -> ActuationResult | None:
+        """apply()'s answer from the tick's lists where the workload already holds what `want` asks (most
+        models, most ticks: no request at all); None where a write may be needed or the lists cannot tell,
+        and the write path reads afresh and says what is wrong."""
+        if self._listed_in(t.namespace) is None:
+            return None
+        try:
+            w = self._workload(t)
+            mode = self.mode(t)
+            if mode == "replicas":
+                if w.spec.replicas is None or int(w.spec.replicas) != want:
+                    return None
+                before = after = want
+                note = ""
+            elif mode == "hpa-floor":
+                hpas = self._hpas(t)
+                if len(hpas) != 1:
+                    return None
+                before, after, ann, note = _hpa_floor(hpas[0], want)
+                if after != before or ann != (hpas[0].metadata.annotations or {}):
+                    return None
+            else:
+                sos = self._scaled_objects(t)
+                if len(sos) != 1:
+                    return None
+                before, after, ann, note = _keda_floor(sos[0], want)
+                if after != before or ann != (sos[0]["metadata"].get("annotations") or {}):
+                    return None
+        except ActuatorError:
+            return None
+        return ActuationResult(Outcome.UNCHANGED, f"{t} already at {after} ({mode}){note}", before, after)
+
+    @contextmanager
+    def _fresh(self) -> Iterator[None]:
+        """Reads made one by one within the block (a write reads what it replaces afresh)."""
+        listed, self._listed = self._listed, None
+        try:
+            yield
+        finally:
+            self._listed = listed
+
+    def _write(self, t: Target, decision: Decision, decision_id: str, want: int) -> ActuationResult:
         try:
             w = self._workload(t)  # a vanished or misnamed workload fails here, before any floor moves
             mode = self.mode(t)
@@ -313,16 +460,7 @@ class KubernetesActuator:
                     f"{t}: mode hpa-floor needs exactly one HPA targeting it, found {len(hpas)}"
                 )
             h = hpas[0]
-            before = int(h.spec.min_replicas or 1)
-            # an HPA's floor is 1..maxReplicas
-            target, ann, note = next_floor(
-                before, h.metadata.annotations or {}, want, 1, int(h.spec.max_replicas), "HPA"
-            )
-            if want == 0:  # the planner's zero (min_replicas 0) meets what an HPA can hold
-                note = (
-                    " (an HPA cannot hold 0 replicas without its alpha HPAScaleToZero feature gate: floor 1; "
-                    "asked 0. Scale to zero through mode replicas or a KEDA ScaledObject)"
-                )
+            before, target, ann, note = _hpa_floor(h, want)
             if target == before and ann == (h.metadata.annotations or {}):
                 return before, before, note
             h.spec.min_replicas = target
@@ -341,11 +479,7 @@ class KubernetesActuator:
                 )
             so = sos[0]
             spec, meta = so.setdefault("spec", {}), so["metadata"]
-            before = int(spec.get("minReplicaCount", 0))
-            cap = int(spec.get("maxReplicaCount", 100))  # KEDA's default maximum
-            target, ann, note = next_floor(
-                before, meta.get("annotations") or {}, want, 0, cap, "ScaledObject"
-            )
+            before, target, ann, note = _keda_floor(so, want)
             if target == before and ann == (meta.get("annotations") or {}):
                 return before, before, note
             spec["minReplicaCount"] = target
@@ -409,20 +543,30 @@ class KubernetesActuator:
 
     # -- cold starts ---------------------------------------------------------------------------------
 
-    def _selector(self, t: Target) -> str:
+    def _match_labels(self, t: Target) -> dict[str, str]:
         w = self._workload(t)
-        labels = (w.spec.selector.match_labels or {}) if w.spec.selector else {}
+        labels: dict[str, str] = (w.spec.selector.match_labels or {}) if w.spec.selector else {}
         if not labels:
             raise PermanentError(f"{t}: its selector has no matchLabels to find its pods by")
-        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return labels
+
+    def _selector(self, t: Target) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted(self._match_labels(t).items()))
 
     def cold_starts(self, t: Target) -> list[ColdStart]:
         """Every pod of the target that has become Ready, as a cold start (pods listed once, kept by uid)."""
-        selector = self._selector(t)
-        try:
-            pods = self.core.list_namespaced_pod(t.namespace, label_selector=selector, **self._t).items
-        except Exception as exc:
-            raise api_error(exc, f"list pods of {t}") from exc
+        listed = self._listed_in(t.namespace)
+        if listed is not None and listed.pods is not None:
+            if isinstance(listed.pods, ActuatorError):
+                raise listed.pods
+            labels = self._match_labels(t).items()
+            pods = [p for p in listed.pods if labels <= (p.metadata.labels or {}).items()]
+        else:
+            selector = self._selector(t)
+            try:
+                pods = self.core.list_namespaced_pod(t.namespace, label_selector=selector, **self._t).items
+            except Exception as exc:
+                raise api_error(exc, f"list pods of {t}") from exc
         for p in pods:
             self._remember(t, p)
         return sorted(self._seen.get(t, {}).values(), key=lambda c: c.ready_s)
@@ -463,3 +607,27 @@ class KubernetesActuator:
             seen[uid] = c
             if len(seen) > SEEN_PODS_KEPT:  # a workload's recent pods are what its T_load is learned from
                 del seen[next(iter(seen))]
+
+
+def _hpa_floor(h: Any, want: int | None) -> tuple[int, int, dict[str, str], str]:
+    """(floor now, floor to write, the HPA's annotations after it, a note) for `want` on HPA `h`."""
+    before = int(h.spec.min_replicas or 1)
+    # an HPA's floor is 1..maxReplicas
+    target, ann, note = next_floor(
+        before, h.metadata.annotations or {}, want, 1, int(h.spec.max_replicas), "HPA"
+    )
+    if want == 0:  # the planner's zero (min_replicas 0) meets what an HPA can hold
+        note = (
+            " (an HPA cannot hold 0 replicas without its alpha HPAScaleToZero feature gate: floor 1; "
+            "asked 0. Scale to zero through mode replicas or a KEDA ScaledObject)"
+        )
+    return before, target, ann, note
+
+
+def _keda_floor(so: dict[str, Any], want: int | None) -> tuple[int, int, dict[str, str], str]:
+    """The same for a KEDA ScaledObject's minReplicaCount (0..maxReplicaCount)."""
+    spec, meta = so.get("spec", {}), so["metadata"]
+    before = int(spec.get("minReplicaCount", 0))
+    cap = int(spec.get("maxReplicaCount", 100))  # KEDA's default maximum
+    target, ann, note = next_floor(before, meta.get("annotations") or {}, want, 0, cap, "ScaledObject")
+    return before, target, ann, note

@@ -4,8 +4,10 @@ Kubernetes, and the nightly backtest with its self-check."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from actuator.base import (
     ReplicaActuator,
     ReplicaState,
     Target,
+    reading,
 )
 from actuator.errors import PermanentError
 from actuator.lead_time import LeadTimeEstimator
@@ -56,6 +59,19 @@ class RoutingActuator:
 
     def cold_starts(self, target: Target) -> list[ColdStart]:
         return self._for(target).cold_starts(target)
+
+    @contextmanager
+    def reading(self, targets: Sequence[Target]) -> Iterator[None]:
+        """Each actuator's bulk reads of its own targets (actuator/base.py, BulkReader)."""
+        mine: dict[int, tuple[ReplicaActuator, list[Target]]] = {}
+        for t in targets:
+            with contextlib.suppress(PermanentError):  # no actuator for its kind: its own calls say so
+                inner = self._for(t)
+                mine.setdefault(id(inner), (inner, []))[1].append(t)
+        with contextlib.ExitStack() as stack:
+            for inner, ts in mine.values():
+                stack.enter_context(reading(inner, ts))
+            yield
 
     def restore(self, target: Target) -> ActuationResult:
         inner = self._for(target)

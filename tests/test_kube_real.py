@@ -856,6 +856,81 @@ def test_cold_starts_are_reported_for_the_target_asked_about_only(
     assert {c.replica.split("-")[0] for c in embed_starts} == {"embed"}, [c.replica for c in embed_starts]
 
 
+# -- one tick's reads: each namespace listed once --------------------------------------------------------
+
+
+def steady_tick(act: KubernetesActuator, targets: list[Target]) -> list[Any]:
+    """What a tick asks of the actuator of each model: its replicas, the same floor again, its cold starts."""
+    out: list[Any] = []
+    for t in targets:
+        have = act.current(t)
+        result = act.apply(t, decision(have.floor or have.desired), "d-steady")
+        starts = act.cold_starts(t)
+        out.append((have, result.outcome, result.message, result.before, result.after, starts))
+    return out
+
+
+def test_a_tick_lists_each_namespace_once_and_a_model_already_at_its_floor_costs_no_request(
+    kube_cluster: KubeCluster, kube: Kube
+) -> None:
+    """Read model by model, a tick cost about eight requests a model, three of them LISTs of every HPA of
+    the namespace. Within reading(), the namespace is listed once per kind and the answers are the same;
+    a model whose floor moves still reads its HPA afresh (its resourceVersion) before replacing it."""
+    names = ("chat", "code", "embed", "solo")
+    targets = [kube.deploy(n, 2) for n in names]
+    for n in names[:3]:
+        kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa(n, 2, 10))
+    wait_until("every model's 2 pods Ready", lambda: all(kube.ready(n) == 2 for n in names))
+    api = kube_cluster.api()
+    sent = RequestLog.attach(api)
+    one_by_one = steady_tick(KubernetesActuator(api), targets)
+    assert len(sent.calls) >= 7 * len(names), sent.calls
+    assert all(len(starts) == 2 for *_, starts in one_by_one)
+    sent.calls.clear()
+    act = KubernetesActuator(api)  # another, that has seen no pod yet
+    with act.reading(targets):
+        listed = steady_tick(act, targets)
+    assert listed == one_by_one
+    assert all(outcome is Outcome.UNCHANGED for _, outcome, *_ in listed)
+    assert sorted((m, resource_of(p)) for m, p, _ in sent.calls) == [
+        ("GET", "deployments"),
+        ("GET", "horizontalpodautoscalers"),
+        ("GET", "pods"),
+        ("GET", "scaledobjects"),  # no KEDA here: the server's 404, read as no ScaledObjects
+    ], sent.calls
+    sent.calls.clear()
+    with act.reading(targets):
+        result = act.apply(targets[1], decision(5), "d-up")
+        assert (result.outcome, result.before, result.after) == (Outcome.APPLIED, 2, 5), result.message
+        assert act.apply(targets[0], decision(2), "d-same").outcome is Outcome.UNCHANGED
+    assert kube.hpa_floor("code") == 5 and kube.hpa_floor("chat") == 2
+    wrote = [(m, resource_of(p)) for m, p, _ in sent.writes()]
+    assert sorted(wrote) == [
+        ("PATCH", "deployments"),
+        ("POST", "events"),
+        ("PUT", "horizontalpodautoscalers"),
+    ]
+    # the HPA it replaced was read on its own, not taken from the tick's list
+    assert ("GET", f"/apis/autoscaling/v2/namespaces/{kube.ns}/horizontalpodautoscalers") in [
+        (m, p) for m, p, _ in sent.calls[4:]
+    ]
+
+
+def test_a_role_from_before_list_on_workloads_reads_them_one_by_one_with_the_same_answers(
+    kube_cluster: KubeCluster, kube: Kube
+) -> None:
+    token = service_account_with(kube, without(shipped_role_rules(), "deployments", "list"))
+    chat = kube.deploy("chat", 1)
+    kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("chat", 1, 10))
+    wait_until("chat Ready", lambda: kube.ready("chat") == 1)
+    one_by_one = steady_tick(KubernetesActuator(kube_cluster.api_as(token)), [chat])
+    act = KubernetesActuator(kube_cluster.api_as(token))
+    with act.reading([chat]):
+        assert steady_tick(act, [chat]) == one_by_one
+        result = act.apply(chat, decision(3), "d-up")
+    assert (result.outcome, result.after) == (Outcome.APPLIED, 3), result.message
+
+
 # -- the fleet budget from a real ResourceQuota ----------------------------------------------------------
 
 

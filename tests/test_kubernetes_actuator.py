@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client
 
 from actuator.base import ColdStart, Outcome, Target
+from actuator.errors import TransientError
 from actuator.kubernetes import KubernetesActuator
 from actuator.lead_time import LeadTimeEstimator
 from actuator.leader import LeaseElector, process_identity
@@ -199,3 +200,27 @@ def test_the_estimate_read_every_tick_changes_exactly_when_a_new_cold_start_is_o
 def test_every_process_gets_its_own_lease_identity_even_with_one_pod_name() -> None:
     one, two = process_identity("prewarm-7d9f"), process_identity("prewarm-7d9f")
     assert one != two and one.startswith("prewarm-7d9f_") and two.startswith("prewarm-7d9f_")
+
+
+@pytest.mark.parametrize(
+    ("resource", "words"),
+    [
+        pytest.param("deployments", "list Deployments in serving: HTTP 503", id="workloads"),
+        pytest.param(
+            "horizontalpodautoscalers", "list HorizontalPodAutoscalers in serving: HTTP 503", id="hpas"
+        ),
+    ],
+)
+def test_a_tick_s_list_answered_503_fails_each_model_read_with_it_and_sends_no_read_per_model(
+    kube: FakeKube, resource: str, words: str
+) -> None:
+    """A 5xx on the tick's LIST is every model's read failing, as each would have alone (the tick records
+    "workload unreadable" and never scales down on it); it is not a read per model against a server in
+    trouble. The next tick lists again."""
+    kube.fail_next[("list", resource)] = [503]
+    act = KubernetesActuator(api_for(kube))
+    with act.reading([LLM]), pytest.raises(TransientError, match=words):
+        act.current(LLM)
+    assert [c for c in kube.log if c[0] == "get"] == []  # no model read alone
+    with act.reading([LLM]):
+        assert act.current(LLM).floor == 2

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +324,49 @@ def test_a_permanent_write_error_blocks_the_model_and_says_so_in_metrics(tmp_pat
     assert _samples(view, "prewarm_actuation_blocked")[lab] == 1
     # the second tick was skipped by the rails (not retried), so one permanent failure was counted
     assert _samples(view, "prewarm_actuation_failures_total")[(("kind", "permanent"), *lab)] == 1
+
+
+@dataclass
+class ReadingFleet:
+    """The simulated fleet with bulk reads (actuator/base.py, BulkReader): notes which calls came within
+    a tick's reading() block, and of which targets."""
+
+    fleet: SimulatedFleet
+    blocks: list[list[Target]] = field(default_factory=list)
+    inside: list[str] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
+    open: bool = False
+
+    @contextmanager
+    def reading(self, targets: Sequence[Target]) -> Iterator[None]:
+        self.blocks.append(list(targets))
+        self.open = True
+        try:
+            yield
+        finally:
+            self.open = False
+
+    def _note(self, call: str) -> None:
+        (self.inside if self.open else self.outside).append(call)
+
+    def current(self, target: Target) -> ReplicaState:
+        self._note("current")
+        return self.fleet.current(target)
+
+    def apply(self, target: Target, decision: Decision, decision_id: str) -> ActuationResult:
+        self._note("apply")
+        return self.fleet.apply(target, decision, decision_id)
+
+    def cold_starts(self, target: Target) -> list[ColdStart]:
+        self._note("cold_starts")
+        return self.fleet.cold_starts(target)
+
+
+def test_a_tick_reads_apply_and_learn_within_one_bulk_read_of_every_model(tmp_path: Path) -> None:
+    ctl, clock, series, fleet, _ = world(tmp_path)
+    reads = ReadingFleet(fleet)
+    ctl.actuator.inner = reads
+    ctl.refit_model(series.name, clock.t)
+    ctl.tick_all(clock.t)
+    assert reads.blocks == [[ctl.models[series.name].target]]
+    assert reads.inside == ["current", "apply", "cold_starts"] and reads.outside == []
