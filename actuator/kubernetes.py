@@ -319,8 +319,7 @@ class KubernetesActuator:
         already = self._already(t, want)
         if already is not None:
             return already
-        with self._fresh():
-            return self._write(t, decision, decision_id, want)
+        return self._write(t, decision, decision_id, want)
 
     def _already(self, t: Target, want: int) -> ActuationResult | None:
         """apply()'s answer from the tick's lists where the workload already holds what `want` asks (most
@@ -353,15 +352,6 @@ class KubernetesActuator:
         except ActuatorError:
             return None
         return ActuationResult(Outcome.UNCHANGED, f"{t} already at {after} ({mode}){note}", before, after)
-
-    @contextmanager
-    def _fresh(self) -> Iterator[None]:
-        """Reads made one by one within the block (a write reads what it replaces afresh)."""
-        listed, self._listed = self._listed, None
-        try:
-            yield
-        finally:
-            self._listed = listed
 
     def _write(self, t: Target, decision: Decision, decision_id: str, want: int) -> ActuationResult:
         try:
@@ -459,7 +449,14 @@ class KubernetesActuator:
                 raise PermanentError(
                     f"{t}: mode hpa-floor needs exactly one HPA targeting it, found {len(hpas)}"
                 )
-            h = hpas[0]
+            h: Any = hpas[0]
+            if self._listed_in(t.namespace) is not None:  # from the tick's list: this one afresh, by name
+                h = self.hpa.read_namespaced_horizontal_pod_autoscaler(
+                    h.metadata.name, t.namespace, **self._t
+                )
+                ref = h.spec.scale_target_ref
+                if (ref.kind, ref.name) != (t.kind, t.name):
+                    raise TransientError(f"{t}: HPA {h.metadata.name} was retargeted since the tick read it")
             before, target, ann, note = _hpa_floor(h, want)
             if target == before and ann == (h.metadata.annotations or {}):
                 return before, before, note
@@ -478,6 +475,17 @@ class KubernetesActuator:
                     f"{t}: mode keda-floor needs exactly one ScaledObject targeting it, found {len(sos)}"
                 )
             so = sos[0]
+            if self._listed_in(t.namespace) is not None:  # from the tick's list: this one afresh, by name
+                name = so["metadata"]["name"]
+                got = self.custom.get_namespaced_custom_object(
+                    KEDA[0], KEDA[1], t.namespace, KEDA[2], name, **self._t
+                )
+                if not isinstance(got, dict):
+                    raise TransientError(f"{t}: ScaledObject {name} read back as no object")
+                so = got
+                ref = so.get("spec", {}).get("scaleTargetRef", {})
+                if (ref.get("kind", "Deployment"), ref.get("name")) != (t.kind, t.name):
+                    raise TransientError(f"{t}: ScaledObject {name} was retargeted since the tick read it")
             spec, meta = so.setdefault("spec", {}), so["metadata"]
             before, target, ann, note = _keda_floor(so, want)
             if target == before and ann == (meta.get("annotations") or {}):

@@ -15,6 +15,7 @@ namespace of its own, so the tests share one cluster across the pytest-xdist wor
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -499,9 +500,14 @@ class ConcurrentWriter:
             raise
 
 
+@pytest.mark.parametrize(
+    "listed", [pytest.param(False, id="alone"), pytest.param(True, id="in-a-tick-s-reads")]
+)
 def test_a_stale_resource_version_on_the_hpa_is_re_read_and_retried(
-    kube_cluster: KubeCluster, kube: Kube
+    kube_cluster: KubeCluster, kube: Kube, listed: bool
 ) -> None:
+    """Also within a tick's reads (the HPA taken from the namespace's list, changed since): the write
+    reads it afresh, and again after each 409."""
     llm = kube.deploy("llm", 2)
     kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa("llm", 2, 20))
     act = KubernetesActuator(kube_cluster.api())
@@ -513,7 +519,10 @@ def test_a_stale_resource_version_on_the_hpa_is_re_read_and_retried(
 
     writer = ConcurrentWriter(act.hpa.replace_namespaced_horizontal_pod_autoscaler, other_writer, times=2)
     act.hpa.replace_namespaced_horizontal_pod_autoscaler = writer  # type: ignore[method-assign]
-    result = act.apply(llm, decision(6), "d-1")
+    with act.reading([llm]) if listed else contextlib.nullcontext():
+        if listed:
+            other_writer(0)  # after the tick's list
+        result = act.apply(llm, decision(6), "d-1")
     assert result.outcome is Outcome.APPLIED, result.message
     # two real 409s from the other writer (the HPA controller's own status writes may add more), each
     # followed by a re-read, then the re-read copy landed
@@ -904,16 +913,15 @@ def test_a_tick_lists_each_namespace_once_and_a_model_already_at_its_floor_costs
         assert (result.outcome, result.before, result.after) == (Outcome.APPLIED, 2, 5), result.message
         assert act.apply(targets[0], decision(2), "d-same").outcome is Outcome.UNCHANGED
     assert kube.hpa_floor("code") == 5 and kube.hpa_floor("chat") == 2
-    wrote = [(m, resource_of(p)) for m, p, _ in sent.writes()]
-    assert sorted(wrote) == [
-        ("PATCH", "deployments"),
-        ("POST", "events"),
-        ("PUT", "horizontalpodautoscalers"),
-    ]
-    # the HPA it replaced was read on its own, not taken from the tick's list
-    assert ("GET", f"/apis/autoscaling/v2/namespaces/{kube.ns}/horizontalpodautoscalers") in [
-        (m, p) for m, p, _ in sent.calls[4:]
-    ]
+    # after the four lists, the one model whose floor moves: its HPA read afresh by name (the
+    # resourceVersion its replace carries), replaced, the Deployment annotated, an Event; nothing for chat
+    hpas = f"/apis/autoscaling/v2/namespaces/{kube.ns}/horizontalpodautoscalers"
+    assert [(m, p) for m, p, _ in sent.calls[4:]] == [
+        ("GET", f"{hpas}/code"),
+        ("PUT", f"{hpas}/code"),
+        ("PATCH", f"/apis/apps/v1/namespaces/{kube.ns}/deployments/code"),
+        ("POST", f"/api/v1/namespaces/{kube.ns}/events"),
+    ], sent.calls
 
 
 def test_a_role_from_before_list_on_workloads_reads_them_one_by_one_with_the_same_answers(
