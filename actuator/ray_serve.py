@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,10 @@ class RayServeActuator:
         self.timeout_s = timeout_s
         self._starts: dict[str, ColdStart] = {}
         self._starting_since: dict[str, float] = {}
+        # within reading(): the Serve applications document, read once for the tick (None: not yet)
+        self._reading = False
+        self._read: dict[str, Any] | None = None
+        self._imperative_of: tuple[dict[str, Any], list[str]] | None = None
         import time
 
         self.clock = clock or time.time
@@ -126,12 +131,29 @@ class RayServeActuator:
         except ValueError as exc:
             raise PermanentError(f"{what}: not a JSON answer; is this the Ray dashboard address?") from exc
 
+    @contextmanager
+    def reading(self, targets: Sequence[Target]) -> Iterator[None]:
+        """Within the block (one tick), the Serve applications document is read once and every model's
+        replicas, cold starts and "already there" come from it: it describes every application, and read per
+        call a tick fetched it about three times a model. A write reads it afresh first (the PUT replaces
+        every application, so it is built from the config as deployed now), and the next call after a write
+        reads it again."""
+        self._reading, self._read = True, None
+        try:
+            yield
+        finally:
+            self._reading, self._read = False, None
+
     def _instance(self) -> dict[str, Any]:
+        if self._read is not None:
+            return self._read
         doc = self._call("GET", "/api/serve/applications/")
         if not isinstance(doc, dict):
             raise PermanentError(
                 f"{self.url}: the Serve REST API answered {type(doc).__name__}, not an object"
             )
+        if self._reading:
+            self._read = doc
         return doc
 
     def _details(self, t: Target) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -167,6 +189,18 @@ class RayServeActuator:
 
     def apply(self, t: Target, decision: Decision, decision_id: str) -> ActuationResult:
         want = int(decision.desired_replicas)
+        if self._read is not None:  # the tick's read: enough to see that nothing needs writing
+            seen = self._apply(t, want, write=False)
+            if seen.outcome is Outcome.UNCHANGED:
+                return seen
+            self._read = None  # a write, or an error to tell: from the deployed config as it is now
+        try:
+            return self._apply(t, want, write=True)
+        finally:
+            self._read = None  # the next call reads what this one may have written
+
+    def _apply(self, t: Target, want: int, *, write: bool) -> ActuationResult:
+        """What applying `want` does; with write=False, what it would do (sending nothing)."""
         try:
             inst, app, dep = self._details(t)
             mode = self.modes.get(t, "floor")
@@ -180,12 +214,13 @@ class RayServeActuator:
                     )
                 app_name, dep_name = split_target(t)
                 # an absolute target: sending it twice scales to it once
-                self._call(
-                    "POST",
-                    f"/api/v1/applications/{app_name}/deployments/{dep_name}/scale",
-                    {"target_num_replicas": want},
-                    idempotent=True,
-                )
+                if write:
+                    self._call(
+                        "POST",
+                        f"/api/v1/applications/{app_name}/deployments/{dep_name}/scale",
+                        {"target_num_replicas": want},
+                        idempotent=True,
+                    )
                 return ActuationResult(
                     Outcome.APPLIED, f"{t}: external scale {before} -> {want}", before, want
                 )
@@ -200,7 +235,7 @@ class RayServeActuator:
                     "(Serve refuses both; use mode floor, or deploy with external_scaler_enabled and no "
                     "autoscaling_config to use the external scaling endpoint)"
                 )
-            config, entry = self._declarative(inst, t)
+            config, entry = self._declarative(inst, t, whole=write)
             note = ""
             if mode == "floor":
                 assert auto is not None
@@ -226,27 +261,39 @@ class RayServeActuator:
                     Outcome.UNCHANGED, f"{t} already at {target} ({mode}){note}", before, target
                 )
             # the whole declarative config, as deployed but for one field: sending it twice deploys it once
-            self._call("PUT", "/api/serve/applications/", config, idempotent=True)
+            if write:
+                self._call("PUT", "/api/serve/applications/", config, idempotent=True)
             return ActuationResult(Outcome.APPLIED, f"{t}: {mode} {before} -> {target}{note}", before, target)
         except ActuatorError as exc:
             permanent = isinstance(exc, PermanentError)
             delay = exc.delay_s if isinstance(exc, TransientError) else None
             return ActuationResult(Outcome.FAILED, str(exc), permanent=permanent, retry_after_s=delay)
 
-    def _declarative(self, inst: dict[str, Any], t: Target) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The whole deployed config (every application), and the target deployment's entry in it."""
+    def _imperative(self, inst: dict[str, Any]) -> list[str]:
+        """The applications deployed imperatively (no declarative config), once per document read."""
+        if self._imperative_of is None or self._imperative_of[0] is not inst:
+            apps = inst.get("applications") or {}
+            found = sorted(n for n, a in apps.items() if not a.get("deployed_app_config"))
+            self._imperative_of = (inst, found)
+        return self._imperative_of[1]
+
+    def _declarative(
+        self, inst: dict[str, Any], t: Target, *, whole: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The whole deployed config (every application), and the target deployment's entry in it; with
+        whole=False only the target's application in it (enough to read the entry: a tick reads every
+        model's, and copying every application for each was quadratic)."""
         app_name, dep_name = split_target(t)
         apps = inst.get("applications") or {}
-        imperative = sorted(n for n, a in apps.items() if not a.get("deployed_app_config"))
+        imperative = self._imperative(inst)
         if imperative:
             raise PermanentError(
                 f"{t}: application(s) {', '.join(imperative)} were deployed imperatively (serve.run) and "
                 "have no declarative config; a PUT of the config would delete them. Deploy with "
                 "`serve deploy` (or use mode direct with external_scaler_enabled)"
             )
-        config: dict[str, Any] = {
-            "applications": [copy.deepcopy(a["deployed_app_config"]) for a in apps.values()]
-        }
+        chosen = apps.values() if whole else [apps[app_name]] if app_name in apps else []
+        config: dict[str, Any] = {"applications": [copy.deepcopy(a["deployed_app_config"]) for a in chosen]}
         for key in ("proxy_location", "http_options", "grpc_options", "target_capacity"):
             if inst.get(key) is not None:
                 config[key] = copy.deepcopy(inst[key])

@@ -282,3 +282,42 @@ def test_a_dashboard_that_drops_every_request_is_tried_a_bounded_number_of_times
         assert fake.requests == ["GET"] * (1 + CONNECTION_RETRIES)
     finally:
         fake.close()
+
+
+def held_tick(act: RayServeActuator, targets: list[Target]) -> list[tuple[object, ...]]:
+    """A tick's calls for each model, asking for what it already holds: its replicas, apply, cold starts."""
+    out: list[tuple[object, ...]] = []
+    for t in targets:
+        have = act.current(t)
+        result = act.apply(t, decision(have.floor if have.floor is not None else have.desired), "d-held")
+        act.cold_starts(t)
+        out.append((have, result.outcome, result.message, result.before, result.after))
+    return out
+
+
+def test_a_tick_reads_the_applications_once_and_a_model_already_there_sends_nothing_more(serve: str) -> None:
+    """The applications document describes every application: read per call, a tick fetched it about three
+    times a model. Within reading(), once; a write reads it afresh first (its PUT replaces every
+    application) and the next call reads it again."""
+    batch = Target("RayServe", "batch", "Model")
+    targets = [MODEL, batch]
+    modes = {batch: "direct"}
+    alone = RayServeActuator(serve, modes=modes)
+    sent: list[tuple[str, str]] = []
+    act = RayServeActuator(serve, modes=modes)
+    act.session.hooks["response"].append(
+        lambda r, *_, **__: sent.append((r.request.method, r.request.path_url))
+    )
+    one_by_one = held_tick(alone, targets)
+    with act.reading(targets):
+        assert held_tick(act, targets) == one_by_one
+        assert all(outcome is Outcome.UNCHANGED for _, outcome, *_ in one_by_one)
+        assert sent == [("GET", "/api/serve/applications/")]
+        sent.clear()
+        floor = act.current(MODEL).floor
+        assert floor is not None
+        moved = act.apply(MODEL, decision(1 if floor > 1 else 2), "d-moved")
+        assert moved.outcome is Outcome.APPLIED, moved.message
+        assert sent == [("GET", "/api/serve/applications/"), ("PUT", "/api/serve/applications/")]
+        act.current(batch)
+        assert sent[-1] == ("GET", "/api/serve/applications/")  # after the write, read again
