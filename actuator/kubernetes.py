@@ -42,6 +42,9 @@ KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
 GPU_QUOTA_RESOURCE = "requests.nvidia.com/gpu"
 EVENT_MESSAGE_MAX = 1024
 REQUEST_TIMEOUT_S = 10.0  # a request unanswered this long is a transient failure (retried next tick)
+# a namespace whose workloads report no change has its pods listed again after this many ticks anyway (one
+# pod gone and another Ready between two ticks leaves the counts as they were)
+POD_RELIST_TICKS = 10
 SEEN_PODS_KEPT = 1024  # Ready pods remembered per target (the estimator keeps its own, smaller window)
 
 
@@ -59,6 +62,28 @@ class _Listed:
     pods: list[Any] | ActuatorError | None = None
     unlisted: set[str] = field(default_factory=set)  # kinds read per target (their LIST was refused)
     failed: dict[str, ActuatorError] = field(default_factory=dict)  # kinds whose LIST failed for now
+    # the lists indexed once, so that finding a model's own objects does not scan every model's: by the
+    # (kind, name) an HPA or ScaledObject scales, and pods by each of their labels
+    hpas_of: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    scaled_objects_of: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    pods_by_label: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    pods_unchanged: bool = False  # pods not listed this tick: none came or went since the last list
+
+    def index(self) -> None:
+        if isinstance(self.hpas, list):
+            for h in self.hpas:
+                ref = h.spec.scale_target_ref
+                self.hpas_of.setdefault((ref.kind, ref.name), []).append(h)
+        if isinstance(self.scaled_objects, list):
+            for so in self.scaled_objects:
+                ref = so.get("spec", {}).get("scaleTargetRef", {})
+                self.scaled_objects_of.setdefault(
+                    (ref.get("kind", "Deployment"), ref.get("name")), []
+                ).append(so)
+        if isinstance(self.pods, list):
+            for pod in self.pods:
+                for label in (pod.metadata.labels or {}).items():
+                    self.pods_by_label.setdefault(label, []).append(pod)
 
 
 def api_error(exc: Exception, what: str) -> ActuatorError:
@@ -135,6 +160,8 @@ class KubernetesActuator:
         self._seen: dict[Target, dict[str, ColdStart]] = {}
         # within reading(): each namespace's objects, listed once for the tick (None: every call reads)
         self._listed: dict[str, _Listed] | None = None
+        # per namespace: its workloads' status when its pods were last listed, and the ticks since
+        self._pods_listed: dict[str, tuple[tuple[Any, ...], int]] = {}
 
     # -- bulk reads for one tick -----------------------------------------------------------------------
 
@@ -183,10 +210,21 @@ class KubernetesActuator:
             out.scaled_objects = self._list_scaled_objects(ns)
         except ActuatorError as exc:
             out.scaled_objects = exc
-        try:
-            out.pods = self.core.list_namespaced_pod(ns, **self._t).items
-        except Exception as exc:
-            out.pods = api_error(exc, f"list pods in {ns}")
+        status = _workload_status(out)
+        last = self._pods_listed.get(ns)
+        if status is not None and last is not None and last[0] == status and last[1] < POD_RELIST_TICKS:
+            # no pod of the namespace's workloads became Ready or went since the last list: its cold starts
+            # are those remembered (a pod's cold start is read from its own conditions, so one listed a
+            # few ticks late is learned the same)
+            out.pods_unchanged = True
+            self._pods_listed[ns] = (status, last[1] + 1)
+        else:
+            try:
+                out.pods = self.core.list_namespaced_pod(ns, **self._t).items
+                self._pods_listed[ns] = (status, 0) if status is not None else ((), POD_RELIST_TICKS)
+            except Exception as exc:
+                out.pods = api_error(exc, f"list pods in {ns}")
+        out.index()
         return out
 
     def _listed_in(self, ns: str) -> _Listed | None:
@@ -236,12 +274,11 @@ class KubernetesActuator:
         if listed is not None and listed.hpas is not None:
             if isinstance(listed.hpas, ActuatorError):
                 raise listed.hpas
-            items = listed.hpas
-        else:
-            try:
-                items = self.hpa.list_namespaced_horizontal_pod_autoscaler(t.namespace, **self._t).items
-            except Exception as exc:
-                raise api_error(exc, f"list HorizontalPodAutoscalers in {t.namespace}") from exc
+            return list(listed.hpas_of.get((t.kind, t.name), ()))
+        try:
+            items = self.hpa.list_namespaced_horizontal_pod_autoscaler(t.namespace, **self._t).items
+        except Exception as exc:
+            raise api_error(exc, f"list HorizontalPodAutoscalers in {t.namespace}") from exc
         return [
             h
             for h in items
@@ -264,9 +301,8 @@ class KubernetesActuator:
         if listed is not None and listed.scaled_objects is not None:
             if isinstance(listed.scaled_objects, ActuatorError):
                 raise listed.scaled_objects
-            items = listed.scaled_objects
-        else:
-            items = self._list_scaled_objects(t.namespace)
+            return list(listed.scaled_objects_of.get((t.kind, t.name), ()))
+        items = self._list_scaled_objects(t.namespace)
         out = []
         for so in items:
             ref = so.get("spec", {}).get("scaleTargetRef", {})
@@ -564,11 +600,17 @@ class KubernetesActuator:
     def cold_starts(self, t: Target) -> list[ColdStart]:
         """Every pod of the target that has become Ready, as a cold start (pods listed once, kept by uid)."""
         listed = self._listed_in(t.namespace)
+        if listed is not None and listed.pods_unchanged:
+            self._match_labels(t)  # a target without a selector to find its pods by still says so
+            return sorted(self._seen.get(t, {}).values(), key=lambda c: c.ready_s)
         if listed is not None and listed.pods is not None:
             if isinstance(listed.pods, ActuatorError):
                 raise listed.pods
             labels = self._match_labels(t).items()
-            pods = [p for p in listed.pods if labels <= (p.metadata.labels or {}).items()]
+            some = min(labels)  # any one of the selector's labels narrows the pods to look at
+            pods = [
+                p for p in listed.pods_by_label.get(some, ()) if labels <= (p.metadata.labels or {}).items()
+            ]
         else:
             selector = self._selector(t)
             try:
@@ -615,6 +657,27 @@ class KubernetesActuator:
             seen[uid] = c
             if len(seen) > SEEN_PODS_KEPT:  # a workload's recent pods are what its T_load is learned from
                 del seen[next(iter(seen))]
+
+
+def _workload_status(listed: _Listed) -> tuple[Any, ...] | None:
+    """What the namespace's workload controllers report of their pods (replicas, ready, updated, available,
+    the generation observed), for every workload listed; None where a kind could not be listed."""
+    if listed.unlisted or listed.failed:
+        return None
+    return tuple(
+        sorted(
+            (
+                kind,
+                name,
+                getattr(w.status, "replicas", None),
+                getattr(w.status, "ready_replicas", None),
+                getattr(w.status, "updated_replicas", None),
+                getattr(w.status, "available_replicas", None),
+                getattr(w.status, "observed_generation", None),
+            )
+            for (kind, name), w in listed.workloads.items()
+        )
+    )
 
 
 def _hpa_floor(h: Any, want: int | None) -> tuple[int, int, dict[str, str], str]:

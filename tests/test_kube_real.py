@@ -37,6 +37,7 @@ from actuator.kubernetes import (
     ANNOTATION_DESIRED,
     ANNOTATION_ORIGINAL_FLOOR,
     KEDA,
+    POD_RELIST_TICKS,
     KubernetesActuator,
 )
 from actuator.lead_time import LeadTimeEstimator
@@ -885,10 +886,22 @@ def test_a_tick_lists_each_namespace_once_and_a_model_already_at_its_floor_costs
     """Read model by model, a tick cost about eight requests a model, three of them LISTs of every HPA of
     the namespace. Within reading(), the namespace is listed once per kind and the answers are the same;
     a model whose floor moves still reads its HPA afresh (its resourceVersion) before replacing it."""
-    names = ("chat", "code", "embed", "solo")
+    names = ("chat", "code", "embed", "solo", "batch")  # three with an HPA, one alone, one KEDA-scaled
     targets = [kube.deploy(n, 2) for n in names]
     for n in names[:3]:
         kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa(n, 2, 10))
+    so = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "batch"},
+        "spec": {
+            "scaleTargetRef": {"name": "batch"},
+            "minReplicaCount": 1,
+            "maxReplicaCount": 8,
+            "triggers": [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}],
+        },
+    }
+    kube.custom.create_namespaced_custom_object(KEDA[0], KEDA[1], kube.ns, KEDA[2], so)
     wait_until("every model's 2 pods Ready", lambda: all(kube.ready(n) == 2 for n in names))
     api = kube_cluster.api()
     sent = RequestLog.attach(api)
@@ -905,7 +918,7 @@ def test_a_tick_lists_each_namespace_once_and_a_model_already_at_its_floor_costs
         ("GET", "deployments"),
         ("GET", "horizontalpodautoscalers"),
         ("GET", "pods"),
-        ("GET", "scaledobjects"),  # no KEDA here: the server's 404, read as no ScaledObjects
+        ("GET", "scaledobjects"),
     ], sent.calls
     sent.calls.clear()
     with act.reading(targets):
@@ -913,15 +926,59 @@ def test_a_tick_lists_each_namespace_once_and_a_model_already_at_its_floor_costs
         assert (result.outcome, result.before, result.after) == (Outcome.APPLIED, 2, 5), result.message
         assert act.apply(targets[0], decision(2), "d-same").outcome is Outcome.UNCHANGED
     assert kube.hpa_floor("code") == 5 and kube.hpa_floor("chat") == 2
-    # after the four lists, the one model whose floor moves: its HPA read afresh by name (the
-    # resourceVersion its replace carries), replaced, the Deployment annotated, an Event; nothing for chat
+    # the lists (the pods not again: no workload's status changed since they were listed), then the one
+    # model whose floor moves: its HPA read afresh by name (the resourceVersion its replace carries),
+    # replaced, the Deployment annotated, an Event; nothing for chat
     hpas = f"/apis/autoscaling/v2/namespaces/{kube.ns}/horizontalpodautoscalers"
-    assert [(m, p) for m, p, _ in sent.calls[4:]] == [
+    assert [(m, resource_of(p)) for m, p, _ in sent.calls[:3]] == [
+        ("GET", "deployments"),
+        ("GET", "horizontalpodautoscalers"),
+        ("GET", "scaledobjects"),
+    ]
+    assert [(m, p) for m, p, _ in sent.calls[3:]] == [
         ("GET", f"{hpas}/code"),
         ("PUT", f"{hpas}/code"),
         ("PATCH", f"/apis/apps/v1/namespaces/{kube.ns}/deployments/code"),
         ("POST", f"/api/v1/namespaces/{kube.ns}/events"),
     ], sent.calls
+
+
+def test_pods_are_listed_again_when_a_workload_reports_a_change_and_every_few_ticks_anyway(
+    kube_cluster: KubeCluster, kube: Kube
+) -> None:
+    """A tick lists the namespace's pods only when a workload's status moved since they were last listed
+    (a pod came, went or became Ready), or after POD_RELIST_TICKS ticks: the pods of a steady fleet are
+    every model's, the largest list of a tick, and a cold start is read from the pod's own conditions."""
+    chat = kube.deploy("chat", 1)
+
+    def settled(n: int) -> bool:  # every count the Deployment controller reports, at n, and caught up
+        d = kube.apps.read_namespaced_deployment_status("chat", kube.ns)
+        counts = (
+            d.status.replicas,
+            d.status.ready_replicas,
+            d.status.updated_replicas,
+            d.status.available_replicas,
+        )
+        return counts == (n,) * 4 and d.status.observed_generation == d.metadata.generation
+
+    wait_until("chat settled at 1", lambda: settled(1))
+    api = kube_cluster.api()
+    sent = RequestLog.attach(api)
+    act = KubernetesActuator(api)
+
+    def tick() -> tuple[bool, int]:
+        sent.calls.clear()
+        with act.reading([chat]):
+            starts = act.cold_starts(chat)
+        return any(resource_of(p) == "pods" for _, p, _ in sent.calls), len(starts)
+
+    assert tick() == (True, 1)  # the first: listed
+    assert tick() == (False, 1)  # nothing moved: the one remembered
+    kube.apps.patch_namespaced_deployment_scale("chat", kube.ns, {"spec": {"replicas": 2}})
+    wait_until("chat settled at 2", lambda: settled(2))
+    assert tick() == (True, 2)  # the Deployment's status moved: listed, the new cold start learned
+    quiet = [tick() for _ in range(POD_RELIST_TICKS + 1)]
+    assert quiet == [(False, 2)] * POD_RELIST_TICKS + [(True, 2)]
 
 
 def test_a_role_from_before_list_on_workloads_reads_them_one_by_one_with_the_same_answers(
