@@ -72,14 +72,10 @@ class _Listed:
     def index(self) -> None:
         if isinstance(self.hpas, list):
             for h in self.hpas:
-                ref = h.spec.scale_target_ref
-                self.hpas_of.setdefault((ref.kind, ref.name), []).append(h)
+                self.hpas_of.setdefault(_hpa_scales(h), []).append(h)
         if isinstance(self.scaled_objects, list):
             for so in self.scaled_objects:
-                ref = so.get("spec", {}).get("scaleTargetRef", {})
-                self.scaled_objects_of.setdefault(
-                    (ref.get("kind", "Deployment"), ref.get("name")), []
-                ).append(so)
+                self.scaled_objects_of.setdefault(_scaled_object_scales(so), []).append(so)
         if isinstance(self.pods, list):
             for pod in self.pods:
                 for label in (pod.metadata.labels or {}).items():
@@ -279,11 +275,7 @@ class KubernetesActuator:
             items = self.hpa.list_namespaced_horizontal_pod_autoscaler(t.namespace, **self._t).items
         except Exception as exc:
             raise api_error(exc, f"list HorizontalPodAutoscalers in {t.namespace}") from exc
-        return [
-            h
-            for h in items
-            if h.spec.scale_target_ref.kind == t.kind and h.spec.scale_target_ref.name == t.name
-        ]
+        return [h for h in items if _hpa_scales(h) == (t.kind, t.name)]
 
     def _list_scaled_objects(self, ns: str) -> list[dict[str, Any]]:
         try:
@@ -302,13 +294,11 @@ class KubernetesActuator:
             if isinstance(listed.scaled_objects, ActuatorError):
                 raise listed.scaled_objects
             return list(listed.scaled_objects_of.get((t.kind, t.name), ()))
-        items = self._list_scaled_objects(t.namespace)
-        out = []
-        for so in items:
-            ref = so.get("spec", {}).get("scaleTargetRef", {})
-            if ref.get("name") == t.name and ref.get("kind", "Deployment") == t.kind:
-                out.append(so)
-        return out
+        return [
+            so
+            for so in self._list_scaled_objects(t.namespace)
+            if _scaled_object_scales(so) == (t.kind, t.name)
+        ]
 
     def mode(self, t: Target) -> str:
         """The mode in force for a target; raises PermanentError when the configured one cannot work."""
@@ -490,8 +480,7 @@ class KubernetesActuator:
                 h = self.hpa.read_namespaced_horizontal_pod_autoscaler(
                     h.metadata.name, t.namespace, **self._t
                 )
-                ref = h.spec.scale_target_ref
-                if (ref.kind, ref.name) != (t.kind, t.name):
+                if _hpa_scales(h) != (t.kind, t.name):
                     raise TransientError(f"{t}: HPA {h.metadata.name} was retargeted since the tick read it")
             before, target, ann, note = _hpa_floor(h, want)
             if target == before and ann == (h.metadata.annotations or {}):
@@ -519,8 +508,7 @@ class KubernetesActuator:
                 if not isinstance(got, dict):
                     raise TransientError(f"{t}: ScaledObject {name} read back as no object")
                 so = got
-                ref = so.get("spec", {}).get("scaleTargetRef", {})
-                if (ref.get("kind", "Deployment"), ref.get("name")) != (t.kind, t.name):
+                if _scaled_object_scales(so) != (t.kind, t.name):
                     raise TransientError(f"{t}: ScaledObject {name} was retargeted since the tick read it")
             spec, meta = so.setdefault("spec", {}), so["metadata"]
             before, target, ann, note = _keda_floor(so, want)
@@ -657,6 +645,17 @@ class KubernetesActuator:
             seen[uid] = c
             if len(seen) > SEEN_PODS_KEPT:  # a workload's recent pods are what its T_load is learned from
                 del seen[next(iter(seen))]
+
+
+def _hpa_scales(h: Any) -> tuple[str, str]:
+    """(kind, name) of the workload an HPA scales."""
+    return h.spec.scale_target_ref.kind, h.spec.scale_target_ref.name
+
+
+def _scaled_object_scales(so: dict[str, Any]) -> tuple[str, str]:
+    """(kind, name) of the workload a ScaledObject scales (a Deployment where its ref names no kind)."""
+    ref = so.get("spec", {}).get("scaleTargetRef", {})
+    return ref.get("kind", "Deployment"), ref.get("name")
 
 
 def _workload_status(listed: _Listed) -> tuple[Any, ...] | None:

@@ -100,6 +100,22 @@ def hpa(name: str, lo: int, hi: int) -> client.V2HorizontalPodAutoscaler:
     )
 
 
+def scaled_object(name: str, lo: int, hi: int) -> dict[str, Any]:
+    """A KEDA ScaledObject on the Deployment `name` (a CPU trigger: no KEDA operator runs here, so only its
+    bounds matter, which is what prewarm's floor writes)."""
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name},
+        "spec": {
+            "scaleTargetRef": {"name": name},
+            "minReplicaCount": lo,
+            "maxReplicaCount": hi,
+            "triggers": [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}],
+        },
+    }
+
+
 def decision(desired: int, reason: Reason = Reason.FORECAST_DEMAND) -> Decision:
     return Decision(
         at_s=time.time(),
@@ -442,17 +458,7 @@ def test_keda_floor_raises_min_replica_count_on_a_scaled_object_of_the_real_crd(
 ) -> None:
     kube_cluster.install_keda_crds()
     embed = kube.deploy("embed", 1)
-    so = {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": "embed"},
-        "spec": {
-            "scaleTargetRef": {"name": "embed"},
-            "minReplicaCount": 1,
-            "maxReplicaCount": 8,
-            "triggers": [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}],
-        },
-    }
+    so = scaled_object("embed", 1, 8)
     kube.custom.create_namespaced_custom_object(KEDA[0], KEDA[1], kube.ns, KEDA[2], so)
     act = KubernetesActuator(kube_cluster.api())
     assert act.mode(embed) == "keda-floor"
@@ -890,17 +896,7 @@ def test_a_tick_lists_each_namespace_once_and_a_model_already_at_its_floor_costs
     targets = [kube.deploy(n, 2) for n in names]
     for n in names[:3]:
         kube.hpa.create_namespaced_horizontal_pod_autoscaler(kube.ns, hpa(n, 2, 10))
-    so = {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": "batch"},
-        "spec": {
-            "scaleTargetRef": {"name": "batch"},
-            "minReplicaCount": 1,
-            "maxReplicaCount": 8,
-            "triggers": [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}],
-        },
-    }
+    so = scaled_object("batch", 1, 8)
     kube.custom.create_namespaced_custom_object(KEDA[0], KEDA[1], kube.ns, KEDA[2], so)
     wait_until("every model's 2 pods Ready", lambda: all(kube.ready(n) == 2 for n in names))
     api = kube_cluster.api()
