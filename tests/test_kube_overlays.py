@@ -11,9 +11,9 @@ same manifests offline.
 The overlays name their namespaces (`prewarm`, `serving`), so they are applied once per test run, whichever
 pytest-xdist worker gets there first (a lock and a record shared by the run's workers), as the README tells a
 user to: `kubectl create namespace serving`, then `kubectl apply -k` each overlay. The tests that act as the
-standalone overlay's ServiceAccount, or take a verb from its Roles, share its Roles and its Lease, so they
-hold a second lock while they run. (Not an xdist_group: with pytest 9.2, pytest-xdist 3.8's loadgroup no
-longer groups anything: it renames `item._nodeid`, which pytest no longer reads.)
+standalone overlay's ServiceAccount, take a verb from its Roles or read them back, share its Roles and its
+Lease, so they hold a second lock while they run. (Not an xdist_group: with pytest 9.2, pytest-xdist 3.8's
+loadgroup no longer groups anything: it renames `item._nodeid`, which pytest no longer reads.)
 tests/test_kube_helm.py reuses the helpers below for the chart, in namespaces of its own.
 """
 
@@ -198,8 +198,11 @@ def as_standalone(shipped: Shipped, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_both_overlays_apply_one_after_the_other_creating_every_object_and_taking_over_none(
-    kube_cluster: KubeCluster, shipped: Shipped
+    kube_cluster: KubeCluster, as_standalone: Shipped
 ) -> None:
+    # as_standalone: the diff below reads back the standalone overlay's Roles, which the tests that take a
+    # verb from them change while they run (on the other worker, it read a Role less `update`)
+    shipped = as_standalone
     for overlay, (stdout, stderr) in shipped.applied.items():
         report = applied(stdout)
         # every object of the overlay created by this apply: nothing the other overlay made was "configured"
