@@ -296,7 +296,9 @@ def check(
             worst_gap[model] = max(worst_gap.get(model, 0.0), at_s - last[model])
         last[model] = at_s
     days = {e["day"]: e["rss_mb"] for e in events if e["event"] == "day"}
-    curve = [(e["tick"] * cfg.tick_s / HOUR, e["rss_mb"], e["resumed"]) for e in events if e["event"] == "rss"]
+    curve = [
+        (e["tick"] * cfg.tick_s / HOUR, e["rss_mb"], e["resumed"]) for e in events if e["event"] == "rss"
+    ]
     # warm-up: the fits, the first forecasts and the store's caches fill in the restarted process's first
     # quarter; what grows after it would grow for good
     after = [mb for _, mb, resumed in curve if resumed]
@@ -317,7 +319,7 @@ def check(
         "worst_gap_ticks": round(max(worst_gap.values(), default=0.0) / cfg.tick_s, 2),
         "rss_mb_by_day": days,
         "rss_growth_day1_to_day3": (
-            round(days[cfg.days] / days[1] - 1, 4) if 1 in days and cfg.days in days and cfg.days > 1 else None
+            round(days[cfg.days] / days[1] - 1, 4) if cfg.days > 1 and {1, cfg.days} <= days.keys() else None
         ),
         "rss_mb_by_hour": [[round(h, 2), mb, "restarted" if r else "first"] for h, mb, r in curve],
         "rss_growth_after_warmup": growth,
