@@ -7,8 +7,10 @@ object the service holds, ran inside nearly every tick (at 1,000 models, about a
 docs/scale.md). Instead:
 
 - during the tick the collector is off (reference counting still frees almost everything at once);
-- right after it, one collection of what is not frozen (what the tick left), then `gc.freeze()` moves the
-  survivors out of the way of every later collection;
+- after it, one collection of what is not frozen (what the tick left), then `gc.freeze()` moves the
+  survivors out of the way of every later collection. The service's collector does it on its next run
+  (within 2 s), so that the tick's decisions are applied without waiting for it; with nothing collecting
+  between ticks, the next tick does it first. Until then the collector stays off;
 - between ticks, once every `full_every_s` of the service's clock, a full pass (unfreeze, collect, freeze)
   reclaims the cycles that became garbage among frozen objects since, so that memory stays flat.
 
@@ -56,23 +58,34 @@ class Heap:
         self.full_every_s = full_every_s
         self.last_full_s: float | None = None  # the service clock's time of the last full pass
         self.full_pass_s = 0.0  # seconds the last full pass took
+        self._unsettled = False  # a block ended and what it left is not collected yet
+        self._was_enabled = True  # whether the collector ran before that block
 
     @contextmanager
     def quiet(self, now_s: float) -> Iterator[None]:
-        """No collection inside the block; after it, what the block left is collected and the rest frozen."""
+        """No collection inside the block; what it left is collected and the rest frozen by `settle()`
+        after it (the last block's leftovers are settled first here, where nothing settled them)."""
         if self.last_full_s is None:
             self.last_full_s = now_s  # the first full pass one interval after the first tick
-        enabled = gc.isenabled()
+        self.settle()
+        self._was_enabled = gc.isenabled()
         gc.disable()
-        try:
-            yield
-        finally:
-            if enabled:
-                gc.enable()
-            gc.collect()  # frozen objects are not visited: this walks what the block left
-            gc.freeze()
-            if self.trim is not None:
-                self.trim(0)  # after the collection: the pages it emptied go back too
+        self._unsettled = True
+        yield
+
+    def settle(self) -> bool:
+        """Collect what the last block left and freeze the survivors, the collector on again as it was
+        before the block; returns whether there was a block to settle."""
+        if not self._unsettled:
+            return False
+        self._unsettled = False
+        if self._was_enabled:
+            gc.enable()
+        gc.collect()  # frozen objects are not visited: this walks what the block left
+        gc.freeze()
+        if self.trim is not None:
+            self.trim(0)  # after the collection: the pages it emptied go back too
+        return True
 
     def full_pass_if_due(self, now_s: float) -> bool:
         """A full pass over every object, frozen ones included, when one is due; returns whether it ran."""
@@ -83,6 +96,7 @@ class Heap:
         return True
 
     def full_pass(self) -> None:
+        self.settle()
         started = time.perf_counter()
         gc.unfreeze()
         gc.collect()

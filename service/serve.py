@@ -229,7 +229,10 @@ class Jobs:
             return []
         try:
             now = self.clock()
-            # here, not in _collect: the tick collects too, and the full pass belongs between ticks
+            # here, not in _collect: the tick collects too, and the garbage collections belong between
+            # ticks (the last tick's leftovers first; service/heap.py)
+            if self.heap is not None:
+                self.heap.settle()
             if self.heap is not None and self.heap.full_pass_if_due(now):
                 log.info(
                     "full garbage collection between ticks",

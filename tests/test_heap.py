@@ -1,6 +1,7 @@
 """The garbage collector kept out of the control tick (service/heap.py): no collection inside a tick, the
-tick's leftovers collected and the survivors frozen right after it, and cycles that became garbage among
-frozen objects reclaimed by the full pass between ticks when it is due."""
+tick's leftovers collected and the survivors frozen after it (by the service's collector between ticks, or
+first thing in the next tick), and cycles that became garbage among frozen objects reclaimed by the full
+pass between ticks when it is due."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import gc
 import os
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from forecaster.sources.synthetic import synthetic_fleet
 from service.heap import Heap, malloc_trim
+from service.serve import Jobs, build_demo, demo_start_s
+from service.view import ControllerView
+from tests.fakes import Clock
 
 
 class Node:
@@ -34,7 +40,7 @@ def thawed() -> Iterator[None]:
     gc.enable()
 
 
-def test_no_collection_runs_inside_the_tick_and_its_garbage_goes_right_after() -> None:
+def test_no_collection_runs_inside_the_tick_and_its_garbage_goes_when_it_is_settled() -> None:
     heap = Heap()
     runs: list[int] = []
 
@@ -48,18 +54,35 @@ def test_no_collection_runs_inside_the_tick_and_its_garbage_goes_right_after() -
             for _ in range(50_000):  # far past the young generation's threshold of 700 allocations
                 cycle()
             node, alive = cycle()
-            del node  # garbage now, but no collection may run until the block ends
+            del node  # garbage now, but no collection may run until the block is settled
             assert runs == [] and alive() is not None
-        assert alive() is None  # collected right after the block
+        for _ in range(50_000):  # after the block, before the collector's next run: still none
+            cycle()
+        assert runs == [] and alive() is not None and not gc.isenabled()
+        assert heap.settle()
+        assert alive() is None and runs == [2]  # one collection (of all that is not frozen)
+        assert not heap.settle()  # nothing left to settle
     finally:
         gc.callbacks.remove(seen)
     assert gc.isenabled()
+
+
+def test_a_tick_settles_the_last_one_first_where_nothing_settled_it_between() -> None:
+    heap = Heap()
+    with heap.quiet(0.0):
+        node, alive = cycle()
+        del node
+    with heap.quiet(30.0):
+        assert alive() is None  # collected as the second tick began, before its own work
+        assert not gc.isenabled()
+    assert heap.settle() and gc.isenabled()
 
 
 def test_a_cycle_frozen_while_alive_is_reclaimed_by_the_full_pass_once_it_is_due() -> None:
     heap = Heap(full_every_s=3600.0)
     with heap.quiet(1000.0):
         node, alive = cycle()  # lives on past the tick: frozen after it
+    heap.settle()
     assert gc.get_freeze_count() > 0
     del node
     gc.collect()
@@ -73,9 +96,10 @@ def test_a_cycle_frozen_while_alive_is_reclaimed_by_the_full_pass_once_it_is_due
 
 def test_a_collector_turned_off_by_someone_else_stays_off() -> None:
     gc.disable()
-    with Heap().quiet(0.0):
+    heap = Heap()
+    with heap.quiet(0.0):
         pass
-    assert not gc.isenabled()
+    assert heap.settle() and not gc.isenabled()
 
 
 def test_a_full_pass_before_the_first_tick_is_never_due() -> None:
@@ -102,15 +126,19 @@ def test_the_pages_a_tick_emptied_go_back_to_the_system_after_it() -> None:
     assert trim is not None
     trim(0)  # what earlier tests left free is not counted as the tick's
     before = resident_mb()
-    with Heap(trim=lambda _: 0).quiet(0.0):
+    heap = Heap(trim=lambda _: 0)
+    with heap.quiet(0.0):
         kept = fragment()
+    heap.settle()
     kept_back = resident_mb() - before  # the allocator keeps what it cannot return from the top of its heap
     del kept
     trim(0)
     before = resident_mb()
-    with Heap().quiet(0.0):
+    heap = Heap()
+    with heap.quiet(0.0):
         kept = fragment()
         during = resident_mb() - before
+    heap.settle()
     after = resident_mb() - before
     assert kept_back > 150 and during > 150  # the blocks took ~200 MB, and without trimming it stayed
     assert after < during / 3, (during, after)  # with it, the pages of the freed blocks are given back
@@ -130,5 +158,31 @@ def test_trimming_runs_once_after_the_tick_s_collection_and_after_a_full_pass() 
         node, box["alive"] = cycle()
         del node
         assert calls == []
+    assert calls == []
+    heap.settle()
     assert calls == [True]
     assert heap.full_pass_if_due(61.0) and calls == [True, True]
+
+
+def test_the_service_s_collector_settles_the_tick_between_ticks(tmp_path: Path) -> None:
+    """The tick returns once its decisions are applied; its garbage goes on the collector's next run."""
+    clock = Clock(demo_start_s())
+    ctl = build_demo(
+        clock, f"sqlite:///{tmp_path / 'p.db'}", tick_s=30.0, shapes=synthetic_fleet(3), days_after=1.0
+    )
+    heap = Heap()
+    jobs = Jobs(ctl, ControllerView(ctl, clock), clock, heap=heap)
+    left: list[weakref.ref[Node]] = []
+    real_tick = ctl.tick_all
+
+    def tick_leaving_a_cycle(now_s: float) -> None:
+        real_tick(now_s)
+        _, alive = cycle()
+        left.append(alive)
+
+    ctl.tick_all = tick_leaving_a_cycle  # type: ignore[method-assign]
+    jobs.tick_all()
+    assert left[0]() is not None and not gc.isenabled()  # the tick did not wait for the collection
+    clock.t += 2.0
+    jobs.collect()
+    assert left[0]() is None and gc.isenabled() and gc.get_freeze_count() > 0
