@@ -117,22 +117,16 @@ def trailing_dropout(
     v = history.values
     if v[-1] > 0:
         return None  # the newest count is positive: no run of zeros reaches the present (most ticks)
+    if v[-1] == 0 and not _expected(history, forecast, np.array([v.size - 1]))[0] >= min_count:
+        # the newest step is the newest zero, and plausible: the whole answer, without the run (a model
+        # of the long tail reads zero at most ticks, and its run of zeros is hours long)
+        return None
     positive = np.flatnonzero(v > 0)  # zeros and NaN gaps continue the run; any positive count ends it
     i = int(positive[-1]) + 1 if positive.size else 0
     zero_idx = i + np.flatnonzero(v[i:] == 0)
     if zero_idx.size == 0:
         return None
-    # a forecast refit during the run (on history with the run masked) starts after it: its nearest step
-    # then stands for the zeros' time, which is fair as the run reaches the present
-    # how implausible each zero is, as the Poisson mean that reads 0 as rarely: the mean itself, or where
-    # a model of sparse traffic gives the chance of any request, -log(1 - p_any): a burst that just ended
-    # makes its mean high, but a session's end is a zero that model expects
-    at = (history.start_s + zero_idx * float(history.step_s) - forecast.origin_s) / forecast.step_s
-    j = np.clip(np.rint(at), 0, forecast.horizon - 1).astype(np.int64)
-    if forecast.p_any is not None:
-        expect = -np.log(np.maximum(1e-300, 1.0 - forecast.p_any[j].astype(np.float64)))
-    else:
-        expect = forecast.mean[j].astype(np.float64)
+    expect = _expected(history, forecast, zero_idx)
     if not expect[-1] >= min_count:
         return None  # the newest zero is plausible (sparse traffic, or an off period the forecast expects)
     # the dropout began at the first zero the forecast makes implausible (zeros before it were real)
@@ -142,3 +136,17 @@ def trailing_dropout(
     if end - start > max_s:
         return None
     return Dropout(start, end, float(expect[first:].min()))
+
+
+def _expected(history: TrafficSeries, forecast: Forecast, idx: np.ndarray) -> np.ndarray:
+    """How implausible a zero at each of the steps `idx` of `history` is, as the Poisson mean that reads 0
+    as rarely: the forecast's mean itself, or where a model of sparse traffic gives the chance of any
+    request, -log(1 - p_any) (a burst that just ended makes its mean high, but a session's end is a zero
+    that model expects). A forecast refit during a run of zeros (on history with the run masked) starts
+    after it: its nearest step then stands for the zeros' time, which is fair as the run reaches the
+    present."""
+    at = (history.start_s + idx * float(history.step_s) - forecast.origin_s) / forecast.step_s
+    j = np.clip(np.rint(at), 0, forecast.horizon - 1).astype(np.int64)
+    if forecast.p_any is not None:
+        return -np.log(np.maximum(1e-300, 1.0 - forecast.p_any[j].astype(np.float64)))
+    return forecast.mean[j].astype(np.float64)
