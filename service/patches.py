@@ -34,16 +34,20 @@ def _diff(a: Any, b: Any, path: Path, out: Patch, limit: int) -> bool:
         if len(a) != len(b):
             return False
         pairs = enumerate(a)
-    elif not path:
-        return False  # two records that are not both mappings
     else:
-        out.append([path, b])
-        return len(out) <= limit
+        return False  # two records that are not both mappings (below the top, values are compared here)
     for k, v in pairs:
         w = b[k]
         # 1 and 1.0 are equal, and written differently: a changed type is a changed value
-        if (v != w or type(v) is not type(w)) and not _diff(v, w, [*path, k], out, limit):
-            return False
+        if v == w and type(v) is type(w):
+            continue
+        if (isinstance(v, dict) and isinstance(w, dict)) or (isinstance(v, list) and isinstance(w, list)):
+            if not _diff(v, w, [*path, k], out, limit):  # two containers: only what differs inside
+                return False
+        else:  # a value (the commonest change: compared here, not in a call of its own per value)
+            out.append([[*path, k], w])
+            if len(out) > limit:
+                return False
     return True
 
 
