@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from service.patches import apply as patched
 from service.patches import diff
-from service.store import PATCH_LIMIT, DecisionStore
+from service.store import PATCH_LIMIT, DecisionStore, json_text
 
 WRITER = """
 import sys
@@ -295,3 +295,8 @@ def test_a_patch_applied_to_its_base_gives_the_record_back_exactly(
     again = patched(base, json.loads(json.dumps(patch)))  # as the store writes and reads it
     assert json.dumps(again) == json.dumps(record)  # equal, and written the same (1 is not 1.0)
     assert diff(base, base, limit=0) == []
+
+
+@given(doc=documents | st.lists(documents, max_size=3) | scalars)
+def test_the_tick_s_json_writer_writes_what_json_dumps_writes(doc: Any) -> None:
+    assert json_text(doc) == json.dumps(doc)  # the SQLAlchemy path's text (NaN, non-ASCII, 1 and 1.0 alike)
