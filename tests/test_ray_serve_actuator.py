@@ -86,11 +86,15 @@ def serve() -> Iterator[str]:
 
         def accepted() -> bool:
             # the same declarative config again is idempotent: the first PUT starts Serve's controller,
-            # which on a loaded machine took longer than one read timeout (60 s) to answer
+            # which on a loaded machine took longer than one read timeout (60 s) to answer, or answered
+            # 500 while it was still starting (a CI run beside a 10,000-model soak): both mean "not yet"
             try:
-                requests.put(f"{url}/api/serve/applications/", json=config, timeout=60).raise_for_status()
+                r = requests.put(f"{url}/api/serve/applications/", json=config, timeout=60)
             except requests.Timeout:
                 return False
+            if r.status_code >= 500:
+                raise TransientError(f"HTTP {r.status_code}: {r.text[:500]}", delay_s=0.5)
+            r.raise_for_status()
             return True
 
         wait_for(accepted, "the dashboard to accept the Serve config", timeout_s=4 * READY_TIMEOUT_S)
@@ -106,17 +110,20 @@ def serve() -> Iterator[str]:
 def test_raising_the_floor_starts_warm_replicas_and_t_load_is_learned(serve: str) -> None:
     act = RayServeActuator(serve)
     assert act.current(MODEL).floor == 1
+    asked = time.monotonic()
     result = act.apply(MODEL, decision(3), "d-1")
     assert (result.outcome, result.before, result.after) == (Outcome.APPLIED, 1, 3)
     wait_for(lambda: act.current(MODEL).ready >= 3, "three RUNNING replicas")
+    waited_s = time.monotonic() - asked
     state = act.current(MODEL)
     assert (state.desired, state.ready, state.floor) == (3, 3, 3)
     est = LeadTimeEstimator(300.0, min_samples=2)
     est.observe(act.cold_starts(MODEL))
     lead = est.estimate()
     assert (lead.source, lead.samples) == ("learned", 2)
-    # the constructor sleeps COLD_START_S; process start and polling add a little on top
-    assert COLD_START_S <= lead.t_load_s <= COLD_START_S + 20
+    # the constructor sleeps COLD_START_S; process start and polling add to it, as much as the machine's
+    # load makes them (24 s beside a 10,000-model soak), never more than the test waited for them
+    assert COLD_START_S <= lead.t_load_s <= waited_s + 1.0, (lead, waited_s)
     # everything else in the deployed config is preserved
     deployed = requests.get(f"{serve}/api/serve/applications/", timeout=10).json()["applications"]["llm"]
     assert deployed["deployed_app_config"]["deployments"] == [
