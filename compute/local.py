@@ -47,10 +47,15 @@ class _Submitted:
         return self._result() is not None  # None: retried, a new future is running
 
     def _result(self) -> Outcome | None:
-        try:
-            out = self.future.result()
-        except BrokenProcessPool as exc:
+        # exception(), not result(): a pool that breaks fails every task queued on it with one shared
+        # exception, and each raise of it added frames to its traceback, so that describing each task's
+        # loss walked the raises of all the tasks before it (a worker killed with a night of 10,000 fits
+        # queued held the control tick for longer than the soak could wait)
+        exc = self.future.exception()
+        if isinstance(exc, BrokenProcessPool):
             out = Outcome(self.task.key, error=f"worker lost: {describe(exc)}")
+        else:
+            out = self.future.result()  # an outcome (a task's own error is one), or what the pool raised
         if out.ok or self.attempts > self.compute.retries:
             return Outcome(out.key, out.value, out.error, self.attempts)
         self.attempts += 1

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
 
 from backtest.tuning import TuningGrid
-from compute.base import Compute, Task
-from compute.local import LocalCompute
+from compute.base import Compute, Outcome, Task
+from compute.local import LocalCompute, _Submitted
 from service.nightly import SERIAL, night_task, run_night
 from service.serve import build_demo, demo_start_s
 from tests import compute_tasks as ct
@@ -87,6 +89,23 @@ def test_a_killed_pool_worker_is_replaced_and_its_task_retried(tmp_path: Path, p
     out = pool.map([Task("lost", ct.die_first, (str(tmp_path / "flag"), 5)), *squares()])
     assert out[0].ok and out[0].value == 5 and out[0].attempts == 2
     assert [o.value for o in out[1:]] == [0, 1, 4, 9, 16, 25]  # the others were not lost with it
+
+
+def test_the_tasks_a_broken_pool_fails_together_are_described_without_the_loss_growing_per_task() -> None:
+    """A pool that breaks fails every queued task with one shared exception: reading each of them must not
+    raise it again, or its traceback grows by every read and describing the 10,000th walks them all."""
+    lost = BrokenProcessPool("A child process terminated abruptly")
+    compute = LocalCompute(workers=2, retries=0)  # recorded at once, not resubmitted
+    tasks = []
+    for i in range(500):
+        future: Future[Outcome] = Future()
+        future.set_exception(lost)
+        tasks.append(_Submitted(compute, Task(f"m{i}", ct.square, (i,)), future))
+    assert all(t.done() for t in tasks)
+    outcomes = [t.outcome() for t in tasks]
+    said = "worker lost: BrokenProcessPool: A child process terminated abruptly"
+    assert {o.error for o in outcomes} == {said}
+    assert lost.__traceback__ is None  # never raised: nothing accumulated on it
 
 
 def test_a_task_that_always_kills_its_worker_is_recorded_and_the_rest_complete(pool: LocalCompute) -> None:
