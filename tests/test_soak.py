@@ -24,6 +24,7 @@ def test_three_days_of_faults_lose_no_decision_never_scale_down_on_missing_data_
     assert report["scale_downs_on_missing_data"] == 0
     assert report["models_ticked"] == 6 and report["worst_gap_ticks"] <= 2
     assert abs(report["rss_growth_day1_to_day3"]) <= 0.10, report["rss_mb_by_day"]
+    assert report["warm_from_hour"] is not None  # the six models' fits landed well before the end
     assert abs(report["rss_growth_after_warmup"]) <= 0.10, report["rss_mb_by_hour"]
     restarted = [h for h, _, p in report["rss_mb_by_hour"] if p == "restarted"]
     assert len(restarted) >= 48 and restarted[-1] == 72  # hourly, from the restart on day 1 to the end
