@@ -307,7 +307,7 @@ def check(
     # WARM_MISSING of the decisions found no forecast; growth after it is what would grow for good (None:
     # the run ended first, too short to judge)
     t0 = min((at for _, at, *_ in rows), default=0.0)
-    missing: dict[int, list[int]] = {}
+    missing: dict[int, list[bool]] = {}
     for _, at_s, _, _, record in rows:
         missing.setdefault(int((at_s - t0) // HOUR), []).append("ForecastMissing" in record["reasons"])
     share = {h: sum(v) / len(v) for h, v in missing.items()}

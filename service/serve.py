@@ -233,11 +233,11 @@ class Jobs:
             # ticks (the last tick's leftovers first; service/heap.py)
             if self.heap is not None:
                 self.heap.settle()
-            if self.heap is not None and self.heap.full_pass_if_due(now):
-                log.info(
-                    "full garbage collection between ticks",
-                    extra={"seconds": round(self.heap.full_pass_s, 3)},
-                )
+                if self.heap.full_pass_if_due(now):
+                    log.info(
+                        "full garbage collection between ticks",
+                        extra={"seconds": round(self.heap.full_pass_s, 3)},
+                    )
             done = self._collect(now)
             # the first refresh of a model stays with the tick (it also sets the model's phase)
             return done + self._refresh_due(now, set(done), first=False)
