@@ -27,7 +27,7 @@ from forecaster.models.base import ForecastModel
 from forecaster.selection import make_forecaster, refit
 from forecaster.types import SECONDS_PER_DAY, FloatArray, Forecast, TrafficSeries
 from planner import Decision, PlannerSpec, PlannerState, Reason, Snapshot, plan
-from planner.stages import reactive_floor
+from planner.stages import observed_need
 
 History = Callable[[float], TrafficSeries]  # epoch seconds -> everything observed before it
 
@@ -76,15 +76,16 @@ class Reactive:
             burst_reserve_replicas=spare,
         )
         self._recs: deque[tuple[float, int]] = deque()
+        self._window_s = self.spec.reactive_window_s
+        # an observation read at the tick it is made is fresh unless the spec allows no age at all
+        self._fresh = self.spec.max_observation_age_s >= 0
 
     def recommendation(self, obs: Observation) -> int:
-        snap = Snapshot(
-            obs.asked,
-            observed_rps=observed_rps(obs, self.spec.reactive_window_s),
-            observed_at_s=obs.now_s,
-            queue_length=obs.queue_length,
-        )
-        rec = reactive_floor(snap, self.spec, obs.now_s)[0] or 0
+        rps = observed_rps(obs, self._window_s)
+        # reactive_floor of this observation (the rate read now: None only where it is not a valid rate),
+        # its count without the Snapshot and sentence it would build at every tick of every setting
+        valid = self._fresh and math.isfinite(rps) and rps >= 0
+        rec = observed_need(rps, obs.queue_length, self.spec) if valid else 0
         self._recs.append((obs.now_s, rec))
         while self._recs and self._recs[0][0] <= obs.now_s - self.spec.scale_down_stabilization_s - 1e-9:
             self._recs.popleft()

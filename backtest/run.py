@@ -7,6 +7,7 @@ at the end of the warm-up.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ import numpy as np
 
 from backtest.policies import ForecastFeed, Oracle, Predictive, Reactive, Scheduled
 from backtest.records import Frontier, WalkForward
-from backtest.simulator import Policy, ReplayResult, TLoadSampler, by_tick, simulate, spread_arrivals
+from backtest.simulator import Policy, ReplayResult, Ticks, TLoadSampler, by_tick, simulate, spread_arrivals
 from forecaster.dropouts import DEFAULT_MAX_S, DEFAULT_MIN_COUNT, DropoutWatch
 from forecaster.types import SECONDS_PER_DAY, FloatArray, TrafficSeries
 from planner import PlannerSpec
@@ -158,10 +159,15 @@ class Replay:
             dropouts=DropoutWatch(cfg.dropout_min_count, cfg.dropout_max_s),
         )
 
+    @functools.cached_property
+    def ticks(self) -> Ticks:
+        """The arrivals cut into the replay's ticks, once for every setting replayed on them."""
+        return Ticks.of(self.arrivals, self.cfg.tick_s)
+
     def run(self, policy: Policy) -> ReplayResult:
         cfg = self.cfg
         return simulate(
-            self.arrivals,
+            self.ticks,
             policy,
             start_s=self.sim.start_s,
             capacity_rps=cfg.capacity_rps,

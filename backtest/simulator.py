@@ -13,7 +13,9 @@
 - The run starts warm: what the policy asks for at time 0 is ready at time 0.
 
 The per-second loop is plain Python over a FIFO of (arrival second, count) blocks, with a fast path for the
-common tick where the queue is empty, no replica becomes ready and no second exceeds capacity.
+common tick where the queue is empty, no replica becomes ready and no second exceeds capacity, and within a
+busier tick for each second whose arrivals find no queue and are served within it (a test holds both to the
+plain queue, float for float).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -43,9 +45,10 @@ def spread_arrivals(series: TrafficSeries, seed: int = 0) -> FloatArray:
     return per_second.reshape(-1).astype(np.float64)
 
 
-@dataclass(frozen=True)
-class Observation:
-    """What a controller sees at a tick. `now_s` is epoch seconds; rates are requests per second."""
+class Observation(NamedTuple):
+    """What a controller sees at a tick. `now_s` is epoch seconds; rates are requests per second. A named
+    tuple, not a dataclass: a night makes one for each of its settings' 2,880 ticks a day, and a frozen
+    dataclass's construction cost more than most policies' decisions."""
 
     now_s: float
     elapsed_s: int  # seconds since the start of the simulation
@@ -200,27 +203,38 @@ class _FluidQueue:
             if scored:  # fast path: nothing queued, nothing becomes ready, no second beyond capacity
                 res.idle_replica_seconds += (cap * (t1 - t0) - t_sum) / self.cap
             return
-        queue, slo, score_from = self.queue, self.slo, self.score_from
+        queue, slo, score_from, per_replica = self.queue, self.slo, self.score_from, self.cap
+        loading, queued = reps.loading, self.queued  # promote_until pops from this list in place
         for t in range(t0, t1):
-            reps.promote_until(t)
+            if loading and loading[0] <= t:
+                reps.promote_until(t)
             a = arr[t]
-            if a:
-                queue.append([t, a])
-                self.queued += a
-            budget = reps.ready * self.cap
-            while budget > 1e-12 and queue:
-                block = queue[0]
-                served = block[1] if block[1] <= budget else budget
-                if t - block[0] > slo and block[0] >= score_from:
-                    res.violate(served, block[0])
-                budget -= served
-                self.queued -= served
-                if served == block[1]:
-                    queue.popleft()
-                else:
-                    block[1] -= served
+            budget = reps.ready * per_replica
+            if not queue and (not a or (budget > 1e-12 and a <= budget)):
+                # nothing waiting, and this second's arrivals (if any) served within it: the queue's own
+                # steps below, without the block they would append and pop (the same floats)
+                if a:
+                    queued += a
+                    budget -= a
+                    queued -= a
+            else:
+                if a:
+                    queue.append([t, a])
+                    queued += a
+                while budget > 1e-12 and queue:
+                    block = queue[0]
+                    served = block[1] if block[1] <= budget else budget
+                    if t - block[0] > slo and block[0] >= score_from:
+                        res.violate(served, block[0])
+                    budget -= served
+                    queued -= served
+                    if served == block[1]:
+                        queue.popleft()
+                    else:
+                        block[1] -= served
             if scored:
-                res.idle_replica_seconds += budget / self.cap
+                res.idle_replica_seconds += budget / per_replica
+        self.queued = queued
 
     def finish(self, n_sec: int) -> None:
         for t_arr, count in self.queue:  # still waiting at the end, and already too long
@@ -284,15 +298,43 @@ class _ServerQueue:
                 self.res.violate(1, t_arr)
 
 
-def _arrived_before(before_second: FloatArray, t0: int) -> Callable[[float], float]:
+@dataclass(frozen=True)
+class Ticks:
+    """A replay's arrivals as the step loop reads them, per tick and per second in Python floats: prepared
+    once per arrivals and tick and shared by every setting replayed on them (a night replays each day for
+    dozens of settings, and numpy's scalar reads in the loop cost more than the arithmetic they fed)."""
+
+    n_sec: int
+    tick_s: int
+    tick_max: list[float]  # the busiest second of each tick
+    tick_sum: list[float]  # requests in each tick
+    per_second: list[float]  # requests in each second, zero-padded to whole ticks
+    before_second: list[float]  # [t]: requests arrived before second t
+
+    @classmethod
+    def of(cls, arrivals: FloatArray, tick_s: int) -> Ticks:
+        if tick_s <= 0:
+            raise ValueError("tick_s must be > 0")
+        ticks = by_tick(arrivals, tick_s)
+        return cls(
+            int(arrivals.size),
+            tick_s,
+            ticks.max(axis=1).tolist(),
+            ticks.sum(axis=1).tolist(),
+            ticks.reshape(-1).tolist(),
+            np.concatenate([[0.0], np.cumsum(arrivals)]).tolist(),
+        )
+
+
+def _arrived_before(before_second: list[float], t0: int) -> Callable[[float], float]:
     def arrived(window_s: float) -> float:
-        return float(before_second[t0] - before_second[max(0, t0 - int(window_s))])
+        return before_second[t0] - before_second[max(0, t0 - int(window_s))]
 
     return arrived
 
 
 def simulate(
-    arrivals: FloatArray,
+    arrivals: FloatArray | Ticks,
     policy: Policy,
     *,
     start_s: float,
@@ -325,7 +367,7 @@ def simulate(
 
 
 def stepping(
-    arrivals: FloatArray,
+    arrivals: FloatArray | Ticks,
     name: str,
     *,
     start_s: float,
@@ -338,15 +380,16 @@ def stepping(
 ) -> Generator[Observation, int, ReplayResult]:
     """The simulation one tick at a time: yields each tick's Observation, takes the replica count to run
     with (send), and returns the ReplayResult. `simulate` drives it with one policy; the fleet backtest
-    drives many in lockstep, so a shared budget can be divided before any of them applies its count."""
+    drives many in lockstep, so a shared budget can be divided before any of them applies its count.
+    `arrivals`: per second, or already cut into ticks of `tick_s` (Ticks.of, shared by many settings)."""
     if capacity_rps <= 0 or tick_s <= 0 or t_load_s < 0 or slo_wait_s < 0:
         raise ValueError("capacity_rps and tick_s must be > 0, t_load_s and slo_wait_s >= 0")
-    n_sec = int(arrivals.size)
-    ticks = by_tick(arrivals, tick_s)
-    n_ticks = ticks.shape[0]
-    tick_max = ticks.max(axis=1).tolist()
-    tick_sum = ticks.sum(axis=1).tolist()
-    arr = ticks.reshape(-1).tolist()
+    cut = arrivals if isinstance(arrivals, Ticks) else Ticks.of(arrivals, tick_s)
+    if cut.tick_s != tick_s:
+        raise ValueError(f"arrivals cut into ticks of {cut.tick_s} s, replayed at a tick of {tick_s} s")
+    n_sec, tick_max, tick_sum, arr = cut.n_sec, cut.tick_max, cut.tick_sum, cut.per_second
+    before_second = cut.before_second
+    n_ticks = len(tick_sum)
 
     n_days = max(1, math.ceil(n_sec / SECONDS_PER_DAY))
     res = ReplayResult(
@@ -362,40 +405,50 @@ def stepping(
         if capacity_rps >= 1.0
         else _ServerQueue(capacity_rps, slo_wait_s, score_from_s, res)
     )
+    server = isinstance(service, _ServerQueue)
+    # the scored totals, summed here in the order the result's fields were (the same floats) and written to
+    # it once at the end: attribute and numpy scalar updates were most of a quiet tick's cost
+    cold_starts, peak, replica_seconds, requests = 0, 0, 0.0, 0.0
+    daily_replica_seconds, daily_requests = [0.0] * n_days, [0.0] * n_days
+    ready_per_tick, asked_per_tick = res.ready_per_tick, res.asked_per_tick
     last_rps = tick_sum[0] / tick_s if n_ticks else 0.0
-    before_second = np.concatenate([[0.0], np.cumsum(arrivals)])  # [t]: requests arrived before second t
     for k in range(n_ticks):
         t0 = k * tick_s
         t1 = min(t0 + tick_s, n_sec)
         scored = t0 >= score_from_s
-        obs = Observation(
+        before = reps.ready
+        asked = yield Observation(
             start_s + t0,
             t0,
             last_rps,
             service.waiting(t0),
-            reps.asked,
-            reps.ready,
+            reps.ready + len(reps.loading),
+            before,
             _arrived_before(before_second, t0),
         )
-        before = reps.ready
-        asked = yield obs
         started, stopped = reps.apply(max(0, int(asked)), t0, first=k == 0)
-        if k == 0 and isinstance(service, _ServerQueue):
+        if k == 0 and server:
             for _ in range(reps.ready - before):
-                heapq.heappush(service.free, 0.0)
+                heapq.heappush(service.free, 0.0)  # type: ignore[union-attr]
         if stopped:
             service.removed(stopped, t0)
+        now_asked = reps.ready + len(reps.loading)
         if scored:
-            res.cold_starts += started
-            res.peak_replicas = max(res.peak_replicas, reps.asked)
-            res.replica_seconds += reps.asked * (t1 - t0)
-            res.requests += tick_sum[k]
+            cold_starts += started
+            if now_asked > peak:
+                peak = now_asked
+            replica_seconds += now_asked * (t1 - t0)
+            requests += tick_sum[k]
             day = int(t0 // SECONDS_PER_DAY)  # a tick that straddles midnight counts on its first day
-            res.daily_replica_seconds[day] += reps.asked * (t1 - t0)
-            res.daily_requests[day] += tick_sum[k]
+            daily_replica_seconds[day] += now_asked * (t1 - t0)
+            daily_requests[day] += tick_sum[k]
         service.run_tick(reps, t0, t1, arr, tick_max[k], tick_sum[k], scored)
-        res.ready_per_tick.append(reps.ready)
-        res.asked_per_tick.append(reps.asked)
+        ready_per_tick.append(reps.ready)
+        asked_per_tick.append(reps.ready + len(reps.loading))
         last_rps = tick_sum[k] / tick_s
     service.finish(n_sec)
+    res.cold_starts, res.peak_replicas = cold_starts, peak
+    res.replica_seconds, res.requests = replica_seconds, requests
+    res.daily_replica_seconds[:] = daily_replica_seconds
+    res.daily_requests[:] = daily_requests
     return res

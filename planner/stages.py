@@ -294,6 +294,15 @@ def burst_reserve(value: int, spec: PlannerSpec) -> tuple[int, Step]:
     )
 
 
+def observed_need(rps: float, queue_length: float, spec: PlannerSpec) -> int:
+    """The reactive floor's count for a valid, fresh observed rate: what reactive_floor says without its
+    sentence (the backtest's reactive autoscaler asks it at every tick of every setting it replays)."""
+    # replicas asked for now serve only from now + T_load: spread the backlog over that wait plus the drain
+    # time, or a queue built during one cold start would ask for a flood of replicas that arrive too late
+    need = rps + max(0.0, queue_length) / (spec.t_load_s + spec.queue_drain_s)
+    return replicas_for(need, spec.capacity_rps_per_replica * spec.floor_utilization)
+
+
 def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[int | None, Message]:
     """Stage 3 input: replicas the observed rate and queue need right now (None when there is no fresh
     observation), and a sentence saying so."""
@@ -303,10 +312,7 @@ def reactive_floor(snapshot: Snapshot, spec: PlannerSpec, now: float) -> tuple[i
     if now - at > spec.max_observation_age_s:
         return None, f"the observed rate is {fmt_duration(now - at)} old"
     queue = max(0.0, snapshot.queue_length)
-    # replicas asked for now serve only from now + T_load: spread the backlog over that wait plus the drain
-    # time, or a queue built during one cold start would ask for a flood of replicas that arrive too late
-    need = rps + queue / (spec.t_load_s + spec.queue_drain_s)
-    n = replicas_for(need, spec.capacity_rps_per_replica * spec.floor_utilization)
+    n = observed_need(rps, queue, spec)
 
     def msg() -> str:
         extra = (

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from backtest.policies import Oracle, Predictive, Reactive
 from backtest.run import BacktestConfig, compare, run_backtest, static_hours_at, sweep_alphas, sweep_pools
-from backtest.simulator import Observation, simulate, spread_arrivals
+from backtest.simulator import Observation, Ticks, simulate, spread_arrivals
 from forecaster.dropouts import DropoutWatch
 from forecaster.sources.synthetic import DEMO_FLEET, generate
 from forecaster.types import TrafficSeries
@@ -350,3 +352,90 @@ def test_the_predictive_floor_counts_the_requests_in_service_not_one_ticks_rate(
     assert policy.decide(obs) == 2  # ceil((1/400) / (1/400 x 0.8))
     assert windows == [400.0]
     assert policy.reasons["ForecastMissing"] == 1
+
+
+def plain_fluid_replay(
+    arrivals: np.ndarray, counts: list[int], cap: float, t_load: float, slo: float, tick: int, score_from: int
+) -> tuple[float, float, float, float, list[int], list[float]]:
+    """The fluid queue second by second with no shortcut (every arrival a block appended and served, every
+    second's promotions checked): the reference the simulator's fast paths must equal exactly. Returns
+    (violations, idle replica-seconds, replica-seconds, requests, ready per tick, daily violations)."""
+    n_sec = arrivals.size
+    ready, loading = 0, []
+    queue: list[list[float]] = []
+    violations = idle = replica_s = requests = 0.0
+    daily = [0.0] * max(1, -(-n_sec // 86_400))
+    ready_per_tick = []
+    for k in range(-(-n_sec // tick)):
+        t0, t1 = k * tick, min(k * tick + tick, n_sec)
+        want, asked = max(0, counts[min(k, len(counts) - 1)]), ready + len(loading)
+        if k == 0:
+            ready, loading = want, []
+        elif want > asked:
+            loading = sorted(loading + [t0 + t_load] * (want - asked))
+        else:
+            cancel = min(asked - want, len(loading))
+            loading = loading[: len(loading) - cancel]
+            ready -= asked - want - cancel
+        if t0 >= score_from:
+            replica_s += (ready + len(loading)) * (t1 - t0)
+            requests += float(arrivals[t0:t1].sum())
+        for t in range(t0, t1):
+            while loading and loading[0] <= t:
+                loading.pop(0)
+                ready += 1
+            if arrivals[t]:
+                queue.append([t, float(arrivals[t])])
+            budget = ready * cap
+            while budget > 1e-12 and queue:
+                served = min(queue[0][1], budget)
+                if t - queue[0][0] > slo and queue[0][0] >= score_from:
+                    violations += served
+                    daily[int(queue[0][0] // 86_400)] += served
+                budget -= served
+                if served == queue[0][1]:
+                    queue.pop(0)
+                else:
+                    queue[0][1] -= served
+            if t0 >= score_from:
+                idle += budget / cap
+        ready_per_tick.append(ready)
+    for t_arr, count in queue:
+        if n_sec - t_arr > slo and t_arr >= score_from:
+            violations += count
+            daily[int(t_arr // 86_400)] += count
+    return violations, idle, replica_s, requests, ready_per_tick, daily
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    arrivals=st.lists(st.integers(0, 40), min_size=1, max_size=400),
+    counts=st.lists(st.integers(0, 4), min_size=1, max_size=40),
+    tick=st.integers(1, 30),
+    t_load=st.integers(0, 60),
+    score_from=st.integers(0, 100),
+)
+@example(arrivals=[5, 30, 5, 5, 0, 25] * 10, counts=[2, 3, 1], tick=5, t_load=5, score_from=0)
+def test_the_replay_equals_a_plain_second_by_second_fluid_queue(
+    arrivals: list[int], counts: list[int], tick: int, t_load: int, score_from: int
+) -> None:
+    """The simulator skips the queue's work where nothing can wait (a quiet tick, a second served within
+    itself) and cuts the arrivals into ticks once for every setting: the outcome is the plain queue's,
+    float for float, and the same whether the arrivals come cut (Ticks) or not."""
+    arr = np.array(arrivals, dtype=float)
+    kw = {"start_s": 0.0, "capacity_rps": 10.0, "t_load_s": float(t_load), "slo_wait_s": 2.0}
+    a = simulate(arr, Fixed(counts), tick_s=tick, score_from_s=score_from, **kw)  # type: ignore[arg-type]
+    b = simulate(Ticks.of(arr, tick), Fixed(counts), tick_s=tick, score_from_s=score_from, **kw)  # type: ignore[arg-type]
+    violations, idle, replica_s, requests, ready, daily = plain_fluid_replay(
+        arr, counts, 10.0, float(t_load), 2.0, tick, score_from
+    )
+    assert (a.slo_violations, a.replica_seconds, a.requests) == (violations, replica_s, requests)
+    assert a.idle_replica_seconds == pytest.approx(idle, abs=1e-9)  # a quiet tick sums its idle at once
+    assert a.ready_per_tick == ready and a.daily_violations.tolist() == daily
+    assert a.as_dict() == b.as_dict() and a.ready_per_tick == b.ready_per_tick
+
+
+def test_arrivals_cut_for_one_tick_are_refused_at_another() -> None:
+    kw = {"start_s": 0.0, "capacity_rps": 1.0, "t_load_s": 0.0, "slo_wait_s": 1.0}
+    with pytest.raises(ValueError, match="ticks of 30 s, replayed at a tick of 10 s"):
+        simulate(Ticks.of(np.ones(60), 30), Fixed(1), tick_s=10, **kw)  # type: ignore[arg-type]
