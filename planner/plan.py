@@ -41,8 +41,9 @@ def _next_state(
 ) -> PlannerState:
     keep_recs = max(spec.scale_down_stabilization_s, spec.scale_up_stabilization_s)
     keep_events = max(spec.scale_up_period_s, spec.scale_down_period_s)
-    recs = (*tuple((t, n) for t, n in state.recommendations if t > now - keep_recs), (now, recommendation))
-    events = tuple((t, d) for t, d in state.scale_events if t > now - keep_events)
+    since_recs, since_events = now - keep_recs, now - keep_events
+    recs = (*[r for r in state.recommendations if r[0] > since_recs], (now, recommendation))
+    events = tuple([e for e in state.scale_events if e[0] > since_events])
     if change:
         events += ((now, change),)
     return PlannerState(recs, events)

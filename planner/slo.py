@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 from forecaster.types import Forecast
-from planner.queueing import erlang_b, late_probability, wait_probability
+from planner.queueing import erlang_b, wait_probability
 
 EPS = 1e-12
 # the forecast quantiles a step's distribution is read from (the feed predicts them once per refresh). The
@@ -59,8 +59,14 @@ def step_distribution(fc: Forecast, i: int) -> tuple[tuple[float, float], ...]:
     return fc.derived(("slo-dist", i), lambda: _distribution(fc, i))
 
 
+def _paths(fc: Forecast) -> tuple[Sequence[float], ...]:
+    """The LEVELS' quantile paths, looked up once per forecast rather than once per level and step."""
+    return fc.derived("slo-paths", lambda: tuple(fc.quantile_values(q) for q in LEVELS))
+
+
 def _distribution(fc: Forecast, i: int) -> tuple[tuple[float, float], ...]:
-    rates = [max(0.0, fc.quantile_values(q)[i] / fc.step_s) for q in LEVELS]
+    step_s = fc.step_s
+    rates = [max(0.0, path[i] / step_s) for path in _paths(fc)]
     for a, b in pairwise(range(len(rates))):  # quantile paths may cross by rounding: keep them monotone
         rates[b] = max(rates[b], rates[a])
     u1, u2 = TAIL_FROM
@@ -107,19 +113,32 @@ class LateCurve:
         self.offered = [r / capacity_rps for _, r in dist]
         self.n0 = max(1, math.ceil(self.total / capacity_rps - EPS)) if self.total > 0 else 0
         self.lates: list[float] = []  # late at n0, n0 + 1, ...
+        # the levels that carry load, as (weight x rate, offered load), and their Erlang B values at the
+        # count walked last: a level with no load adds nothing at any count
+        self._levels = [(w * r, a) for (w, r), a in zip(dist, self.offered, strict=True) if a > 0]
         self._blocking: list[float] = []
 
     def _extend(self) -> None:
+        """The late requests at the next count. queueing.late_probability's arithmetic, written out in one
+        loop with Erlang B's recursion (a first night walks some 600,000 counts of 16 levels each, and the
+        calls cost a third of it); a property test holds it to late_share, equal, not close."""
         n = self.n0 + len(self.lates)
-        if not self.lates:
-            self._blocking = [erlang_b(n, a) for a in self.offered]
-        else:
-            self._blocking = [a * b / (n + a * b) for a, b in zip(self.offered, self._blocking, strict=True)]
+        exp, cap, wait = math.exp, self.capacity_rps, self.wait_s
+        blocking = self._blocking
+        first = not self.lates
         late = 0.0
-        for (w, rate), a, b in zip(self.dist, self.offered, self._blocking, strict=True):
-            if a > 0:
-                p = 1.0 if n <= a else late_probability(n, a, b, self.capacity_rps, self.wait_s)
-                late += w * rate * p
+        for j, (wr, a) in enumerate(self._levels):
+            if first:
+                b = erlang_b(n, a)
+                blocking.append(b)
+            else:
+                b = blocking[j] = a * blocking[j] / (n + a * blocking[j])
+            if n <= a:
+                late += wr * 1.0  # the queue grows for the whole step: every request is late
+            else:
+                # P(wait > t) = C(n, a) exp(-(n - a) mu t), C from B; at most 1
+                p = n * b / (n - a * (1.0 - b)) * exp(-(n - a) * cap * wait)
+                late += wr * (p if p < 1.0 else 1.0)
         self.lates.append(late)
 
     def share(self, n: int) -> float:
@@ -153,24 +172,14 @@ def _needs(fc: Forecast, capacity_rps: float, wait_s: float, budget: float, fact
     return fc.derived(("slo-needs", capacity_rps, wait_s, budget, factor), dict)
 
 
-def _need(
-    needs: dict[int, int],
-    fc: Forecast,
-    i: int,
-    capacity_rps: float,
-    wait_s: float,
-    budget: float,
-    factor: float,
-) -> int:
-    n = needs.get(i)
-    if n is None:
-        n = needs[i] = _curve(fc, i, capacity_rps, wait_s, factor).replicas(budget)
-    return n
+def _curves(fc: Forecast, capacity_rps: float, wait_s: float, factor: float) -> dict[int, LateCurve]:
+    """The steps' late curves (their rates scaled by `factor`), by step, once per forecast."""
+    return fc.derived(("slo-curves", capacity_rps, wait_s, factor), dict)
 
 
-def _curve(fc: Forecast, i: int, capacity_rps: float, wait_s: float, factor: float) -> LateCurve:
-    """Step i's late curve (its rates scaled by `factor`), once per forecast."""
-    curves: dict[int, LateCurve] = fc.derived(("slo-curves", capacity_rps, wait_s, factor), dict)
+def _curve(
+    curves: dict[int, LateCurve], fc: Forecast, i: int, capacity_rps: float, wait_s: float, factor: float
+) -> LateCurve:
     curve = curves.get(i)
     if curve is None:
         curve = curves[i] = LateCurve(anchored(step_distribution(fc, i), factor), capacity_rps, wait_s)
@@ -194,15 +203,22 @@ def peak_need(
     factor: float = 1.0,
 ) -> tuple[int, float, float]:
     """(replicas, step start, that step's expected late share at them) of the neediest step overlapping
-    [start, end): what a decision answering for that span must hold."""
-    best, at, share = 0, start, 0.0
+    [start, end) (the first of equals): what a decision answering for that span must hold."""
     needs = _needs(fc, capacity_rps, wait_s, budget, factor)
+    curves = _curves(fc, capacity_rps, wait_s, factor)
+    best, at = 0, -1
+    # every tick of every tuning candidate reads a few steps here: one loop over the needs table, the curve
+    # walked only for a step not in it, and the share read once, at the step that needs the most
     for i in steps_between(fc, start, end):
-        n = _need(needs, fc, i, capacity_rps, wait_s, budget, factor)
+        n = needs.get(i)
+        if n is None:
+            n = needs[i] = _curve(curves, fc, i, capacity_rps, wait_s, factor).replicas(budget)
         if n > best:
-            best, at = n, fc.origin_s + i * fc.step_s
-            share = _curve(fc, i, capacity_rps, wait_s, factor).share(n)
-    return best, at, share
+            best, at = n, i
+    if at < 0:
+        return 0, start, 0.0
+    share = _curve(curves, fc, at, capacity_rps, wait_s, factor).share(best)
+    return best, fc.origin_s + at * fc.step_s, share
 
 
 def anchored(dist: Sequence[tuple[float, float]], factor: float) -> tuple[tuple[float, float], ...]:
@@ -222,7 +238,10 @@ def anchor_factor(fc: Forecast, now: float, observed_rps: float | None, window_s
     i = math.floor((now - fc.origin_s) / fc.step_s + EPS)
     if not 0 <= i < fc.horizon:
         return 1.0
-    mean = sum(w * r for w, r in step_distribution(fc, i))
+    means: dict[int, float] = fc.derived("slo-means", dict)  # read at every tick the forecast serves
+    mean = means.get(i)
+    if mean is None:
+        mean = means[i] = sum(w * r for w, r in step_distribution(fc, i))
     if fc.p_any is not None and fc.p_any[i] > 0:
         # a request seen says requests are coming: compared with the count given any, not with a mean that
         # the chance of none dilutes (a session under way is not a rise of the whole distribution)
