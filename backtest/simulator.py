@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -195,7 +196,14 @@ class _FluidQueue:
         return None
 
     def run_tick(
-        self, reps: _Replicas, t0: int, t1: int, arr: list[float], t_max: float, t_sum: float, scored: bool
+        self,
+        reps: _Replicas,
+        t0: int,
+        t1: int,
+        arr: Sequence[float],
+        t_max: float,
+        t_sum: float,
+        scored: bool,
     ) -> None:
         res = self.res
         cap = reps.ready * self.cap
@@ -275,7 +283,14 @@ class _ServerQueue:
             self.res.idle_replica_seconds -= self.service_s  # busy time, netted against ready time below
 
     def run_tick(
-        self, reps: _Replicas, t0: int, t1: int, arr: list[float], t_max: float, t_sum: float, scored: bool
+        self,
+        reps: _Replicas,
+        t0: int,
+        t1: int,
+        arr: Sequence[float],
+        t_max: float,
+        t_sum: float,
+        scored: bool,
     ) -> None:
         for ready_at in reps.promote_until(t1 - 1):
             heapq.heappush(self.free, max(ready_at, float(t0)))
@@ -308,8 +323,10 @@ class Ticks:
     tick_s: int
     tick_max: list[float]  # the busiest second of each tick
     tick_sum: list[float]  # requests in each tick
-    per_second: list[float]  # requests in each second, zero-padded to whole ticks
-    before_second: list[float]  # [t]: requests arrived before second t
+    # per second, as C doubles (8 bytes a value, not a list's 32: a night keeps every day's replay until it
+    # ends), read as Python floats
+    per_second: Sequence[float]  # requests in each second, zero-padded to whole ticks
+    before_second: Sequence[float]  # [t]: requests arrived before second t
 
     @classmethod
     def of(cls, arrivals: FloatArray, tick_s: int) -> Ticks:
@@ -321,12 +338,12 @@ class Ticks:
             tick_s,
             ticks.max(axis=1).tolist(),
             ticks.sum(axis=1).tolist(),
-            ticks.reshape(-1).tolist(),
-            np.concatenate([[0.0], np.cumsum(arrivals)]).tolist(),
+            array("d", ticks.reshape(-1).tobytes()),
+            array("d", np.concatenate([[0.0], np.cumsum(arrivals)]).tobytes()),
         )
 
 
-def _arrived_before(before_second: list[float], t0: int) -> Callable[[float], float]:
+def _arrived_before(before_second: Sequence[float], t0: int) -> Callable[[float], float]:
     def arrived(window_s: float) -> float:
         return before_second[t0] - before_second[max(0, t0 - int(window_s))]
 

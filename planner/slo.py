@@ -108,14 +108,14 @@ class LateCurve:
     as a walk of its own: the same arithmetic, and the first count within it."""
 
     def __init__(self, dist: Sequence[tuple[float, float]], capacity_rps: float, wait_s: float) -> None:
-        self.dist, self.capacity_rps, self.wait_s = dist, capacity_rps, wait_s
+        self.capacity_rps, self.wait_s = capacity_rps, wait_s
         self.total = sum(w * r for w, r in dist)
-        self.offered = [r / capacity_rps for _, r in dist]
         self.n0 = max(1, math.ceil(self.total / capacity_rps - EPS)) if self.total > 0 else 0
         self.lates: list[float] = []  # late at n0, n0 + 1, ...
-        # the levels that carry load, as (weight x rate, offered load), and their Erlang B values at the
-        # count walked last: a level with no load adds nothing at any count
-        self._levels = [(w * r, a) for (w, r), a in zip(dist, self.offered, strict=True) if a > 0]
+        # of the levels that carry load (one with none adds nothing at any count): weight x rate, the offered
+        # load, and its Erlang B value at the count walked last. Only these are kept: a first night holds
+        # some 100,000 curves until its replays end
+        self._levels = [(w * r, a) for w, r in dist if (a := r / capacity_rps) > 0]
         self._blocking: list[float] = []
 
     def _extend(self) -> None:
