@@ -77,14 +77,13 @@ class Reactive:
         )
         self._recs: deque[tuple[float, int]] = deque()
         self._window_s = self.spec.reactive_window_s
-        # an observation read at the tick it is made is fresh unless the spec allows no age at all
-        self._fresh = self.spec.max_observation_age_s >= 0
 
     def recommendation(self, obs: Observation) -> int:
         rps = observed_rps(obs, self._window_s)
-        # reactive_floor of this observation (the rate read now: None only where it is not a valid rate),
-        # its count without the Snapshot and sentence it would build at every tick of every setting
-        valid = self._fresh and math.isfinite(rps) and rps >= 0
+        # reactive_floor of this observation, its count without the Snapshot and sentence it would build at
+        # every tick of every setting: read at the tick it is made, the rate is fresh (a spec's
+        # max_observation_age_s is > 0), so None only where it is not a valid rate
+        valid = math.isfinite(rps) and rps >= 0
         rec = observed_need(rps, obs.queue_length, self.spec) if valid else 0
         self._recs.append((obs.now_s, rec))
         while self._recs and self._recs[0][0] <= obs.now_s - self.spec.scale_down_stabilization_s - 1e-9:

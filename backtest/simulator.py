@@ -439,7 +439,7 @@ def stepping(
             t0,
             last_rps,
             service.waiting(t0),
-            reps.ready + len(reps.loading),
+            reps.asked,
             before,
             _arrived_before(before_second, t0),
         )
@@ -449,7 +449,7 @@ def stepping(
                 heapq.heappush(service.free, 0.0)  # type: ignore[union-attr]
         if stopped:
             service.removed(stopped, t0)
-        now_asked = reps.ready + len(reps.loading)
+        now_asked = reps.asked  # promotions within the tick move replicas from loading to ready, not this
         if scored:
             cold_starts += started
             if now_asked > peak:
@@ -461,7 +461,7 @@ def stepping(
             daily_requests[day] += tick_sum[k]
         service.run_tick(reps, t0, t1, arr, tick_max[k], tick_sum[k], scored)
         ready_per_tick.append(reps.ready)
-        asked_per_tick.append(reps.ready + len(reps.loading))
+        asked_per_tick.append(now_asked)
         last_rps = tick_sum[k] / tick_s
     service.finish(n_sec)
     res.cold_starts, res.peak_replicas = cold_starts, peak
